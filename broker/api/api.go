@@ -1,0 +1,135 @@
+package api
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/awnumar/memguard"
+)
+
+// Sentinel errors for the conditions callers branch on. Errors returned by
+// the broker wrap exactly one of them; the filesystem maps each to an errno.
+var (
+	// ErrNotFound: no integration has that guid or name (ENOENT).
+	ErrNotFound = errors.New("no such integration")
+	// ErrNotSignedIn: the user never signed in, or signed out (ENOKEY).
+	ErrNotSignedIn = errors.New("not signed in")
+	// ErrExpired: refresh is no longer possible; the user must sign in
+	// again (EKEYEXPIRED).
+	ErrExpired = errors.New("sign-in expired")
+	// ErrUnavailable: the provider or the broker could not be reached or
+	// answered badly, and no valid token is cached (EIO).
+	ErrUnavailable = errors.New("token unavailable")
+	// ErrPermission: the caller may not use these credentials (EACCES).
+	ErrPermission = errors.New("permission denied")
+)
+
+// Status is the sign-in status shown in meta.json.
+type Status string
+
+// The values of [Status], as in SPEC §2.
+const (
+	StatusSignedIn    Status = "signed_in"
+	StatusNotSignedIn Status = "not_signed_in"
+	StatusExpired     Status = "expired"
+	StatusError       Status = "error"
+)
+
+// TimeFormat is how expiry times are written: RFC 3339 in UTC with second
+// precision.
+const TimeFormat = "2006-01-02T15:04:05Z"
+
+// FormatTime formats t as [TimeFormat] in UTC, or "" for the zero time.
+func FormatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(TimeFormat)
+}
+
+// Integration is one integration as a user sees it: the object in
+// meta.json and in the integrations.json array. It never holds a secret.
+type Integration struct {
+	GUID          string   `json:"guid"`
+	Name          string   `json:"name"`
+	DisplayName   string   `json:"display_name"`
+	ClientID      string   `json:"client_id"`
+	AuthURL       string   `json:"auth_url"`
+	TokenURL      string   `json:"token_url"`
+	Scopes        []string `json:"scopes"`
+	Authenticated bool     `json:"authenticated"`
+	Status        Status   `json:"status"`
+	// Expiry is the access token's expiry in [TimeFormat], or nil.
+	Expiry        *string  `json:"expiry"`
+	GrantedScopes []string `json:"granted_scopes"`
+	// Error is a human-readable reason for an expired or error status.
+	Error *string `json:"error"`
+}
+
+// Token is an immutable snapshot of an access token and its times.
+//
+// The token bytes live in a memguard Enclave owned by the Token; they are
+// decrypted into a locked buffer only for the moment of a [Token.ReadAt]
+// and wiped straight after. Holding a Token therefore costs no locked
+// memory, so any number of open files may hold one. The Enclave is freed
+// by the garbage collector with the Token, and wiped by memguard.Purge at
+// exit. A Token is safe for concurrent use.
+type Token struct {
+	value    *memguard.Enclave
+	size     int
+	expiry   time.Time
+	obtained time.Time
+}
+
+// NewToken seals value into a new Token and wipes value. A zero expiry
+// means the token does not expire. NewToken returns nil for an empty value.
+func NewToken(value []byte, expiry, obtained time.Time) *Token {
+	n := len(value)
+	e := memguard.NewEnclave(value)
+	if e == nil {
+		return nil
+	}
+	return &Token{value: e, size: n, expiry: expiry, obtained: obtained}
+}
+
+// Len returns the length of the token in bytes.
+func (t *Token) Len() int { return t.size }
+
+// Expiry returns when the token expires; the zero time means never.
+func (t *Token) Expiry() time.Time { return t.expiry }
+
+// Obtained returns when the broker obtained the token.
+func (t *Token) Obtained() time.Time { return t.obtained }
+
+// ReadAt copies token bytes starting at off into dst, like io.ReaderAt
+// but returning 0, nil at or past the end.
+func (t *Token) ReadAt(dst []byte, off int64) (int, error) {
+	if off >= int64(t.size) || len(dst) == 0 {
+		return 0, nil
+	}
+	b, err := t.value.Open()
+	if err != nil {
+		return 0, err
+	}
+	n := copy(dst, b.Bytes()[off:])
+	b.Destroy()
+	return n, nil
+}
+
+// Open decrypts the token into a new locked buffer. The caller owns the
+// buffer and must Destroy it as soon as it is done.
+func (t *Token) Open() (*memguard.LockedBuffer, error) { return t.value.Open() }
+
+// String returns "[redacted]", so a Token printed by mistake leaks nothing.
+func (t *Token) String() string { return "[redacted]" }
+
+// LogValue implements slog.LogValuer, so a Token logged by mistake leaks
+// nothing.
+func (t *Token) LogValue() slog.Value { return slog.StringValue("[redacted]") }
+
+// Valid reports whether the token is still usable at now, that is, whether
+// it has no expiry or expires after now plus margin.
+func (t *Token) Valid(now time.Time, margin time.Duration) bool {
+	return t != nil && (t.expiry.IsZero() || now.Add(margin).Before(t.expiry))
+}

@@ -1,0 +1,440 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/awnumar/memguard"
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/config"
+)
+
+// Options tune a [Broker]. The zero value is usable.
+type Options struct {
+	// Logger receives sign-in, refresh and failure events; nil discards.
+	Logger *slog.Logger
+	// HTTPClient is used for token endpoint requests; nil means a client
+	// with the config's request timeout.
+	HTTPClient *http.Client
+	// Now is the clock; nil means time.Now. Tests move it instead of
+	// sleeping.
+	Now func() time.Time
+}
+
+// Credentials are what a sign-in (or an import) stores for a user.
+// The byte slices are wiped by [Broker.Put].
+type Credentials struct {
+	AccessToken  []byte
+	RefreshToken []byte // may be empty
+	Expiry       time.Time
+	Scopes       []string // granted scopes, if the provider said
+}
+
+// Broker is the registry of integrations and the per-user credential
+// store. It is safe for concurrent use by multiple goroutines.
+type Broker struct {
+	log     *slog.Logger
+	now     func() time.Time
+	client  *http.Client
+	margin  time.Duration
+	timeout time.Duration
+	flights singleflight.Group
+
+	mu           sync.Mutex                     // guards the fields below
+	integrations map[string]*integration        // by guid
+	byName       map[string]*integration        // by name
+	users        map[int]map[string]*credential // uid -> guid -> credential
+}
+
+// integration is one configured integration with its client secret.
+type integration struct {
+	cfg *config.Integration
+	// secret is owned by the integration; it is freed with it and wiped
+	// by memguard.Purge at exit.
+	secret *memguard.Enclave
+}
+
+// credential is one user's tokens for one integration. Its fields are
+// guarded by Broker.mu; a credential is replaced, never reused, on
+// sign-in, so a refresh can tell whether it raced with one.
+type credential struct {
+	access  *api.Token        // current access token; nil after invalid_grant
+	refresh *memguard.Enclave // nil when the provider gave none
+	scopes  []string
+	status  api.Status
+	lastErr string
+}
+
+// New builds a broker for the integrations of cfg, reading every client
+// secret into an enclave.
+func New(cfg *config.Config, opts Options) (*Broker, error) {
+	b := &Broker{
+		log:     opts.Logger,
+		now:     opts.Now,
+		client:  opts.HTTPClient,
+		margin:  cfg.Broker.RefreshMargin,
+		timeout: cfg.Broker.RequestTimeout,
+		users:   map[int]map[string]*credential{},
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.client == nil {
+		b.client = &http.Client{Timeout: b.timeout}
+	}
+	if b.margin == 0 {
+		b.margin = config.DefaultRefreshMargin
+	}
+	if b.timeout == 0 {
+		b.timeout = config.DefaultRequestTimeout
+	}
+	b.integrations = map[string]*integration{}
+	b.byName = map[string]*integration{}
+	for _, ic := range cfg.Integrations {
+		s, err := ic.Secret()
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		in := &integration{cfg: ic, secret: memguard.NewEnclave(s)}
+		b.integrations[ic.GUID.String()] = in
+		b.byName[ic.Name] = in
+	}
+	return b, nil
+}
+
+// find returns the integration with guid or name id. Callers hold b.mu.
+func (b *Broker) find(id string) (*integration, error) {
+	if in, ok := b.integrations[strings.ToLower(id)]; ok {
+		return in, nil
+	}
+	if in, ok := b.byName[id]; ok {
+		return in, nil
+	}
+	return nil, fmt.Errorf("broker: %q: %w", id, api.ErrNotFound)
+}
+
+// Integrations returns what user uid sees of every integration, sorted by
+// name. It never makes a network call.
+func (b *Broker) Integrations(uid int) []api.Integration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]api.Integration, 0, len(b.integrations))
+	for _, in := range b.integrations {
+		out = append(out, b.metaLocked(uid, in))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Integration returns what user uid sees of the integration with guid or
+// name id. It never makes a network call.
+func (b *Broker) Integration(uid int, id string) (api.Integration, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	in, err := b.find(id)
+	if err != nil {
+		return api.Integration{}, err
+	}
+	return b.metaLocked(uid, in), nil
+}
+
+func (b *Broker) metaLocked(uid int, in *integration) api.Integration {
+	c := in.cfg
+	m := api.Integration{
+		GUID:          c.GUID.String(),
+		Name:          c.Name,
+		DisplayName:   c.DisplayName,
+		ClientID:      c.ClientID,
+		AuthURL:       c.AuthURL,
+		TokenURL:      c.TokenURL,
+		Scopes:        nonNil(c.Scopes),
+		Status:        api.StatusNotSignedIn,
+		GrantedScopes: []string{},
+	}
+	cr := b.users[uid][m.GUID]
+	if cr == nil {
+		return m
+	}
+	m.Status = cr.status
+	m.Authenticated = cr.status == api.StatusSignedIn || cr.status == api.StatusError
+	if cr.access != nil {
+		if s := api.FormatTime(cr.access.Expiry()); s != "" {
+			m.Expiry = &s
+		}
+	}
+	m.GrantedScopes = nonNil(cr.scopes)
+	if cr.lastErr != "" {
+		e := cr.lastErr
+		m.Error = &e
+	}
+	return m
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return append([]string(nil), s...)
+}
+
+// Put stores credentials for user uid and the integration with guid or
+// name id, replacing any there were, and wipes the byte slices of cr.
+func (b *Broker) Put(uid int, id string, cr Credentials) error {
+	defer memguard.WipeBytes(cr.AccessToken)
+	defer memguard.WipeBytes(cr.RefreshToken)
+	if len(cr.AccessToken) == 0 {
+		return fmt.Errorf("broker: store credentials for %q: the access token is empty", id)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	in, err := b.find(id)
+	if err != nil {
+		return err
+	}
+	c := &credential{
+		access:  api.NewToken(cr.AccessToken, cr.Expiry, b.now()),
+		refresh: memguard.NewEnclave(cr.RefreshToken),
+		scopes:  append([]string(nil), cr.Scopes...),
+		status:  api.StatusSignedIn,
+	}
+	b.userLocked(uid)[in.cfg.GUID.String()] = c
+	b.log.Info("credentials stored", "uid", uid, "integration", in.cfg.Name, "guid", in.cfg.GUID.String(),
+		"expiry", api.FormatTime(cr.Expiry), "refresh_token", c.refresh != nil)
+	return nil
+}
+
+// Forget drops user uid's credentials for the integration with guid or
+// name id. It reports whether there were any.
+func (b *Broker) Forget(uid int, id string) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	in, err := b.find(id)
+	if err != nil {
+		return false, err
+	}
+	g := in.cfg.GUID.String()
+	_, had := b.users[uid][g]
+	delete(b.users[uid], g)
+	if had {
+		b.log.Info("signed out", "uid", uid, "integration", in.cfg.Name, "guid", g)
+	}
+	return had, nil
+}
+
+func (b *Broker) userLocked(uid int) map[string]*credential {
+	u := b.users[uid]
+	if u == nil {
+		u = map[string]*credential{}
+		b.users[uid] = u
+	}
+	return u
+}
+
+// marginFor is the refresh margin for t: min(refresh_margin, a quarter of
+// the token's lifetime).
+func (b *Broker) marginFor(t *api.Token) time.Duration {
+	if t == nil || t.Expiry().IsZero() {
+		return 0
+	}
+	if q := t.Expiry().Sub(t.Obtained()) / 4; q < b.margin {
+		return q
+	}
+	return b.margin
+}
+
+// Token returns a valid access token for user uid and the integration with
+// guid or name id, refreshing it first when it expires within the margin.
+// Concurrent callers for the same user and integration share one refresh.
+// If ctx ends first, Token returns ctx.Err() and the refresh carries on.
+func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, error) {
+	b.mu.Lock()
+	in, err := b.find(id)
+	if err != nil {
+		b.mu.Unlock()
+		return nil, err
+	}
+	g := in.cfg.GUID.String()
+	cr := b.users[uid][g]
+	if cr == nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %w: run 'oauthfs login %s'", in.cfg.Name, api.ErrNotSignedIn, in.cfg.Name)
+	}
+	if t := cr.access; t.Valid(b.now(), b.marginFor(t)) {
+		b.mu.Unlock()
+		return t, nil
+	}
+	b.mu.Unlock()
+
+	ch := b.flights.DoChan(fmt.Sprintf("%d/%s", uid, g), func() (any, error) {
+		return b.refresh(uid, in)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*api.Token), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// refresh runs at most once at a time per user and integration (under the
+// singleflight group) and returns the token to hand out.
+func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
+	name, g := in.cfg.Name, in.cfg.GUID.String()
+	b.mu.Lock()
+	cr := b.users[uid][g]
+	if cr == nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %w", name, api.ErrNotSignedIn)
+	}
+	now := b.now()
+	if t := cr.access; t.Valid(now, b.marginFor(t)) {
+		b.mu.Unlock()
+		return t, nil // refreshed by a flight that ended just before ours
+	}
+	rt, cached := cr.refresh, cr.access
+	if rt == nil {
+		defer b.mu.Unlock()
+		if cached.Valid(now, 0) {
+			return cached, nil // nothing to refresh with; serve until expiry
+		}
+		if cr.status != api.StatusExpired {
+			cr.access = nil
+			cr.status, cr.lastErr = api.StatusExpired, "the token expired and there is no refresh token; sign in again"
+		}
+		return nil, fmt.Errorf("broker: %s: %w: %s (run 'oauthfs login %s')", name, api.ErrExpired, cr.lastErr, name)
+	}
+	b.mu.Unlock()
+
+	tok, newRT, err := b.exchangeRefresh(in, rt)
+	now = b.now()
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.users[uid][g] != cr {
+		// Signed out or signed in again while we refreshed: what we got
+		// belongs to a grant that is no longer stored.
+		if c := b.users[uid][g]; c != nil && c.access.Valid(now, 0) {
+			return c.access, nil
+		}
+		return nil, fmt.Errorf("broker: %s: %w", name, api.ErrNotSignedIn)
+	}
+	if err != nil {
+		var pe *ProviderError
+		if errors.As(err, &pe) && pe.Code == "invalid_grant" {
+			cr.access, cr.refresh = nil, nil
+			cr.status, cr.lastErr = api.StatusExpired, "the provider rejected the refresh token ("+pe.summary()+"); sign in again"
+			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", name, "guid", g, "err", err)
+			return nil, fmt.Errorf("broker: %s: %w: %v; run 'oauthfs login %s'", name, api.ErrExpired, err, name)
+		}
+		cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
+		if cached.Valid(now, 0) {
+			b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err,
+				"expiry", api.FormatTime(cached.Expiry()))
+			return cached, nil
+		}
+		b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
+		return nil, fmt.Errorf("broker: %s: %w: %v", name, api.ErrUnavailable, err)
+	}
+
+	// The expiry counts from our clock, not x/oauth2's, so that the
+	// margin rule and tests share one notion of now.
+	var expiry time.Time
+	if tok.ExpiresIn > 0 {
+		expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	t := api.NewToken([]byte(tok.AccessToken), expiry, now)
+	rotated := newRT != nil
+	if rotated {
+		cr.refresh = memguard.NewEnclave(newRT) // wipes newRT
+	}
+	cr.access = t
+	if s, ok := tok.Extra("scope").(string); ok && s != "" {
+		cr.scopes = strings.Fields(s)
+	}
+	cr.status, cr.lastErr = api.StatusSignedIn, ""
+	b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g,
+		"expiry", api.FormatTime(t.Expiry()), "rotated", rotated)
+	return t, nil
+}
+
+// exchangeRefresh asks the token endpoint for a new token with the refresh
+// token in rt. It is bounded by the request timeout whatever its caller.
+// newRT is a rotated refresh token, owned by the caller, or nil when the
+// provider kept the old one.
+func (b *Broker) exchangeRefresh(in *integration, rt *memguard.Enclave) (tok *oauth2.Token, newRT []byte, err error) {
+	rtBuf, err := rt.Open()
+	if err != nil {
+		return nil, nil, fmt.Errorf("broker: open refresh token: %w", err)
+	}
+	defer rtBuf.Destroy()
+	secret, err := in.secret.Open()
+	if err != nil {
+		return nil, nil, fmt.Errorf("broker: open client secret: %w", err)
+	}
+	defer secret.Destroy()
+
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, b.client)
+	// x/oauth2 takes and returns Go strings, so these are copies: never
+	// LockedBuffer.String(), which aliases memory that Destroy unmaps
+	// while x/oauth2 may still hold the string. The copies are
+	// short-lived and reclaimed by the garbage collector (see README,
+	// security model).
+	cfg := b.oauthConfig(in, string(secret.Bytes()))
+	tok, err = cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: string(rtBuf.Bytes())}).Token()
+	if err != nil {
+		return nil, nil, classify(ctx, err, b.timeout)
+	}
+	if tok.RefreshToken != "" && !rtBuf.EqualTo([]byte(tok.RefreshToken)) {
+		newRT = []byte(tok.RefreshToken)
+	}
+	return tok, newRT, nil
+}
+
+func (b *Broker) oauthConfig(in *integration, secret string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     in.cfg.ClientID,
+		ClientSecret: secret,
+		Endpoint:     oauth2.Endpoint{AuthURL: in.cfg.AuthURL, TokenURL: in.cfg.TokenURL},
+		Scopes:       in.cfg.Scopes,
+	}
+}
+
+// Session binds a broker to one user. It is what the filesystem of that
+// user's embedded mount talks to. It is safe for concurrent use.
+type Session struct {
+	B   *Broker
+	UID int
+}
+
+// Integrations returns the user's view of every integration.
+func (s Session) Integrations(context.Context) ([]api.Integration, error) {
+	return s.B.Integrations(s.UID), nil
+}
+
+// Integration returns the user's view of one integration.
+func (s Session) Integration(_ context.Context, id string) (api.Integration, error) {
+	return s.B.Integration(s.UID, id)
+}
+
+// Token returns a valid access token with refresh-on-read.
+func (s Session) Token(ctx context.Context, id string) (*api.Token, error) {
+	return s.B.Token(ctx, s.UID, id)
+}

@@ -1,0 +1,370 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/testprovider"
+)
+
+const uid = 1000
+
+// clock is a movable clock for the broker's Now seam.
+type clock struct{ off atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
+
+type fixture struct {
+	b     *Broker
+	p     *testprovider.Provider
+	clock *clock
+	logs  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func newFixture(t *testing.T, timeout time.Duration) *fixture {
+	t.Helper()
+	p := testprovider.New()
+	t.Cleanup(p.Close)
+	src := `
+[broker]
+state_dir = ""
+request_timeout = "` + timeout.String() + `"
+[[integration]]
+name = "Test"
+client_id = "test-client"
+client_secret = "test-secret"
+auth_url = "` + p.URL + `/authorize"
+token_url = "` + p.TokenURL() + `"
+scopes = ["read"]
+`
+	cfg, err := config.Parse("test.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{p: p, clock: &clock{}, logs: &syncBuffer{}}
+	f.b, err = New(cfg, Options{
+		Now:    f.clock.now,
+		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// signIn stores a fresh grant from the provider and returns it.
+func (f *fixture) signIn(t *testing.T) (access, refresh string) {
+	t.Helper()
+	a, r, exp := f.p.Grant()
+	if err := f.b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	return a, r
+}
+
+func read(t *testing.T, tok *api.Token) string {
+	t.Helper()
+	buf := make([]byte, tok.Len()+10)
+	n, err := tok.ReadAt(buf, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
+func TestNotFoundAndNotSignedIn(t *testing.T) {
+	f := newFixture(t, time.Second)
+	if _, err := f.b.Token(context.Background(), uid, "nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Token(nope) = %v; want ErrNotFound", err)
+	}
+	_, err := f.b.Token(context.Background(), uid, "Test")
+	if !errors.Is(err, api.ErrNotSignedIn) || !strings.Contains(err.Error(), "oauthfs login Test") {
+		t.Errorf("Token(Test) = %v; want ErrNotSignedIn with a login hint", err)
+	}
+	m, _ := f.b.Integration(uid, "Test")
+	if m.Status != api.StatusNotSignedIn || m.Authenticated {
+		t.Errorf("meta = %+v; want not_signed_in", m)
+	}
+}
+
+func TestMargin(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		lifetime time.Duration
+		advance  time.Duration
+		refresh  bool
+	}{
+		{"fresh", time.Hour, 0, false},
+		{"outside 5m margin", time.Hour, 54 * time.Minute, false},
+		{"inside 5m margin", time.Hour, 56 * time.Minute, true},
+		{"short token, outside quarter", 8 * time.Minute, 5*time.Minute + 50*time.Second, false},
+		{"short token, inside quarter", 8 * time.Minute, 6*time.Minute + 10*time.Second, true},
+		{"expired", time.Hour, 2 * time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, time.Second)
+			f.p.SetLifetime(tc.lifetime)
+			first, _ := f.signIn(t)
+			f.clock.advance(tc.advance)
+			tok, err := f.b.Token(context.Background(), uid, "Test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := read(t, tok)
+			if refreshed := got != first; refreshed != tc.refresh || f.p.Requests() != map[bool]int{false: 0, true: 1}[tc.refresh] {
+				t.Errorf("refreshed = %v with %d requests; want %v", refreshed, f.p.Requests(), tc.refresh)
+			}
+			if tc.refresh && !f.p.Issued(got) {
+				t.Errorf("Token = a token the provider did not issue")
+			}
+		})
+	}
+}
+
+func TestConcurrentReadersShareOneRefresh(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	f.signIn(t)
+	f.clock.advance(2 * time.Hour)
+	var wg sync.WaitGroup
+	got := make([]string, 200)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := f.b.Token(context.Background(), uid, "Test")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = read(t, tok)
+		}()
+	}
+	wg.Wait()
+	if n := f.p.Requests(); n != 1 {
+		t.Errorf("token endpoint requests = %d; want 1", n)
+	}
+	for _, g := range got {
+		if g != got[0] {
+			t.Fatalf("readers got different tokens")
+		}
+	}
+}
+
+func TestRotation(t *testing.T) {
+	for _, rotate := range []bool{true, false} {
+		t.Run(map[bool]string{true: "rotate", false: "keep"}[rotate], func(t *testing.T) {
+			f := newFixture(t, time.Second)
+			f.p.SetRotate(rotate)
+			_, rt := f.signIn(t)
+			for i := 0; i < 3; i++ {
+				f.clock.advance(2 * time.Hour)
+				if _, err := f.b.Token(context.Background(), uid, "Test"); err != nil {
+					t.Fatalf("refresh %d: %v", i, err)
+				}
+			}
+			if f.p.AcceptsRefresh(rt) == rotate {
+				t.Errorf("provider accepts the first refresh token = %v; want %v", !rotate, !rotate)
+			}
+			if f.p.Refreshes() != 3 {
+				t.Errorf("refreshes = %d; want 3", f.p.Refreshes())
+			}
+			m, _ := f.b.Integration(uid, "Test")
+			if m.Status != api.StatusSignedIn || strings.Join(m.GrantedScopes, " ") != "read write" || m.Expiry == nil {
+				t.Errorf("meta = %+v; want signed_in with granted scopes and expiry", m)
+			}
+		})
+	}
+}
+
+func TestFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		mode       testprovider.Mode
+		wantErr    error
+		wantStatus api.Status
+		wantMsg    string
+		timeout    time.Duration
+	}{
+		{"invalid_grant", testprovider.InvalidGrant, api.ErrExpired, api.StatusExpired, "sign in again", 0},
+		{"500", testprovider.ServerError, api.ErrUnavailable, api.StatusError, "HTTP 500", 0},
+		{"html", testprovider.HTML, api.ErrUnavailable, api.StatusError, "malformed", 0},
+		{"truncated", testprovider.Truncated, api.ErrUnavailable, api.StatusError, "malformed", 0},
+		{"huge", testprovider.Huge, api.ErrUnavailable, api.StatusError, "malformed", 5 * time.Second},
+		{"slow", testprovider.Slow, api.ErrUnavailable, api.StatusError, "did not answer within 300ms", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.timeout == 0 {
+				tc.timeout = 300 * time.Millisecond
+			}
+			f := newFixture(t, tc.timeout)
+			first, rt := f.signIn(t)
+
+			// Inside the margin but not expired: a transient failure
+			// serves the cached token; invalid_grant does not.
+			f.p.SetMode(tc.mode)
+			f.clock.advance(58 * time.Minute)
+			start := time.Now()
+			tok, err := f.b.Token(context.Background(), uid, "Test")
+			if el := time.Since(start); el > tc.timeout+5*time.Second {
+				t.Errorf("Token took %v; want bounded by the request timeout", el)
+			}
+			if tc.wantErr == api.ErrExpired {
+				if !errors.Is(err, api.ErrExpired) {
+					t.Fatalf("Token = %v; want ErrExpired", err)
+				}
+			} else if err != nil || read(t, tok) != first {
+				t.Fatalf("Token = %v; want the cached token", err)
+			}
+			m, _ := f.b.Integration(uid, "Test")
+			if m.Status != tc.wantStatus || m.Error == nil || !strings.Contains(*m.Error, tc.wantMsg) {
+				t.Errorf("meta = %+v; want status %s, error containing %q", m, tc.wantStatus, tc.wantMsg)
+			}
+
+			// Expired: the error is the sentinel.
+			f.clock.advance(time.Hour)
+			if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Errorf("Token after expiry = %v; want %v mentioning %q", err, tc.wantErr, tc.wantMsg)
+			}
+
+			// A transient failure loses nothing: once the provider is
+			// back, the stored refresh token still works.
+			f.p.SetMode(testprovider.OK)
+			tok, err = f.b.Token(context.Background(), uid, "Test")
+			if tc.wantErr == api.ErrExpired {
+				if !errors.Is(err, api.ErrExpired) {
+					t.Errorf("Token after invalid_grant = %v; want ErrExpired until sign-in", err)
+				}
+				return
+			}
+			if err != nil || !f.p.Issued(read(t, tok)) || f.p.AcceptsRefresh(rt) {
+				t.Errorf("Token after recovery = %v; want a fresh token from the kept refresh token", err)
+			}
+			if m, _ := f.b.Integration(uid, "Test"); m.Status != api.StatusSignedIn || m.Error != nil {
+				t.Errorf("meta after recovery = %+v; want signed_in, no error", m)
+			}
+		})
+	}
+}
+
+func TestNoRefreshToken(t *testing.T) {
+	f := newFixture(t, time.Second)
+	a, _, exp := f.p.Grant()
+	if err := f.b.Put(uid, "Test", Credentials{AccessToken: []byte(a), Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.advance(58 * time.Minute)
+	if tok, err := f.b.Token(context.Background(), uid, "Test"); err != nil || read(t, tok) != a {
+		t.Errorf("Token inside margin = %v; want the cached token", err)
+	}
+	f.clock.advance(time.Hour)
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrExpired) {
+		t.Errorf("Token after expiry = %v; want ErrExpired", err)
+	}
+	if f.p.Requests() != 0 {
+		t.Errorf("requests = %d; want 0", f.p.Requests())
+	}
+}
+
+func TestNoExpiry(t *testing.T) {
+	f := newFixture(t, time.Second)
+	a, _, _ := f.p.Grant()
+	f.b.Put(uid, "Test", Credentials{AccessToken: []byte(a)})
+	f.clock.advance(100 * 24 * time.Hour)
+	tok, err := f.b.Token(context.Background(), uid, "Test")
+	if err != nil || read(t, tok) != a || !tok.Expiry().IsZero() {
+		t.Errorf("Token = %v; want the never-expiring token", err)
+	}
+	if m, _ := f.b.Integration(uid, "Test"); m.Expiry != nil {
+		t.Errorf("meta expiry = %v; want null", *m.Expiry)
+	}
+}
+
+func TestCallerCancelDoesNotCancelRefresh(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	f.signIn(t)
+	f.p.SetMode(testprovider.Slow)
+	f.p.SetSlowDelay(300 * time.Millisecond)
+	f.clock.advance(2 * time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := f.b.Token(ctx, uid, "Test"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Token = %v; want the caller's deadline", err)
+	}
+	// The shared refresh finishes for the next reader.
+	tok, err := f.b.Token(context.Background(), uid, "Test")
+	if err != nil || !f.p.Issued(read(t, tok)) || f.p.Refreshes() != 1 {
+		t.Errorf("Token = %v, refreshes %d; want one completed refresh", err, f.p.Refreshes())
+	}
+}
+
+func TestSignOutDuringRefresh(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	f.signIn(t)
+	f.p.SetMode(testprovider.Slow)
+	f.p.SetSlowDelay(200 * time.Millisecond)
+	f.clock.advance(2 * time.Hour)
+	errc := make(chan error)
+	go func() { _, err := f.b.Token(context.Background(), uid, "Test"); errc <- err }()
+	for f.p.Requests() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if had, err := f.b.Forget(uid, "Test"); !had || err != nil {
+		t.Fatalf("Forget = %v, %v", had, err)
+	}
+	if err := <-errc; !errors.Is(err, api.ErrNotSignedIn) {
+		t.Errorf("Token racing a sign-out = %v; want ErrNotSignedIn", err)
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+		t.Errorf("Token after sign-out = %v; want ErrNotSignedIn", err)
+	}
+}
+
+func TestUsersAreSeparate(t *testing.T) {
+	f := newFixture(t, time.Second)
+	f.signIn(t)
+	if _, err := f.b.Token(context.Background(), uid+1, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+		t.Errorf("other user's Token = %v; want ErrNotSignedIn", err)
+	}
+}
+
+func TestLogsHoldNoSecrets(t *testing.T) {
+	f := newFixture(t, 300*time.Millisecond)
+	f.p.SetPrefix("CANARY")
+	f.signIn(t)
+	for _, m := range []testprovider.Mode{testprovider.OK, testprovider.ServerError, testprovider.Slow, testprovider.InvalidGrant} {
+		f.p.SetMode(m)
+		f.clock.advance(2 * time.Hour)
+		f.b.Token(context.Background(), uid, "Test")
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "refreshed") || !strings.Contains(logs, "refresh rejected") {
+		t.Fatalf("logs lack the expected events:\n%s", logs)
+	}
+	for _, s := range []string{"CANARY", "test-secret"} {
+		if strings.Contains(logs, s) {
+			t.Errorf("logs contain %q:\n%s", s, logs)
+		}
+	}
+}

@@ -1,0 +1,476 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/google/uuid"
+	"golang.org/x/oauth2/endpoints"
+)
+
+// Defaults for the [broker] table.
+const (
+	DefaultRefreshMargin  = 5 * time.Minute
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultListen         = "127.0.0.1:8400"
+	// SystemSocket is where the system broker daemon listens by default.
+	SystemSocket = "/run/oauthfs/broker.sock"
+	// MaxNameLen is the longest integration name, in bytes: a file name
+	// under by-name/ cannot be longer.
+	MaxNameLen = 255
+)
+
+// guidNamespace is the UUIDv5 namespace for guids derived from names. It is
+// fixed forever: changing it would change every default guid.
+var guidNamespace = uuid.MustParse("5b0f6c1e-2f5d-4a8e-9a57-6f61757468fe")
+
+// ErrInvalid is wrapped by every validation error, so callers can tell a
+// bad configuration from an unreadable file.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Config is a parsed and validated configuration. It is plain data and
+// safe to share read-only between goroutines.
+type Config struct {
+	// File is the path the configuration was read from.
+	File string
+	// Broker holds the [broker] table with defaults filled in.
+	Broker Broker
+	// Integrations holds the [[integration]] tables in file order.
+	Integrations []*Integration
+	// Warnings are problems that do not stop the broker, for example a
+	// secret file readable by others. The caller logs them.
+	Warnings []string
+}
+
+// Broker is the [broker] table.
+type Broker struct {
+	Socket         string        `toml:"socket"`
+	Listen         string        `toml:"listen"`
+	CallbackURL    string        `toml:"callback_url"`
+	StateDir       *string       `toml:"state_dir"`
+	KeyFile        string        `toml:"key_file"`
+	RefreshMargin  time.Duration `toml:"-"`
+	RequestTimeout time.Duration `toml:"-"`
+
+	RawRefreshMargin  string `toml:"refresh_margin"`
+	RawRequestTimeout string `toml:"request_timeout"`
+}
+
+// Integration is one [[integration]] table. The client secret itself is
+// not kept here; [Integration.Secret] reads it from its source on demand.
+type Integration struct {
+	Name             string            `toml:"name"`
+	DisplayName      string            `toml:"display_name"`
+	RawGUID          string            `toml:"guid"`
+	ClientID         string            `toml:"client_id"`
+	ClientSecret     string            `toml:"client_secret"`
+	ClientSecretFile string            `toml:"client_secret_file"`
+	ClientSecretEnv  string            `toml:"client_secret_env"`
+	AuthURL          string            `toml:"auth_url"`
+	TokenURL         string            `toml:"token_url"`
+	Scopes           []string          `toml:"scopes"`
+	Provider         string            `toml:"provider"`
+	AuthParams       map[string]string `toml:"auth_params"`
+	RevocationURL    string            `toml:"revocation_url"`
+
+	// GUID is RawGUID parsed, or the UUIDv5 of Name when RawGUID is empty.
+	GUID uuid.UUID `toml:"-"`
+	// Line is the line of the [[integration]] header in the file, or 0.
+	Line int `toml:"-"`
+}
+
+// Secret returns a fresh copy of the client secret read from its source.
+// The caller owns the slice and should wipe it (for example by handing it
+// to memguard.NewEnclave, which wipes its input).
+func (in *Integration) Secret() ([]byte, error) {
+	switch {
+	case in.ClientSecretFile != "":
+		b, err := os.ReadFile(in.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: integration %q: read client_secret_file: %w", in.Name, err)
+		}
+		s := trimNewline(b)
+		if len(s) == 0 {
+			return nil, fmt.Errorf("config: integration %q: client_secret_file %s is empty", in.Name, in.ClientSecretFile)
+		}
+		return s, nil
+	case in.ClientSecretEnv != "":
+		v, ok := os.LookupEnv(in.ClientSecretEnv)
+		if !ok || v == "" {
+			return nil, fmt.Errorf("config: integration %q: environment variable %s (client_secret_env) is not set", in.Name, in.ClientSecretEnv)
+		}
+		return []byte(v), nil
+	default:
+		return []byte(in.ClientSecret), nil
+	}
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// MemoryOnly reports whether credentials are kept in memory only.
+func (b *Broker) MemoryOnly() bool { return b.StateDir != nil && *b.StateDir == "" }
+
+// file is the on-disk shape; it exists so that unknown keys can be found.
+type file struct {
+	Broker      Broker         `toml:"broker"`
+	Integration []*Integration `toml:"integration"`
+}
+
+// Load reads, defaults and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse defaults and validates configuration text; path is used in errors
+// and to resolve relative file names.
+func Parse(path string, data []byte) (*Config, error) {
+	var f file
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("config: %s:%d: %s: %w", path, perr.Position.Line, perr.Message, ErrInvalid)
+		}
+		return nil, fmt.Errorf("config: %s: %v: %w", path, err, ErrInvalid)
+	}
+	lines := strings.Split(string(data), "\n")
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return nil, fmt.Errorf("config: %s:%d: unknown key %q: %w", path, keyLine(lines, k), k.String(), ErrInvalid)
+	}
+	c := &Config{File: path, Broker: f.Broker, Integrations: f.Integration}
+	headers := headerLines(lines)
+	for i, in := range c.Integrations {
+		if i < len(headers) {
+			in.Line = headers[i]
+		}
+	}
+	if err := c.defaults(); err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var headerRE = regexp.MustCompile(`^\s*\[\[\s*integration\s*\]\]`)
+
+// headerLines returns the 1-based line numbers of the [[integration]]
+// headers, in order.
+func headerLines(lines []string) []int {
+	var out []int
+	for i, l := range lines {
+		if headerRE.MatchString(l) {
+			out = append(out, i+1)
+		}
+	}
+	return out
+}
+
+// keyLine finds the line where the last component of k is assigned. The
+// TOML decoder does not export key positions, so this scans the text; it
+// returns the first match, or 0 when none is found.
+func keyLine(lines []string, k toml.Key) int {
+	if len(k) == 0 {
+		return 0
+	}
+	re := regexp.MustCompile(`(^|[\s{,])"?` + regexp.QuoteMeta(k[len(k)-1]) + `"?\s*=|^\s*\[+\s*` + regexp.QuoteMeta(k.String()) + `\s*\]`)
+	for i, l := range lines {
+		if re.MatchString(l) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func (c *Config) errf(format string, args ...any) error {
+	return fmt.Errorf("config: %s: %s: %w", c.File, fmt.Sprintf(format, args...), ErrInvalid)
+}
+
+func (c *Config) integrationErr(in *Integration, i int, format string, args ...any) error {
+	where := fmt.Sprintf("integration #%d", i+1)
+	if in.Name != "" {
+		where = fmt.Sprintf("integration %q", in.Name)
+	}
+	if in.Line > 0 {
+		return fmt.Errorf("config: %s:%d: %s: %s: %w", c.File, in.Line, where, fmt.Sprintf(format, args...), ErrInvalid)
+	}
+	return fmt.Errorf("config: %s: %s: %s: %w", c.File, where, fmt.Sprintf(format, args...), ErrInvalid)
+}
+
+func (c *Config) defaults() error {
+	b := &c.Broker
+	var err error
+	if b.RefreshMargin, err = duration(b.RawRefreshMargin, DefaultRefreshMargin); err != nil {
+		return c.errf("[broker] refresh_margin: %v (use a Go duration such as \"5m\")", err)
+	}
+	if b.RequestTimeout, err = duration(b.RawRequestTimeout, DefaultRequestTimeout); err != nil {
+		return c.errf("[broker] request_timeout: %v (use a Go duration such as \"10s\")", err)
+	}
+	if b.Listen == "" {
+		b.Listen = DefaultListen
+	}
+	if b.CallbackURL == "" {
+		b.CallbackURL = "http://" + b.Listen + "/callback"
+	}
+	if b.Socket == "" {
+		b.Socket = DefaultSocket()
+	}
+	if b.StateDir == nil {
+		d := DefaultStateDir()
+		b.StateDir = &d
+	}
+	if b.KeyFile == "" && *b.StateDir != "" {
+		b.KeyFile = filepath.Join(*b.StateDir, "key")
+	}
+	base := filepath.Dir(c.File)
+	for _, p := range []*string{&b.Socket, b.StateDir, &b.KeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	for _, in := range c.Integrations {
+		if in.ClientSecretFile != "" && !filepath.IsAbs(in.ClientSecretFile) {
+			in.ClientSecretFile = filepath.Join(base, in.ClientSecretFile)
+		}
+		if in.DisplayName == "" {
+			in.DisplayName = in.Name
+		}
+	}
+	return nil
+}
+
+func duration(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q must be positive", s)
+	}
+	return d, nil
+}
+
+// providers maps the provider key to its endpoints. Only providers whose
+// endpoints are fixed URLs are listed; others need auth_url and token_url.
+var providers = map[string]struct{ auth, token string }{
+	"amazon":    {endpoints.Amazon.AuthURL, endpoints.Amazon.TokenURL},
+	"bitbucket": {endpoints.Bitbucket.AuthURL, endpoints.Bitbucket.TokenURL},
+	"discord":   {endpoints.Discord.AuthURL, endpoints.Discord.TokenURL},
+	"dropbox":   {endpoints.Dropbox.AuthURL, endpoints.Dropbox.TokenURL},
+	"facebook":  {endpoints.Facebook.AuthURL, endpoints.Facebook.TokenURL},
+	"github":    {endpoints.GitHub.AuthURL, endpoints.GitHub.TokenURL},
+	"gitlab":    {endpoints.GitLab.AuthURL, endpoints.GitLab.TokenURL},
+	"google":    {endpoints.Google.AuthURL, endpoints.Google.TokenURL},
+	"linkedin":  {endpoints.LinkedIn.AuthURL, endpoints.LinkedIn.TokenURL},
+	"microsoft": {endpoints.Microsoft.AuthURL, endpoints.Microsoft.TokenURL},
+	"slack":     {endpoints.Slack.AuthURL, endpoints.Slack.TokenURL},
+	"spotify":   {endpoints.Spotify.AuthURL, endpoints.Spotify.TokenURL},
+	"zoom":      {endpoints.Zoom.AuthURL, endpoints.Zoom.TokenURL},
+}
+
+// Providers returns the known provider keys, sorted.
+func Providers() []string {
+	out := make([]string, 0, len(providers))
+	for k := range providers {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *Config) validate() error {
+	if _, _, err := net.SplitHostPort(c.Broker.Listen); err != nil {
+		return c.errf("[broker] listen %q: want host:port", c.Broker.Listen)
+	}
+	if err := checkURL(c.Broker.CallbackURL); err != nil {
+		return c.errf("[broker] callback_url: %v", err)
+	}
+	names := map[string]int{}
+	guids := map[uuid.UUID]int{}
+	for i, in := range c.Integrations {
+		if err := c.validateIntegration(in, i); err != nil {
+			return err
+		}
+		if j, dup := names[in.Name]; dup {
+			return c.integrationErr(in, i, "name is also used by integration #%d; names must be unique", j+1)
+		}
+		names[in.Name] = i
+		if j, dup := guids[in.GUID]; dup {
+			return c.integrationErr(in, i, "guid %s is also used by integration #%d; guids must be unique", in.GUID, j+1)
+		}
+		guids[in.GUID] = i
+	}
+	return nil
+}
+
+func (c *Config) validateIntegration(in *Integration, i int) error {
+	switch {
+	case in.Name == "":
+		return c.integrationErr(in, i, "name is missing")
+	case len(in.Name) > MaxNameLen:
+		return c.integrationErr(in, i, "name is %d bytes long; the limit is %d", len(in.Name), MaxNameLen)
+	case strings.ContainsAny(in.Name, "/\x00"):
+		return c.integrationErr(in, i, "name must not contain '/' or NUL")
+	case in.Name == "." || in.Name == "..":
+		return c.integrationErr(in, i, "name must not be %q", in.Name)
+	case in.Name == "by-name" || in.Name == "integrations.json":
+		// Allowed: names live under by-name/, so they cannot collide.
+	}
+	if in.RawGUID == "" {
+		in.GUID = uuid.NewSHA1(guidNamespace, []byte(in.Name))
+	} else {
+		g, err := uuid.Parse(in.RawGUID)
+		if err != nil || len(in.RawGUID) != 36 {
+			return c.integrationErr(in, i, "guid %q is not a UUID (want the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", in.RawGUID)
+		}
+		if g == uuid.Nil {
+			return c.integrationErr(in, i, "guid must not be the nil UUID")
+		}
+		in.GUID = g
+	}
+	if in.ClientID == "" {
+		return c.integrationErr(in, i, "client_id is missing")
+	}
+	if in.Provider != "" {
+		p, ok := providers[strings.ToLower(in.Provider)]
+		if !ok {
+			return c.integrationErr(in, i, "unknown provider %q (known: %s); or set auth_url and token_url", in.Provider, strings.Join(Providers(), ", "))
+		}
+		if in.AuthURL == "" {
+			in.AuthURL = p.auth
+		}
+		if in.TokenURL == "" {
+			in.TokenURL = p.token
+		}
+	}
+	for _, u := range []struct{ key, val string }{{"auth_url", in.AuthURL}, {"token_url", in.TokenURL}} {
+		if u.val == "" {
+			return c.integrationErr(in, i, "%s is missing (set it, or set provider)", u.key)
+		}
+		if err := checkURL(u.val); err != nil {
+			return c.integrationErr(in, i, "%s: %v", u.key, err)
+		}
+	}
+	if in.RevocationURL != "" {
+		if err := checkURL(in.RevocationURL); err != nil {
+			return c.integrationErr(in, i, "revocation_url: %v", err)
+		}
+	}
+	n := 0
+	for _, s := range []string{in.ClientSecret, in.ClientSecretFile, in.ClientSecretEnv} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return c.integrationErr(in, i, "give the client secret in exactly one of client_secret, client_secret_file, client_secret_env (found %d)", n)
+	}
+	if in.ClientSecretFile != "" {
+		st, err := os.Stat(in.ClientSecretFile)
+		if err != nil {
+			return c.integrationErr(in, i, "client_secret_file: %v", err)
+		}
+		if !st.Mode().IsRegular() {
+			return c.integrationErr(in, i, "client_secret_file %s is not a regular file", in.ClientSecretFile)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: integration %q: client_secret_file %s is readable by group or others (mode %04o); run chmod 600 %s",
+				c.File, in.Name, in.ClientSecretFile, st.Mode().Perm(), in.ClientSecretFile))
+		}
+	}
+	for _, s := range in.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\n") {
+			return c.integrationErr(in, i, "scope %q must be a single non-empty word", s)
+		}
+	}
+	return nil
+}
+
+// checkURL accepts absolute https URLs, and http URLs whose host is a
+// loopback address or "localhost".
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", s)
+	}
+	if !u.IsAbs() || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q uses plain http; use https (http is allowed only for loopback hosts)", s)
+	default:
+		return fmt.Errorf("%q: scheme must be https", s)
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// DefaultSocket is the embedded broker's socket path:
+// $XDG_RUNTIME_DIR/oauthfs/broker.sock, or, when XDG_RUNTIME_DIR is unset,
+// oauthfs-UID/broker.sock in the temporary directory.
+func DefaultSocket() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "oauthfs", "broker.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("oauthfs-%d", os.Getuid()), "broker.sock")
+}
+
+// DefaultStateDir is $XDG_STATE_HOME/oauthfs, or ~/.local/state/oauthfs.
+func DefaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "oauthfs")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".local", "state", "oauthfs")
+}
+
+// DefaultFile is $XDG_CONFIG_HOME/oauthfs/config.toml, or
+// ~/.config/oauthfs/config.toml.
+func DefaultFile() string {
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" {
+		return filepath.Join(d, "oauthfs", "config.toml")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "config.toml"
+	}
+	return filepath.Join(home, ".config", "oauthfs", "config.toml")
+}

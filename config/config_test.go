@@ -1,0 +1,195 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+const good = `
+[broker]
+socket = "/tmp/x/broker.sock"
+refresh_margin = "2m"
+request_timeout = "3s"
+state_dir = ""
+
+[[integration]]
+name = "GitHub"
+client_id = "id"
+client_secret = "s"
+provider = "github"
+scopes = ["repo", "read:user"]
+
+[[integration]]
+name = "Local"
+guid = "a3c4f5d6-b8e9-4a1b-9c2d-3e4f5a6b7c8d"
+client_id = "id"
+client_secret_env = "OAUTHFS_TEST_SECRET"
+auth_url = "http://127.0.0.1:9/authorize"
+token_url = "http://localhost:9/token"
+auth_params = { access_type = "offline", prompt = "consent" }
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse("/etc/oauthfs/config.toml", []byte(good))
+	if err != nil {
+		t.Fatalf("Parse = %v", err)
+	}
+	if c.Broker.RefreshMargin != 2*time.Minute || c.Broker.RequestTimeout != 3*time.Second {
+		t.Errorf("durations = %v, %v; want 2m, 3s", c.Broker.RefreshMargin, c.Broker.RequestTimeout)
+	}
+	if !c.Broker.MemoryOnly() {
+		t.Errorf("MemoryOnly() = false; want true for state_dir = \"\"")
+	}
+	gh := c.Integrations[0]
+	if gh.AuthURL != "https://github.com/login/oauth/authorize" || gh.TokenURL != "https://github.com/login/oauth/access_token" {
+		t.Errorf("provider github endpoints = %q %q", gh.AuthURL, gh.TokenURL)
+	}
+	if want := uuid.NewSHA1(guidNamespace, []byte("GitHub")); gh.GUID != want || gh.GUID.Version() != 5 {
+		t.Errorf("default guid = %v; want UUIDv5 %v", gh.GUID, want)
+	}
+	if gh.Line != 8 || c.Integrations[1].Line != 15 {
+		t.Errorf("header lines = %d, %d; want 8, 15", gh.Line, c.Integrations[1].Line)
+	}
+	if gh.DisplayName != "GitHub" {
+		t.Errorf("DisplayName = %q; want the name", gh.DisplayName)
+	}
+	if got := c.Integrations[1].AuthParams["prompt"]; got != "consent" {
+		t.Errorf("auth_params prompt = %q", got)
+	}
+	// The default guid is stable across parses (and so across restarts).
+	c2, _ := Parse("x.toml", []byte(good))
+	if c2.Integrations[0].GUID != gh.GUID {
+		t.Errorf("guid changed between parses")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+	t.Setenv("XDG_STATE_HOME", "/home/u/.state")
+	c, err := Parse("c.toml", []byte("[broker]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Broker
+	if b.Socket != "/run/user/1000/oauthfs/broker.sock" || *b.StateDir != "/home/u/.state/oauthfs" ||
+		b.KeyFile != "/home/u/.state/oauthfs/key" || b.RefreshMargin != DefaultRefreshMargin ||
+		b.RequestTimeout != DefaultRequestTimeout || b.CallbackURL != "http://127.0.0.1:8400/callback" {
+		t.Errorf("defaults = %+v", b)
+	}
+}
+
+func TestSecretSources(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "s")
+	os.WriteFile(f, []byte("from-file\n"), 0o600)
+	t.Setenv("OAUTHFS_TEST_SECRET", "from-env")
+	for _, tc := range []struct {
+		name, key, val, want string
+	}{
+		{"literal", "client_secret", "lit", "lit"},
+		{"file", "client_secret_file", f, "from-file"},
+		{"env", "client_secret_env", "OAUTHFS_TEST_SECRET", "from-env"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := `[[integration]]
+name = "x"
+client_id = "i"
+provider = "google"
+` + tc.key + ` = "` + tc.val + `"`
+			c, err := Parse(filepath.Join(dir, "c.toml"), []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := c.Integrations[0].Secret()
+			if err != nil || string(s) != tc.want {
+				t.Errorf("Secret() = %q, %v; want %q", s, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSecretFileReadableByOthersWarns(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "s")
+	os.WriteFile(f, []byte("x"), 0o644)
+	os.Chmod(f, 0o644)
+	c, err := Parse(filepath.Join(dir, "c.toml"), []byte("[[integration]]\nname=\"x\"\nclient_id=\"i\"\nprovider=\"github\"\nclient_secret_file=\"s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "chmod 600") {
+		t.Errorf("Warnings = %q; want one chmod hint", c.Warnings)
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	base := func(extra string) string {
+		return "[[integration]]\nname = \"A\"\nclient_id = \"i\"\nclient_secret = \"s\"\n" + extra
+	}
+	long := strings.Repeat("n", 256)
+	for _, tc := range []struct {
+		name string
+		src  string
+		want string // substring of the error, which must also name the file
+	}{
+		{"syntax", "[broker]\nsocket = \n", "c.toml:2:"},
+		{"unknown broker key", "[broker]\nsockett = \"x\"\n", `c.toml:2: unknown key "broker.sockett"`},
+		{"unknown integration key", base("provider = \"github\"\nclient_secrett = \"x\"\n"), `c.toml:6: unknown key "integration.client_secrett"`},
+		{"unknown table", "[brokerr]\nx = 1\n", `unknown key "brokerr`},
+		{"bad margin", "[broker]\nrefresh_margin = \"5 minutes\"\n", "refresh_margin"},
+		{"negative timeout", "[broker]\nrequest_timeout = \"-1s\"\n", "must be positive"},
+		{"no name", "[[integration]]\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "c.toml:1: integration #1: name is missing"},
+		{"long name", "[[integration]]\nname = \"" + long + "\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "256 bytes"},
+		{"slash", base("provider = \"github\"\n") + "[[integration]]\nname = \"a/b\"\n", `integration "a/b": name must not contain`},
+		{"dot", "[[integration]]\nname = \".\"\n", `must not be "."`},
+		{"dotdot", "[[integration]]\nname = \"..\"\n", `must not be ".."`},
+		{"nul", "[[integration]]\nname = \"a\\u0000b\"\n", "must not contain"},
+		{"duplicate name", base("provider = \"github\"\n") + base("provider = \"github\"\n"), "c.toml:6: integration \"A\": name is also used by integration #1"},
+		{"duplicate guid", base("provider = \"github\"\nguid = \"a3c4f5d6-b8e9-4a1b-9c2d-3e4f5a6b7c8d\"\n") +
+			"[[integration]]\nname = \"B\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\nguid = \"a3c4f5d6-b8e9-4a1b-9c2d-3e4f5a6b7c8d\"\n", "guid a3c4f5d6-b8e9-4a1b-9c2d-3e4f5a6b7c8d is also used"},
+		{"bad guid", base("provider = \"github\"\nguid = \"nope\"\n"), `guid "nope" is not a UUID`},
+		{"nil guid", base("provider = \"github\"\nguid = \"00000000-0000-0000-0000-000000000000\"\n"), "nil UUID"},
+		{"no client id", "[[integration]]\nname = \"A\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "client_id is missing"},
+		{"unknown provider", base("provider = \"nope\"\n"), `unknown provider "nope"`},
+		{"no endpoints", base(""), "auth_url is missing"},
+		{"no token url", base("auth_url = \"https://a.example/x\"\n"), "token_url is missing"},
+		{"relative url", base("auth_url = \"/authorize\"\ntoken_url = \"https://a.example/t\"\n"), "not an absolute URL"},
+		{"plain http remote", base("auth_url = \"http://example.com/a\"\ntoken_url = \"https://a.example/t\"\n"), "uses plain http"},
+		{"ftp", base("auth_url = \"ftp://example.com/a\"\ntoken_url = \"https://a.example/t\"\n"), "scheme must be https"},
+		{"bad revocation", base("provider = \"github\"\nrevocation_url = \"http://example.com/r\"\n"), "revocation_url"},
+		{"no secret", "[[integration]]\nname = \"A\"\nclient_id = \"i\"\nprovider = \"github\"\n", "exactly one of client_secret, client_secret_file, client_secret_env (found 0)"},
+		{"two secrets", base("provider = \"github\"\nclient_secret_env = \"X\"\n"), "(found 2)"},
+		{"missing secret file", "[[integration]]\nname = \"A\"\nclient_id = \"i\"\nprovider = \"github\"\nclient_secret_file = \"/nonexistent/secret\"\n", "no such file"},
+		{"secret file is dir", "[[integration]]\nname = \"A\"\nclient_id = \"i\"\nprovider = \"github\"\nclient_secret_file = \"/\"\n", "not a regular file"},
+		{"bad scope", base("provider = \"github\"\nscopes = [\"a b\"]\n"), "single non-empty word"},
+		{"bad callback", "[broker]\ncallback_url = \"http://example.com/cb\"\n", "callback_url"},
+		{"bad listen", "[broker]\nlisten = \"8400\"\n", "want host:port"},
+		{"wrong type", "[broker]\nsocket = 5\n", "c.toml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("/etc/c.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil; want error containing %q", tc.src, tc.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("Parse(%q) = %v; want errors.Is ErrInvalid", tc.src, err)
+			}
+			if !strings.Contains(err.Error(), "/etc/c.toml") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Parse(%q) = %q; want the file name and %q", tc.src, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("/nonexistent/oauthfs.toml")
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/oauthfs.toml") {
+		t.Errorf("Load = %v; want an error naming the file", err)
+	}
+}

@@ -1,0 +1,210 @@
+// Package testprovider is a small OAuth 2.0 token endpoint for oauthfs's
+// own tests, with knobs for fault injection: token lifetime, refresh-token
+// rotation, a request counter, and answers that are invalid_grant, 500,
+// an HTML page, truncated JSON or too slow.
+//
+// It is a test double for fault injection only; conformance is proven
+// against a real OAuth server elsewhere.
+package testprovider
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Mode selects how the token endpoint answers refresh requests.
+type Mode int
+
+// The modes of [Provider].
+const (
+	OK           Mode = iota // a normal token response
+	InvalidGrant             // 400 {"error":"invalid_grant"}
+	ServerError              // 500 with a plain body
+	HTML                     // 200 with an HTML page
+	Truncated                // 200 with JSON cut short
+	Slow                     // waits SlowDelay, then answers normally
+	Huge                     // 200 with a 4 MiB JSON body
+	NoExpiry                 // a token without expires_in
+)
+
+// Provider is an httptest token endpoint. It is safe for concurrent use.
+type Provider struct {
+	*httptest.Server
+	ClientID, ClientSecret string
+
+	mu         sync.Mutex // guards the fields below
+	lifetime   time.Duration
+	rotate     bool
+	mode       Mode
+	slowDelay  time.Duration
+	prefix     string
+	refresh    map[string]bool // refresh tokens the provider accepts
+	access     map[string]bool // access tokens it issued
+	requests   int
+	refreshes  int
+	lastScopes string
+}
+
+// New starts a provider on 127.0.0.1. Close it when done.
+func New() *Provider {
+	p := &Provider{
+		ClientID: "test-client", ClientSecret: "test-secret",
+		lifetime: time.Hour, rotate: true, slowDelay: 30 * time.Second,
+		prefix:  "tok",
+		refresh: map[string]bool{}, access: map[string]bool{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", p.token)
+	p.Server = httptest.NewServer(mux)
+	return p
+}
+
+// TokenURL is the token endpoint's URL.
+func (p *Provider) TokenURL() string { return p.URL + "/token" }
+
+// SetLifetime sets the lifetime of tokens issued from now on.
+func (p *Provider) SetLifetime(d time.Duration) { p.mu.Lock(); p.lifetime = d; p.mu.Unlock() }
+
+// SetRotate turns refresh-token rotation on or off.
+func (p *Provider) SetRotate(on bool) { p.mu.Lock(); p.rotate = on; p.mu.Unlock() }
+
+// SetMode sets how refresh requests are answered.
+func (p *Provider) SetMode(m Mode) { p.mu.Lock(); p.mode = m; p.mu.Unlock() }
+
+// SetSlowDelay sets how long a [Slow] answer waits.
+func (p *Provider) SetSlowDelay(d time.Duration) { p.mu.Lock(); p.slowDelay = d; p.mu.Unlock() }
+
+// SetPrefix sets the prefix of issued tokens (canary tests use it).
+func (p *Provider) SetPrefix(s string) { p.mu.Lock(); p.prefix = s; p.mu.Unlock() }
+
+// Requests returns how many requests reached the token endpoint.
+func (p *Provider) Requests() int { p.mu.Lock(); defer p.mu.Unlock(); return p.requests }
+
+// Refreshes returns how many refresh requests succeeded.
+func (p *Provider) Refreshes() int { p.mu.Lock(); defer p.mu.Unlock(); return p.refreshes }
+
+// Grant mints an access and refresh token pair, as a sign-in would, and
+// returns them with the access token's expiry.
+func (p *Provider) Grant() (access, refresh string, expiry time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	access, refresh = p.newPairLocked()
+	return access, refresh, time.Now().Add(p.lifetime)
+}
+
+// AcceptsRefresh reports whether rt is a refresh token the provider would
+// accept now.
+func (p *Provider) AcceptsRefresh(rt string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refresh[rt]
+}
+
+// Issued reports whether the provider issued access token at.
+func (p *Provider) Issued(at string) bool { p.mu.Lock(); defer p.mu.Unlock(); return p.access[at] }
+
+// Revoke makes the provider reject refresh token rt from now on.
+func (p *Provider) Revoke(rt string) { p.mu.Lock(); delete(p.refresh, rt); p.mu.Unlock() }
+
+// RevokeAll makes the provider reject every refresh token issued so far.
+func (p *Provider) RevokeAll() { p.mu.Lock(); p.refresh = map[string]bool{}; p.mu.Unlock() }
+
+func (p *Provider) newPairLocked() (string, string) {
+	a := p.prefix + "-at-" + random()
+	r := p.prefix + "-rt-" + random()
+	p.access[a], p.refresh[r] = true, true
+	return a, r
+}
+
+func random() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	p.requests++
+	mode, delay := p.mode, p.slowDelay
+	p.mu.Unlock()
+
+	if err := r.ParseForm(); err != nil || r.Method != http.MethodPost {
+		oauthError(w, 400, "invalid_request", "want a POST form")
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if id != p.ClientID || secret != p.ClientSecret {
+		oauthError(w, 401, "invalid_client", "bad client credentials")
+		return
+	}
+	switch mode {
+	case InvalidGrant:
+		oauthError(w, 400, "invalid_grant", "refresh token revoked")
+		return
+	case ServerError:
+		http.Error(w, "internal error", 500)
+		return
+	case HTML:
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, "<html><body><h1>Maintenance</h1></body></html>")
+		return
+	case Truncated:
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token":"abc","token_ty`)
+		return
+	case Huge:
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token":"`+strings.Repeat("x", 4<<20)+`"}`)
+		return
+	case Slow:
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if r.PostForm.Get("grant_type") != "refresh_token" {
+		oauthError(w, 400, "unsupported_grant_type", "only refresh_token here")
+		return
+	}
+	rt := r.PostForm.Get("refresh_token")
+	p.mu.Lock()
+	if !p.refresh[rt] {
+		p.mu.Unlock()
+		oauthError(w, 400, "invalid_grant", "unknown refresh token")
+		return
+	}
+	p.refreshes++
+	resp := map[string]any{"token_type": "Bearer", "scope": "read write"}
+	a := p.prefix + "-at-" + random()
+	p.access[a] = true
+	resp["access_token"] = a
+	if mode != NoExpiry {
+		resp["expires_in"] = int(p.lifetime / time.Second)
+	}
+	if p.rotate {
+		delete(p.refresh, rt)
+		nr := p.prefix + "-rt-" + random()
+		p.refresh[nr] = true
+		resp["refresh_token"] = nr
+	}
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+}
+
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
