@@ -12,6 +12,7 @@ require (
 
 require (
 	github.com/awnumar/memcall v0.4.0 // indirect
+	github.com/hanwen/go-fuse/v2 v2.12.1 // indirect
 	golang.org/x/crypto v0.41.0 // indirect
 	golang.org/x/sys v0.35.0 // indirect
 )

@@ -1,0 +1,44 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+)
+
+// Broker is what the filesystem needs from a broker, for the one user who
+// owns the mount. Implementations must be safe for concurrent use by
+// multiple goroutines and must honour ctx cancellation.
+type Broker interface {
+	// Integrations lists every integration, sorted by name, without any
+	// network call to a provider.
+	Integrations(ctx context.Context) ([]api.Integration, error)
+	// Integration describes one integration by guid, without any network
+	// call to a provider.
+	Integration(ctx context.Context, guid string) (api.Integration, error)
+	// Token returns a valid access token, refreshing it first when needed.
+	Token(ctx context.Context, guid string) (*api.Token, error)
+}
+
+// errno maps a broker error to the errno a reader sees (SPEC §2, "Errors a
+// reader sees"). It is the only such mapping in oauthfs.
+func errno(err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, api.ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, api.ErrNotSignedIn):
+		return syscall.ENOKEY
+	case errors.Is(err, api.ErrExpired):
+		return syscall.EKEYEXPIRED
+	case errors.Is(err, api.ErrPermission):
+		return syscall.EACCES
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	default: // api.ErrUnavailable, deadlines, anything unexpected
+		return syscall.EIO
+	}
+}

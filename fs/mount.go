@@ -1,0 +1,147 @@
+package fs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// ErrMountpoint is wrapped by every error about an unusable mount point.
+var ErrMountpoint = errors.New("unusable mount point")
+
+// Mount mounts root at dir and returns the running server; the caller
+// unmounts it with server.Unmount. A stale mount left at dir by a killed
+// process is cleared first; a live one is refused.
+func Mount(dir string, root gofs.InodeEmbedder, uid, gid uint32) (*fuse.Server, error) {
+	if err := PrepareMountpoint(dir); err != nil {
+		return nil, err
+	}
+	entry := time.Second // names change only on a config reload
+	zero := time.Duration(0)
+	opts := &gofs.Options{
+		EntryTimeout: &entry,
+		// File sizes change with the token, so attributes are not cached;
+		// directories and symlinks set their own timeout.
+		AttrTimeout: &zero,
+		// A newly configured integration shows up at once.
+		NegativeTimeout: &zero,
+		UID:             uid,
+		GID:             gid,
+		MountOptions: fuse.MountOptions{
+			FsName: "oauthfs",
+			Name:   "oauthfs",
+			// Read-only, and nothing on it is a program or a device.
+			Options: []string{"ro", "nosuid", "nodev", "noexec"},
+			// root mounts with mount(2); others need fusermount3.
+			DirectMountStrict: os.Geteuid() == 0,
+			DisableXAttrs:     true,
+		},
+	}
+	server, err := gofs.Mount(dir, root, opts)
+	if err != nil {
+		if os.Geteuid() != 0 {
+			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
+				return nil, fmt.Errorf("fs: mount %s: %w (fusermount3 is missing: install the fuse3 package)", dir, err)
+			}
+		}
+		return nil, fmt.Errorf("fs: mount %s: %w", dir, err)
+	}
+	return server, nil
+}
+
+// PrepareMountpoint checks that dir can be mounted on: it must be an
+// existing directory that is not already a mount of a live filesystem. A
+// dead FUSE mount there (ENOTCONN, left by a killed process) is unmounted.
+func PrepareMountpoint(dir string) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, syscall.ENOTCONN) {
+		if err := unmountStale(dir); err != nil {
+			return fmt.Errorf("fs: %s holds a stale mount that could not be cleared: %w: %w", dir, err, ErrMountpoint)
+		}
+		st, err = os.Stat(dir)
+	}
+	switch {
+	case errors.Is(err, iofs.ErrNotExist):
+		return fmt.Errorf("fs: mount point %s does not exist (create it with mkdir -p %s): %w", dir, dir, ErrMountpoint)
+	case err != nil:
+		return fmt.Errorf("fs: mount point %s: %w: %w", dir, err, ErrMountpoint)
+	case !st.IsDir():
+		return fmt.Errorf("fs: mount point %s is not a directory: %w", dir, ErrMountpoint)
+	}
+	if fstype, ok := mountedAt(dir); ok {
+		return fmt.Errorf("fs: %s is already mounted (%s); unmount it first (umount %s): %w", dir, fstype, dir, ErrMountpoint)
+	}
+	return nil
+}
+
+func unmountStale(dir string) error {
+	if os.Geteuid() == 0 {
+		return syscall.Unmount(dir, syscall.MNT_DETACH)
+	}
+	out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 -u -z: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mountedAt reports whether dir is itself a mount point, and of what type.
+func mountedAt(dir string) (string, bool) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint opts ... - fstype source
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescape(fields[4]) != abs {
+			continue
+		}
+		for i, fl := range fields {
+			if fl == "-" && i+1 < len(fields) {
+				return fields[i+1], true
+			}
+		}
+		return "unknown", true
+	}
+	return "", false
+}
+
+// unescape undoes the octal escapes (\040 for space) of /proc mountinfo.
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,510 @@
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"hash/fnv"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+)
+
+// Modes of SPEC §2: owner-only and read-only.
+const (
+	dirMode  = syscall.S_IFDIR | 0o500
+	fileMode = syscall.S_IFREG | 0o400
+	linkMode = syscall.S_IFLNK | 0o777
+)
+
+// dirTimeout is how long the kernel may cache attributes of directories
+// and symlinks: they change only on a config reload. File attributes are
+// never cached (their size changes with the token).
+const dirTimeout = time.Second
+
+// Options configure a filesystem.
+type Options struct {
+	// Broker serves the tokens. Required.
+	Broker Broker
+	// UID and GID own every node; only UID may use the mount.
+	UID, GID uint32
+	// Timeout bounds every broker call made by a FUSE operation. It should
+	// exceed the broker's request timeout by a little, so the broker's own
+	// (more precise) error wins.
+	Timeout time.Duration
+	// Logger receives one line per failed operation; nil discards.
+	Logger *slog.Logger
+}
+
+// tree is shared by every node of one mount. It is read-only after
+// construction.
+type tree struct {
+	Options
+	mounted time.Time
+}
+
+// call runs f with the per-operation deadline, after checking the caller.
+func (t *tree) call(ctx context.Context, op, id string, f func(ctx context.Context) error) syscall.Errno {
+	if c, ok := fuse.FromContext(ctx); ok && c.Uid != t.UID {
+		t.Logger.Debug("refused a caller who does not own the mount", "op", op, "uid", c.Uid)
+		return syscall.EACCES
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
+	defer cancel()
+	err := f(ctx)
+	if err == nil {
+		return 0
+	}
+	e := errno(err)
+	lvl := slog.LevelDebug
+	if e == syscall.EIO {
+		lvl = slog.LevelWarn
+	}
+	t.Logger.Log(ctx, lvl, "operation failed", "op", op, "id", id, "errno", e.Error(), "err", err)
+	return e
+}
+
+func (t *tree) attr(out *fuse.Attr, mode uint32, size int, mtime time.Time) {
+	out.Mode = mode
+	out.Size = uint64(size)
+	out.Uid, out.Gid = t.UID, t.GID
+	if mtime.IsZero() {
+		mtime = t.mounted
+	}
+	out.SetTimes(nil, &mtime, &mtime)
+	out.Nlink = 1
+}
+
+// ino gives stable inode numbers, so that the same name keeps its inode
+// across lookups.
+func ino(kind, key string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(kind))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return h.Sum64() | 1<<63 // keep clear of go-fuse's automatic numbers
+}
+
+// NewRoot returns the root node of a filesystem serving opts.Broker.
+func NewRoot(opts Options) gofs.InodeEmbedder {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 12 * time.Second
+	}
+	return &rootDir{t: &tree{Options: opts, mounted: time.Now()}}
+}
+
+// rootDir is the mount's root: by-name/, integrations.json and one
+// directory per integration, which come and go with the configuration.
+type rootDir struct {
+	gofs.Inode
+	t *tree
+}
+
+var (
+	_ = (gofs.NodeOnAdder)((*rootDir)(nil))   // adds the static children
+	_ = (gofs.NodeLookuper)((*rootDir)(nil))  // guid directories are dynamic
+	_ = (gofs.NodeReaddirer)((*rootDir)(nil)) // lists them
+	_ = (gofs.NodeGetattrer)((*rootDir)(nil)) // owner-only mode
+)
+
+func (r *rootDir) OnAdd(ctx context.Context) {
+	r.AddChild("by-name", r.NewPersistentInode(ctx, &byNameDir{t: r.t},
+		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino("dir", "by-name")}), false)
+	r.AddChild("integrations.json", r.NewPersistentInode(ctx, &indexFile{t: r.t},
+		gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino("file", "integrations.json")}), false)
+}
+
+func (r *rootDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	r.t.attr(&out.Attr, dirMode, 0, time.Time{})
+	out.SetTimeout(dirTimeout)
+	return 0
+}
+
+func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if ch := r.GetChild(name); ch != nil {
+		return ch, getattr(ctx, ch, out)
+	}
+	// Only the canonical lowercase form names a directory, so that one
+	// integration has exactly one path.
+	if u, err := uuid.Parse(name); err != nil || u.String() != name {
+		return nil, syscall.ENOENT
+	}
+	if e := r.t.call(ctx, "lookup", name, func(ctx context.Context) error {
+		_, err := r.t.Broker.Integration(ctx, name)
+		return err
+	}); e != 0 {
+		return nil, e
+	}
+	ch := r.NewInode(ctx, &integrationDir{t: r.t, guid: name}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino("dir", name)})
+	return ch, getattr(ctx, ch, out)
+}
+
+func (r *rootDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	var list []api.Integration
+	if e := r.t.call(ctx, "readdir", "/", func(ctx context.Context) (err error) {
+		list, err = r.t.Broker.Integrations(ctx)
+		return err
+	}); e != 0 {
+		return nil, e
+	}
+	entries := []fuse.DirEntry{
+		{Name: "by-name", Mode: syscall.S_IFDIR, Ino: ino("dir", "by-name")},
+		{Name: "integrations.json", Mode: syscall.S_IFREG, Ino: ino("file", "integrations.json")},
+	}
+	for _, in := range list {
+		entries = append(entries, fuse.DirEntry{Name: in.GUID, Mode: syscall.S_IFDIR, Ino: ino("dir", in.GUID)})
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
+// getattr fills out with ch's attributes and timeouts, for a Lookup.
+func getattr(ctx context.Context, ch *gofs.Inode, out *fuse.EntryOut) syscall.Errno {
+	var a fuse.AttrOut
+	if e := ch.Operations().(gofs.NodeGetattrer).Getattr(ctx, nil, &a); e != 0 {
+		return e
+	}
+	out.Attr = a.Attr
+	out.SetAttrTimeout(a.Timeout())
+	return 0
+}
+
+// byNameDir holds one symlink per integration, named as configured.
+type byNameDir struct {
+	gofs.Inode
+	t *tree
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*byNameDir)(nil))  // names come from the broker
+	_ = (gofs.NodeReaddirer)((*byNameDir)(nil)) // and so does the listing
+	_ = (gofs.NodeGetattrer)((*byNameDir)(nil)) // owner-only mode
+)
+
+func (d *byNameDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.t.attr(&out.Attr, dirMode, 0, time.Time{})
+	out.SetTimeout(dirTimeout)
+	return 0
+}
+
+func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	var in api.Integration
+	if e := d.t.call(ctx, "lookup", "by-name/"+name, func(ctx context.Context) (err error) {
+		in, err = d.t.Broker.Integration(ctx, name)
+		return err
+	}); e != 0 {
+		return nil, e
+	}
+	if in.Name != name { // a guid is not a name
+		return nil, syscall.ENOENT
+	}
+	ch := d.NewInode(ctx, &symlink{t: d.t, target: "../" + in.GUID}, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: ino("link", name+"\x00"+in.GUID)})
+	return ch, getattr(ctx, ch, out)
+}
+
+func (d *byNameDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	var list []api.Integration
+	if e := d.t.call(ctx, "readdir", "by-name", func(ctx context.Context) (err error) {
+		list, err = d.t.Broker.Integrations(ctx)
+		return err
+	}); e != 0 {
+		return nil, e
+	}
+	entries := make([]fuse.DirEntry, 0, len(list))
+	for _, in := range list {
+		entries = append(entries, fuse.DirEntry{Name: in.Name, Mode: syscall.S_IFLNK, Ino: ino("link", in.Name+"\x00"+in.GUID)})
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
+// symlink is by-name/<name>, pointing at ../<guid>.
+type symlink struct {
+	gofs.Inode
+	t      *tree
+	target string
+}
+
+var (
+	_ = (gofs.NodeReadlinker)((*symlink)(nil)) // the target
+	_ = (gofs.NodeGetattrer)((*symlink)(nil))  // its length and owner
+)
+
+func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(l.target), 0
+}
+
+func (l *symlink) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	l.t.attr(&out.Attr, linkMode, len(l.target), time.Time{})
+	out.SetTimeout(dirTimeout)
+	return 0
+}
+
+// integrationDir is <guid>/, holding access_token, expiry and meta.json.
+type integrationDir struct {
+	gofs.Inode
+	t    *tree
+	guid string
+}
+
+var (
+	_ = (gofs.NodeOnAdder)((*integrationDir)(nil))   // adds the three files
+	_ = (gofs.NodeLookuper)((*integrationDir)(nil))  // vanishes on removal
+	_ = (gofs.NodeGetattrer)((*integrationDir)(nil)) // owner-only mode
+)
+
+func (d *integrationDir) OnAdd(ctx context.Context) {
+	add := func(name string, n gofs.InodeEmbedder) {
+		d.AddChild(name, d.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(name, d.guid)}), false)
+	}
+	src := tokenSource{t: d.t, guid: d.guid}
+	add("access_token", &tokenFile{tokenSource: src})
+	add("expiry", &expiryFile{tokenSource: src})
+	add("meta.json", &metaFile{t: d.t, guid: d.guid})
+}
+
+func (d *integrationDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.t.attr(&out.Attr, dirMode, 0, time.Time{})
+	out.SetTimeout(dirTimeout)
+	return 0
+}
+
+func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ch := d.GetChild(name)
+	if ch == nil {
+		return nil, syscall.ENOENT
+	}
+	return ch, getattr(ctx, ch, out)
+}
+
+// tokenSource is what access_token and expiry share: both ask the broker
+// for the current token (refresh-on-read) on stat and on open.
+type tokenSource struct {
+	t    *tree
+	guid string
+}
+
+func (s tokenSource) token(ctx context.Context, op string) (*api.Token, syscall.Errno) {
+	var tok *api.Token
+	e := s.t.call(ctx, op, s.guid+"/access_token", func(ctx context.Context) (err error) {
+		tok, err = s.t.Broker.Token(ctx, s.guid)
+		return err
+	})
+	return tok, e
+}
+
+// stat fills the attributes of a token-backed file whose content for tok
+// is size(tok) bytes long. Open handles are ignored on purpose: go-fuse
+// passes some open handle even for a path stat, and stat must describe
+// what a new open would read. A stat that cannot get a token reports an
+// empty file and succeeds, so `ls -l` works while signed out; the open
+// then fails with the errno.
+func (s tokenSource) stat(ctx context.Context, out *fuse.AttrOut, size func(*api.Token) int) syscall.Errno {
+	tok, e := s.token(ctx, "getattr")
+	switch e {
+	case 0:
+		s.t.attr(&out.Attr, fileMode, size(tok), tok.Obtained())
+	case syscall.EINTR, syscall.EACCES:
+		return e
+	default:
+		s.t.attr(&out.Attr, fileMode, 0, time.Time{})
+	}
+	return 0
+}
+
+// tokenFile is <guid>/access_token. Opening it asks the broker for a valid
+// token and snapshots it in the handle.
+type tokenFile struct {
+	gofs.Inode
+	tokenSource
+}
+
+var (
+	_ = (gofs.NodeOpener)((*tokenFile)(nil))    // refresh-on-read snapshot
+	_ = (gofs.NodeGetattrer)((*tokenFile)(nil)) // exact current size
+)
+
+func (f *tokenFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return f.stat(ctx, out, (*api.Token).Len)
+}
+
+func (f *tokenFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	tok, e := f.token(ctx, "open")
+	if e != 0 {
+		return nil, 0, e
+	}
+	return &tokenHandle{tok: tok}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// tokenHandle is one open of access_token: a snapshot of the token, so all
+// reads of one open file description see the same bytes. It holds only
+// the token's enclave, no locked memory.
+type tokenHandle struct{ tok *api.Token }
+
+var _ = (gofs.FileReader)((*tokenHandle)(nil)) // serves the snapshot
+
+func (h *tokenHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	// ReadAt copies into dest and wipes its locked buffer before returning;
+	// go-fuse keeps only dest.
+	n, err := h.tok.ReadAt(dest, off)
+	if err != nil {
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// expiryFile is <guid>/expiry: the token's expiry as RFC 3339, or empty.
+// Like access_token it refreshes on open.
+type expiryFile struct {
+	gofs.Inode
+	tokenSource
+}
+
+var (
+	_ = (gofs.NodeOpener)((*expiryFile)(nil))    // refresh-on-read snapshot
+	_ = (gofs.NodeGetattrer)((*expiryFile)(nil)) // exact current size
+)
+
+func expiryText(t *api.Token) string { return api.FormatTime(t.Expiry()) }
+
+func (f *expiryFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return f.stat(ctx, out, func(t *api.Token) int { return len(expiryText(t)) })
+}
+
+func (f *expiryFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	tok, e := f.token(ctx, "open")
+	if e != 0 {
+		return nil, 0, e
+	}
+	return bytesHandle(expiryText(tok)), fuse.FOPEN_DIRECT_IO, 0
+}
+
+// bytesHandle is one open of a file whose content is not secret: a
+// snapshot of the bytes.
+type bytesHandle []byte
+
+var _ = (gofs.FileReader)((bytesHandle)(nil)) // serves the snapshot
+
+func (h bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(h)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := off + int64(len(dest))
+	if end > int64(len(h)) {
+		end = int64(len(h))
+	}
+	return fuse.ReadResultData(h[off:end]), 0
+}
+
+// metaFile is <guid>/meta.json. It never triggers a refresh.
+type metaFile struct {
+	gofs.Inode
+	t    *tree
+	guid string
+}
+
+var (
+	_ = (gofs.NodeOpener)((*metaFile)(nil))    // snapshot of the JSON
+	_ = (gofs.NodeGetattrer)((*metaFile)(nil)) // its exact size
+)
+
+func (f *metaFile) content(ctx context.Context, op string) ([]byte, syscall.Errno) {
+	var b []byte
+	e := f.t.call(ctx, op, f.guid+"/meta.json", func(ctx context.Context) error {
+		in, err := f.t.Broker.Integration(ctx, f.guid)
+		if err != nil {
+			return err
+		}
+		b, err = marshal(in)
+		return err
+	})
+	return b, e
+}
+
+func (f *metaFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	b, e := f.content(ctx, "getattr")
+	if e != 0 {
+		return e
+	}
+	f.t.attr(&out.Attr, fileMode, len(b), time.Time{})
+	return 0
+}
+
+func (f *metaFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	b, e := f.content(ctx, "open")
+	if e != 0 {
+		return nil, 0, e
+	}
+	return bytesHandle(b), fuse.FOPEN_DIRECT_IO, 0
+}
+
+// indexFile is integrations.json. It never triggers a refresh.
+type indexFile struct {
+	gofs.Inode
+	t *tree
+}
+
+var (
+	_ = (gofs.NodeOpener)((*indexFile)(nil))    // snapshot of the JSON
+	_ = (gofs.NodeGetattrer)((*indexFile)(nil)) // its exact size
+)
+
+func (f *indexFile) content(ctx context.Context, op string) ([]byte, syscall.Errno) {
+	var b []byte
+	e := f.t.call(ctx, op, "integrations.json", func(ctx context.Context) error {
+		list, err := f.t.Broker.Integrations(ctx)
+		if err != nil {
+			return err
+		}
+		if list == nil {
+			list = []api.Integration{}
+		}
+		b, err = marshal(list)
+		return err
+	})
+	return b, e
+}
+
+func (f *indexFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	b, e := f.content(ctx, "getattr")
+	if e != 0 {
+		return e
+	}
+	f.t.attr(&out.Attr, fileMode, len(b), time.Time{})
+	return 0
+}
+
+func (f *indexFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	b, e := f.content(ctx, "open")
+	if e != 0 {
+		return nil, 0, e
+	}
+	return bytesHandle(b), fuse.FOPEN_DIRECT_IO, 0
+}
+
+// marshal is JSON with two-space indentation and a final newline.
+func marshal(v any) ([]byte, error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
