@@ -1,0 +1,156 @@
+// Package client talks to a broker's session API over its Unix socket. A
+// [Client] implements the filesystem's broker interface, so a mount can be
+// served by a remote broker, and it backs the token, list, login and
+// logout commands.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+)
+
+// Client is a session API client. It is safe for concurrent use by
+// multiple goroutines.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// New returns a client for the broker listening on the Unix socket path.
+// Every request is bounded by timeout.
+func New(socket string, timeout time.Duration) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &Client{socket: socket, hc: &http.Client{Transport: tr, Timeout: timeout}}
+}
+
+// Socket returns the socket path the client talks to.
+func (c *Client) Socket() string { return c.socket }
+
+// Integrations lists every integration the caller can see.
+func (c *Client) Integrations(ctx context.Context) ([]api.Integration, error) {
+	var out []api.Integration
+	return out, c.do(ctx, http.MethodGet, "/v1/integrations", nil, &out)
+}
+
+// Integration describes one integration by guid or name.
+func (c *Client) Integration(ctx context.Context, id string) (api.Integration, error) {
+	var out api.Integration
+	return out, c.do(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id), nil, &out)
+}
+
+// Token returns a valid access token, refreshed by the broker if needed.
+func (c *Client) Token(ctx context.Context, id string) (*api.Token, error) {
+	var out struct {
+		AccessToken string  `json:"access_token"`
+		Expiry      *string `json:"expiry"`
+		Obtained    string  `json:"obtained"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id)+"/token", nil, &out); err != nil {
+		return nil, err
+	}
+	var exp time.Time
+	if out.Expiry != nil {
+		exp, _ = time.Parse(time.RFC3339, *out.Expiry)
+	}
+	obtained, _ := time.Parse(time.RFC3339, out.Obtained)
+	t := api.NewToken([]byte(out.AccessToken), exp, obtained)
+	if t == nil {
+		return nil, fmt.Errorf("client: the broker sent an empty token: %w", api.ErrUnavailable)
+	}
+	return t, nil
+}
+
+// Logout forgets the caller's credentials for the integration. It reports
+// whether there were any.
+func (c *Client) Logout(ctx context.Context, id string) (bool, error) {
+	var out struct {
+		SignedOut bool `json:"signed_out"`
+	}
+	err := c.do(ctx, http.MethodDelete, "/v1/integrations/"+url.PathEscape(id)+"/credentials", nil, &out)
+	return out.SignedOut, err
+}
+
+// codes maps session API error codes back to the sentinels.
+var codes = map[string]error{
+	"not_found":     api.ErrNotFound,
+	"not_signed_in": api.ErrNotSignedIn,
+	"expired":       api.ErrExpired,
+	"forbidden":     api.ErrPermission,
+	"unavailable":   api.ErrUnavailable,
+	"timeout":       api.ErrUnavailable,
+}
+
+// ErrNoBroker is wrapped when nothing answers on the socket.
+var ErrNoBroker = errors.New("no broker is running")
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://oauthfs"+path, rd)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" {
+			return fmt.Errorf("client: %w at %s (start one with 'oauthfs mount --config FILE MOUNTPOINT' or 'oauthfs broker'): %w", ErrNoBroker, c.socket, api.ErrUnavailable)
+		}
+		return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Error, Message string }
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			return fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, resp.StatusCode, api.ErrUnavailable)
+		}
+		if s, ok := codes[e.Error]; ok {
+			return &RemoteError{Code: e.Error, Message: e.Message, sentinel: s}
+		}
+		return &RemoteError{Code: e.Error, Message: e.Message}
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, api.ErrUnavailable)
+	}
+	return nil
+}
+
+// RemoteError is an error answered by the broker. It unwraps to the
+// sentinel its code stands for.
+type RemoteError struct {
+	Code, Message string
+	sentinel      error
+}
+
+func (e *RemoteError) Error() string { return e.Message }
+func (e *RemoteError) Unwrap() error { return e.sentinel }

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"syscall"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/broker/client"
+	"github.com/oauthfs/oauthfs/config"
+)
+
+// clientTimeout bounds one session API call from a command: the broker's
+// own request timeout plus slack.
+const clientTimeout = config.DefaultRequestTimeout + fuseSlack
+
+// dial returns a client for the broker found by resolveSocket, and a
+// context that ends on SIGINT or SIGTERM.
+func dial(flagSock, flagCfg string) (*client.Client, context.Context, context.CancelFunc, error) {
+	sock, err := resolveSocket(flagSock, flagCfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return client.New(sock, clientTimeout), ctx, cancel, nil
+}
+
+// explain adds the hint a user needs for a broker error about id.
+func explain(err error, id string) error {
+	switch {
+	case errors.Is(err, client.ErrNoBroker):
+		return withHint(err, "is 'oauthfs mount' running? pass --broker SOCKET or set OAUTHFS_BROKER if it listens elsewhere")
+	case errors.Is(err, api.ErrNotFound):
+		return withHint(err, "run 'oauthfs list' to see the configured integrations")
+	case errors.Is(err, api.ErrNotSignedIn), errors.Is(err, api.ErrExpired):
+		return withHint(err, "sign in with 'oauthfs login %s'", id)
+	}
+	return err
+}
+
+func runToken(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("token", "NAME|GUID",
+		"Print a valid access token for the integration, with no newline. The\n"+
+			"broker refreshes it first when it is expired or about to expire.", stderr)
+	sock, cfg := socketFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := oneArg(fs, "NAME or GUID")
+	if err != nil {
+		return err
+	}
+	c, ctx, cancel, err := dial(*sock, *cfg)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	t, err := c.Token(ctx, id)
+	if err != nil {
+		return explain(err, id)
+	}
+	buf, err := t.Open()
+	if err != nil {
+		return err
+	}
+	defer buf.Destroy()
+	_, err = stdout.Write(buf.Bytes())
+	return err
+}
+
+// triState is a boolean flag that also remembers whether it was given.
+type triState struct{ set, val bool }
+
+func (t *triState) String() string {
+	if !t.set {
+		return ""
+	}
+	return strconv.FormatBool(t.val)
+}
+func (t *triState) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	t.set, t.val = true, v
+	return err
+}
+func (t *triState) IsBoolFlag() bool { return true }
+
+func runList(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("list", "[--json] [--name REGEX] [--authenticated[=false]]",
+		"List the integrations, one per line: NAME (GUID): authenticated, or\n"+
+			"not authenticated. Like the SDKs' integrations.find() and find_by().", stderr)
+	sock, cfg := socketFlags(fs)
+	asJSON := fs.Bool("json", false, "print the index as JSON (the same as integrations.json)")
+	name := fs.String("name", "", "only integrations whose name matches this `regex`")
+	var authed triState
+	fs.Var(&authed, "authenticated", "only integrations you are signed in to (=false: only the others)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErrorf("list takes no arguments; use --name REGEX to filter")
+	}
+	var re *regexp.Regexp
+	if *name != "" {
+		var err error
+		if re, err = regexp.Compile(*name); err != nil {
+			return withHint(&usageError{fmt.Sprintf("--name %q is not a valid regular expression: %v", *name, err)}, "see https://pkg.go.dev/regexp/syntax")
+		}
+	}
+	c, ctx, cancel, err := dial(*sock, *cfg)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	list, err := c.Integrations(ctx)
+	if err != nil {
+		return explain(err, "")
+	}
+	out := []api.Integration{}
+	for _, in := range list {
+		if (re == nil || re.MatchString(in.Name)) && (!authed.set || in.Authenticated == authed.val) {
+			out = append(out, in)
+		}
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	for _, in := range out {
+		state := "authenticated"
+		if !in.Authenticated {
+			state = "not authenticated"
+		}
+		fmt.Fprintf(stdout, "%s (%s): %s\n", in.Name, in.GUID, state)
+	}
+	return nil
+}
+
+func runLogout(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("logout", "NAME|GUID",
+		"Forget your tokens for the integration. Every mount sees ENOKEY at the\n"+
+			"next open of its access_token.", stderr)
+	sock, cfg := socketFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id, err := oneArg(fs, "NAME or GUID")
+	if err != nil {
+		return err
+	}
+	c, ctx, cancel, err := dial(*sock, *cfg)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	had, err := c.Logout(ctx, id)
+	if err != nil {
+		return explain(err, id)
+	}
+	if had {
+		fmt.Fprintf(stdout, "signed out of %s\n", id)
+	} else {
+		fmt.Fprintf(stdout, "%s: you were not signed in\n", id)
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+// Command oauthfs gives every program in a user's session a valid OAuth
+// 2.0 access token as a plain file. See README.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// command is one subcommand.
+type command struct {
+	name, args, summary string
+	run                 func(args []string, stdout, stderr io.Writer) error
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"mount", "[--config FILE | --broker SOCKET] MOUNTPOINT", "serve /oauth at MOUNTPOINT until unmounted", runMount},
+		{"token", "NAME|GUID", "print a valid access token (refreshed when needed)", runToken},
+		{"list", "[--json] [--name REGEX] [--authenticated]", "list integrations and whether you are signed in", runList},
+		{"logout", "NAME|GUID", "forget your tokens for an integration", runLogout},
+		{"version", "", "print the version", runVersion},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "oauthfs gives every program a valid OAuth 2.0 access token as a file.\n\nUsage:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  oauthfs %-8s %s\n", c.name, c.args)
+	}
+	fmt.Fprintf(w, "\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'oauthfs COMMAND --help' for a command's options. Exit codes:\n%s", exitCodeHelp)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return exitOK
+	case "-v", "--version":
+		args[0] = "version"
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return report(stderr, c.run(args[1:], stdout, stderr))
+		}
+	}
+	return report(stderr, usageErrorf("unknown command %q (commands: %s)", args[0], commandNames()))
+}
+
+func commandNames() string {
+	var n []string
+	for _, c := range commands {
+		n = append(n, c.name)
+	}
+	return strings.Join(n, ", ")
+}
+
+// report prints err the one way oauthfs prints errors and returns the exit
+// code for it.
+func report(stderr io.Writer, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	msg, hint := err.Error(), ""
+	var he *hintError
+	if errors.As(err, &he) {
+		msg, hint = he.err.Error(), he.hint
+	}
+	fmt.Fprintf(stderr, "oauthfs: error: %s\n", msg)
+	if hint != "" {
+		fmt.Fprintf(stderr, "hint: %s\n", hint)
+	}
+	return exitCode(err)
+}
+
+// hintError adds a hint line to an error.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + " (" + e.hint + ")" }
+func (e *hintError) Unwrap() error { return e.err }
+
+func withHint(err error, format string, args ...any) error {
+	return &hintError{err: err, hint: fmt.Sprintf(format, args...)}
+}
+
+// usageError marks a command line that could not be understood.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return withHint(&usageError{fmt.Sprintf(format, args...)}, "run 'oauthfs --help'")
+}
+
+// newFlags returns a flag set that reports errors instead of exiting.
+func newFlags(name, args, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: oauthfs %s %s\n\n%s\n", name, args, summary)
+		if hasFlags(fs) {
+			fmt.Fprintf(stderr, "\nOptions:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// parse parses args, turning flag errors into usage errors. Flags may come
+// before or after the positional arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return withHint(&usageError{err.Error()}, "run 'oauthfs %s --help'", fs.Name())
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
+}
+
+// oneArg returns the single positional argument.
+func oneArg(fs *flag.FlagSet, what string) (string, error) {
+	if fs.NArg() != 1 {
+		return "", withHint(&usageError{fmt.Sprintf("%s takes exactly one %s, got %d arguments", fs.Name(), what, fs.NArg())}, "run 'oauthfs %s --help'", fs.Name())
+	}
+	return fs.Arg(0), nil
+}

@@ -1,0 +1,283 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/config"
+	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/testprovider"
+)
+
+// stack is a broker with one integration ("Test") on a test provider,
+// mounted through FUSE.
+type stack struct {
+	dir   string
+	b     *broker.Broker
+	p     *testprovider.Provider
+	guid  string
+	clock *clock
+	logs  *syncBuffer
+}
+
+type clock struct{ off atomic.Int64 }
+
+func (c *clock) now() time.Time           { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func newStack(t *testing.T, timeout time.Duration) *stack {
+	t.Helper()
+	fusetest.Require(t)
+	p := testprovider.New()
+	t.Cleanup(p.Close)
+	src := fmt.Sprintf(`
+[broker]
+state_dir = ""
+request_timeout = %q
+[[integration]]
+name = "Test"
+client_id = "test-client"
+client_secret = "test-secret"
+auth_url = "%s/authorize"
+token_url = "%s"
+[[integration]]
+name = "Other"
+client_id = "test-client"
+client_secret = "test-secret"
+auth_url = "%s/authorize"
+token_url = "%s"
+`, timeout, p.URL, p.TokenURL(), p.URL, p.TokenURL())
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "config.toml"), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{p: p, clock: &clock{}, logs: &syncBuffer{}, guid: cfg.Integrations[0].GUID.String()}
+	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s.b, err = broker.New(cfg, broker.Options{Now: s.clock.now, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := os.Getuid()
+	root := oafs.NewRoot(oafs.Options{Broker: broker.Session{B: s.b, UID: uid}, UID: uint32(uid), GID: uint32(os.Getgid()),
+		Timeout: timeout + 2*time.Second, Logger: log})
+	s.dir = fusetest.Mount(t, root)
+	return s
+}
+
+func (s *stack) signIn(t *testing.T) (access, refresh string) {
+	t.Helper()
+	a, r, exp := s.p.Grant()
+	if err := s.b.Put(os.Getuid(), "Test", broker.Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	return a, r
+}
+
+func (s *stack) path(name string) string { return filepath.Join(s.dir, s.guid, name) }
+
+func (s *stack) meta(t *testing.T) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(s.path("meta.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("meta.json = %s: %v", raw, err)
+	}
+	return m
+}
+
+func TestRefreshOnRead(t *testing.T) {
+	s := newStack(t, 5*time.Second)
+	first, rt := s.signIn(t)
+	got, err := os.ReadFile(s.path("access_token"))
+	if err != nil || string(got) != first {
+		t.Fatalf("read = %q, %v; want the stored token", got, err)
+	}
+	s.clock.advance(2 * time.Hour)
+	out, err := exec.Command("cat", filepath.Join(s.dir, "by-name", "Test", "access_token")).Output()
+	if err != nil || string(out) == first || !s.p.Issued(string(out)) {
+		t.Fatalf("cat after expiry = %q, %v; want a new token from the provider", out, err)
+	}
+	if s.p.AcceptsRefresh(rt) {
+		t.Errorf("the rotated-away refresh token is still accepted")
+	}
+	exp, _ := os.ReadFile(s.path("expiry"))
+	if _, err := time.Parse(time.RFC3339, string(exp)); err != nil || !strings.HasSuffix(string(exp), "Z") {
+		t.Errorf("expiry = %q; want RFC 3339 UTC", exp)
+	}
+	if m := s.meta(t); m["status"] != "signed_in" || m["authenticated"] != true || m["expiry"] != string(exp) {
+		t.Errorf("meta = %v", m)
+	}
+}
+
+func TestConcurrentReadersAtExpiry(t *testing.T) {
+	s := newStack(t, 10*time.Second)
+	s.signIn(t)
+	s.p.SetSlowDelay(100 * time.Millisecond) // keep the refresh in flight while readers pile up
+	s.p.SetMode(testprovider.Slow)
+	s.clock.advance(2 * time.Hour)
+	const readers = 200
+	var wg sync.WaitGroup
+	results := make([]string, readers)
+	errs := make([]error, readers)
+	start := make(chan struct{})
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			b, err := os.ReadFile(s.path("access_token"))
+			results[i], errs[i] = string(b), err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i := range results {
+		if errs[i] != nil || results[i] != results[0] || !s.p.Issued(results[i]) {
+			t.Fatalf("reader %d: %q, %v; want the one refreshed token", i, results[i], errs[i])
+		}
+	}
+	if n := s.p.Requests(); n != 1 {
+		t.Errorf("token endpoint requests = %d; want exactly 1", n)
+	}
+}
+
+func TestErrnoTable(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		signIn     bool
+		mode       testprovider.Mode
+		advance    time.Duration
+		want       syscall.Errno // 0: the cached token is served
+		wantStatus string
+		wantError  string
+	}{
+		{"never signed in", false, testprovider.OK, 0, syscall.ENOKEY, "not_signed_in", ""},
+		{"invalid_grant", true, testprovider.InvalidGrant, 2 * time.Hour, syscall.EKEYEXPIRED, "expired", "sign in again"},
+		{"500, expired", true, testprovider.ServerError, 2 * time.Hour, syscall.EIO, "error", "HTTP 500"},
+		{"html, expired", true, testprovider.HTML, 2 * time.Hour, syscall.EIO, "error", "malformed"},
+		{"truncated, expired", true, testprovider.Truncated, 2 * time.Hour, syscall.EIO, "error", "malformed"},
+		{"unreachable, expired", true, -1, 2 * time.Hour, syscall.EIO, "error", "unreachable"},
+		{"500, still valid", true, testprovider.ServerError, 58 * time.Minute, 0, "error", "HTTP 500"},
+		{"slow, still valid", true, testprovider.Slow, 58 * time.Minute, 0, "error", "did not answer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStack(t, 500*time.Millisecond)
+			var first string
+			if tc.signIn {
+				first, _ = s.signIn(t)
+			}
+			if tc.mode == -1 {
+				s.p.Close()
+			} else {
+				s.p.SetMode(tc.mode)
+			}
+			s.clock.advance(tc.advance)
+			got, err := os.ReadFile(s.path("access_token"))
+			if tc.want == 0 {
+				if err != nil || string(got) != first {
+					t.Errorf("read = %q, %v; want the cached token", got, err)
+				}
+			} else if !errors.Is(err, tc.want) {
+				t.Errorf("read = %q, %v; want %v", got, err, tc.want)
+			}
+			m := s.meta(t)
+			if m["status"] != tc.wantStatus {
+				t.Errorf("meta status = %v; want %s", m["status"], tc.wantStatus)
+			}
+			if e, _ := m["error"].(string); !strings.Contains(e, tc.wantError) || (tc.wantError == "") != (m["error"] == nil) {
+				t.Errorf("meta error = %v; want %q", m["error"], tc.wantError)
+			}
+		})
+	}
+}
+
+func TestReadNeverHangsPastTimeout(t *testing.T) {
+	s := newStack(t, 500*time.Millisecond)
+	s.signIn(t)
+	s.p.SetMode(testprovider.Slow) // 30 s
+	s.clock.advance(2 * time.Hour)
+	start := time.Now()
+	_, err := os.ReadFile(s.path("access_token"))
+	if el := time.Since(start); !errors.Is(err, syscall.EIO) || el > 5*time.Second {
+		t.Errorf("read = %v after %v; want EIO within the request timeout plus slack", err, el)
+	}
+}
+
+func TestTransientFailureLosesNothing(t *testing.T) {
+	s := newStack(t, 500*time.Millisecond)
+	s.signIn(t)
+	s.clock.advance(2 * time.Hour)
+	for _, m := range []testprovider.Mode{testprovider.ServerError, testprovider.HTML, testprovider.Truncated, testprovider.Huge} {
+		s.p.SetMode(m)
+		os.ReadFile(s.path("access_token"))
+	}
+	s.p.SetMode(testprovider.OK)
+	got, err := os.ReadFile(s.path("access_token"))
+	if err != nil || !s.p.Issued(string(got)) {
+		t.Errorf("after recovery: %q, %v; want a fresh token", got, err)
+	}
+	if m := s.meta(t); m["status"] != "signed_in" || m["error"] != nil {
+		t.Errorf("meta after recovery = %v", m)
+	}
+}
+
+func TestSignOutSeenAtNextOpen(t *testing.T) {
+	s := newStack(t, time.Second)
+	s.signIn(t)
+	f, err := os.Open(s.path("access_token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s.b.Forget(os.Getuid(), "Test")
+	if _, err := os.ReadFile(s.path("access_token")); !errors.Is(err, syscall.ENOKEY) {
+		t.Errorf("open after sign-out = %v; want ENOKEY", err)
+	}
+}
+
+func TestLogsHoldNoSecretsThroughTheMount(t *testing.T) {
+	s := newStack(t, 300*time.Millisecond)
+	s.p.SetPrefix("CANARY7f3a")
+	s.signIn(t)
+	for _, m := range []testprovider.Mode{testprovider.OK, testprovider.ServerError, testprovider.Truncated, testprovider.Slow, testprovider.InvalidGrant} {
+		s.p.SetMode(m)
+		s.clock.advance(2 * time.Hour)
+		os.ReadFile(s.path("access_token"))
+		os.ReadFile(s.path("meta.json"))
+		os.ReadFile(filepath.Join(s.dir, "integrations.json"))
+	}
+	logs := s.logs.String()
+	if !strings.Contains(logs, "level=DEBUG") || !strings.Contains(logs, "refreshed") {
+		t.Fatalf("debug logs missing:\n%s", logs)
+	}
+	for _, secret := range []string{"CANARY7f3a", "test-secret"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs contain %q", secret)
+		}
+	}
+}
