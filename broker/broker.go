@@ -73,7 +73,18 @@ type credential struct {
 	scopes  []string
 	status  api.Status
 	lastErr string
+	// After a transient failure no refresh is tried before retryAt:
+	// readers get the cached token, or the last error, at once.
+	retryAt  time.Time
+	failures int
 }
+
+// Backoff after transient refresh failures: retryBase, doubling per
+// consecutive failure, at most retryMax.
+const (
+	retryBase = 5 * time.Second
+	retryMax  = time.Minute
+)
 
 // New builds a broker for the integrations of cfg, reading every client
 // secret into an enclave.
@@ -272,9 +283,17 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, err
 		b.mu.Unlock()
 		return nil, fmt.Errorf("broker: %s: %w: run 'oauthfs login %s'", in.cfg.Name, api.ErrNotSignedIn, in.cfg.Name)
 	}
-	if t := cr.access; t.Valid(b.now(), b.marginFor(t)) {
+	now := b.now()
+	if t := cr.access; t.Valid(now, b.marginFor(t)) {
 		b.mu.Unlock()
 		return t, nil
+	}
+	if now.Before(cr.retryAt) {
+		defer b.mu.Unlock()
+		if t := cr.access; t.Valid(now, 0) {
+			return t, nil
+		}
+		return nil, fmt.Errorf("broker: %s: %w: %s (next try in %v)", in.cfg.Name, api.ErrUnavailable, cr.lastErr, cr.retryAt.Sub(now).Round(time.Second))
 	}
 	b.mu.Unlock()
 
@@ -343,6 +362,8 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 			return nil, fmt.Errorf("broker: %s: %w: %v; run 'oauthfs login %s'", name, api.ErrExpired, err, name)
 		}
 		cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
+		cr.failures++
+		cr.retryAt = now.Add(min(retryBase<<(cr.failures-1), retryMax))
 		if cached.Valid(now, 0) {
 			b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err,
 				"expiry", api.FormatTime(cached.Expiry()))
@@ -368,6 +389,7 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 		cr.scopes = strings.Fields(s)
 	}
 	cr.status, cr.lastErr = api.StatusSignedIn, ""
+	cr.failures, cr.retryAt = 0, time.Time{}
 	b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g,
 		"expiry", api.FormatTime(t.Expiry()), "rotated", rotated)
 	return t, nil

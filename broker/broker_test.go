@@ -249,8 +249,10 @@ func TestFailures(t *testing.T) {
 			}
 
 			// A transient failure loses nothing: once the provider is
-			// back, the stored refresh token still works.
+			// back and the backoff has passed, the stored refresh token
+			// still works.
 			f.p.SetMode(testprovider.OK)
+			f.clock.advance(retryMax)
 			tok, err = f.b.Token(context.Background(), uid, "Test")
 			if tc.wantErr == api.ErrExpired {
 				if !errors.Is(err, api.ErrExpired) {
@@ -366,5 +368,35 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		if strings.Contains(logs, s) {
 			t.Errorf("logs contain %q:\n%s", s, logs)
 		}
+	}
+}
+
+func TestBackoffAfterTransientFailure(t *testing.T) {
+	f := newFixture(t, time.Second)
+	f.p.SetLifetime(20 * time.Second) // margin: a quarter, 5 s
+	first, _ := f.signIn(t)
+	f.p.SetMode(testprovider.ServerError)
+	f.clock.advance(16 * time.Second) // inside the margin, still valid
+	for i := 0; i < 5; i++ {
+		tok, err := f.b.Token(context.Background(), uid, "Test")
+		if err != nil || read(t, tok) != first {
+			t.Fatalf("Token #%d = %v; want the cached token", i, err)
+		}
+	}
+	if n := f.p.Requests(); n < 1 || n > 2 { // x/oauth2 may probe two auth styles once
+		t.Errorf("requests during backoff = %d; want one attempt", n)
+	}
+	f.clock.advance(4500 * time.Millisecond) // expired, still backing off (5 s)
+	before := f.p.Requests()
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
+		t.Errorf("Token while backing off = %v; want ErrUnavailable with the last error", err)
+	}
+	if f.p.Requests() != before {
+		t.Errorf("a request was made during the backoff")
+	}
+	f.p.SetMode(testprovider.OK)
+	f.clock.advance(retryMax)
+	if tok, err := f.b.Token(context.Background(), uid, "Test"); err != nil || !f.p.Issued(read(t, tok)) {
+		t.Errorf("Token after the backoff = %v; want a fresh token", err)
 	}
 }

@@ -234,9 +234,13 @@ func TestTransientFailureLosesNothing(t *testing.T) {
 	s.clock.advance(2 * time.Hour)
 	for _, m := range []testprovider.Mode{testprovider.ServerError, testprovider.HTML, testprovider.Truncated, testprovider.Huge} {
 		s.p.SetMode(m)
-		os.ReadFile(s.path("access_token"))
+		s.clock.advance(time.Minute) // past the backoff, so each mode is tried
+		if _, err := os.ReadFile(s.path("access_token")); !errors.Is(err, syscall.EIO) {
+			t.Errorf("mode %d: read = %v; want EIO", m, err)
+		}
 	}
 	s.p.SetMode(testprovider.OK)
+	s.clock.advance(time.Minute) // past the backoff
 	got, err := os.ReadFile(s.path("access_token"))
 	if err != nil || !s.p.Issued(string(got)) {
 		t.Errorf("after recovery: %q, %v; want a fresh token", got, err)
