@@ -1,0 +1,442 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/testprovider"
+)
+
+// binary is the oauthfs binary under test, built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "oauthfs-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "oauthfs")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("OAUTHFS_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "../cmd/oauthfs")...).CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const canarySecret = "CANARY-client-secret-91c2"
+
+// cliEnv is a config with two integrations on a test provider, and the
+// files of one test run.
+type cliEnv struct {
+	p      *testprovider.Provider
+	dir    string // scratch
+	mnt    string
+	cfg    string
+	socket string
+}
+
+func newCLIEnv(t *testing.T) *cliEnv {
+	t.Helper()
+	fusetest.Require(t)
+	p := testprovider.New()
+	p.ClientSecret = canarySecret
+	p.SetPrefix("CANARYtok")
+	t.Cleanup(p.Close)
+	e := &cliEnv{p: p, dir: t.TempDir()}
+	e.mnt = filepath.Join(e.dir, "oauth")
+	os.Mkdir(e.mnt, 0o700)
+	e.socket = filepath.Join(e.dir, "run", "broker.sock")
+	e.cfg = filepath.Join(e.dir, "config.toml")
+	secretFile := filepath.Join(e.dir, "test.secret")
+	os.WriteFile(secretFile, []byte(canarySecret+"\n"), 0o600)
+	cfg := fmt.Sprintf(`
+[broker]
+socket = %q
+state_dir = ""
+request_timeout = "2s"
+
+[[integration]]
+name = "Test"
+client_id = "test-client"
+client_secret_file = %q
+auth_url = "%s/authorize"
+token_url = "%s"
+scopes = ["read"]
+
+[[integration]]
+name = "Other"
+guid = "a3c4f5d6-b8e9-4a1b-9c2d-3e4f5a6b7c8d"
+client_id = "test-client"
+client_secret = %q
+auth_url = "%s/authorize"
+token_url = "%s"
+`, e.socket, secretFile, p.URL, p.TokenURL(), canarySecret, p.URL, p.TokenURL())
+	os.WriteFile(e.cfg, []byte(cfg), 0o600)
+	return e
+}
+
+// proc is a running oauthfs process. done is closed when it exits, after
+// err is set.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// startMount runs 'oauthfs mount' and waits until the mount answers.
+func (e *cliEnv) startMount(t *testing.T, extra ...string) *proc {
+	t.Helper()
+	args := append([]string{"mount", "--config", e.cfg, "--log-level", "debug"}, extra...)
+	p := &proc{cmd: exec.Command(binary, append(args, e.mnt)...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+		}
+		syscall.Unmount(e.mnt, syscall.MNT_DETACH) // only if it was left behind
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(e.mnt, "integrations.json")); err == nil {
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("oauthfs mount exited early: %v\n%s", p.err, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("oauthfs mount not ready after 20s:\n%s", p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// oauthfs runs a client command and returns stdout, stderr and exit code.
+func (e *cliEnv) oauthfs(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "OAUTHFS_BROKER="+e.socket)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// api calls the session socket like curl --unix-socket would.
+func (e *cliEnv) api(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", e.socket)
+	}}}
+	req, _ := http.NewRequest(method, "http://oauthfs"+path, strings.NewReader(body))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// seed stores a grant from the provider for "Test" through the socket.
+func (e *cliEnv) seed(t *testing.T, expiresIn int) (access, refresh string) {
+	t.Helper()
+	a, r, _ := e.p.Grant()
+	code, body := e.api(t, "PUT", "/v1/integrations/Test/credentials",
+		fmt.Sprintf(`{"access_token":%q,"refresh_token":%q,"expires_in":%d,"scope":"read"}`, a, r, expiresIn))
+	if code != 200 {
+		t.Fatalf("seed: HTTP %d %s", code, body)
+	}
+	return a, r
+}
+
+func TestCLI(t *testing.T) {
+	e := newCLIEnv(t)
+	m := e.startMount(t)
+	access, _ := e.seed(t, 3600)
+	testGUID := ""
+
+	t.Run("list", func(t *testing.T) {
+		out, _, code := e.oauthfs(t, "list")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if code != 0 || len(lines) != 2 || lines[0] != "Other (a3c4f5d6-b8e9-4a1b-9c2d-3e4f5a6b7c8d): not authenticated" ||
+			!strings.HasPrefix(lines[1], "Test (") || !strings.HasSuffix(lines[1], "): authenticated") {
+			t.Fatalf("list = %q (exit %d)", out, code)
+		}
+		testGUID = strings.TrimSuffix(strings.TrimPrefix(lines[1], "Test ("), "): authenticated")
+		out, _, _ = e.oauthfs(t, "list", "--authenticated")
+		if strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "Test") {
+			t.Errorf("list --authenticated = %q", out)
+		}
+		out, _, _ = e.oauthfs(t, "list", "--authenticated=false", "--name", "^Oth")
+		if !strings.HasPrefix(out, "Other") || strings.Count(out, "\n") != 1 {
+			t.Errorf("list --authenticated=false --name ^Oth = %q", out)
+		}
+		out, _, _ = e.oauthfs(t, "list", "--json")
+		idx, _ := os.ReadFile(filepath.Join(e.mnt, "integrations.json"))
+		if out != string(idx) {
+			t.Errorf("list --json differs from integrations.json:\n%s\n%s", out, idx)
+		}
+	})
+	t.Run("token", func(t *testing.T) {
+		out, _, code := e.oauthfs(t, "token", "Test")
+		if code != 0 || out != access {
+			t.Errorf("token Test = %q (exit %d); want the token without newline", out, code)
+		}
+		if out, _, _ := e.oauthfs(t, "token", testGUID); out != access {
+			t.Errorf("token GUID = %q", out)
+		}
+	})
+	t.Run("read through the mount", func(t *testing.T) {
+		for _, p := range []string{filepath.Join(e.mnt, testGUID, "access_token"), filepath.Join(e.mnt, "by-name", "Test", "access_token")} {
+			out, err := exec.Command("cat", p).Output()
+			if err != nil || string(out) != access {
+				t.Errorf("cat %s = %q, %v", p, out, err)
+			}
+		}
+		_, err := os.ReadFile(filepath.Join(e.mnt, "by-name", "Other", "access_token"))
+		if !errors.Is(err, syscall.ENOKEY) {
+			t.Errorf("read Other = %v; want ENOKEY", err)
+		}
+	})
+	t.Run("errors", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			args []string
+			code int
+			want []string
+		}{
+			{"not signed in", []string{"token", "Other"}, 4, []string{"oauthfs: error: ", "not signed in", "hint: sign in with 'oauthfs login Other'"}},
+			{"unknown", []string{"token", "Nope"}, 3, []string{"no such integration", "hint: run 'oauthfs list'"}},
+			{"no argument", []string{"token"}, 2, []string{"exactly one NAME or GUID"}},
+			{"unknown flag", []string{"list", "--frob"}, 2, []string{"flag provided but not defined: -frob"}},
+			{"bad regex", []string{"list", "--name", "("}, 2, []string{"not a valid regular expression"}},
+			{"unknown command", []string{"frob"}, 2, []string{`unknown command "frob"`}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				out, errOut, code := e.oauthfs(t, tc.args...)
+				if code != tc.code || out != "" {
+					t.Errorf("%v: exit %d, stdout %q; want exit %d and no output", tc.args, code, out, tc.code)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(errOut, w) {
+						t.Errorf("%v: stderr %q lacks %q", tc.args, errOut, w)
+					}
+				}
+			})
+		}
+	})
+	t.Run("socket rejects bad requests", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, method, path, body string
+			code                     int
+			want                     string
+		}{
+			{"malformed json", "PUT", "/v1/integrations/Test/credentials", `{"access_token": `, 400, "bad_request"},
+			{"unknown field", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"x","frob":1}`, 400, "unknown field"},
+			{"oversized", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"` + strings.Repeat("x", 100<<10) + `"}`, 400, "larger than"},
+			{"unknown integration", "GET", "/v1/integrations/Nope/token", "", 404, "not_found"},
+			{"unknown path", "GET", "/v1/frob", "", 404, ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				code, body := e.api(t, tc.method, tc.path, tc.body)
+				if code != tc.code || !strings.Contains(body, tc.want) {
+					t.Errorf("%s %s = %d %q; want %d with %q", tc.method, tc.path, code, body, tc.code, tc.want)
+				}
+			})
+		}
+		if out, _, _ := e.oauthfs(t, "token", "Test"); out != access {
+			t.Errorf("after the bad requests, token = %q; want it unchanged", out)
+		}
+	})
+	t.Run("logout", func(t *testing.T) {
+		out, _, code := e.oauthfs(t, "logout", "Test")
+		if code != 0 || out != "signed out of Test\n" {
+			t.Errorf("logout = %q (exit %d)", out, code)
+		}
+		if _, err := os.ReadFile(filepath.Join(e.mnt, testGUID, "access_token")); !errors.Is(err, syscall.ENOKEY) {
+			t.Errorf("read after logout = %v; want ENOKEY", err)
+		}
+	})
+	t.Run("expired and unavailable", func(t *testing.T) {
+		e.seed(t, 1)
+		e.p.SetMode(testprovider.ServerError)
+		waitFor(t, func() bool { _, _, c := e.oauthfs(t, "token", "Test"); return c == 6 })
+		if _, err := os.ReadFile(filepath.Join(e.mnt, testGUID, "access_token")); !errors.Is(err, syscall.EIO) {
+			t.Errorf("read with the provider failing = %v; want EIO", err)
+		}
+		e.seed(t, 1)
+		e.p.SetMode(testprovider.InvalidGrant)
+		waitFor(t, func() bool { _, _, c := e.oauthfs(t, "token", "Test"); return c == 5 })
+		_, errOut, _ := e.oauthfs(t, "token", "Test")
+		if !strings.Contains(errOut, "sign-in expired") || !strings.Contains(errOut, "oauthfs login Test") {
+			t.Errorf("token after invalid_grant: %q", errOut)
+		}
+		if _, err := os.ReadFile(filepath.Join(e.mnt, testGUID, "access_token")); !errors.Is(err, syscall.EKEYEXPIRED) {
+			t.Errorf("read after invalid_grant = %v; want EKEYEXPIRED", err)
+		}
+	})
+
+	// SIGTERM unmounts cleanly.
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+		if m.err != nil {
+			t.Errorf("mount exited with %v after SIGTERM", m.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("mount did not exit after SIGTERM")
+	}
+	if isMounted(e.mnt) {
+		t.Errorf("%s still mounted after SIGTERM", e.mnt)
+	}
+	logs := m.stderr.String()
+	if !strings.Contains(logs, "level=DEBUG") || !strings.Contains(logs, "credentials stored") {
+		t.Errorf("expected debug logs, got:\n%s", logs)
+	}
+	for _, s := range []string{canarySecret, "CANARYtok"} {
+		if strings.Contains(logs, s) {
+			t.Errorf("mount logs contain %q", s)
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing after a generous deadline.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func isMounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mounts")
+	return strings.Contains(string(b), " "+dir+" ")
+}
+
+func TestCLIStaleMountIsRecovered(t *testing.T) {
+	e := newCLIEnv(t)
+	m := e.startMount(t)
+	m.cmd.Process.Kill()
+	<-m.done
+	if _, err := os.Stat(filepath.Join(e.mnt, "integrations.json")); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after SIGKILL stat = %v; want ENOTCONN (a stale mount)", err)
+	}
+	e.startMount(t)
+	if _, err := os.ReadFile(filepath.Join(e.mnt, "integrations.json")); err != nil {
+		t.Errorf("after recovery: %v", err)
+	}
+}
+
+func TestCLIMountRefusesBadInput(t *testing.T) {
+	e := newCLIEnv(t)
+	file := filepath.Join(e.dir, "afile")
+	os.WriteFile(file, nil, 0o600)
+	badCfg := filepath.Join(e.dir, "bad.toml")
+	os.WriteFile(badCfg, []byte("[broker]\nsocket = \"x\"\n\n[[integration]]\nname = \"A\"\nclient_id = \"i\"\nclient_secret = \"s\"\nauth_url = \"http://example.com/a\"\ntoken_url = \"https://example.com/t\"\n"), 0o600)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"missing mount point", []string{"mount", "--config", e.cfg, filepath.Join(e.dir, "nope")}, 9, "does not exist (create it with mkdir -p"},
+		{"mount point is a file", []string{"mount", "--config", e.cfg, file}, 9, "is not a directory"},
+		{"invalid config", []string{"mount", "--config", badCfg, e.mnt}, 8, "bad.toml:4: integration \"A\": auth_url: \"http://example.com/a\" uses plain http"},
+		{"missing config", []string{"mount", "--config", filepath.Join(e.dir, "none.toml"), e.mnt}, 1, "hint: write a configuration"},
+		{"config and broker", []string{"mount", "--config", e.cfg, "--broker", "/x", e.mnt}, 2, "cannot be used together"},
+		{"no broker socket", []string{"mount", "--broker", filepath.Join(e.dir, "none.sock"), e.mnt}, 6, "no broker is running"},
+		{"not a broker", []string{"mount", "--broker", e.cfg, e.mnt}, 6, ""},
+		{"no mount point", []string{"mount", "--config", e.cfg}, 2, "exactly one MOUNTPOINT"},
+		{"bad log level", []string{"mount", "--config", e.cfg, "--log-level", "loud", e.mnt}, 2, "--log-level"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, code := e.oauthfs(t, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) || !strings.HasPrefix(errOut, "oauthfs: error: ") {
+				t.Errorf("%v: exit %d, stderr %q; want exit %d with %q", tc.args, code, errOut, tc.code, tc.want)
+			}
+			if isMounted(e.mnt) {
+				t.Fatalf("%s was mounted", e.mnt)
+			}
+		})
+	}
+	t.Run("already mounted", func(t *testing.T) {
+		e.startMount(t)
+		cfg2 := filepath.Join(e.dir, "config2.toml")
+		b, _ := os.ReadFile(e.cfg)
+		os.WriteFile(cfg2, bytes.Replace(b, []byte("broker.sock"), []byte("broker2.sock"), 1), 0o600)
+		_, errOut, code := e.oauthfs(t, "mount", "--config", cfg2, e.mnt)
+		if code != 9 || !strings.Contains(errOut, "is already mounted") {
+			t.Errorf("second mount: exit %d, %q; want 9, already mounted", code, errOut)
+		}
+		_, errOut, code = e.oauthfs(t, "mount", "--config", e.cfg, filepath.Join(e.dir))
+		if code == 0 || !strings.Contains(errOut, "already listening") {
+			t.Errorf("second broker on the same socket: exit %d, %q; want a refusal", code, errOut)
+		}
+		if _, err := os.ReadFile(filepath.Join(e.mnt, "integrations.json")); err != nil {
+			t.Errorf("the first mount was disturbed: %v", err)
+		}
+	})
+}
+
+func TestCLINoBroker(t *testing.T) {
+	cmd := exec.Command(binary, "token", "--broker", filepath.Join(t.TempDir(), "none.sock"), "GitHub")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 6 || !strings.Contains(string(out), "no broker is running") || !strings.Contains(string(out), "hint: is 'oauthfs mount' running?") {
+		t.Errorf("token without a broker = %q, %v", out, err)
+	}
+}
+
+func TestCLIVersionAndHelp(t *testing.T) {
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "oauthfs ") {
+		t.Errorf("version = %q, %v", out, err)
+	}
+	for _, c := range []string{"mount", "token", "list", "logout", "version"} {
+		out, err := exec.Command(binary, c, "--help").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Usage: oauthfs "+c) {
+			t.Errorf("%s --help = %q, %v", c, out, err)
+		}
+	}
+}
