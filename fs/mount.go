@@ -45,6 +45,9 @@ func Mount(dir string, root gofs.InodeEmbedder, uid, gid uint32) (*fuse.Server, 
 			// root mounts with mount(2); others need fusermount3.
 			DirectMountStrict: os.Geteuid() == 0,
 			DisableXAttrs:     true,
+			// A by-name link's target never changes for its inode (the
+			// inode number includes the guid), so the kernel may keep it.
+			EnableSymlinkCaching: true,
 		},
 	}
 	server, err := gofs.Mount(dir, root, opts)

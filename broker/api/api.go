@@ -3,6 +3,8 @@ package api
 import (
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/awnumar/memguard"
@@ -69,18 +71,37 @@ type Integration struct {
 
 // Token is an immutable snapshot of an access token and its times.
 //
-// The token bytes live in a memguard Enclave owned by the Token; they are
-// decrypted into a locked buffer only for the moment of a [Token.ReadAt]
-// and wiped straight after. Holding a Token therefore costs no locked
-// memory, so any number of open files may hold one. The Enclave is freed
-// by the garbage collector with the Token, and wiped by memguard.Purge at
-// exit. A Token is safe for concurrent use.
+// The token bytes rest in a memguard Enclave owned by the Token. Reads
+// decrypt them into one guarded, locked buffer, also owned by the Token,
+// which stays open while reads keep coming and is destroyed (wiped) once
+// no read has used it for [PlainIdle]: a burst of reads decrypts once,
+// and an idle token is ciphertext again within a second. At most
+// [MaxPlain] such buffers are open in the process; beyond that a read
+// decrypts into a temporary buffer and destroys it at once, so locked
+// memory stays bounded however many files are open. Holding a Token costs
+// no locked memory. memguard.Purge wipes everything at exit. A Token is
+// safe for concurrent use.
 type Token struct {
 	value    *memguard.Enclave
 	size     int
 	expiry   time.Time
 	obtained time.Time
+
+	mu      sync.Mutex             // guards the fields below
+	plain   *memguard.LockedBuffer // decrypted token while in use, or nil
+	lastUse time.Time
+	idle    *time.Timer // destroys plain once idle
 }
+
+// PlainIdle is how long a token's decrypted buffer outlives its last read.
+const PlainIdle = time.Second
+
+// MaxPlain bounds the decrypted token buffers open at once in a process,
+// well below what RLIMIT_MEMLOCK (8 MiB for a normal user) allows.
+const MaxPlain = 256
+
+// plainOpen counts the decrypted token buffers open now.
+var plainOpen atomic.Int64
 
 // NewToken seals value into a new Token and wipes value. A zero expiry
 // means the token does not expire. NewToken returns nil for an empty value.
@@ -108,13 +129,52 @@ func (t *Token) ReadAt(dst []byte, off int64) (int, error) {
 	if off >= int64(t.size) || len(dst) == 0 {
 		return 0, nil
 	}
-	b, err := t.value.Open()
-	if err != nil {
-		return 0, err
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.plain == nil {
+		if plainOpen.Add(1) > MaxPlain {
+			plainOpen.Add(-1)
+			b, err := t.value.Open()
+			if err != nil {
+				return 0, err
+			}
+			defer b.Destroy()
+			return copy(dst, b.Bytes()[off:]), nil
+		}
+		b, err := t.value.Open()
+		if err != nil {
+			plainOpen.Add(-1)
+			return 0, err
+		}
+		t.plain = b
+		t.idle = time.AfterFunc(PlainIdle, t.closeIdle)
 	}
-	n := copy(dst, b.Bytes()[off:])
-	b.Destroy()
-	return n, nil
+	t.lastUse = time.Now()
+	return copy(dst, t.plain.Bytes()[off:]), nil
+}
+
+// closeIdle destroys the decrypted buffer once it has been idle for
+// PlainIdle, or looks again later.
+func (t *Token) closeIdle() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.plain == nil {
+		return
+	}
+	if wait := PlainIdle - time.Since(t.lastUse); wait > 0 {
+		t.idle.Reset(wait)
+		return
+	}
+	t.plain.Destroy()
+	t.plain, t.idle = nil, nil
+	plainOpen.Add(-1)
+}
+
+// plainIsOpen reports whether the decrypted buffer is open (for tests).
+func (t *Token) plainIsOpen() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.plain != nil
 }
 
 // Open decrypts the token into a new locked buffer. The caller owns the

@@ -39,17 +39,16 @@ type Provider struct {
 	*httptest.Server
 	ClientID, ClientSecret string
 
-	mu         sync.Mutex // guards the fields below
-	lifetime   time.Duration
-	rotate     bool
-	mode       Mode
-	slowDelay  time.Duration
-	prefix     string
-	refresh    map[string]bool // refresh tokens the provider accepts
-	access     map[string]bool // access tokens it issued
-	requests   int
-	refreshes  int
-	lastScopes string
+	mu        sync.Mutex // guards the fields below
+	lifetime  time.Duration
+	rotate    bool
+	mode      Mode
+	slowDelay time.Duration
+	prefix    string
+	refresh   map[string]bool // refresh tokens the provider accepts
+	access    map[string]bool // access tokens it issued
+	requests  int
+	refreshes int
 }
 
 // New starts a provider on 127.0.0.1. Close it when done.

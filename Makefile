@@ -1,0 +1,38 @@
+# Thin targets; the work is in go test and scripts/.
+GO      ?= go
+BIN     := bin/oauthfs
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
+.PHONY: build test bench lint fmt clean deps
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/oauthfs
+
+# deps installs what the tests need when it is missing (Debian packages).
+deps:
+	scripts/test-deps
+
+# test runs every test, with the race detector, against real FUSE mounts.
+# Set OAUTHFS_REQUIRE_FUSE=1 to make a missing /dev/fuse a failure.
+test: deps
+	$(GO) vet ./...
+	OAUTHFS_RACE=1 $(GO) test -race -count=1 -timeout 20m ./...
+	scripts/check-no-mounts
+
+# bench measures open+read+close of access_token against the FUSE floor
+# and tmpfs in one run and prints the ratios.
+bench:
+	$(GO) test -run '^$$' -bench . -count 7 -benchtime 3000x ./test/bench/ | tee bench.out
+	@echo
+	@awk -f test/bench/ratios.awk bench.out
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || (echo "gofmt would change:"; gofmt -l .; exit 1)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+fmt:
+	gofmt -w .
+
+clean:
+	rm -rf bin bench.out
