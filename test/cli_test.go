@@ -192,6 +192,21 @@ func TestCLI(t *testing.T) {
 	access, _ := e.seed(t, 3600)
 	testGUID := ""
 
+	t.Run("core dumps are off", func(t *testing.T) {
+		limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", m.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(limits), "\n") {
+			if strings.HasPrefix(l, "Max core file size") {
+				if f := strings.Fields(l); len(f) < 6 || f[4] != "0" || f[5] != "0" {
+					t.Errorf("core limit = %q; want 0 0", l)
+				}
+				return
+			}
+		}
+		t.Errorf("no core limit in %s", limits)
+	})
 	t.Run("list", func(t *testing.T) {
 		out, _, code := e.oauthfs(t, "list")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
