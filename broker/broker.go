@@ -50,10 +50,14 @@ type Broker struct {
 	timeout time.Duration
 	flights singleflight.Group
 
+	store *store // nil: memory only
+
 	mu           sync.Mutex                     // guards the fields below
 	integrations map[string]*integration        // by guid
 	byName       map[string]*integration        // by name
-	users        map[int]map[string]*credential // uid -> guid -> credential
+	users        map[int]map[string]*credential // uid -> guid -> credential, loaded lazily
+	broken       map[int]error                  // uid -> why its store file does not open
+	saveMu       map[int]*sync.Mutex            // uid -> serialises its saves
 }
 
 // integration is one configured integration with its client secret.
@@ -96,6 +100,8 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		margin:  cfg.Broker.RefreshMargin,
 		timeout: cfg.Broker.RequestTimeout,
 		users:   map[int]map[string]*credential{},
+		broken:  map[int]error{},
+		saveMu:  map[int]*sync.Mutex{},
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -111,6 +117,13 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	}
 	if b.timeout == 0 {
 		b.timeout = config.DefaultRequestTimeout
+	}
+	if !cfg.Broker.MemoryOnly() {
+		st, err := openStore(*cfg.Broker.StateDir, cfg.Broker.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		b.store = st
 	}
 	b.integrations = map[string]*integration{}
 	b.byName = map[string]*integration{}
@@ -175,7 +188,13 @@ func (b *Broker) metaLocked(uid int, in *integration) api.Integration {
 		Status:        api.StatusNotSignedIn,
 		GrantedScopes: []string{},
 	}
-	cr := b.users[uid][m.GUID]
+	creds, err := b.credsLocked(uid)
+	if err != nil {
+		e := err.Error()
+		m.Status, m.Error = api.StatusError, &e
+		return m
+	}
+	cr := creds[m.GUID]
 	if cr == nil {
 		return m
 	}
@@ -210,19 +229,40 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 		return fmt.Errorf("broker: store credentials for %q: the access token is empty", id)
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	in, err := b.find(id)
 	if err != nil {
+		b.mu.Unlock()
 		return err
 	}
+	creds, err := b.credsLocked(uid)
+	if err != nil {
+		b.mu.Unlock()
+		return err
+	}
+	g := in.cfg.GUID.String()
+	prev := creds[g]
 	c := &credential{
 		access:  api.NewToken(cr.AccessToken, cr.Expiry, b.now()),
 		refresh: memguard.NewEnclave(cr.RefreshToken),
 		scopes:  append([]string(nil), cr.Scopes...),
 		status:  api.StatusSignedIn,
 	}
-	b.userLocked(uid)[in.cfg.GUID.String()] = c
-	b.log.Info("credentials stored", "uid", uid, "integration", in.cfg.Name, "guid", in.cfg.GUID.String(),
+	creds[g] = c
+	b.mu.Unlock()
+	if err := b.persist(uid); err != nil {
+		b.mu.Lock()
+		if creds[g] == c { // nothing newer arrived: undo
+			if prev == nil {
+				delete(creds, g)
+			} else {
+				creds[g] = prev
+			}
+		}
+		b.mu.Unlock()
+		b.log.Error("could not save credentials", "uid", uid, "integration", in.cfg.Name, "guid", g, "err", err)
+		return err
+	}
+	b.log.Info("credentials stored", "uid", uid, "integration", in.cfg.Name, "guid", g,
 		"expiry", api.FormatTime(cr.Expiry), "refresh_token", c.refresh != nil)
 	return nil
 }
@@ -230,28 +270,102 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 // Forget drops user uid's credentials for the integration with guid or
 // name id. It reports whether there were any.
 func (b *Broker) Forget(uid int, id string) (bool, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	in, err := b.find(id)
-	if err != nil {
-		return false, err
-	}
-	g := in.cfg.GUID.String()
-	_, had := b.users[uid][g]
-	delete(b.users[uid], g)
-	if had {
-		b.log.Info("signed out", "uid", uid, "integration", in.cfg.Name, "guid", g)
-	}
-	return had, nil
+	had, _, err := b.forget(uid, id)
+	return had, err
 }
 
-func (b *Broker) userLocked(uid int) map[string]*credential {
-	u := b.users[uid]
-	if u == nil {
-		u = map[string]*credential{}
-		b.users[uid] = u
+// forget drops the credentials and returns what was dropped, so that the
+// caller can revoke the refresh token.
+func (b *Broker) forget(uid int, id string) (bool, *credential, error) {
+	b.mu.Lock()
+	in, err := b.find(id)
+	if err != nil {
+		b.mu.Unlock()
+		return false, nil, err
 	}
-	return u
+	creds, err := b.credsLocked(uid)
+	if err != nil {
+		b.mu.Unlock()
+		return false, nil, err
+	}
+	g := in.cfg.GUID.String()
+	old, had := creds[g]
+	delete(creds, g)
+	b.mu.Unlock()
+	if !had {
+		return false, nil, nil
+	}
+	b.log.Info("signed out", "uid", uid, "integration", in.cfg.Name, "guid", g)
+	if err := b.persist(uid); err != nil {
+		return true, old, fmt.Errorf("broker: signed out in memory, but the store still holds the old tokens: %w", err)
+	}
+	return true, old, nil
+}
+
+// credsLocked returns user uid's credentials, loading them from the store
+// on first use. Callers hold b.mu.
+func (b *Broker) credsLocked(uid int) (map[string]*credential, error) {
+	if u, ok := b.users[uid]; ok {
+		return u, nil
+	}
+	if err := b.broken[uid]; err != nil {
+		return nil, err
+	}
+	u := map[string]*credential{}
+	if b.store != nil {
+		recs, err := b.store.load(uid)
+		if err != nil {
+			b.broken[uid] = err
+			b.log.Error("credential store unusable", "uid", uid, "err", err)
+			return nil, err
+		}
+		for _, r := range recs {
+			u[r.guid] = &credential{access: r.access, refresh: r.refresh, scopes: r.scopes, status: r.status, lastErr: r.lastErr}
+		}
+		if len(recs) > 0 {
+			b.log.Info("credentials loaded", "uid", uid, "count", len(recs))
+		}
+	}
+	b.users[uid] = u
+	return u, nil
+}
+
+// Load loads user uid's credentials from the store now, so that a store
+// file that does not open is reported at start rather than at first use.
+func (b *Broker) Load(uid int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, err := b.credsLocked(uid)
+	return err
+}
+
+// persist writes user uid's credentials to the store. Saves of one user
+// are serialised and each snapshots the state when it starts, so the file
+// never goes back to an older state.
+func (b *Broker) persist(uid int) error {
+	if b.store == nil {
+		return nil
+	}
+	b.mu.Lock()
+	mu := b.saveMu[uid]
+	if mu == nil {
+		mu = &sync.Mutex{}
+		b.saveMu[uid] = mu
+	}
+	b.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	b.mu.Lock()
+	var recs []record
+	for g, c := range b.users[uid] {
+		r := record{guid: g, access: c.access, refresh: c.refresh, scopes: c.scopes, status: c.status, lastErr: c.lastErr}
+		if c.access != nil {
+			r.expiry, r.obtained = c.access.Expiry(), c.access.Obtained()
+		}
+		recs = append(recs, r)
+	}
+	b.mu.Unlock()
+	return b.store.save(uid, recs)
 }
 
 // marginFor is the refresh margin for t: min(refresh_margin, a quarter of
@@ -278,7 +392,12 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, err
 		return nil, err
 	}
 	g := in.cfg.GUID.String()
-	cr := b.users[uid][g]
+	creds, err := b.credsLocked(uid)
+	if err != nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", err, api.ErrUnavailable)
+	}
+	cr := creds[g]
 	if cr == nil {
 		b.mu.Unlock()
 		return nil, fmt.Errorf("broker: %s: %w: run 'oauthfs login %s'", in.cfg.Name, api.ErrNotSignedIn, in.cfg.Name)
@@ -328,30 +447,58 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 	}
 	rt, cached := cr.refresh, cr.access
 	if rt == nil {
-		defer b.mu.Unlock()
 		if cached.Valid(now, 0) {
+			b.mu.Unlock()
 			return cached, nil // nothing to refresh with; serve until expiry
 		}
-		if cr.status != api.StatusExpired {
+		changed := cr.status != api.StatusExpired
+		if changed {
 			cr.access = nil
 			cr.status, cr.lastErr = api.StatusExpired, "the token expired and there is no refresh token; sign in again"
 		}
-		return nil, fmt.Errorf("broker: %s: %w: %s (run 'oauthfs login %s')", name, api.ErrExpired, cr.lastErr, name)
+		err := fmt.Errorf("broker: %s: %w: %s (run 'oauthfs login %s')", name, api.ErrExpired, cr.lastErr, name)
+		b.mu.Unlock()
+		if changed {
+			b.persist(uid)
+		}
+		return nil, err
 	}
 	b.mu.Unlock()
 
 	tok, newRT, err := b.exchangeRefresh(in, rt)
-	now = b.now()
 
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	t, save, rerr := b.settleLocked(uid, in, cr, cached, tok, newRT, err)
+	b.mu.Unlock()
+	if save {
+		// The new refresh token (or the expired state) is on disk before
+		// anyone gets the new access token: every reader waiting on this
+		// flight is released only after the save.
+		if perr := b.persist(uid); perr != nil {
+			b.log.Error("could not save credentials; the new tokens are kept in memory", "uid", uid, "integration", name, "guid", g, "err", perr)
+			b.mu.Lock()
+			if cr.status == api.StatusSignedIn {
+				cr.status, cr.lastErr = api.StatusError, "could not save credentials: "+perr.Error()
+			}
+			b.mu.Unlock()
+		}
+	}
+	return t, rerr
+}
+
+// settleLocked records the outcome of a refresh of cr and says whether the
+// store must be written. Callers hold b.mu.
+func (b *Broker) settleLocked(uid int, in *integration, cr *credential, cached *api.Token, tok *oauth2.Token, newRT []byte, err error) (*api.Token, bool, error) {
+	name, g := in.cfg.Name, in.cfg.GUID.String()
+	now := b.now()
 	if b.users[uid][g] != cr {
 		// Signed out or signed in again while we refreshed: what we got
 		// belongs to a grant that is no longer stored.
+		memguard.WipeBytes(newRT)
 		if c := b.users[uid][g]; c != nil && c.access.Valid(now, 0) {
-			return c.access, nil
+			return c.access, false, nil
 		}
-		return nil, fmt.Errorf("broker: %s: %w", name, api.ErrNotSignedIn)
+		return nil, false, fmt.Errorf("broker: %s: %w", name, api.ErrNotSignedIn)
 	}
 	if err != nil {
 		var pe *ProviderError
@@ -359,7 +506,7 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 			cr.access, cr.refresh = nil, nil
 			cr.status, cr.lastErr = api.StatusExpired, "the provider rejected the refresh token ("+pe.summary()+"); sign in again"
 			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", name, "guid", g, "err", err)
-			return nil, fmt.Errorf("broker: %s: %w: %v; run 'oauthfs login %s'", name, api.ErrExpired, err, name)
+			return nil, true, fmt.Errorf("broker: %s: %w: %v; run 'oauthfs login %s'", name, api.ErrExpired, err, name)
 		}
 		cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
 		cr.failures++
@@ -367,10 +514,10 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 		if cached.Valid(now, 0) {
 			b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err,
 				"expiry", api.FormatTime(cached.Expiry()))
-			return cached, nil
+			return cached, false, nil
 		}
 		b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
-		return nil, fmt.Errorf("broker: %s: %w: %v", name, api.ErrUnavailable, err)
+		return nil, false, fmt.Errorf("broker: %s: %w: %v", name, api.ErrUnavailable, err)
 	}
 
 	// The expiry counts from our clock, not x/oauth2's, so that the
@@ -392,7 +539,7 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 	cr.failures, cr.retryAt = 0, time.Time{}
 	b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g,
 		"expiry", api.FormatTime(t.Expiry()), "rotated", rotated)
-	return t, nil
+	return t, true, nil
 }
 
 // exchangeRefresh asks the token endpoint for a new token with the refresh

@@ -42,6 +42,8 @@ type Provider struct {
 	mu        sync.Mutex // guards the fields below
 	lifetime  time.Duration
 	rotate    bool
+	grace     bool              // a rotated-away token stays valid until its successor is used
+	successor map[string]string // refresh token -> the one issued in exchange for it
 	mode      Mode
 	slowDelay time.Duration
 	prefix    string
@@ -57,7 +59,7 @@ func New() *Provider {
 		ClientID: "test-client", ClientSecret: "test-secret",
 		lifetime: time.Hour, rotate: true, slowDelay: 30 * time.Second,
 		prefix:  "tok",
-		refresh: map[string]bool{}, access: map[string]bool{},
+		refresh: map[string]bool{}, access: map[string]bool{}, successor: map[string]string{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", p.token)
@@ -73,6 +75,12 @@ func (p *Provider) SetLifetime(d time.Duration) { p.mu.Lock(); p.lifetime = d; p
 
 // SetRotate turns refresh-token rotation on or off.
 func (p *Provider) SetRotate(on bool) { p.mu.Lock(); p.rotate = on; p.mu.Unlock() }
+
+// SetRotateGrace makes rotation keep the previous refresh token valid
+// until its successor is first used, as providers with a rotation grace
+// period do (Okta's grace period, Auth0's reuse interval): a client that
+// crashed before saving the new token can still use the old one.
+func (p *Provider) SetRotateGrace(on bool) { p.mu.Lock(); p.grace = on; p.mu.Unlock() }
 
 // SetMode sets how refresh requests are answered.
 func (p *Provider) SetMode(m Mode) { p.mu.Lock(); p.mode = m; p.mu.Unlock() }
@@ -192,9 +200,19 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		resp["expires_in"] = int(p.lifetime / time.Second)
 	}
 	if p.rotate {
-		delete(p.refresh, rt)
+		// Using rt retires whatever rt was issued in exchange for.
+		for old, next := range p.successor {
+			if next == rt {
+				delete(p.refresh, old)
+				delete(p.successor, old)
+			}
+		}
+		if !p.grace {
+			delete(p.refresh, rt)
+		}
 		nr := p.prefix + "-rt-" + random()
 		p.refresh[nr] = true
+		p.successor[rt] = nr
 		resp["refresh_token"] = nr
 	}
 	p.mu.Unlock()
