@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -50,7 +51,8 @@ type Broker struct {
 	timeout time.Duration
 	flights singleflight.Group
 
-	store *store // nil: memory only
+	store    *store   // nil: memory only
+	callback *url.URL // where the provider sends the browser back; nil: no sign-in
 
 	mu           sync.Mutex                     // guards the fields below
 	integrations map[string]*integration        // by guid
@@ -58,6 +60,8 @@ type Broker struct {
 	users        map[int]map[string]*credential // uid -> guid -> credential, loaded lazily
 	broken       map[int]error                  // uid -> why its store file does not open
 	saveMu       map[int]*sync.Mutex            // uid -> serialises its saves
+	signins      map[string]*signin             // by state
+	logins       map[string]*signin             // by login id
 }
 
 // integration is one configured integration with its client secret.
@@ -102,6 +106,15 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		users:   map[int]map[string]*credential{},
 		broken:  map[int]error{},
 		saveMu:  map[int]*sync.Mutex{},
+		signins: map[string]*signin{},
+		logins:  map[string]*signin{},
+	}
+	if cfg.Broker.CallbackURL != "" {
+		u, err := url.Parse(cfg.Broker.CallbackURL)
+		if err != nil {
+			return nil, fmt.Errorf("broker: callback_url: %w", err)
+		}
+		b.callback = u
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -569,7 +582,7 @@ func (b *Broker) exchangeRefresh(in *integration, rt *memguard.Enclave) (tok *oa
 	cfg := b.oauthConfig(in, string(secret.Bytes()))
 	tok, err = cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: string(rtBuf.Bytes())}).Token()
 	if err != nil {
-		return nil, nil, classify(ctx, err, b.timeout)
+		return nil, nil, classify(ctx, err, b.timeout, "token endpoint")
 	}
 	if tok.RefreshToken != "" && !rtBuf.EqualTo([]byte(tok.RefreshToken)) {
 		newRT = []byte(tok.RefreshToken)
@@ -583,7 +596,15 @@ func (b *Broker) oauthConfig(in *integration, secret string) *oauth2.Config {
 		ClientSecret: secret,
 		Endpoint:     oauth2.Endpoint{AuthURL: in.cfg.AuthURL, TokenURL: in.cfg.TokenURL},
 		Scopes:       in.cfg.Scopes,
+		RedirectURL:  b.callbackURL(),
 	}
+}
+
+func (b *Broker) callbackURL() string {
+	if b.callback == nil {
+		return ""
+	}
+	return b.callback.String()
 }
 
 // Session binds a broker to one user. It is what the filesystem of that

@@ -41,9 +41,9 @@ func (e *ProviderError) summary() string {
 // logs and meta.json.
 const maxDescription = 200
 
-// classify turns an error from x/oauth2 into one that is safe to log and
-// says plainly what happened.
-func classify(ctx context.Context, err error, timeout time.Duration) error {
+// classify turns an error from x/oauth2 or net/http into one that is safe
+// to log and says plainly what happened at which endpoint.
+func classify(ctx context.Context, err error, timeout time.Duration, endpoint string) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		pe := &ProviderError{Code: re.ErrorCode, Description: printable(re.ErrorDescription, maxDescription)}
@@ -51,20 +51,20 @@ func classify(ctx context.Context, err error, timeout time.Duration) error {
 			pe.Status = re.Response.StatusCode
 		}
 		if pe.Code == "" && pe.Status >= 200 && pe.Status < 300 {
-			return errors.New("token endpoint sent a malformed answer")
+			return errors.New(endpoint + " sent a malformed answer")
 		}
 		return pe
 	}
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		return fmt.Errorf("token endpoint did not answer within %v", timeout)
+		return fmt.Errorf("%s did not answer within %v", endpoint, timeout)
 	case errors.As(err, new(*net.OpError)):
-		return fmt.Errorf("token endpoint unreachable: %w", err)
+		return fmt.Errorf("%s unreachable: %w", endpoint, err)
 	}
 	// x/oauth2 reports unparsable bodies and missing fields with its own
 	// messages, which never quote the body.
-	return fmt.Errorf("token endpoint sent a malformed answer (%v)", err)
+	return fmt.Errorf("%s sent a malformed answer (%v)", endpoint, err)
 }
 
 // printable keeps at most n bytes of s, with control characters replaced.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -113,6 +114,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/integrations/{id}/token", s.token)
 	mux.HandleFunc("PUT /v1/integrations/{id}/credentials", s.put)
 	mux.HandleFunc("DELETE /v1/integrations/{id}/credentials", s.forget)
+	mux.HandleFunc("POST /v1/integrations/{id}/login", s.login)
+	mux.HandleFunc("GET /v1/logins/{login}", s.loginStatus)
+	mux.HandleFunc("DELETE /v1/logins/{login}", s.loginCancel)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uid, ok := peer(r.Context())
 		switch {
@@ -210,12 +214,59 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
-	had, err := s.B.Forget(uidOf(r), r.PathValue("id"))
+	res, err := s.B.Logout(r.Context(), uidOf(r), r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"signed_out": had})
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	si, err := s.B.StartSignIn(uidOf(r), r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, si)
+}
+
+// maxWait bounds a long poll on a sign-in.
+const maxWait = 60 * time.Second
+
+func (s *Server) loginStatus(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	wait := time.Duration(0)
+	if v := r.URL.Query().Get("wait"); v != "" {
+		sec, err := strconv.Atoi(v)
+		if err != nil || sec < 0 {
+			writeError(w, badRequest("wait must be a whole number of seconds"))
+			return
+		}
+		wait = min(time.Duration(sec)*time.Second, maxWait)
+	}
+	var cancel context.CancelFunc
+	if wait > 0 {
+		ctx, cancel = context.WithTimeout(ctx, wait)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+		cancel() // answer at once
+	}
+	defer cancel()
+	st, err := s.B.WaitSignIn(ctx, uidOf(r), r.PathValue("login"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) loginCancel(w http.ResponseWriter, r *http.Request) {
+	if err := s.B.CancelSignIn(uidOf(r), r.PathValue("login")); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"cancelled": true})
 }
 
 // jsonProblem describes a JSON decoding error without quoting the input.
@@ -263,6 +314,10 @@ func ErrorCode(err error) (string, int) {
 		return "forbidden", http.StatusForbidden
 	case errors.Is(err, ErrBadRequest):
 		return "bad_request", http.StatusBadRequest
+	case errors.Is(err, ErrSignIn):
+		return "sign_in_failed", http.StatusConflict
+	case errors.Is(err, ErrStore):
+		return "store", http.StatusInternalServerError
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "timeout", http.StatusGatewayTimeout
 	default:

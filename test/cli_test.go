@@ -72,6 +72,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	cfg := fmt.Sprintf(`
 [broker]
 socket = %q
+listen = %q
 state_dir = ""
 request_timeout = "2s"
 
@@ -90,9 +91,21 @@ client_id = "test-client"
 client_secret = %q
 auth_url = "%s/authorize"
 token_url = "%s"
-`, e.socket, secretFile, p.URL, p.TokenURL(), canarySecret, p.URL, p.TokenURL())
+`, e.socket, freeAddr(t), secretFile, p.URL, p.TokenURL(), canarySecret, p.URL, p.TokenURL())
 	os.WriteFile(e.cfg, []byte(cfg), 0o600)
 	return e
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // proc is a running oauthfs process. done is closed when it exits, after

@@ -25,6 +25,8 @@ var (
 	ErrUnavailable = errors.New("token unavailable")
 	// ErrPermission: the caller may not use these credentials (EACCES).
 	ErrPermission = errors.New("permission denied")
+	// ErrSignIn: a sign-in could not be started or completed.
+	ErrSignIn = errors.New("sign-in failed")
 )
 
 // Status is the sign-in status shown in meta.json.
@@ -192,4 +194,34 @@ func (t *Token) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 // it has no expiry or expires after now plus margin.
 func (t *Token) Valid(now time.Time, margin time.Duration) bool {
 	return t != nil && (t.expiry.IsZero() || now.Add(margin).Before(t.expiry))
+}
+
+// SignInStatus is the state of one sign-in as seen by the user waiting on
+// it.
+type SignInStatus struct {
+	Status  string `json:"status"` // pending, signed_in or failed
+	Message string `json:"message,omitempty"`
+	Name    string `json:"name"`
+	GUID    string `json:"guid"`
+}
+
+// SignIn is a started sign-in: the link to open and how to wait for it.
+type SignIn struct {
+	ID      string    `json:"login_id"`
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
+	Name    string    `json:"name"`
+	GUID    string    `json:"guid"`
+}
+
+// LogoutResult says what a sign-out did.
+type LogoutResult struct {
+	// SignedOut is true when there were tokens to forget.
+	SignedOut bool `json:"signed_out"`
+	// Revoked is true when the provider confirmed the revocation of the
+	// refresh token (or, without one, of the access token).
+	Revoked bool `json:"revoked"`
+	// RevocationError says why revocation failed or was skipped; the
+	// tokens are forgotten locally in any case.
+	RevocationError string `json:"revocation_error,omitempty"`
 }

@@ -77,24 +77,23 @@ func (c *Client) Token(ctx context.Context, id string) (*api.Token, error) {
 	return t, nil
 }
 
-// Logout forgets the caller's credentials for the integration. It reports
-// whether there were any.
-func (c *Client) Logout(ctx context.Context, id string) (bool, error) {
-	var out struct {
-		SignedOut bool `json:"signed_out"`
-	}
+// Logout forgets the caller's credentials for the integration, and
+// revokes them at the provider when the broker is configured to.
+func (c *Client) Logout(ctx context.Context, id string) (api.LogoutResult, error) {
+	var out api.LogoutResult
 	err := c.do(ctx, http.MethodDelete, "/v1/integrations/"+url.PathEscape(id)+"/credentials", nil, &out)
-	return out.SignedOut, err
+	return out, err
 }
 
 // codes maps session API error codes back to the sentinels.
 var codes = map[string]error{
-	"not_found":     api.ErrNotFound,
-	"not_signed_in": api.ErrNotSignedIn,
-	"expired":       api.ErrExpired,
-	"forbidden":     api.ErrPermission,
-	"unavailable":   api.ErrUnavailable,
-	"timeout":       api.ErrUnavailable,
+	"not_found":      api.ErrNotFound,
+	"not_signed_in":  api.ErrNotSignedIn,
+	"expired":        api.ErrExpired,
+	"forbidden":      api.ErrPermission,
+	"sign_in_failed": api.ErrSignIn,
+	"unavailable":    api.ErrUnavailable,
+	"timeout":        api.ErrUnavailable,
 }
 
 // ErrNoBroker is wrapped when nothing answers on the socket.
@@ -154,3 +153,22 @@ type RemoteError struct {
 
 func (e *RemoteError) Error() string { return e.Message }
 func (e *RemoteError) Unwrap() error { return e.sentinel }
+
+// Login starts a sign-in and returns the link to open.
+func (c *Client) Login(ctx context.Context, id string) (*api.SignIn, error) {
+	var out api.SignIn
+	return &out, c.do(ctx, http.MethodPost, "/v1/integrations/"+url.PathEscape(id)+"/login", nil, &out)
+}
+
+// WaitLogin waits up to wait (at most a minute) for the sign-in to end and
+// returns its status, which is still "pending" if it has not.
+func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (api.SignInStatus, error) {
+	var out api.SignInStatus
+	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/logins/%s?wait=%d", url.PathEscape(loginID), int(wait/time.Second)), nil, &out)
+}
+
+// CancelLogin ends a pending sign-in.
+func (c *Client) CancelLogin(ctx context.Context, loginID string) error {
+	var out map[string]bool
+	return c.do(ctx, http.MethodDelete, "/v1/logins/"+url.PathEscape(loginID), nil, &out)
+}

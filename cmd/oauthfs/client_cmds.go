@@ -148,8 +148,9 @@ func runList(args []string, stdout, stderr io.Writer) error {
 
 func runLogout(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("logout", "NAME|GUID",
-		"Forget your tokens for the integration. Every mount sees ENOKEY at the\n"+
-			"next open of its access_token.", stderr)
+		"Forget your tokens for the integration, in memory and on disk, and\n"+
+			"revoke them at the provider when revocation_url is configured. Every\n"+
+			"mount sees ENOKEY at the next open of its access_token.", stderr)
 	sock, cfg := socketFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -163,14 +164,17 @@ func runLogout(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer cancel()
-	had, err := c.Logout(ctx, id)
+	res, err := c.Logout(ctx, id)
 	if err != nil {
 		return explain(err, id)
 	}
-	if had {
-		fmt.Fprintf(stdout, "signed out of %s\n", id)
-	} else {
+	if !res.SignedOut {
 		fmt.Fprintf(stdout, "%s: you were not signed in\n", id)
+		return nil
+	}
+	fmt.Fprintf(stdout, "signed out of %s\n", id)
+	if res.RevocationError != "" {
+		fmt.Fprintf(stderr, "oauthfs: warning: the provider did not confirm the revocation (%s); the tokens are forgotten here but may stay valid at the provider until they expire\n", res.RevocationError)
 	}
 	return nil
 }

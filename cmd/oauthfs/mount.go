@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -101,15 +103,26 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if err := br.Load(uid); err != nil {
+			return err
+		}
 		l, err := broker.Listen(cfg.Broker.Socket, 0o600)
 		if err != nil {
 			return err
 		}
+		web, err := net.Listen("tcp", cfg.Broker.Listen)
+		if err != nil {
+			l.Close()
+			return withHint(fmt.Errorf("mount: sign-in web server: %w", err), "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
+		}
 		srv := &broker.Server{B: br, Owner: uid, Log: log}
 		go srv.Serve(l)
-		stop = func() { l.Close() }
+		webSrv := &http.Server{Handler: br.SignInHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go webSrv.Serve(web)
+		stop = func() { l.Close(); webSrv.Close() }
 		b, timeout = broker.Session{B: br, UID: uid}, cfg.Broker.RequestTimeout+fuseSlack
-		log.Info("broker listening", "socket", cfg.Broker.Socket, "integrations", len(cfg.Integrations))
+		log.Info("broker listening", "socket", cfg.Broker.Socket, "sign_in", cfg.Broker.CallbackURL,
+			"integrations", len(cfg.Integrations), "state_dir", *cfg.Broker.StateDir)
 	}
 	defer stop()
 

@@ -9,11 +9,14 @@ package testprovider
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -51,7 +54,14 @@ type Provider struct {
 	access    map[string]bool // access tokens it issued
 	requests  int
 	refreshes int
+	deny      bool                 // /authorize answers access_denied
+	codes     map[string]codeGrant // authorization codes not yet used
+	lastAuth  url.Values           // the query of the last /authorize
+	revoked   int                  // successful revocations
 }
+
+// codeGrant is what an authorization code was issued for.
+type codeGrant struct{ challenge, redirect string }
 
 // New starts a provider on 127.0.0.1. Close it when done.
 func New() *Provider {
@@ -60,11 +70,75 @@ func New() *Provider {
 		lifetime: time.Hour, rotate: true, slowDelay: 30 * time.Second,
 		prefix:  "tok",
 		refresh: map[string]bool{}, access: map[string]bool{}, successor: map[string]string{},
+		codes: map[string]codeGrant{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", p.token)
+	mux.HandleFunc("/authorize", p.authorize)
+	mux.HandleFunc("/revoke", p.revoke)
 	p.Server = httptest.NewServer(mux)
 	return p
+}
+
+// SetDeny makes the authorization endpoint answer access_denied.
+func (p *Provider) SetDeny(on bool) { p.mu.Lock(); p.deny = on; p.mu.Unlock() }
+
+// LastAuthorize returns the query of the last authorization request.
+func (p *Provider) LastAuthorize() url.Values { p.mu.Lock(); defer p.mu.Unlock(); return p.lastAuth }
+
+// Revocations returns how many revocation requests succeeded.
+func (p *Provider) Revocations() int { p.mu.Lock(); defer p.mu.Unlock(); return p.revoked }
+
+// ActiveRefreshTokens returns how many refresh tokens the provider accepts.
+func (p *Provider) ActiveRefreshTokens() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.refresh) }
+
+// authorize is the authorization endpoint of a user who always consents
+// (or, with SetDeny, always refuses). It requires PKCE with S256.
+func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p.mu.Lock()
+	p.lastAuth = q
+	deny := p.deny
+	p.mu.Unlock()
+	redirect, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || redirect.Scheme == "" || q.Get("client_id") != p.ClientID {
+		http.Error(w, "bad client_id or redirect_uri", 400)
+		return
+	}
+	back := redirect.Query()
+	back.Set("state", q.Get("state"))
+	switch {
+	case deny:
+		back.Set("error", "access_denied")
+		back.Set("error_description", "The user said no")
+	case q.Get("response_type") != "code" || q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "":
+		back.Set("error", "invalid_request")
+		back.Set("error_description", "PKCE with S256 is required")
+	default:
+		code := "code-" + random()
+		p.mu.Lock()
+		p.codes[code] = codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri")}
+		p.mu.Unlock()
+		back.Set("code", code)
+	}
+	redirect.RawQuery = back.Encode()
+	http.Redirect(w, r, redirect.String(), http.StatusFound)
+}
+
+// revoke is an RFC 7009 revocation endpoint.
+func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
+	id, secret, ok := r.BasicAuth()
+	if err := r.ParseForm(); err != nil || !ok || id != p.ClientID || secret != p.ClientSecret {
+		oauthError(w, 401, "invalid_client", "bad client credentials")
+		return
+	}
+	p.mu.Lock()
+	tok := r.PostForm.Get("token")
+	delete(p.refresh, tok)
+	delete(p.access, tok)
+	p.revoked++
+	p.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
 }
 
 // TokenURL is the token endpoint's URL.
@@ -180,8 +254,12 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.PostForm.Get("grant_type") == "authorization_code" {
+		p.exchange(w, r)
+		return
+	}
 	if r.PostForm.Get("grant_type") != "refresh_token" {
-		oauthError(w, 400, "unsupported_grant_type", "only refresh_token here")
+		oauthError(w, 400, "unsupported_grant_type", "want refresh_token or authorization_code")
 		return
 	}
 	rt := r.PostForm.Get("refresh_token")
@@ -218,6 +296,35 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
+}
+
+// exchange answers the authorization_code grant, checking the PKCE
+// verifier against the challenge.
+func (p *Provider) exchange(w http.ResponseWriter, r *http.Request) {
+	code := r.PostForm.Get("code")
+	p.mu.Lock()
+	g, ok := p.codes[code]
+	delete(p.codes, code)
+	p.mu.Unlock()
+	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+	switch {
+	case !ok:
+		oauthError(w, 400, "invalid_grant", "unknown or used code")
+		return
+	case base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge:
+		oauthError(w, 400, "invalid_grant", "PKCE verification failed")
+		return
+	case r.PostForm.Get("redirect_uri") != g.redirect:
+		oauthError(w, 400, "invalid_grant", "redirect_uri mismatch")
+		return
+	}
+	p.mu.Lock()
+	a, rt := p.newPairLocked()
+	life := p.lifetime
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"access_token": a, "refresh_token": rt, "token_type": "Bearer",
+		"expires_in": int(life / time.Second), "scope": "read write"})
 }
 
 func oauthError(w http.ResponseWriter, status int, code, desc string) {

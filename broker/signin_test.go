@@ -1,0 +1,328 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/testprovider"
+)
+
+type signinFixture struct {
+	b    *Broker
+	p    *testprovider.Provider
+	web  *httptest.Server
+	off  atomic.Int64
+	logs *syncBuffer
+}
+
+func newSigninFixture(t *testing.T) *signinFixture {
+	t.Helper()
+	f := &signinFixture{p: testprovider.New(), logs: &syncBuffer{}}
+	t.Cleanup(f.p.Close)
+	var handler atomic.Value
+	f.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler.Load().(http.Handler).ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.web.Close)
+	src := fmt.Sprintf(`
+[broker]
+state_dir = %q
+callback_url = "%s/callback"
+request_timeout = "2s"
+[[integration]]
+name = "Test"
+client_id = "test-client"
+client_secret = "test-secret"
+auth_url = "%s/authorize"
+token_url = "%s/token"
+revocation_url = "%s/revoke"
+scopes = ["read"]
+auth_params = { access_type = "offline", prompt = "consent" }
+`, t.TempDir(), f.web.URL, f.p.URL, f.p.URL, f.p.URL)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.b, err = New(cfg, Options{
+		Now:    func() time.Time { return time.Now().Add(time.Duration(f.off.Load())) },
+		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler.Store(f.b.SignInHandler())
+	return f
+}
+
+// browser is an HTTP client with a cookie jar. With follow false it stops
+// at the redirect back to the broker, so the test holds the callback URL.
+func browser(follow bool) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	if !follow {
+		c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+			if strings.HasSuffix(req.URL.Path, "/callback") {
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}
+	}
+	return c
+}
+
+func get(t *testing.T, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// startTo runs a sign-in up to the redirect back to the broker and
+// returns the browser, the callback URL and the sign-in.
+func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *api.SignIn) {
+	t.Helper()
+	si, err := f.b.StartSignIn(uid, "Test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := browser(false)
+	resp, err := c.Get(si.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("sign-in flow stopped with HTTP %d", resp.StatusCode)
+	}
+	return c, resp.Header.Get("Location"), si
+}
+
+func (f *signinFixture) status(t *testing.T, uid int, si *api.SignIn) api.SignInStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := f.b.WaitSignIn(ctx, uid, si.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestSignIn(t *testing.T) {
+	f := newSigninFixture(t)
+	si, err := f.b.StartSignIn(uid, "Test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, browser(true), si.URL)
+	if code != 200 || !strings.Contains(body, "Signed in to Test") {
+		t.Fatalf("sign-in page = %d %q", code, body)
+	}
+	if st := f.status(t, uid, si); st.Status != "signed_in" {
+		t.Errorf("status = %+v; want signed_in", st)
+	}
+	q := f.p.LastAuthorize()
+	for k, want := range map[string]string{"access_type": "offline", "prompt": "consent", "code_challenge_method": "S256", "scope": "read", "response_type": "code"} {
+		if q.Get(k) != want {
+			t.Errorf("authorization request %s = %q; want %q", k, q.Get(k), want)
+		}
+	}
+	if len(q.Get("state")) < 40 || q.Get("redirect_uri") != f.web.URL+"/callback" {
+		t.Errorf("state %q, redirect_uri %q", q.Get("state"), q.Get("redirect_uri"))
+	}
+	tok, err := f.b.Token(context.Background(), uid, "Test")
+	if err != nil || !f.p.Issued(read(t, tok)) {
+		t.Fatalf("Token after sign-in = %v", err)
+	}
+	m, _ := f.b.Integration(uid, "Test")
+	if m.Status != api.StatusSignedIn || strings.Join(m.GrantedScopes, " ") != "read write" {
+		t.Errorf("meta = %+v; want signed_in with granted scopes from the token response", m)
+	}
+	// Sign-out revokes the refresh token at the provider.
+	active := f.p.ActiveRefreshTokens()
+	res, err := f.b.Logout(context.Background(), uid, "Test")
+	if err != nil || !res.SignedOut || !res.Revoked || f.p.ActiveRefreshTokens() != active-1 {
+		t.Errorf("Logout = %+v, %v; active refresh tokens %d -> %d", res, err, active, f.p.ActiveRefreshTokens())
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+		t.Errorf("Token after logout = %v; want ErrNotSignedIn", err)
+	}
+	logs := f.logs.String()
+	for _, secret := range []string{"tok-at-", "tok-rt-", "code-", "test-secret", q.Get("code_challenge")} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs contain %q", secret)
+		}
+	}
+}
+
+func TestSignInRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		run    func(t *testing.T, f *signinFixture) (int, string, *api.SignIn)
+		code   int
+		page   string
+		status string // of the sign-in afterwards
+	}{
+		{"missing state", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			c, b := get(t, browser(true), f.web.URL+"/callback?code=x")
+			return c, b, nil
+		}, 400, "no state parameter", ""},
+		{"forged state", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			c, b := get(t, browser(true), f.web.URL+"/callback?code=x&state=forged")
+			return c, b, nil
+		}, 400, "unknown", ""},
+		{"replayed", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			br, cb, si := f.startTo(t, uid)
+			if c, _ := get(t, br, cb); c != 200 {
+				t.Fatalf("first callback = %d", c)
+			}
+			c, b := get(t, br, cb)
+			return c, b, si
+		}, 400, "already completed", "signed_in"},
+		{"another browser", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			br, cb, si := f.startTo(t, uid)
+			c, b := get(t, browser(true), cb)
+			// Not consumed: the right browser still finishes it.
+			if c2, b2 := get(t, br, cb); c2 != 200 || !strings.Contains(b2, "Signed in") {
+				t.Errorf("the starting browser after a refused one: %d %q", c2, b2)
+			}
+			return c, b, si
+		}, 403, "started in another browser", "signed_in"},
+		{"expired", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			br, cb, si := f.startTo(t, uid)
+			f.off.Add(int64(SignInLifetime + time.Minute))
+			c, b := get(t, br, cb)
+			return c, b, si
+		}, 400, "expired", "failed"},
+		{"access denied", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			f.p.SetDeny(true)
+			br, cb, si := f.startTo(t, uid)
+			c, b := get(t, br, cb)
+			return c, b, si
+		}, 403, "access_denied (The user said no)", "failed"},
+		{"code rejected", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			br, cb, si := f.startTo(t, uid)
+			u, _ := url.Parse(cb)
+			q := u.Query()
+			q.Set("code", "code-forged")
+			u.RawQuery = q.Encode()
+			c, b := get(t, br, u.String())
+			return c, b, si
+		}, 400, "invalid_grant", "failed"},
+		{"provider down", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			br, cb, si := f.startTo(t, uid)
+			f.p.Close()
+			c, b := get(t, br, cb)
+			return c, b, si
+		}, 502, "token endpoint unreachable", "failed"},
+		{"provider error page", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+			br, cb, si := f.startTo(t, uid)
+			f.p.SetMode(testprovider.HTML)
+			c, b := get(t, br, cb)
+			return c, b, si
+		}, 502, "malformed", "failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newSigninFixture(t)
+			code, body, si := tc.run(t, f)
+			if code != tc.code || !strings.Contains(body, tc.page) {
+				t.Errorf("callback = %d %q; want %d with %q", code, body, tc.code, tc.page)
+			}
+			if si != nil {
+				if st := f.status(t, uid, si); st.Status != tc.status {
+					t.Errorf("sign-in status = %+v; want %s", st, tc.status)
+				}
+			}
+			if tc.status != "signed_in" {
+				if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+					t.Errorf("Token = %v; want nothing stored", err)
+				}
+			}
+		})
+	}
+}
+
+func TestSignInBoundToUser(t *testing.T) {
+	f := newSigninFixture(t)
+	si, _ := f.b.StartSignIn(uid, "Test")
+	if _, err := f.b.WaitSignIn(context.Background(), uid+1, si.ID); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("another user's WaitSignIn = %v; want ErrNotFound", err)
+	}
+	if err := f.b.CancelSignIn(uid+1, si.ID); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("another user's CancelSignIn = %v; want ErrNotFound", err)
+	}
+	get(t, browser(true), si.URL)
+	if _, err := f.b.Token(context.Background(), uid+1, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+		t.Errorf("the other user got credentials: %v", err)
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); err != nil {
+		t.Errorf("the starting user: %v", err)
+	}
+}
+
+func TestSignInsRacing(t *testing.T) {
+	f := newSigninFixture(t)
+	b1, cb1, si1 := f.startTo(t, uid)
+	b2, cb2, si2 := f.startTo(t, uid)
+	if c, _ := get(t, b2, cb2); c != 200 {
+		t.Fatalf("second sign-in = %d", c)
+	}
+	first, _ := f.b.Token(context.Background(), uid, "Test")
+	if c, _ := get(t, b1, cb1); c != 200 {
+		t.Fatalf("first sign-in = %d", c)
+	}
+	last, err := f.b.Token(context.Background(), uid, "Test")
+	if err != nil || read(t, last) == read(t, first) {
+		t.Errorf("the sign-in completed last should win")
+	}
+	if f.status(t, uid, si1).Status != "signed_in" || f.status(t, uid, si2).Status != "signed_in" {
+		t.Errorf("both sign-ins should report success")
+	}
+}
+
+func TestCancelSignIn(t *testing.T) {
+	f := newSigninFixture(t)
+	br, cb, si := f.startTo(t, uid)
+	if err := f.b.CancelSignIn(uid, si.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.status(t, uid, si); st.Status != "failed" || st.Message != "cancelled" {
+		t.Errorf("status = %+v", st)
+	}
+	if c, b := get(t, br, cb); c != 400 || !bytes.Contains([]byte(b), []byte("already completed or cancelled")) {
+		t.Errorf("callback after cancel = %d %q", c, b)
+	}
+}
+
+func TestLogoutRevocationFailureStillSignsOut(t *testing.T) {
+	f := newSigninFixture(t)
+	si, _ := f.b.StartSignIn(uid, "Test")
+	get(t, browser(true), si.URL)
+	f.p.Close()
+	res, err := f.b.Logout(context.Background(), uid, "Test")
+	if err != nil || !res.SignedOut || res.Revoked || !strings.Contains(res.RevocationError, "unreachable") {
+		t.Errorf("Logout = %+v, %v; want signed out, revocation error", res, err)
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+		t.Errorf("Token = %v; want ErrNotSignedIn", err)
+	}
+}
