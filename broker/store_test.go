@@ -94,7 +94,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	// A rotated refresh token is what the next process uses.
 	p.SetLifetime(time.Second)
 	b2.Put(uid, "Test", Credentials{AccessToken: []byte("x"), RefreshToken: []byte(r), Expiry: time.Now().Add(-time.Second)})
-	tok, err = b2.Token(context.Background(), uid, "Test")
+	_, err = b2.Token(context.Background(), uid, "Test")
 	if err != nil || p.AcceptsRefresh(r) {
 		t.Fatalf("refresh = %v; want a rotation", err)
 	}
