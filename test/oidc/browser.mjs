@@ -1,0 +1,40 @@
+// A browser for `oauthfs login`: set BROWSER to "node browser.mjs" and it
+// opens the sign-in link in headless Chromium (Debian's /usr/bin/chromium
+// through playwright-core), signs in on oidc-provider's real login page,
+// consents, and waits for oauthfs's callback page.
+//
+// Environment: BROWSER_LOG (a file for progress and errors), CHROMIUM
+// (default /usr/bin/chromium), SCREENSHOT (optional PNG of the last page).
+import fs from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const url = process.argv[2];
+const logFile = process.env.BROWSER_LOG || '/dev/stderr';
+const log = (m) => fs.appendFileSync(logFile, `${m}\n`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const page = await browser.newPage();
+  log(`open ${new URL(url).origin}`);
+  await page.goto(url);
+  await page.fill('input[name=login]', 'alice');
+  await page.fill('input[name=password]', 'wonderland');
+  await page.click('button[type=submit]');
+  log('signed in at the provider');
+  await page.click('button:has-text("Continue")');
+  log('consented');
+  await page.waitForSelector('h1', { timeout: 15000 });
+  const heading = await page.textContent('h1');
+  log(`callback page: ${heading}`);
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  process.exitCode = heading.startsWith('Signed in') ? 0 : 1;
+} catch (e) {
+  log(`error: ${e.message}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
