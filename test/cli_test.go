@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,6 +274,8 @@ func TestCLI(t *testing.T) {
 		}{
 			{"not signed in", []string{"token", "Other"}, 4, []string{"oauthfs: error: ", "not signed in", "hint: sign in with 'oauthfs login Other'"}},
 			{"unknown", []string{"token", "Nope"}, 3, []string{"no such integration", "hint: run 'oauthfs list'"}},
+			{"login unknown", []string{"login", "--no-browser", "Nope"}, 3, []string{"no such integration"}},
+			{"logout unknown", []string{"logout", "Nope"}, 3, []string{"no such integration"}},
 			{"no argument", []string{"token"}, 2, []string{"exactly one NAME or GUID"}},
 			{"unknown flag", []string{"list", "--frob"}, 2, []string{"flag provided but not defined: -frob"}},
 			{"bad regex", []string{"list", "--name", "("}, 2, []string{"not a valid regular expression"}},
@@ -311,6 +315,47 @@ func TestCLI(t *testing.T) {
 		}
 		if out, _, _ := e.oauthfs(t, "token", "Test"); out != access {
 			t.Errorf("after the bad requests, token = %q; want it unchanged", out)
+		}
+	})
+	t.Run("login", func(t *testing.T) {
+		cmd := exec.Command(binary, "login", "--no-browser", "--broker", e.socket, "Other")
+		out, _ := cmd.StdoutPipe()
+		cmd.Start()
+		sc := bufio.NewScanner(out)
+		sc.Scan()
+		link := sc.Text()
+		jar, _ := cookiejar.New(nil)
+		resp, err := (&http.Client{Jar: jar}).Get(link)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("sign-in flow: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		sc.Scan()
+		if err := cmd.Wait(); err != nil || sc.Text() != "signed in to Other" {
+			t.Errorf("login = %q, %v", sc.Text(), err)
+		}
+		if b, err := os.ReadFile(filepath.Join(e.mnt, "by-name", "Other", "access_token")); err != nil || !e.p.Issued(string(b)) {
+			t.Errorf("read after login = %q, %v", b, err)
+		}
+	})
+	t.Run("login cancelled with Ctrl-C", func(t *testing.T) {
+		cmd := exec.Command(binary, "login", "--no-browser", "--broker", e.socket, "Other")
+		out, _ := cmd.StdoutPipe()
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		cmd.Start()
+		sc := bufio.NewScanner(out)
+		sc.Scan()
+		link := sc.Text()
+		cmd.Process.Signal(os.Interrupt)
+		err := cmd.Wait()
+		if err == nil || !strings.Contains(errb.String(), "sign-in to Other cancelled") {
+			t.Errorf("login after SIGINT: %v, %q", err, errb.String())
+		}
+		jar, _ := cookiejar.New(nil)
+		resp, err := (&http.Client{Jar: jar}).Get(link)
+		if err != nil || resp.StatusCode != 400 {
+			t.Errorf("the cancelled sign-in's link = %v, %v; want 400", resp.StatusCode, err)
 		}
 	})
 	t.Run("logout", func(t *testing.T) {
@@ -428,6 +473,23 @@ func TestCLIMountRefusesBadInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("corrupt store", func(t *testing.T) {
+		state := filepath.Join(e.dir, "state")
+		os.MkdirAll(state, 0o700)
+		os.WriteFile(filepath.Join(state, "key"), []byte(strings.Repeat("0f", 32)+"\n"), 0o600)
+		store := filepath.Join(state, fmt.Sprintf("%d.store", os.Getuid()))
+		os.WriteFile(store, []byte("OAUTHFS1 this is not a sealed store at all"), 0o600)
+		cfg2 := filepath.Join(e.dir, "config-state.toml")
+		b, _ := os.ReadFile(e.cfg)
+		os.WriteFile(cfg2, bytes.Replace(b, []byte(`state_dir = ""`), []byte(fmt.Sprintf("state_dir = %q", state)), 1), 0o600)
+		_, errOut, code := e.oauthfs(t, "mount", "--config", cfg2, e.mnt)
+		if code == 0 || !strings.Contains(errOut, store) || !strings.Contains(errOut, "left untouched") {
+			t.Errorf("mount with a corrupt store: exit %d, %q", code, errOut)
+		}
+		if got, _ := os.ReadFile(store); string(got) != "OAUTHFS1 this is not a sealed store at all" {
+			t.Errorf("the corrupt store was changed")
+		}
+	})
 	t.Run("already mounted", func(t *testing.T) {
 		e.startMount(t)
 		cfg2 := filepath.Join(e.dir, "config2.toml")
@@ -461,7 +523,7 @@ func TestCLIVersionAndHelp(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "oauthfs ") {
 		t.Errorf("version = %q, %v", out, err)
 	}
-	for _, c := range []string{"mount", "token", "list", "logout", "version"} {
+	for _, c := range []string{"mount", "login", "token", "list", "logout", "version"} {
 		out, err := exec.Command(binary, c, "--help").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Usage: oauthfs "+c) {
 			t.Errorf("%s --help = %q, %v", c, out, err)
