@@ -51,6 +51,7 @@ type Broker struct {
 	timeout time.Duration
 	flights singleflight.Group
 
+	events   hub      // change events to sessions
 	store    *store   // nil: memory only
 	callback *url.URL // where the provider sends the browser back; nil: no sign-in
 
@@ -277,6 +278,7 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 	}
 	b.log.Info("credentials stored", "uid", uid, "integration", in.cfg.Name, "guid", g,
 		"expiry", api.FormatTime(cr.Expiry), "refresh_token", c.refresh != nil)
+	b.publish(uid, "changed", g)
 	return nil
 }
 
@@ -309,6 +311,7 @@ func (b *Broker) forget(uid int, id string) (bool, *credential, error) {
 		return false, nil, nil
 	}
 	b.log.Info("signed out", "uid", uid, "integration", in.cfg.Name, "guid", g)
+	b.publish(uid, "changed", g)
 	if err := b.persist(uid); err != nil {
 		return true, old, fmt.Errorf("broker: signed out in memory, but the store still holds the old tokens: %w", err)
 	}
@@ -391,6 +394,15 @@ func (b *Broker) marginFor(t *api.Token) time.Duration {
 		return q
 	}
 	return b.margin
+}
+
+// RefreshAt returns when the broker stops handing out t (its expiry less
+// the refresh margin), or the zero time for a token without expiry.
+func (b *Broker) RefreshAt(t *api.Token) time.Time {
+	if t.Expiry().IsZero() {
+		return time.Time{}
+	}
+	return t.Expiry().Add(-b.marginFor(t))
 }
 
 // Token returns a valid access token for user uid and the integration with
@@ -483,6 +495,9 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 	b.mu.Lock()
 	t, save, rerr := b.settleLocked(uid, in, cr, cached, tok, newRT, err)
 	b.mu.Unlock()
+	if errors.Is(rerr, api.ErrExpired) {
+		b.publish(uid, "changed", g) // sessions must drop the revoked token
+	}
 	if save {
 		// The new refresh token (or the expired state) is on disk before
 		// anyone gets the new access token: every reader waiting on this

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,8 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/broker/api"
 )
@@ -31,6 +35,20 @@ type Server struct {
 	// credentials (the system daemon).
 	Owner int
 	Log   *slog.Logger
+
+	mu sync.Mutex
+	hs *http.Server // set by Serve
+}
+
+// Close stops serving: the listener and every connection, event streams
+// included, are closed.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hs == nil {
+		return nil
+	}
+	return s.hs.Close()
 }
 
 type peerKey struct{}
@@ -63,12 +81,21 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, int(cred.Uid))
 }
 
-// Listen creates the Unix socket at path, with its directory (0700 when
-// created). A socket left by a dead process is replaced; one that a live
-// process still answers on is refused.
-func Listen(path string, mode os.FileMode) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+// Listen creates the Unix socket at path with mode, and its directory
+// with dirMode when it does not exist. An existing directory must belong
+// to this user or root and not be writable by others, so nobody else can
+// swap the socket. A socket left by a dead process is replaced; one that a
+// live process still answers on is refused.
+func Listen(path string, mode, dirMode os.FileMode) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("broker: socket directory: %w", err)
+	}
+	if st, err := os.Stat(dir); err == nil {
+		sys, _ := st.Sys().(*syscall.Stat_t)
+		if sys != nil && ((int(sys.Uid) != os.Geteuid() && sys.Uid != 0) || (st.Mode().Perm()&0o022 != 0 && st.Mode()&os.ModeSticky == 0)) {
+			return nil, fmt.Errorf("broker: socket directory %s is owned by uid %d or writable by others (mode %v); use a directory only you (or root) can write", dir, sys.Uid, st.Mode().Perm())
+		}
 	}
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {
@@ -98,8 +125,11 @@ func (s *Server) Serve(l net.Listener) error {
 		ConnContext:       connContext,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
+	s.mu.Lock()
+	s.hs = hs
+	s.mu.Unlock()
 	err := hs.Serve(l)
-	if errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
@@ -117,6 +147,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/integrations/{id}/login", s.login)
 	mux.HandleFunc("GET /v1/logins/{login}", s.loginStatus)
 	mux.HandleFunc("DELETE /v1/logins/{login}", s.loginCancel)
+	mux.HandleFunc("POST /v1/events", s.events)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uid, ok := peer(r.Context())
 		switch {
@@ -128,7 +159,9 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, fmt.Errorf("broker: this broker serves uid %d only: %w", s.Owner, api.ErrPermission))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if r.URL.Path != "/v1/events" { // the event stream's body is a stream of acks
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		}
 		mux.ServeHTTP(w, r)
 	})
 }
@@ -148,13 +181,14 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// TokenResponse is the body of GET /v1/integrations/{id}/token.
-type TokenResponse struct {
-	AccessToken string  `json:"access_token"`
-	Expiry      *string `json:"expiry"`
-	Obtained    string  `json:"obtained"`
-}
-
+// token answers GET /v1/integrations/{id}/token:
+//
+//	{"access_token": "...", "expiry": "...", "obtained": "...", "refresh_at": "..."}
+//
+// refresh_at (null for a token without expiry) is when the broker will
+// stop handing this token out: a session may reuse it until then, as long
+// as its event stream is up. The body is built in a buffer that is wiped
+// after the write, so the token never becomes a Go string here.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	t, err := s.B.Token(r.Context(), uidOf(r), r.PathValue("id"))
 	if err != nil {
@@ -166,14 +200,87 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("broker: open token: %w", err))
 		return
 	}
-	// encoding/json needs a string; it is a short-lived copy.
-	resp := TokenResponse{AccessToken: string(buf.Bytes()), Obtained: api.FormatTime(t.Obtained())}
+	body := make([]byte, 0, 2*buf.Size()+160)
+	body = append(body, `{"access_token":`...)
+	body = appendJSONString(body, buf.Bytes())
 	buf.Destroy()
-	if e := api.FormatTime(t.Expiry()); e != "" {
-		resp.Expiry = &e
-	}
+	body = append(body, `,"expiry":`...)
+	body = appendTime(body, t.Expiry())
+	body = append(body, `,"obtained":`...)
+	body = appendTime(body, t.Obtained())
+	body = append(body, `,"refresh_at":`...)
+	body = appendTime(body, s.B.RefreshAt(t))
+	body = append(body, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, resp)
+	w.Write(body)
+	memguard.WipeBytes(body)
+}
+
+// appendTime appends t as a JSON RFC 3339 string, or null.
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, "null"...)
+	}
+	return append(append(append(b, '"'), api.FormatTime(t)...), '"')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == 0x7f:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// events streams change events to a session (POST /v1/events) and reads
+// its acknowledgements, one sequence number per line, from the request
+// body: the connection is full duplex. The first event is a "hello" that
+// tells the session its stream is live.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	if err := rc.EnableFullDuplex(); err != nil {
+		writeError(w, fmt.Errorf("broker: event stream: %w", err))
+		return
+	}
+	sub := s.B.Subscribe(uidOf(r))
+	defer s.B.Unsubscribe(sub)
+	go func() {
+		sc := bufio.NewScanner(r.Body)
+		for sc.Scan() {
+			if n, err := strconv.ParseUint(sc.Text(), 10, 64); err == nil {
+				sub.Ack(n)
+			}
+		}
+		s.B.Unsubscribe(sub) // the session went away
+	}()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	if enc.Encode(Event{Kind: "hello"}) != nil || rc.Flush() != nil {
+		return
+	}
+	for {
+		select {
+		case ev := <-sub.C:
+			if enc.Encode(ev) != nil || rc.Flush() != nil {
+				return
+			}
+		case <-sub.Dead():
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
 }
 
 // CredentialsRequest is the body of PUT /v1/integrations/{id}/credentials:

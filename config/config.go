@@ -63,6 +63,18 @@ type Broker struct {
 
 	RawRefreshMargin  string `toml:"refresh_margin"`
 	RawRequestTimeout string `toml:"request_timeout"`
+
+	// socketDefaulted records that socket was not in the file.
+	socketDefaulted bool
+}
+
+// SocketFor returns the socket to listen on: the configured one, or the
+// default of the embedded broker, or (daemon) of the system broker.
+func (b *Broker) SocketFor(daemon bool) string {
+	if daemon && b.socketDefaulted {
+		return SystemSocket
+	}
+	return b.Socket
 }
 
 // Integration is one [[integration]] table. The client secret itself is
@@ -233,7 +245,7 @@ func (c *Config) defaults() error {
 		b.CallbackURL = "http://" + b.Listen + "/callback"
 	}
 	if b.Socket == "" {
-		b.Socket = DefaultSocket()
+		b.Socket, b.socketDefaulted = DefaultSocket(), true
 	}
 	if b.StateDir == nil {
 		d := DefaultStateDir()

@@ -56,6 +56,11 @@ func Mount(dir string, root gofs.InodeEmbedder, uid, gid uint32) (*fuse.Server, 
 			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
 				return nil, fmt.Errorf("fs: mount %s: %w (fusermount3 is missing: install the fuse3 package)", dir, err)
 			}
+			if f, oerr := os.OpenFile("/dev/fuse", os.O_RDWR, 0); oerr != nil {
+				return nil, fmt.Errorf("fs: mount %s: %w (%v: on Debian /dev/fuse is mode 0666; ask your administrator)", dir, err, oerr)
+			} else {
+				f.Close()
+			}
 		}
 		return nil, fmt.Errorf("fs: mount %s: %w", dir, err)
 	}

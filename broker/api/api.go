@@ -225,3 +225,12 @@ type LogoutResult struct {
 	// tokens are forgotten locally in any case.
 	RevocationError string `json:"revocation_error,omitempty"`
 }
+
+// Event tells a session that what it may have cached about a user's
+// credentials is stale: one integration's (GUID), or everything's (a
+// reload, GUID empty). The first event of a stream is a "hello".
+type Event struct {
+	Seq  uint64 `json:"seq"`
+	Kind string `json:"kind"` // "hello", "changed" or "reload"
+	GUID string `json:"guid,omitempty"`
+}

@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/awnumar/memguard"
+
 	"github.com/oauthfs/oauthfs/broker/api"
 )
 
@@ -24,6 +26,7 @@ import (
 type Client struct {
 	socket string
 	hc     *http.Client
+	stream *http.Client // no overall timeout: for the event stream
 }
 
 // New returns a client for the broker listening on the Unix socket path.
@@ -37,7 +40,7 @@ func New(socket string, timeout time.Duration) *Client {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,
 	}
-	return &Client{socket: socket, hc: &http.Client{Transport: tr, Timeout: timeout}}
+	return &Client{socket: socket, hc: &http.Client{Transport: tr, Timeout: timeout}, stream: &http.Client{Transport: tr}}
 }
 
 // Socket returns the socket path the client talks to.
@@ -57,24 +60,52 @@ func (c *Client) Integration(ctx context.Context, id string) (api.Integration, e
 
 // Token returns a valid access token, refreshed by the broker if needed.
 func (c *Client) Token(ctx context.Context, id string) (*api.Token, error) {
+	t, _, err := c.token(ctx, id)
+	return t, err
+}
+
+// token also returns until when the broker would hand the token out
+// (zero: no expiry).
+func (c *Client) token(ctx context.Context, id string) (*api.Token, time.Time, error) {
 	var out struct {
-		AccessToken string  `json:"access_token"`
-		Expiry      *string `json:"expiry"`
-		Obtained    string  `json:"obtained"`
+		AccessToken json.RawMessage `json:"access_token"`
+		Expiry      *string         `json:"expiry"`
+		Obtained    *string         `json:"obtained"`
+		RefreshAt   *string         `json:"refresh_at"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id)+"/token", nil, &out); err != nil {
-		return nil, err
+	// The body and the raw token are wiped once the token is sealed.
+	body, err := c.raw(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id)+"/token", nil)
+	defer memguard.WipeBytes(body)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
-	var exp time.Time
-	if out.Expiry != nil {
-		exp, _ = time.Parse(time.RFC3339, *out.Expiry)
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, api.ErrUnavailable)
 	}
-	obtained, _ := time.Parse(time.RFC3339, out.Obtained)
-	t := api.NewToken([]byte(out.AccessToken), exp, obtained)
+	defer memguard.WipeBytes(out.AccessToken)
+	var value []byte
+	if raw := out.AccessToken; len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		value = append([]byte(nil), raw[1:len(raw)-1]...)
+	} else {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", api.ErrUnavailable)
+		}
+		value = []byte(s)
+	}
+	t := api.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
 	if t == nil {
-		return nil, fmt.Errorf("client: the broker sent an empty token: %w", api.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: the broker sent an empty token: %w", api.ErrUnavailable)
 	}
-	return t, nil
+	return t, parseTime(out.RefreshAt), nil
+}
+
+func parseTime(s *string) time.Time {
+	if s == nil {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339, *s)
+	return t
 }
 
 // Logout forgets the caller's credentials for the integration, and
@@ -100,48 +131,61 @@ var codes = map[string]error{
 var ErrNoBroker = errors.New("no broker is running")
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://oauthfs"+path, rd)
+	data, err := c.raw(ctx, method, path, body)
 	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var oe *net.OpError
-		if errors.As(err, &oe) && oe.Op == "dial" {
-			return fmt.Errorf("client: %w at %s (start one with 'oauthfs mount --config FILE MOUNTPOINT' or 'oauthfs broker'): %w", ErrNoBroker, c.socket, api.ErrUnavailable)
-		}
-		return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
-	}
-	if resp.StatusCode >= 300 {
-		var e struct{ Error, Message string }
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			return fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, resp.StatusCode, api.ErrUnavailable)
-		}
-		if s, ok := codes[e.Error]; ok {
-			return &RemoteError{Code: e.Error, Message: e.Message, sentinel: s}
-		}
-		return &RemoteError{Code: e.Error, Message: e.Message}
+		return err
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, api.ErrUnavailable)
 	}
 	return nil
+}
+
+// raw makes a request and returns the body of a successful answer.
+func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://oauthfs"+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.transportError(ctx, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Error, Message string }
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			return nil, fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, resp.StatusCode, api.ErrUnavailable)
+		}
+		if s, ok := codes[e.Error]; ok {
+			return nil, &RemoteError{Code: e.Error, Message: e.Message, sentinel: s}
+		}
+		return nil, &RemoteError{Code: e.Error, Message: e.Message}
+	}
+	return data, nil
+}
+
+func (c *Client) transportError(ctx context.Context, err error) error {
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return fmt.Errorf("client: %w at %s (start one with 'oauthfs mount --config FILE MOUNTPOINT' or 'oauthfs broker'): %w", ErrNoBroker, c.socket, api.ErrUnavailable)
+	}
+	return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
 }
 
 // RemoteError is an error answered by the broker. It unwraps to the

@@ -28,6 +28,7 @@ func init() {
 		{"mount", "[--config FILE | --broker SOCKET] MOUNTPOINT", "serve /oauth at MOUNTPOINT until unmounted", runMount},
 		{"token", "NAME|GUID", "print a valid access token (refreshed when needed)", runToken},
 		{"list", "[--json] [--name REGEX] [--authenticated]", "list integrations and whether you are signed in", runList},
+		{"broker", "[--config FILE]", "run the broker daemon for every user of this host", runBroker},
 		{"login", "[--no-browser] NAME|GUID", "sign in to an integration in a browser", runLogin},
 		{"logout", "NAME|GUID", "forget (and revoke) your tokens for an integration", runLogout},
 		{"version", "", "print the version", runVersion},

@@ -84,7 +84,15 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("mount: %w", err)
 		}
-		b, timeout = c, config.DefaultRequestTimeout+2*fuseSlack
+		if err := oafs.PrepareMountpoint(mountpoint); err != nil {
+			return err
+		}
+		cached := client.NewCached(c, log)
+		watchCtx, stopWatch := context.WithCancel(context.Background())
+		go cached.Watch(watchCtx)
+		stop = stopWatch
+		b, timeout = cached, config.DefaultRequestTimeout+2*fuseSlack
+		log.Info("using the broker", "socket", *sock)
 	} else {
 		if *cfgFile == "" {
 			*cfgFile = config.DefaultFile()
@@ -106,7 +114,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		if err := br.Load(uid); err != nil {
 			return err
 		}
-		l, err := broker.Listen(cfg.Broker.Socket, 0o600)
+		l, err := broker.Listen(cfg.Broker.Socket, 0o600, 0o700)
 		if err != nil {
 			return err
 		}

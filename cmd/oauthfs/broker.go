@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/config"
+)
+
+// systemConfig is the system broker's default configuration file.
+const systemConfig = "/etc/oauthfs/config.toml"
+
+func runBroker(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("broker", "[--config FILE]",
+		"Run the broker daemon for every user of this host: the session API on\n"+
+			"the config's socket (default "+config.SystemSocket+"), where each\n"+
+			"caller sees only its own credentials, the sign-in web server, and one\n"+
+			"encrypted store file per user. SIGHUP reloads the configuration;\n"+
+			"SIGINT and SIGTERM stop it.", stderr)
+	def := systemConfig
+	if os.Geteuid() != 0 {
+		def = config.DefaultFile()
+	}
+	cfgFile := fs.String("config", def, "configuration `file`")
+	level := fs.String("log-level", envOr("OAUTHFS_LOG_LEVEL", "info"), "log `level`: debug, info, warn or error ($OAUTHFS_LOG_LEVEL)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErrorf("broker takes no arguments")
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	defer memguard.Purge()
+	cfg, err := config.Load(*cfgFile)
+	if err != nil {
+		return configError(err)
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	br, err := broker.New(cfg, broker.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	sock := cfg.Broker.SocketFor(true)
+	// Every user connects; SO_PEERCRED tells them apart.
+	l, err := broker.Listen(sock, 0o666, 0o755)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	web, err := net.Listen("tcp", cfg.Broker.Listen)
+	if err != nil {
+		return withHint(fmt.Errorf("broker: sign-in web server: %w", err), "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
+	}
+	webSrv := &http.Server{Handler: br.SignInHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go webSrv.Serve(web)
+	defer webSrv.Close()
+	srv := &broker.Server{B: br, Owner: -1, Log: log}
+	go srv.Serve(l)
+	log.Info("broker listening", "socket", sock, "sign_in", cfg.Broker.CallbackURL,
+		"integrations", len(cfg.Integrations), "state_dir", *cfg.Broker.StateDir)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	for s := range sigs {
+		if s != syscall.SIGHUP {
+			log.Info("stopping", "signal", s.String())
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			webSrv.Shutdown(ctx)
+			cancel()
+			return nil
+		}
+		next, err := config.Load(*cfgFile)
+		if err != nil {
+			log.Error("reload refused; the old configuration stays in force", "err", err)
+			continue
+		}
+		for _, w := range next.Warnings {
+			log.Warn(w)
+		}
+		ignored, err := br.Reload(next)
+		if err != nil {
+			log.Error("reload refused; the old configuration stays in force", "err", err)
+			continue
+		}
+		if len(ignored) > 0 {
+			log.Warn("some [broker] settings change only on restart", "settings", ignored)
+		}
+	}
+	return nil
+}

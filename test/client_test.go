@@ -1,0 +1,242 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/broker/client"
+	"github.com/oauthfs/oauthfs/config"
+	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/testprovider"
+)
+
+// clientStack is a broker serving its socket, and a filesystem mounted
+// over a caching client of that socket: a session mount.
+type clientStack struct {
+	b      *broker.Broker
+	srv    *broker.Server
+	socket string
+	p      *testprovider.Provider
+	c      *client.Cached
+	dir    string
+	guid   string
+	cfg    string
+}
+
+func configText(p *testprovider.Provider, names ...string) string {
+	s := "[broker]\nstate_dir = \"\"\nrequest_timeout = \"2s\"\n"
+	for _, n := range names {
+		s += fmt.Sprintf("[[integration]]\nname = %q\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n", n, p.URL, p.URL)
+	}
+	return s
+}
+
+func newClientStack(t *testing.T) *clientStack {
+	t.Helper()
+	fusetest.Require(t)
+	s := &clientStack{p: testprovider.New()}
+	t.Cleanup(s.p.Close)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(configText(s.p, "Test", "Other")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.guid = cfg.Integrations[0].GUID.String()
+	if s.b, err = broker.New(cfg, broker.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	s.socket = filepath.Join(t.TempDir(), "broker.sock")
+	s.serve(t)
+	s.c = client.NewCached(client.New(s.socket, 5*time.Second), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.c.Watch(ctx)
+	waitFor(t, s.c.Live)
+	uid := os.Getuid()
+	s.dir = fusetest.Mount(t, oafs.NewRoot(oafs.Options{Broker: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second}))
+	return s
+}
+
+// serve (re)starts the socket server.
+func (s *clientStack) serve(t *testing.T) {
+	l, err := broker.Listen(s.socket, 0o600, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.srv = &broker.Server{B: s.b, Owner: -1}
+	go s.srv.Serve(l)
+	t.Cleanup(func() { s.srv.Close() })
+}
+
+func (s *clientStack) read() (string, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, s.guid, "access_token"))
+	return string(b), err
+}
+
+func (s *clientStack) put(t *testing.T, lifetime time.Duration) string {
+	t.Helper()
+	a, r, _ := s.p.Grant()
+	if err := s.b.Put(os.Getuid(), "Test", broker.Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: time.Now().Add(lifetime)}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestClientMountServesFromCache(t *testing.T) {
+	s := newClientStack(t)
+	a := s.put(t, time.Hour)
+	for i := 0; i < 20; i++ {
+		if got, err := s.read(); err != nil || got != a {
+			t.Fatalf("read %d = %q, %v", i, got, err)
+		}
+	}
+	if s.p.Requests() != 0 {
+		t.Errorf("token endpoint requests = %d; want 0", s.p.Requests())
+	}
+}
+
+// TestClientMountSeesChangesAtOnce: every sign-out, sign-in and reload is
+// seen by the very next open, however warm the cache.
+func TestClientMountSeesChangesAtOnce(t *testing.T) {
+	s := newClientStack(t)
+	c := client.New(s.socket, 5*time.Second)
+	for i := 0; i < 30; i++ {
+		a := s.put(t, time.Hour)
+		if got, err := s.read(); err != nil || got != a {
+			t.Fatalf("round %d: read after sign-in = %q, %v; want the new token", i, got, err)
+		}
+		s.read() // the cache is warm now
+		if _, err := c.Logout(context.Background(), "Test"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.read(); !errors.Is(err, syscall.ENOKEY) {
+			t.Fatalf("round %d: the next open after logout = %v; want ENOKEY", i, err)
+		}
+	}
+}
+
+func TestClientMountSeesReload(t *testing.T) {
+	s := newClientStack(t)
+	a := s.put(t, time.Hour)
+	s.read()
+	reload := func(names ...string) {
+		t.Helper()
+		cfg, err := config.Parse("c.toml", []byte(configText(s.p, names...)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.b.Reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload("Test", "Other", "Added")
+	if _, err := os.Stat(filepath.Join(s.dir, "by-name", "Added", "meta.json")); err != nil {
+		t.Errorf("added integration: %v", err)
+	}
+	reload("Test", "Added")
+	if _, err := os.ReadFile(filepath.Join(s.dir, "by-name", "Other", "access_token")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("removed integration: %v; want ENOENT", err)
+	}
+	if got, err := s.read(); err != nil || got != a {
+		t.Errorf("the remaining integration's token after reloads = %q, %v", got, err)
+	}
+	reload("Added")
+	if _, err := s.read(); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("read of a removed integration = %v; want ENOENT", err)
+	}
+	reload("Test", "Added")
+	if got, err := s.read(); err != nil || got != a {
+		t.Errorf("re-added integration: %q, %v; want its credentials back", got, err)
+	}
+}
+
+func TestClientMountSurvivesBrokerOutage(t *testing.T) {
+	s := newClientStack(t)
+	a := s.put(t, time.Hour)
+	s.read()
+	s.srv.Close()
+	os.Remove(s.socket)
+	waitFor(t, func() bool { return !s.c.Live() })
+	start := time.Now()
+	if _, err := s.read(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read with the broker gone = %v; want EIO", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("read took %v with the broker gone", el)
+	}
+	if _, err := os.ReadDir(s.dir); !errors.Is(err, syscall.EIO) {
+		t.Errorf("ls with the broker gone = %v; want EIO (the mount stays up)", err)
+	}
+	s.serve(t)
+	waitFor(t, s.c.Live)
+	if got, err := s.read(); err != nil || got != a {
+		t.Errorf("after the broker came back: %q, %v", got, err)
+	}
+}
+
+func TestClientMountConcurrentReadersOneRefresh(t *testing.T) {
+	s := newClientStack(t)
+	s.p.SetSlowDelay(100 * time.Millisecond)
+	s.p.SetMode(testprovider.Slow)
+	s.put(t, -time.Second) // already expired
+	var wg sync.WaitGroup
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.read(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := s.p.Requests(); n != 1 {
+		t.Errorf("token endpoint requests = %d; want 1", n)
+	}
+}
+
+func TestSocketRefusesNonBrokers(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "other.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot here\n"))
+			c.Close()
+		}
+	}()
+	_, err = client.New(sock, time.Second).Integrations(context.Background())
+	if err == nil || !errors.Is(err, errUnavailable()) || !containsAll(err.Error(), "does not answer like an oauthfs broker") {
+		t.Errorf("Integrations from a non-broker = %v", err)
+	}
+}
+
+func errUnavailable() error { return api.ErrUnavailable }
+
+func containsAll(s string, subs ...string) bool {
+	for _, x := range subs {
+		if !strings.Contains(s, x) {
+			return false
+		}
+	}
+	return true
+}
