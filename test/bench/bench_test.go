@@ -17,6 +17,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
@@ -70,28 +71,8 @@ func BenchmarkOpenReadClose(b *testing.B) {
 		openReadClose(b, filepath.Join(dir, "access_token"))
 	})
 	b.Run("oauthfs", func(b *testing.B) {
-		cfg, err := config.Parse("bench.toml", []byte(`
-[broker]
-state_dir = ""
-[[integration]]
-name = "Bench"
-client_id = "id"
-client_secret = "secret"
-auth_url = "https://example.com/authorize"
-token_url = "https://example.com/token"
-`))
-		if err != nil {
-			b.Fatal(err)
-		}
-		br, err := broker.New(cfg, broker.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		br, cfg := benchBroker(b)
 		uid := os.Getuid()
-		tok := append([]byte(nil), token...)
-		if err := br.Put(uid, "Bench", broker.Credentials{AccessToken: tok, Expiry: time.Now().Add(24 * time.Hour)}); err != nil {
-			b.Fatal(err)
-		}
 		dir := fusetest.Mount(b, oafs.NewRoot(oafs.Options{Broker: broker.Session{B: br, UID: uid},
 			UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 12 * time.Second}))
 		b.Run("guid", func(b *testing.B) {
@@ -101,6 +82,57 @@ token_url = "https://example.com/token"
 			openReadClose(b, filepath.Join(dir, "by-name", "Bench", "access_token"))
 		})
 	})
+	// client: a session mount of a broker serving its socket in this
+	// process (the daemon's set-up, without a second process).
+	b.Run("client", func(b *testing.B) {
+		br, cfg := benchBroker(b)
+		sock := filepath.Join(b.TempDir(), "broker.sock")
+		l, err := broker.Listen(sock, 0o600, 0o700)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := &broker.Server{B: br, Owner: -1}
+		go srv.Serve(l)
+		defer srv.Close()
+		c := client.NewCached(client.New(sock, 12*time.Second), nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go c.Watch(ctx)
+		for !c.Live() {
+			time.Sleep(time.Millisecond)
+		}
+		uid := os.Getuid()
+		dir := fusetest.Mount(b, oafs.NewRoot(oafs.Options{Broker: c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 14 * time.Second}))
+		b.Run("guid", func(b *testing.B) {
+			openReadClose(b, filepath.Join(dir, cfg.Integrations[0].GUID.String(), "access_token"))
+		})
+	})
+}
+
+// benchBroker is a memory-only broker with a cached token for "Bench".
+func benchBroker(b *testing.B) (*broker.Broker, *config.Config) {
+	cfg, err := config.Parse("bench.toml", []byte(`
+[broker]
+state_dir = ""
+[[integration]]
+name = "Bench"
+client_id = "id"
+client_secret = "secret"
+auth_url = "https://example.com/authorize"
+token_url = "https://example.com/token"
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	br, err := broker.New(cfg, broker.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := append([]byte(nil), token...)
+	if err := br.Put(os.Getuid(), "Bench", broker.Credentials{AccessToken: tok, Expiry: time.Now().Add(24 * time.Hour)}); err != nil {
+		b.Fatal(err)
+	}
+	return br, cfg
 }
 
 // floorRoot is the least a go-fuse filesystem can do: one static file,
