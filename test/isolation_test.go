@@ -1,0 +1,266 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/testprovider"
+)
+
+// unixUser is a throwaway account made for one test.
+type unixUser struct {
+	name     string
+	uid, gid int
+}
+
+func addUser(t *testing.T, name string) unixUser {
+	t.Helper()
+	out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("useradd %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return unixUser{name, uid, gid}
+}
+
+// as returns a command that runs as u.
+func (u unixUser) as(ctx context.Context, name string, args ...string) *exec.Cmd {
+	all := append([]string{"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--clear-groups", name}, args...)
+	cmd := exec.CommandContext(ctx, "setpriv", all...)
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent"}
+	return cmd
+}
+
+func (u unixUser) run(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := u.as(ctx, name, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String() + errb.String(), err
+	}
+	return out.String(), nil
+}
+
+// TestIsolationBetweenUsers runs the broker daemon as root and three
+// session mounts for each of two real users.
+func TestIsolationBetweenUsers(t *testing.T) {
+	requireE2E(t, os.Geteuid() == 0, "root (to create users)")
+	for _, tool := range []string{"useradd", "setpriv", "fusermount3", "curl"} {
+		_, err := exec.LookPath(tool)
+		requireE2E(t, err == nil, tool)
+	}
+	fusetest.Require(t)
+	// Debian's udev makes /dev/fuse 0666 so users can mount; some
+	// container hosts do not. Restore the usual mode for this test.
+	if st, err := os.Stat("/dev/fuse"); err == nil && st.Mode().Perm() != 0o666 {
+		os.Chmod("/dev/fuse", 0o666)
+		t.Cleanup(func() { os.Chmod("/dev/fuse", st.Mode().Perm()) })
+	}
+
+	// A world-traversable directory for the binary, config and mounts;
+	// the state directory inside is root's alone.
+	top, err := os.MkdirTemp("", "oauthfs-iso")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(top, 0o755)
+	t.Cleanup(func() { os.RemoveAll(top) })
+	bin := filepath.Join(top, "oauthfs")
+	data, _ := os.ReadFile(binary)
+	os.WriteFile(bin, data, 0o755)
+
+	pid := os.Getpid()
+	a, b := addUser(t, fmt.Sprintf("oafs-a-%d", pid)), addUser(t, fmt.Sprintf("oafs-b-%d", pid))
+	p := testprovider.New()
+	t.Cleanup(p.Close)
+	p.SetLifetime(time.Hour)
+	d := &daemonEnv{cliEnv: &cliEnv{p: p, dir: top, cfg: filepath.Join(top, "config.toml"), socket: filepath.Join(top, "run", "broker.sock")},
+		state: filepath.Join(top, "state")}
+	d.writeConfig(t, "Test")
+	br := d.startBroker(t)
+
+	// Three session mounts per user, each under the user's own uid.
+	mounts := map[string][]string{}
+	for _, u := range []unixUser{a, b} {
+		for i := 1; i <= 3; i++ {
+			mnt := filepath.Join(top, fmt.Sprintf("%s-%d", u.name, i))
+			os.Mkdir(mnt, 0o700)
+			os.Chown(mnt, u.uid, u.gid)
+			cmd := u.as(context.Background(), bin, "mount", "--broker", d.socket, mnt)
+			stderr := &syncBuffer{}
+			cmd.Stderr = stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				cmd.Process.Signal(syscall.SIGTERM)
+				done := make(chan struct{})
+				go func() { cmd.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					cmd.Process.Kill()
+				}
+				syscall.Unmount(mnt, syscall.MNT_DETACH)
+			})
+			waitFor(t, func() bool { return isMounted(mnt) })
+			mounts[u.name] = append(mounts[u.name], mnt)
+		}
+	}
+
+	// Each user imports their own tokens through the socket.
+	seed := func(u unixUser, expiresIn int) string {
+		t.Helper()
+		at, rt, _ := p.Grant()
+		body := fmt.Sprintf(`{"access_token":%q,"refresh_token":%q,"expires_in":%d}`, at, rt, expiresIn)
+		out, err := u.run(t, "curl", "-sf", "--unix-socket", d.socket, "-X", "PUT", "-d", body, "http://oauthfs/v1/integrations/Test/credentials")
+		if err != nil {
+			t.Fatalf("seed as %s: %v: %s", u.name, err, out)
+		}
+		return at
+	}
+	tokA, tokB := seed(a, 3600), seed(b, 3600)
+	tokenPath := func(mnt string) string { return filepath.Join(mnt, "by-name", "Test", "access_token") }
+
+	t.Run("each user sees only their own tokens", func(t *testing.T) {
+		for _, tc := range []struct {
+			u    unixUser
+			want string
+		}{{a, tokA}, {b, tokB}} {
+			for _, mnt := range mounts[tc.u.name] {
+				if out, err := tc.u.run(t, "cat", tokenPath(mnt)); err != nil || out != tc.want {
+					t.Errorf("%s: cat %s = %q, %v", tc.u.name, mnt, out, err)
+				}
+			}
+			if out, err := tc.u.run(t, bin, "token", "--broker", d.socket, "Test"); err != nil || out != tc.want {
+				t.Errorf("%s: oauthfs token = %q, %v", tc.u.name, out, err)
+			}
+			out, _ := tc.u.run(t, "curl", "-s", "--unix-socket", d.socket, "http://oauthfs/v1/integrations/Test/token")
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("%s: the socket answered %q", tc.u.name, out)
+			}
+		}
+	})
+	t.Run("A cannot reach B's tokens", func(t *testing.T) {
+		for _, target := range []string{tokenPath(mounts[b.name][0]), filepath.Join(d.state, fmt.Sprintf("%d.store", b.uid))} {
+			out, err := a.run(t, "cat", target)
+			if err == nil || !strings.Contains(out, "Permission denied") || strings.Contains(out, tokB) {
+				t.Errorf("A: cat %s = %q, %v; want Permission denied", target, out, err)
+			}
+		}
+		for _, path := range []string{"/v1/integrations/Test/token", "/v1/integrations"} {
+			out, _ := a.run(t, "curl", "-s", "--unix-socket", d.socket, "http://oauthfs"+path)
+			if strings.Contains(out, tokB) {
+				t.Errorf("A got B's token from %s", path)
+			}
+		}
+		// Not even root can read a mount made without allow_other.
+		if _, err := os.ReadFile(tokenPath(mounts[b.name][0])); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("root reading B's mount = %v; want permission denied", err)
+		}
+		raw, _ := os.ReadFile(filepath.Join(d.state, fmt.Sprintf("%d.store", b.uid)))
+		if len(raw) == 0 || bytes.Contains(raw, []byte(tokB)) {
+			t.Errorf("B's store file is missing or holds the token in clear")
+		}
+	})
+	t.Run("one refresh per user at expiry", func(t *testing.T) {
+		oldA, oldB := seed(a, 2), seed(b, 2)
+		before := p.Refreshes()
+		var wg sync.WaitGroup
+		results := map[string]string{}
+		var mu sync.Mutex
+		for _, tc := range []struct {
+			u   unixUser
+			old string
+		}{{a, oldA}, {b, oldB}} {
+			for _, mnt := range mounts[tc.u.name] {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					// Read in a loop until the token changes.
+					script := fmt.Sprintf(`end=$(($(date +%%s)+20)); while [ "$(cat %q)" = %q ] && [ $(date +%%s) -lt $end ]; do :; done; cat %q`, tokenPath(mnt), tc.old, tokenPath(mnt))
+					out, err := tc.u.run(t, "sh", "-c", script)
+					if err != nil {
+						t.Errorf("%s: %v: %s", mnt, err, out)
+					}
+					mu.Lock()
+					results[mnt] = out
+					mu.Unlock()
+				}()
+			}
+		}
+		wg.Wait()
+		if n := p.Refreshes() - before; n != 2 {
+			t.Errorf("refreshes = %d; want exactly one per user (2)", n)
+		}
+		for _, tc := range []struct {
+			u   unixUser
+			old string
+		}{{a, oldA}, {b, oldB}} {
+			ms := mounts[tc.u.name]
+			for _, m := range ms {
+				if results[m] == tc.old || results[m] != results[ms[0]] || !p.Issued(results[m]) {
+					t.Errorf("%s: %q; want the one refreshed token of %s", m, results[m], tc.u.name)
+				}
+			}
+		}
+		tokA, _ = a.run(t, "cat", tokenPath(mounts[a.name][0]))
+	})
+	t.Run("a reload while readers are busy loses nothing", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		var readers []*exec.Cmd
+		var outs []*bytes.Buffer
+		for _, mnt := range mounts[a.name] {
+			// 300 reads; print how many did not return the token.
+			script := fmt.Sprintf(`bad=0; i=0; while [ $i -lt 300 ]; do [ "$(cat %q 2>/dev/null)" = %q ] || bad=$((bad+1)); i=$((i+1)); done; echo $bad`, tokenPath(mnt), tokA)
+			cmd := a.as(ctx, "sh", "-c", script)
+			out := &bytes.Buffer{}
+			cmd.Stdout, cmd.Stderr = out, io.Discard
+			cmd.Start()
+			readers, outs = append(readers, cmd), append(outs, out)
+		}
+		for i := 0; i < 4; i++ {
+			if i%2 == 0 {
+				d.writeConfig(t, "Test", "Extra")
+			} else {
+				d.writeConfig(t, "Test")
+			}
+			n := strings.Count(br.stderr.String(), "configuration reloaded")
+			br.cmd.Process.Signal(syscall.SIGHUP)
+			waitFor(t, func() bool { return strings.Count(br.stderr.String(), "configuration reloaded") > n })
+		}
+		for i, cmd := range readers {
+			cmd.Wait()
+			if got := strings.TrimSpace(outs[i].String()); got != "0" {
+				t.Errorf("reader %d: %s reads failed or returned another token during reloads", i, got)
+			}
+		}
+		if n := strings.Count(br.stderr.String(), "configuration reloaded"); n != 4 {
+			t.Errorf("%d reloads happened; want 4", n)
+		}
+	})
+}
