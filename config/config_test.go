@@ -193,3 +193,25 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Errorf("Load = %v; want an error naming the file", err)
 	}
 }
+
+// TestSampleConfig keeps deploy/config.toml valid.
+func TestSampleConfig(t *testing.T) {
+	raw, err := os.ReadFile("../deploy/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	text := string(raw)
+	for _, s := range []string{"github", "google", "microsoft"} {
+		f := filepath.Join(dir, s+".secret")
+		os.WriteFile(f, []byte("x"), 0o600)
+		text = strings.ReplaceAll(text, "/etc/oauthfs/"+s+".secret", f)
+	}
+	c, err := Parse("deploy/config.toml", []byte(text))
+	if err != nil {
+		t.Fatalf("the sample config: %v", err)
+	}
+	if len(c.Integrations) != 3 || len(c.Warnings) != 0 || c.Broker.SocketFor(true) != SystemSocket {
+		t.Errorf("sample config = %d integrations, warnings %q", len(c.Integrations), c.Warnings)
+	}
+}
