@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,16 +215,7 @@ func TestSocketRefusesNonBrokers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot here\n"))
-			c.Close()
-		}
-	}()
+	go http.Serve(l, http.NotFoundHandler()) // some other HTTP service
 	_, err = client.New(sock, time.Second).Integrations(context.Background())
 	if err == nil || !errors.Is(err, errUnavailable()) || !containsAll(err.Error(), "does not answer like an oauthfs broker") {
 		t.Errorf("Integrations from a non-broker = %v", err)

@@ -1,10 +1,13 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"os/user"
@@ -228,6 +231,36 @@ func TestIsolationBetweenUsers(t *testing.T) {
 			}
 		}
 		tokA, _ = a.run(t, "cat", tokenPath(mounts[a.name][0]))
+	})
+	t.Run("A signs in through the daemon", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := a.as(ctx, bin, "login", "--no-browser", "--broker", d.socket, "Test")
+		out, _ := cmd.StdoutPipe()
+		cmd.Start()
+		sc := bufio.NewScanner(out)
+		sc.Scan()
+		jar, _ := cookiejar.New(nil)
+		resp, err := (&http.Client{Jar: jar}).Get(sc.Text())
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("sign-in flow: %v, %v", resp, err)
+		}
+		resp.Body.Close()
+		sc.Scan()
+		if err := cmd.Wait(); err != nil || sc.Text() != "signed in to Test" {
+			t.Fatalf("login as A = %q, %v", sc.Text(), err)
+		}
+		got, err := a.run(t, "cat", tokenPath(mounts[a.name][1]))
+		if err != nil || got == tokA || !p.Issued(got) {
+			t.Errorf("A's mount after sign-in = %q, %v; want the new token", got, err)
+		}
+		tokA = got
+		if got, _ := b.run(t, "cat", tokenPath(mounts[b.name][0])); got == tokA {
+			t.Errorf("B sees A's new token")
+		}
+		if out, err := a.run(t, bin, "list", "--broker", d.socket); err != nil || !strings.Contains(out, "Test (") || !strings.Contains(out, "): authenticated") {
+			t.Errorf("list as A = %q, %v", out, err)
+		}
 	})
 	t.Run("a reload while readers are busy loses nothing", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
