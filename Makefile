@@ -3,10 +3,16 @@ GO      ?= go
 BIN     := bin/oauthfs
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
-.PHONY: build test bench lint fmt clean deps
+.PHONY: build demo test bench lint fmt clean deps
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/oauthfs
+
+# demo builds oauthfs and runs 'oauthfs dev' at ./oauth: a local OAuth
+# provider, a broker and a mount, signed in. Ctrl-C stops and cleans up.
+demo: build
+	scripts/demo-deps
+	$(BIN) dev
 
 # deps installs what the tests need when it is missing (Debian packages).
 deps:

@@ -13,7 +13,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 const uid = 1000
@@ -26,7 +26,7 @@ func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 type fixture struct {
 	b     *Broker
-	p     *testprovider.Provider
+	p     *localprovider.Provider
 	clock *clock
 	logs  *syncBuffer
 }
@@ -45,7 +45,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func newFixture(t *testing.T, timeout time.Duration) *fixture {
 	t.Helper()
-	p := testprovider.New()
+	p := localprovider.New()
 	t.Cleanup(p.Close)
 	src := `
 [broker]
@@ -201,18 +201,18 @@ func TestRotation(t *testing.T) {
 func TestFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
-		mode       testprovider.Mode
+		mode       localprovider.Mode
 		wantErr    error
 		wantStatus api.Status
 		wantMsg    string
 		timeout    time.Duration
 	}{
-		{"invalid_grant", testprovider.InvalidGrant, api.ErrExpired, api.StatusExpired, "sign in again", 0},
-		{"500", testprovider.ServerError, api.ErrUnavailable, api.StatusError, "HTTP 500", 0},
-		{"html", testprovider.HTML, api.ErrUnavailable, api.StatusError, "malformed", 0},
-		{"truncated", testprovider.Truncated, api.ErrUnavailable, api.StatusError, "malformed", 0},
-		{"huge", testprovider.Huge, api.ErrUnavailable, api.StatusError, "malformed", 5 * time.Second},
-		{"slow", testprovider.Slow, api.ErrUnavailable, api.StatusError, "did not answer within 300ms", 0},
+		{"invalid_grant", localprovider.InvalidGrant, api.ErrExpired, api.StatusExpired, "sign in again", 0},
+		{"500", localprovider.ServerError, api.ErrUnavailable, api.StatusError, "HTTP 500", 0},
+		{"html", localprovider.HTML, api.ErrUnavailable, api.StatusError, "malformed", 0},
+		{"truncated", localprovider.Truncated, api.ErrUnavailable, api.StatusError, "malformed", 0},
+		{"huge", localprovider.Huge, api.ErrUnavailable, api.StatusError, "malformed", 5 * time.Second},
+		{"slow", localprovider.Slow, api.ErrUnavailable, api.StatusError, "did not answer within 300ms", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.timeout == 0 {
@@ -251,7 +251,7 @@ func TestFailures(t *testing.T) {
 			// A transient failure loses nothing: once the provider is
 			// back and the backoff has passed, the stored refresh token
 			// still works.
-			f.p.SetMode(testprovider.OK)
+			f.p.SetMode(localprovider.OK)
 			f.clock.advance(retryMax)
 			tok, err = f.b.Token(context.Background(), uid, "Test")
 			if tc.wantErr == api.ErrExpired {
@@ -306,7 +306,7 @@ func TestNoExpiry(t *testing.T) {
 func TestCallerCancelDoesNotCancelRefresh(t *testing.T) {
 	f := newFixture(t, 5*time.Second)
 	f.signIn(t)
-	f.p.SetMode(testprovider.Slow)
+	f.p.SetMode(localprovider.Slow)
 	f.p.SetSlowDelay(300 * time.Millisecond)
 	f.clock.advance(2 * time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -324,7 +324,7 @@ func TestCallerCancelDoesNotCancelRefresh(t *testing.T) {
 func TestSignOutDuringRefresh(t *testing.T) {
 	f := newFixture(t, 5*time.Second)
 	f.signIn(t)
-	f.p.SetMode(testprovider.Slow)
+	f.p.SetMode(localprovider.Slow)
 	f.p.SetSlowDelay(200 * time.Millisecond)
 	f.clock.advance(2 * time.Hour)
 	errc := make(chan error)
@@ -355,7 +355,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	f := newFixture(t, 300*time.Millisecond)
 	f.p.SetPrefix("CANARY")
 	f.signIn(t)
-	for _, m := range []testprovider.Mode{testprovider.OK, testprovider.ServerError, testprovider.Slow, testprovider.InvalidGrant} {
+	for _, m := range []localprovider.Mode{localprovider.OK, localprovider.ServerError, localprovider.Slow, localprovider.InvalidGrant} {
 		f.p.SetMode(m)
 		f.clock.advance(2 * time.Hour)
 		f.b.Token(context.Background(), uid, "Test")
@@ -375,7 +375,7 @@ func TestBackoffAfterTransientFailure(t *testing.T) {
 	f := newFixture(t, time.Second)
 	f.p.SetLifetime(20 * time.Second) // margin: a quarter, 5 s
 	first, _ := f.signIn(t)
-	f.p.SetMode(testprovider.ServerError)
+	f.p.SetMode(localprovider.ServerError)
 	f.clock.advance(16 * time.Second) // inside the margin, still valid
 	for i := 0; i < 5; i++ {
 		tok, err := f.b.Token(context.Background(), uid, "Test")
@@ -394,7 +394,7 @@ func TestBackoffAfterTransientFailure(t *testing.T) {
 	if f.p.Requests() != before {
 		t.Errorf("a request was made during the backoff")
 	}
-	f.p.SetMode(testprovider.OK)
+	f.p.SetMode(localprovider.OK)
 	f.clock.advance(retryMax)
 	if tok, err := f.b.Token(context.Background(), uid, "Test"); err != nil || !f.p.Issued(read(t, tok)) {
 		t.Errorf("Token after the backoff = %v; want a fresh token", err)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 // crashKills is how many times TestCrashDuringRefreshes kills the broker.
@@ -34,7 +34,7 @@ func TestCrashDuringRefreshes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	p := testprovider.New()
+	p := localprovider.New()
 	defer p.Close()
 	p.SetRotateGrace(true)
 	dir := t.TempDir()

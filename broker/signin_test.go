@@ -19,12 +19,12 @@ import (
 
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 type signinFixture struct {
 	b    *Broker
-	p    *testprovider.Provider
+	p    *localprovider.Provider
 	web  *httptest.Server
 	off  atomic.Int64
 	logs *syncBuffer
@@ -32,7 +32,7 @@ type signinFixture struct {
 
 func newSigninFixture(t *testing.T) *signinFixture {
 	t.Helper()
-	f := &signinFixture{p: testprovider.New(), logs: &syncBuffer{}}
+	f := &signinFixture{p: localprovider.New(), logs: &syncBuffer{}}
 	t.Cleanup(f.p.Close)
 	var handler atomic.Value
 	f.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -236,7 +236,7 @@ func TestSignInRefusals(t *testing.T) {
 		}, 502, "token endpoint unreachable", "failed"},
 		{"provider error page", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
 			br, cb, si := f.startTo(t, uid)
-			f.p.SetMode(testprovider.HTML)
+			f.p.SetMode(localprovider.HTML)
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 502, "malformed", "failed"},

@@ -13,11 +13,11 @@ import (
 
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 // persistent builds a broker with a store in dir on provider p.
-func persistent(t *testing.T, p *testprovider.Provider, dir string) (*Broker, error) {
+func persistent(t *testing.T, p *localprovider.Provider, dir string) (*Broker, error) {
 	return persistentAt(t, p.URL, dir)
 }
 
@@ -41,7 +41,7 @@ token_url = "%s/token"
 	return New(cfg, Options{})
 }
 
-func mustPersistent(t *testing.T, p *testprovider.Provider, dir string) *Broker {
+func mustPersistent(t *testing.T, p *localprovider.Provider, dir string) *Broker {
 	t.Helper()
 	b, err := persistent(t, p, dir)
 	if err != nil {
@@ -51,7 +51,7 @@ func mustPersistent(t *testing.T, p *testprovider.Provider, dir string) *Broker 
 }
 
 func TestStoreRoundTrip(t *testing.T) {
-	p := testprovider.New()
+	p := localprovider.New()
 	defer p.Close()
 	p.SetPrefix("CANARYstore")
 	dir := filepath.Join(t.TempDir(), "state")
@@ -112,13 +112,13 @@ func TestStoreRoundTrip(t *testing.T) {
 }
 
 func TestStoreExpiredStateIsPersisted(t *testing.T) {
-	p := testprovider.New()
+	p := localprovider.New()
 	defer p.Close()
 	dir := t.TempDir()
 	b := mustPersistent(t, p, dir)
 	a, r, _ := p.Grant()
 	b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: time.Now().Add(-time.Minute)})
-	p.SetMode(testprovider.InvalidGrant)
+	p.SetMode(localprovider.InvalidGrant)
 	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrExpired) {
 		t.Fatalf("Token = %v", err)
 	}
@@ -137,7 +137,7 @@ func TestStoreMemoryOnlyWritesNothing(t *testing.T) {
 }
 
 func TestStoreDamage(t *testing.T) {
-	p := testprovider.New()
+	p := localprovider.New()
 	defer p.Close()
 	for _, tc := range []struct {
 		name   string
@@ -210,7 +210,7 @@ func TestStoreDamage(t *testing.T) {
 }
 
 func TestStoreKeyFile(t *testing.T) {
-	p := testprovider.New()
+	p := localprovider.New()
 	defer p.Close()
 	t.Run("missing key with stores present", func(t *testing.T) {
 		dir := t.TempDir()

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 // binary is the oauthfs binary under test, built once by TestMain.
@@ -50,7 +50,7 @@ const canarySecret = "CANARY-client-secret-91c2"
 // cliEnv is a config with two integrations on a test provider, and the
 // files of one test run.
 type cliEnv struct {
-	p      *testprovider.Provider
+	p      *localprovider.Provider
 	dir    string // scratch
 	mnt    string
 	cfg    string
@@ -60,7 +60,7 @@ type cliEnv struct {
 func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
 	fusetest.Require(t)
-	p := testprovider.New()
+	p := localprovider.New()
 	p.ClientSecret = canarySecret
 	p.SetPrefix("CANARYtok")
 	t.Cleanup(p.Close)
@@ -369,13 +369,13 @@ func TestCLI(t *testing.T) {
 	})
 	t.Run("expired and unavailable", func(t *testing.T) {
 		e.seed(t, 1)
-		e.p.SetMode(testprovider.ServerError)
+		e.p.SetMode(localprovider.ServerError)
 		waitFor(t, func() bool { _, _, c := e.oauthfs(t, "token", "Test"); return c == 6 })
 		if _, err := os.ReadFile(filepath.Join(e.mnt, testGUID, "access_token")); !errors.Is(err, syscall.EIO) {
 			t.Errorf("read with the provider failing = %v; want EIO", err)
 		}
 		e.seed(t, 1)
-		e.p.SetMode(testprovider.InvalidGrant)
+		e.p.SetMode(localprovider.InvalidGrant)
 		waitFor(t, func() bool { _, _, c := e.oauthfs(t, "token", "Test"); return c == 5 })
 		_, errOut, _ := e.oauthfs(t, "token", "Test")
 		if !strings.Contains(errOut, "sign-in expired") || !strings.Contains(errOut, "oauthfs login Test") {

@@ -20,7 +20,7 @@ import (
 	"github.com/oauthfs/oauthfs/config"
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 // clientStack is a broker serving its socket, and a filesystem mounted
@@ -29,14 +29,14 @@ type clientStack struct {
 	b      *broker.Broker
 	srv    *broker.Server
 	socket string
-	p      *testprovider.Provider
+	p      *localprovider.Provider
 	c      *client.Cached
 	dir    string
 	guid   string
 	cfg    string
 }
 
-func configText(p *testprovider.Provider, names ...string) string {
+func configText(p *localprovider.Provider, names ...string) string {
 	s := "[broker]\nstate_dir = \"\"\nrequest_timeout = \"2s\"\n"
 	for _, n := range names {
 		s += fmt.Sprintf("[[integration]]\nname = %q\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n", n, p.URL, p.URL)
@@ -47,7 +47,7 @@ func configText(p *testprovider.Provider, names ...string) string {
 func newClientStack(t *testing.T) *clientStack {
 	t.Helper()
 	fusetest.Require(t)
-	s := &clientStack{p: testprovider.New()}
+	s := &clientStack{p: localprovider.New()}
 	t.Cleanup(s.p.Close)
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(configText(s.p, "Test", "Other")))
 	if err != nil {
@@ -189,7 +189,7 @@ func TestClientMountSurvivesBrokerOutage(t *testing.T) {
 func TestClientMountConcurrentReadersOneRefresh(t *testing.T) {
 	s := newClientStack(t)
 	s.p.SetSlowDelay(100 * time.Millisecond)
-	s.p.SetMode(testprovider.Slow)
+	s.p.SetMode(localprovider.Slow)
 	s.put(t, -time.Second) // already expired
 	var wg sync.WaitGroup
 	for i := 0; i < 100; i++ {

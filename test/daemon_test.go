@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 // daemonEnv is an 'oauthfs broker' with a config on a test provider.
@@ -25,7 +25,7 @@ type daemonEnv struct {
 func newDaemonEnv(t *testing.T) *daemonEnv {
 	t.Helper()
 	fusetest.Require(t)
-	p := testprovider.New()
+	p := localprovider.New()
 	t.Cleanup(p.Close)
 	dir := t.TempDir()
 	d := &daemonEnv{cliEnv: &cliEnv{p: p, dir: dir, mnt: filepath.Join(dir, "oauth"), cfg: filepath.Join(dir, "config.toml"),

@@ -20,7 +20,7 @@ import (
 	"github.com/oauthfs/oauthfs/config"
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 // stack is a broker with one integration ("Test") on a test provider,
@@ -28,7 +28,7 @@ import (
 type stack struct {
 	dir   string
 	b     *broker.Broker
-	p     *testprovider.Provider
+	p     *localprovider.Provider
 	guid  string
 	clock *clock
 	logs  *syncBuffer
@@ -54,7 +54,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 func newStack(t *testing.T, timeout time.Duration) *stack {
 	t.Helper()
 	fusetest.Require(t)
-	p := testprovider.New()
+	p := localprovider.New()
 	t.Cleanup(p.Close)
 	src := fmt.Sprintf(`
 [broker]
@@ -142,7 +142,7 @@ func TestConcurrentReadersAtExpiry(t *testing.T) {
 	s := newStack(t, 10*time.Second)
 	s.signIn(t)
 	s.p.SetSlowDelay(100 * time.Millisecond) // keep the refresh in flight while readers pile up
-	s.p.SetMode(testprovider.Slow)
+	s.p.SetMode(localprovider.Slow)
 	s.clock.advance(2 * time.Hour)
 	const readers = 200
 	var wg sync.WaitGroup
@@ -174,20 +174,20 @@ func TestErrnoTable(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		signIn     bool
-		mode       testprovider.Mode
+		mode       localprovider.Mode
 		advance    time.Duration
 		want       syscall.Errno // 0: the cached token is served
 		wantStatus string
 		wantError  string
 	}{
-		{"never signed in", false, testprovider.OK, 0, syscall.ENOKEY, "not_signed_in", ""},
-		{"invalid_grant", true, testprovider.InvalidGrant, 2 * time.Hour, syscall.EKEYEXPIRED, "expired", "sign in again"},
-		{"500, expired", true, testprovider.ServerError, 2 * time.Hour, syscall.EIO, "error", "HTTP 500"},
-		{"html, expired", true, testprovider.HTML, 2 * time.Hour, syscall.EIO, "error", "malformed"},
-		{"truncated, expired", true, testprovider.Truncated, 2 * time.Hour, syscall.EIO, "error", "malformed"},
+		{"never signed in", false, localprovider.OK, 0, syscall.ENOKEY, "not_signed_in", ""},
+		{"invalid_grant", true, localprovider.InvalidGrant, 2 * time.Hour, syscall.EKEYEXPIRED, "expired", "sign in again"},
+		{"500, expired", true, localprovider.ServerError, 2 * time.Hour, syscall.EIO, "error", "HTTP 500"},
+		{"html, expired", true, localprovider.HTML, 2 * time.Hour, syscall.EIO, "error", "malformed"},
+		{"truncated, expired", true, localprovider.Truncated, 2 * time.Hour, syscall.EIO, "error", "malformed"},
 		{"unreachable, expired", true, -1, 2 * time.Hour, syscall.EIO, "error", "unreachable"},
-		{"500, still valid", true, testprovider.ServerError, 58 * time.Minute, 0, "error", "HTTP 500"},
-		{"slow, still valid", true, testprovider.Slow, 58 * time.Minute, 0, "error", "did not answer"},
+		{"500, still valid", true, localprovider.ServerError, 58 * time.Minute, 0, "error", "HTTP 500"},
+		{"slow, still valid", true, localprovider.Slow, 58 * time.Minute, 0, "error", "did not answer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStack(t, 500*time.Millisecond)
@@ -223,7 +223,7 @@ func TestErrnoTable(t *testing.T) {
 func TestReadNeverHangsPastTimeout(t *testing.T) {
 	s := newStack(t, 500*time.Millisecond)
 	s.signIn(t)
-	s.p.SetMode(testprovider.Slow) // 30 s
+	s.p.SetMode(localprovider.Slow) // 30 s
 	s.clock.advance(2 * time.Hour)
 	start := time.Now()
 	_, err := os.ReadFile(s.path("access_token"))
@@ -236,14 +236,14 @@ func TestTransientFailureLosesNothing(t *testing.T) {
 	s := newStack(t, 500*time.Millisecond)
 	s.signIn(t)
 	s.clock.advance(2 * time.Hour)
-	for _, m := range []testprovider.Mode{testprovider.ServerError, testprovider.HTML, testprovider.Truncated, testprovider.Huge} {
+	for _, m := range []localprovider.Mode{localprovider.ServerError, localprovider.HTML, localprovider.Truncated, localprovider.Huge} {
 		s.p.SetMode(m)
 		s.clock.advance(time.Minute) // past the backoff, so each mode is tried
 		if _, err := os.ReadFile(s.path("access_token")); !errors.Is(err, syscall.EIO) {
 			t.Errorf("mode %d: read = %v; want EIO", m, err)
 		}
 	}
-	s.p.SetMode(testprovider.OK)
+	s.p.SetMode(localprovider.OK)
 	s.clock.advance(time.Minute) // past the backoff
 	got, err := os.ReadFile(s.path("access_token"))
 	if err != nil || !s.p.Issued(string(got)) {
@@ -272,7 +272,7 @@ func TestLogsHoldNoSecretsThroughTheMount(t *testing.T) {
 	s := newStack(t, 300*time.Millisecond)
 	s.p.SetPrefix("CANARY7f3a")
 	s.signIn(t)
-	for _, m := range []testprovider.Mode{testprovider.OK, testprovider.ServerError, testprovider.Truncated, testprovider.Slow, testprovider.InvalidGrant} {
+	for _, m := range []localprovider.Mode{localprovider.OK, localprovider.ServerError, localprovider.Truncated, localprovider.Slow, localprovider.InvalidGrant} {
 		s.p.SetMode(m)
 		s.clock.advance(2 * time.Hour)
 		os.ReadFile(s.path("access_token"))

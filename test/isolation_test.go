@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
-	"github.com/oauthfs/oauthfs/internal/testprovider"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
 // unixUser is a throwaway account made for one test.
@@ -97,7 +97,7 @@ func TestIsolationBetweenUsers(t *testing.T) {
 
 	pid := os.Getpid()
 	a, b := addUser(t, fmt.Sprintf("oafs-a-%d", pid)), addUser(t, fmt.Sprintf("oafs-b-%d", pid))
-	p := testprovider.New()
+	p := localprovider.New()
 	t.Cleanup(p.Close)
 	p.SetLifetime(time.Hour)
 	d := &daemonEnv{cliEnv: &cliEnv{p: p, dir: top, cfg: filepath.Join(top, "config.toml"), socket: filepath.Join(top, "run", "broker.sock")},

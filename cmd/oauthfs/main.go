@@ -31,6 +31,8 @@ func init() {
 		{"broker", "[--config FILE]", "run the broker daemon for every user of this host", runBroker},
 		{"login", "[--no-browser] NAME|GUID", "sign in to an integration in a browser", runLogin},
 		{"logout", "NAME|GUID", "forget (and revoke) your tokens for an integration", runLogout},
+		{"git-credential", "NAME|GUID get", "a git credential helper answering with the token", runGitCredential},
+		{"dev", "[MOUNTPOINT]", "try it now: a local provider, a broker and a mount in one command", runDev},
 		{"version", "", "print the version", runVersion},
 	}
 }
@@ -38,11 +40,11 @@ func init() {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "oauthfs gives every program a valid OAuth 2.0 access token as a file.\n\nUsage:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  oauthfs %-8s %s\n", c.name, c.args)
+		fmt.Fprintf(w, "  oauthfs %-14s %s\n", c.name, c.args)
 	}
 	fmt.Fprintf(w, "\nCommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'oauthfs COMMAND --help' for a command's options. Exit codes:\n%s", exitCodeHelp)
 }

@@ -1,11 +1,15 @@
-// Package testprovider is a small OAuth 2.0 token endpoint for oauthfs's
-// own tests, with knobs for fault injection: token lifetime, refresh-token
-// rotation, a request counter, and answers that are invalid_grant, 500,
-// an HTML page, truncated JSON or too slow.
+// Package localprovider is a small OAuth 2.0 provider on loopback: an
+// authorization endpoint that approves every request (PKCE S256
+// required), a token endpoint (authorization_code and refresh_token
+// grants), RFC 7009 revocation and a userinfo endpoint that checks bearer
+// tokens. 'oauthfs dev' runs it so a newcomer needs no account anywhere.
 //
-// It is a test double for fault injection only; conformance is proven
-// against a real OAuth server elsewhere.
-package testprovider
+// Tests use its knobs for fault injection: token lifetime, refresh-token
+// rotation (with or without a grace period), a request counter, and
+// answers that are invalid_grant, 500, an HTML page, truncated JSON, huge
+// or too slow. Conformance is proven against a real OAuth server
+// elsewhere; this provider is never the only proof.
+package localprovider
 
 import (
 	"crypto/rand"
@@ -14,6 +18,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -50,8 +55,8 @@ type Provider struct {
 	mode      Mode
 	slowDelay time.Duration
 	prefix    string
-	refresh   map[string]bool // refresh tokens the provider accepts
-	access    map[string]bool // access tokens it issued
+	refresh   map[string]bool      // refresh tokens the provider accepts
+	access    map[string]time.Time // access tokens it issued, with their expiry
 	requests  int
 	refreshes int
 	deny      bool                 // /authorize answers access_denied
@@ -63,21 +68,52 @@ type Provider struct {
 // codeGrant is what an authorization code was issued for.
 type codeGrant struct{ challenge, redirect string }
 
-// New starts a provider on 127.0.0.1. Close it when done.
+// New starts a provider on 127.0.0.1 with a random port. Close it when
+// done.
 func New() *Provider {
+	return Start(nil)
+}
+
+// Start starts a provider on l, or on a random loopback port when l is
+// nil. Close it when done.
+func Start(l net.Listener) *Provider {
 	p := &Provider{
 		ClientID: "test-client", ClientSecret: "test-secret",
 		lifetime: time.Hour, rotate: true, slowDelay: 30 * time.Second,
 		prefix:  "tok",
-		refresh: map[string]bool{}, access: map[string]bool{}, successor: map[string]string{},
+		refresh: map[string]bool{}, access: map[string]time.Time{}, successor: map[string]string{},
 		codes: map[string]codeGrant{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", p.token)
 	mux.HandleFunc("/authorize", p.authorize)
 	mux.HandleFunc("/revoke", p.revoke)
-	p.Server = httptest.NewServer(mux)
+	mux.HandleFunc("/userinfo", p.userinfo)
+	if l == nil {
+		p.Server = httptest.NewServer(mux)
+		return p
+	}
+	p.Server = httptest.NewUnstartedServer(mux)
+	p.Server.Listener.Close()
+	p.Server.Listener = l
+	p.Server.Start()
 	return p
+}
+
+// userinfo answers 200 with {"sub": "dev-user"} for a bearer token the
+// provider issued and that has not expired, and 401 otherwise.
+func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	p.mu.Lock()
+	exp, issued := p.access[tok]
+	p.mu.Unlock()
+	if !ok || !issued || (!exp.IsZero() && time.Now().After(exp)) {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		oauthError(w, 401, "invalid_token", "unknown or expired access token")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintln(w, `{"sub":"dev-user"}`)
 }
 
 // SetDeny makes the authorization endpoint answer access_denied.
@@ -189,7 +225,12 @@ func (p *Provider) AcceptsRefresh(rt string) bool {
 }
 
 // Issued reports whether the provider issued access token at.
-func (p *Provider) Issued(at string) bool { p.mu.Lock(); defer p.mu.Unlock(); return p.access[at] }
+func (p *Provider) Issued(at string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.access[at]
+	return ok
+}
 
 // Revoke makes the provider reject refresh token rt from now on.
 func (p *Provider) Revoke(rt string) { p.mu.Lock(); delete(p.refresh, rt); p.mu.Unlock() }
@@ -200,7 +241,7 @@ func (p *Provider) RevokeAll() { p.mu.Lock(); p.refresh = map[string]bool{}; p.m
 func (p *Provider) newPairLocked() (string, string) {
 	a := p.prefix + "-at-" + random()
 	r := p.prefix + "-rt-" + random()
-	p.access[a], p.refresh[r] = true, true
+	p.access[a], p.refresh[r] = time.Now().Add(p.lifetime), true
 	return a, r
 }
 
@@ -272,10 +313,12 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	p.refreshes++
 	resp := map[string]any{"token_type": "Bearer", "scope": "read write"}
 	a := p.prefix + "-at-" + random()
-	p.access[a] = true
+	p.access[a] = time.Now().Add(p.lifetime)
 	resp["access_token"] = a
 	if mode != NoExpiry {
 		resp["expires_in"] = int(p.lifetime / time.Second)
+	} else {
+		p.access[a] = time.Time{}
 	}
 	if p.rotate {
 		// Using rt retires whatever rt was issued in exchange for.

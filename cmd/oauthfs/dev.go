@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/config"
+	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
+)
+
+// The dev mode's integrations.
+const (
+	devSignedIn  = "Demo"
+	devSignedOut = "Other"
+)
+
+func runDev(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dev", "[MOUNTPOINT]",
+		"Try oauthfs with no account anywhere: start a local OAuth 2.0 provider on\n"+
+			"127.0.0.1, a broker configured for it with two integrations, sign in to\n"+
+			"one ("+devSignedIn+") through the real authorization-code + PKCE flow, and\n"+
+			"mount at MOUNTPOINT (default ./oauth). Tokens expire quickly so that\n"+
+			"refresh-on-read shows. Ctrl-C unmounts and removes everything.", stderr)
+	lifetime := fs.Duration("token-lifetime", time.Minute, "lifetime of the provider's access tokens")
+	level := fs.String("log-level", envOr("OAUTHFS_LOG_LEVEL", "info"), "log `level`: debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return usageErrorf("dev takes at most one MOUNTPOINT")
+	}
+	if *lifetime < time.Second {
+		return usageErrorf("--token-lifetime must be at least 1s")
+	}
+	mountpoint := "oauth"
+	if fs.NArg() == 1 {
+		mountpoint = fs.Arg(0)
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	defer memguard.Purge()
+
+	unlock, err := devLock(mountpoint)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	created, err := devMountpoint(mountpoint)
+	if err != nil {
+		return err
+	}
+	if created {
+		defer os.Remove(mountpoint)
+	}
+	tmp, err := os.MkdirTemp("", "oauthfs-dev-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// The provider and the sign-in server on free loopback ports.
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	prov := localprovider.Start(pl)
+	defer prov.Close()
+	prov.SetLifetime(*lifetime)
+	prov.SetPrefix("dev")
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	defer web.Close()
+	secret := filepath.Join(tmp, "client.secret")
+	if err := os.WriteFile(secret, []byte(prov.ClientSecret), 0o600); err != nil {
+		return err
+	}
+	sock := filepath.Join(tmp, "broker.sock")
+	text := fmt.Sprintf("[broker]\nsocket = %q\nlisten = %q\ncallback_url = \"http://%s/callback\"\nstate_dir = \"\"\n",
+		sock, web.Addr(), web.Addr())
+	for _, n := range []string{devSignedIn, devSignedOut} {
+		text += fmt.Sprintf("\n[[integration]]\nname = %q\nclient_id = %q\nclient_secret_file = %q\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\nrevocation_url = \"%s/revoke\"\nscopes = [\"read\"]\n",
+			n, prov.ClientID, secret, prov.URL, prov.URL, prov.URL)
+	}
+	cfgFile := filepath.Join(tmp, "config.toml")
+	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
+		return err
+	}
+	cfg, err := config.Load(cfgFile)
+	if err != nil {
+		return err
+	}
+	br, err := broker.New(cfg, broker.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	l, err := broker.Listen(sock, 0o600, 0o700)
+	if err != nil {
+		return err
+	}
+	srv := &broker.Server{B: br, Owner: os.Getuid(), Log: log}
+	go srv.Serve(l)
+	defer srv.Close()
+	webSrv := &http.Server{Handler: br.SignInHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go webSrv.Serve(web)
+	defer webSrv.Close()
+
+	uid, gid := os.Getuid(), os.Getgid()
+	root := oafs.NewRoot(oafs.Options{Broker: broker.Session{B: br, UID: uid}, UID: uint32(uid), GID: uint32(gid),
+		Timeout: cfg.Broker.RequestTimeout + fuseSlack, Logger: log})
+	server, err := oafs.Mount(mountpoint, root, uint32(uid), uint32(gid))
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	defer func() {
+		select {
+		case <-done:
+		default:
+			unmount(log, server.Unmount, mountpoint, done)
+		}
+	}()
+
+	if err := devSignIn(br, uid); err != nil {
+		return fmt.Errorf("dev: the automatic sign-in to %s failed: %w", devSignedIn, err)
+	}
+	printDevGuide(stdout, mountpoint, prov.URL, sock, *lifetime)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case <-done:
+		log.Info("unmounted", "mountpoint", mountpoint)
+	case s := <-sigs:
+		log.Info("stopping", "signal", s.String())
+		unmount(log, server.Unmount, mountpoint, done)
+	}
+	fmt.Fprintln(stdout, "oauthfs dev: stopped and cleaned up.")
+	return nil
+}
+
+// devSignIn signs in to devSignedIn the way a browser would: the start
+// link, the provider's authorization endpoint (which approves at once),
+// the callback with code and state, the PKCE exchange.
+func devSignIn(br *broker.Broker, uid int) error {
+	si, err := br.StartSignIn(uid, devSignedIn)
+	if err != nil {
+		return err
+	}
+	jar, _ := cookiejar.New(nil)
+	resp, err := (&http.Client{Jar: jar, Timeout: 15 * time.Second}).Get(si.URL)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	st, err := br.WaitSignIn(ctx, uid, si.ID)
+	if err != nil {
+		return err
+	}
+	if st.Status != "signed_in" {
+		return fmt.Errorf("%s (HTTP %d)", st.Message, resp.StatusCode)
+	}
+	return nil
+}
+
+func printDevGuide(w io.Writer, mnt, provider, sock string, lifetime time.Duration) {
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+	tok := q(filepath.Join(mnt, "by-name", devSignedIn, "access_token"))
+	fmt.Fprintf(w, `oauthfs dev is running.
+
+  provider   %s (approves every sign-in; access tokens live %v)
+  mount      %s
+  signed in  %s (through the authorization-code + PKCE flow); %s is not
+
+Try, in another terminal:
+
+  ls -l %s
+  cat %s; echo
+  cat %s; echo
+  curl -H "Authorization: Bearer $(cat %s)" %s/userinfo
+  python3 -c 'import pathlib,sys; print(pathlib.Path(sys.argv[1]).read_text())' %s
+  cat %s               # Required key not available
+  jq -r '.[] | "\(.name): \(.status)"' %s
+
+  export OAUTHFS_BROKER=%s
+  oauthfs list
+  oauthfs login %s            # opens a sign-in link
+  oauthfs logout %s
+
+Read the token again after %v to see it refreshed on read.
+Press Ctrl-C to unmount and clean up.
+`, provider, lifetime, mnt, devSignedIn, devSignedOut,
+		q(mnt), tok, q(filepath.Join(mnt, "by-name", devSignedIn, "expiry")), tok, provider, tok,
+		q(filepath.Join(mnt, "by-name", devSignedOut, "access_token")), q(filepath.Join(mnt, "integrations.json")),
+		q(sock), devSignedOut, devSignedIn, lifetime*3/4)
+}
+
+// devMountpoint checks (or creates) the mount point: it must be an empty
+// directory that nothing is mounted on. It reports whether it created it.
+func devMountpoint(dir string) (bool, error) {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return false, fmt.Errorf("dev: create the mount point: %w", err)
+		}
+		return true, nil
+	}
+	if err := oafs.PrepareMountpoint(dir); err != nil {
+		return false, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("dev: %w", err)
+	}
+	if len(entries) > 0 {
+		return false, withHint(fmt.Errorf("dev: the mount point %s is not empty (%d entries): %w", dir, len(entries), oafs.ErrMountpoint),
+			"name an empty or new directory: oauthfs dev DIR")
+	}
+	return false, nil
+}
+
+// devLock makes sure one 'oauthfs dev' runs per user at a time.
+func devLock(mnt string) (func(), error) {
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	path := filepath.Join(dir, fmt.Sprintf("oauthfs-dev-%d.lock", os.Getuid()))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("dev: lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		who, _ := io.ReadAll(f)
+		f.Close()
+		return nil, withHint(fmt.Errorf("dev: another oauthfs dev is running (%s)", strings.TrimSpace(string(who))),
+			"stop it with Ctrl-C first; one runs per user at a time")
+	}
+	abs, _ := filepath.Abs(mnt)
+	f.Truncate(0)
+	f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+", mounted at "+abs+"\n"), 0)
+	return func() { f.Truncate(0); f.Close() }, nil
+}

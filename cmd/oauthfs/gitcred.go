@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+func runGitCredential(args []string, stdout, stderr io.Writer) error {
+	return gitCredential(args, os.Stdin, stdout, stderr)
+}
+
+// gitCredential is a git credential helper (gitcredentials(7)): for "get"
+// it answers with the integration's access token as the password,
+// refreshed on read; "store" and "erase" are accepted and ignored, since
+// the broker owns the tokens.
+func gitCredential(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("git-credential", "[--username NAME] NAME|GUID get|store|erase",
+		"A git credential helper that answers with the integration's token:\n"+
+			"  git config --global credential.https://github.com.helper '!oauthfs git-credential GitHub'\n"+
+			"git appends the action (get, store or erase) and talks on stdin and stdout.", stderr)
+	sock, cfg := socketFlags(fs)
+	username := fs.String("username", "oauth2", "the `username` to send with the token (GitHub and GitLab accept oauth2; Bitbucket wants x-token-auth)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return usageErrorf("git-credential takes NAME|GUID and an action (get, store or erase), got %d arguments", fs.NArg())
+	}
+	id, action := fs.Arg(0), fs.Arg(1)
+	// Read git's description of the request (key=value lines up to a
+	// blank line) whatever the action, so git never blocks writing it.
+	attrs := map[string]string{}
+	sc := bufio.NewScanner(stdin)
+	for sc.Scan() && sc.Text() != "" {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			attrs[k] = v
+		}
+	}
+	switch action {
+	case "store", "erase":
+		return nil
+	case "get":
+	default:
+		return usageErrorf("git-credential: unknown action %q (want get, store or erase)", action)
+	}
+	c, ctx, cancel, err := dial(*sock, *cfg)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	t, err := c.Token(ctx, id)
+	if err != nil {
+		return explain(err, id)
+	}
+	buf, err := t.Open()
+	if err != nil {
+		return err
+	}
+	defer buf.Destroy()
+	var b strings.Builder
+	if p := attrs["protocol"]; p != "" {
+		fmt.Fprintf(&b, "protocol=%s\n", p)
+	}
+	if h := attrs["host"]; h != "" {
+		fmt.Fprintf(&b, "host=%s\n", h)
+	}
+	fmt.Fprintf(&b, "username=%s\n", *username)
+	if exp := t.Expiry(); !exp.IsZero() {
+		fmt.Fprintf(&b, "password_expiry_utc=%d\n", exp.Unix())
+	}
+	// The token goes straight from the locked buffer to git.
+	if _, err := io.WriteString(stdout, b.String()+"password="); err != nil {
+		return err
+	}
+	if _, err := stdout.Write(buf.Bytes()); err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, "\n\n")
+	return err
+}
