@@ -118,7 +118,7 @@ var (
 func (r *rootDir) OnAdd(ctx context.Context) {
 	r.AddChild("by-name", r.NewPersistentInode(ctx, &byNameDir{t: r.t},
 		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino("dir", "by-name")}), false)
-	r.AddChild("integrations.json", r.NewPersistentInode(ctx, &indexFile{t: r.t},
+	r.AddChild("integrations.json", r.NewPersistentInode(ctx, indexFile(r.t),
 		gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino("file", "integrations.json")}), false)
 }
 
@@ -266,7 +266,7 @@ func (d *integrationDir) OnAdd(ctx context.Context) {
 	src := tokenSource{t: d.t, guid: d.guid}
 	add("access_token", &tokenFile{tokenSource: src})
 	add("expiry", &expiryFile{tokenSource: src})
-	add("meta.json", &metaFile{t: d.t, guid: d.guid})
+	add("meta.json", metaFile(d.t, d.guid))
 }
 
 func (d *integrationDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -408,79 +408,53 @@ func (h bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	return fuse.ReadResultData(h[off:end]), 0
 }
 
-// metaFile is <guid>/meta.json. It never triggers a refresh.
-type metaFile struct {
+// jsonFile is a JSON document about the integrations: <guid>/meta.json or
+// integrations.json. It never causes a refresh or a network call. Each
+// open snapshots the document.
+type jsonFile struct {
 	gofs.Inode
 	t    *tree
-	guid string
+	name string                                 // for logs
+	doc  func(ctx context.Context) (any, error) // what the file shows now
 }
 
 var (
-	_ = (gofs.NodeOpener)((*metaFile)(nil))    // snapshot of the JSON
-	_ = (gofs.NodeGetattrer)((*metaFile)(nil)) // its exact size
+	_ = (gofs.NodeOpener)((*jsonFile)(nil))    // snapshot of the JSON
+	_ = (gofs.NodeGetattrer)((*jsonFile)(nil)) // its exact size
 )
 
-func (f *metaFile) content(ctx context.Context, op string) ([]byte, syscall.Errno) {
-	var b []byte
-	e := f.t.call(ctx, op, f.guid+"/meta.json", func(ctx context.Context) error {
-		in, err := f.t.Broker.Integration(ctx, f.guid)
-		if err != nil {
-			return err
-		}
-		b, err = marshal(in)
-		return err
-	})
-	return b, e
+// metaFile returns the node of <guid>/meta.json.
+func metaFile(t *tree, guid string) *jsonFile {
+	return &jsonFile{t: t, name: guid + "/meta.json", doc: func(ctx context.Context) (any, error) {
+		return t.Broker.Integration(ctx, guid)
+	}}
 }
 
-func (f *metaFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	b, e := f.content(ctx, "getattr")
-	if e != 0 {
-		return e
-	}
-	f.t.attr(&out.Attr, fileMode, len(b), time.Time{})
-	return 0
-}
-
-func (f *metaFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EROFS
-	}
-	b, e := f.content(ctx, "open")
-	if e != 0 {
-		return nil, 0, e
-	}
-	return bytesHandle(b), fuse.FOPEN_DIRECT_IO, 0
-}
-
-// indexFile is integrations.json. It never triggers a refresh.
-type indexFile struct {
-	gofs.Inode
-	t *tree
-}
-
-var (
-	_ = (gofs.NodeOpener)((*indexFile)(nil))    // snapshot of the JSON
-	_ = (gofs.NodeGetattrer)((*indexFile)(nil)) // its exact size
-)
-
-func (f *indexFile) content(ctx context.Context, op string) ([]byte, syscall.Errno) {
-	var b []byte
-	e := f.t.call(ctx, op, "integrations.json", func(ctx context.Context) error {
-		list, err := f.t.Broker.Integrations(ctx)
-		if err != nil {
-			return err
-		}
+// indexFile returns the node of integrations.json.
+func indexFile(t *tree) *jsonFile {
+	return &jsonFile{t: t, name: "integrations.json", doc: func(ctx context.Context) (any, error) {
+		list, err := t.Broker.Integrations(ctx)
 		if list == nil {
 			list = []api.Integration{}
 		}
-		b, err = marshal(list)
+		return list, err
+	}}
+}
+
+func (f *jsonFile) content(ctx context.Context, op string) ([]byte, syscall.Errno) {
+	var b []byte
+	e := f.t.call(ctx, op, f.name, func(ctx context.Context) error {
+		v, err := f.doc(ctx)
+		if err != nil {
+			return err
+		}
+		b, err = marshal(v)
 		return err
 	})
 	return b, e
 }
 
-func (f *indexFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (f *jsonFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	b, e := f.content(ctx, "getattr")
 	if e != 0 {
 		return e
@@ -489,7 +463,7 @@ func (f *indexFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.At
 	return 0
 }
 
-func (f *indexFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *jsonFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EROFS
 	}

@@ -123,36 +123,47 @@ type proc struct {
 func (e *cliEnv) startMount(t *testing.T, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"mount", "--config", e.cfg, "--log-level", "debug"}, extra...)
-	p := &proc{cmd: exec.Command(binary, append(args, e.mnt)...), stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
+	return startProc(t, exec.Command(binary, append(args, e.mnt)...), syscall.SIGTERM, e.mnt, func(*proc) bool {
+		_, err := os.Stat(filepath.Join(e.mnt, "integrations.json"))
+		return err == nil
+	})
+}
+
+// startProc starts cmd, and waits until ready holds, failing the test if
+// cmd exits first. When the test ends it stops cmd with stop (killing it
+// after 10 s) and detaches mnt, if given, in case it was left mounted.
+func startProc(t *testing.T, cmd *exec.Cmd, stop os.Signal, mnt string, ready func(*proc) bool) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	if cmd.Stderr == nil {
+		cmd.Stderr = p.stderr
+	} else if sb, ok := cmd.Stderr.(*syncBuffer); ok {
+		p.stderr = sb
+	}
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Process.Signal(stop)
 		select {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
+			cmd.Process.Kill()
 		}
-		syscall.Unmount(e.mnt, syscall.MNT_DETACH) // only if it was left behind
+		if mnt != "" {
+			syscall.Unmount(mnt, syscall.MNT_DETACH) // only if it was left behind
+		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(e.mnt, "integrations.json")); err == nil {
-			return p
-		}
+	waitFor(t, func() bool {
 		select {
 		case <-p.done:
-			t.Fatalf("oauthfs mount exited early: %v\n%s", p.err, p.stderr)
+			t.Fatalf("%s exited early: %v\n%s", strings.Join(cmd.Args, " "), p.err, p.stderr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("oauthfs mount not ready after 20s:\n%s", p.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return ready(p)
+	})
+	return p
 }
 
 // oauthfs runs a client command and returns stdout, stderr and exit code.

@@ -33,7 +33,6 @@ type clientStack struct {
 	c      *client.Cached
 	dir    string
 	guid   string
-	cfg    string
 }
 
 func configText(p *localprovider.Provider, names ...string) string {

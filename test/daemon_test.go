@@ -49,58 +49,15 @@ func (d *daemonEnv) writeConfig(t *testing.T, names ...string) {
 // startBroker runs 'oauthfs broker' and waits until its socket answers.
 func (d *daemonEnv) startBroker(t *testing.T) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, "broker", "--config", d.cfg, "--log-level", "debug"), stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-		}
-	})
-	waitFor(t, func() bool {
-		select {
-		case <-p.done:
-			t.Fatalf("broker exited: %v\n%s", p.err, p.stderr)
-		default:
-		}
-		return strings.Contains(p.stderr.String(), "broker listening")
-	})
-	return p
+	return startProc(t, exec.Command(binary, "broker", "--config", d.cfg, "--log-level", "debug"), syscall.SIGTERM, "",
+		func(p *proc) bool { return strings.Contains(p.stderr.String(), "broker listening") })
 }
 
 // startClientMount runs 'oauthfs mount --broker' and waits for the mount.
 func (d *daemonEnv) startClientMount(t *testing.T) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, "mount", "--broker", d.socket, "--log-level", "debug", d.mnt), stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-		}
-		syscall.Unmount(d.mnt, syscall.MNT_DETACH)
-	})
-	waitFor(t, func() bool {
-		select {
-		case <-p.done:
-			t.Fatalf("mount exited: %v\n%s", p.err, p.stderr)
-		default:
-		}
-		return isMounted(d.mnt)
-	})
-	return p
+	return startProc(t, exec.Command(binary, "mount", "--broker", d.socket, "--log-level", "debug", d.mnt), syscall.SIGTERM, d.mnt,
+		func(*proc) bool { return isMounted(d.mnt) })
 }
 
 func (d *daemonEnv) readToken(name string) (string, error) {

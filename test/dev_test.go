@@ -38,30 +38,9 @@ func startDev(t *testing.T, runtimeDir, mnt string, args ...string) *devRun {
 	t.Helper()
 	fusetest.Require(t)
 	d := &devRun{mnt: mnt, stdout: &syncBuffer{}, env: append(os.Environ(), "XDG_RUNTIME_DIR="+runtimeDir)}
-	d.proc = &proc{cmd: exec.Command(binary, append(append([]string{"dev"}, args...), mnt)...), stderr: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd.Env = d.env
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.err = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-d.done:
-		case <-time.After(10 * time.Second):
-			d.cmd.Process.Kill()
-		}
-		syscall.Unmount(mnt, syscall.MNT_DETACH)
-	})
-	waitFor(t, func() bool {
-		select {
-		case <-d.done:
-			t.Fatalf("oauthfs dev exited: %v\n%s\n%s", d.err, d.stdout, d.stderr)
-		default:
-		}
-		return strings.Contains(d.stdout.String(), "Press Ctrl-C")
-	})
+	cmd := exec.Command(binary, append(append([]string{"dev"}, args...), mnt)...)
+	cmd.Env, cmd.Stdout = d.env, d.stdout
+	d.proc = startProc(t, cmd, syscall.SIGINT, mnt, func(*proc) bool { return strings.Contains(d.stdout.String(), "Press Ctrl-C") })
 	out := d.stdout.String()
 	d.provider = providerRE.FindStringSubmatch(out)[1]
 	d.socket = socketRE.FindStringSubmatch(out)[1]

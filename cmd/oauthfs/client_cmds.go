@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,6 +33,21 @@ func dial(flagSock, flagCfg string) (*client.Client, context.Context, context.Ca
 	return client.New(sock, clientTimeout), ctx, cancel, nil
 }
 
+// dialFor parses the arguments of a command that takes one NAME|GUID,
+// then dials the broker that its --broker and --config flags (sock and
+// cfg, read after parsing) lead to.
+func dialFor(fs *flag.FlagSet, args []string, sock, cfg *string) (string, *client.Client, context.Context, context.CancelFunc, error) {
+	if err := parse(fs, args); err != nil {
+		return "", nil, nil, nil, err
+	}
+	id, err := oneArg(fs, "NAME or GUID")
+	if err != nil {
+		return "", nil, nil, nil, err
+	}
+	c, ctx, cancel, err := dial(*sock, *cfg)
+	return id, c, ctx, cancel, err
+}
+
 // explain adds the hint a user needs for a broker error about id.
 func explain(err error, id string) error {
 	switch {
@@ -50,14 +66,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 		"Print a valid access token for the integration, with no newline. The\n"+
 			"broker refreshes it first when it is expired or about to expire.", stderr)
 	sock, cfg := socketFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	id, err := oneArg(fs, "NAME or GUID")
-	if err != nil {
-		return err
-	}
-	c, ctx, cancel, err := dial(*sock, *cfg)
+	id, c, ctx, cancel, err := dialFor(fs, args, sock, cfg)
 	if err != nil {
 		return err
 	}
@@ -152,14 +161,7 @@ func runLogout(args []string, stdout, stderr io.Writer) error {
 			"revoke them at the provider when revocation_url is configured. Every\n"+
 			"mount sees ENOKEY at the next open of its access_token.", stderr)
 	sock, cfg := socketFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	id, err := oneArg(fs, "NAME or GUID")
-	if err != nil {
-		return err
-	}
-	c, ctx, cancel, err := dial(*sock, *cfg)
+	id, c, ctx, cancel, err := dialFor(fs, args, sock, cfg)
 	if err != nil {
 		return err
 	}

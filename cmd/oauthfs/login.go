@@ -20,14 +20,7 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 	sock, cfg := socketFlags(fs)
 	noBrowser := fs.Bool("no-browser", false, "only print the link; open it yourself")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this `duration`")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	id, err := oneArg(fs, "NAME or GUID")
-	if err != nil {
-		return err
-	}
-	c, ctx, cancel, err := dial(*sock, *cfg)
+	id, c, ctx, cancel, err := dialFor(fs, args, sock, cfg)
 	if err != nil {
 		return err
 	}
