@@ -80,6 +80,24 @@ func (t *tree) attr(out *fuse.Attr, mode uint32, size int, mtime time.Time) {
 	out.Nlink = 1
 }
 
+// integrations lists the integrations for a readdir of dir.
+func (t *tree) integrations(ctx context.Context, dir string) ([]api.Integration, syscall.Errno) {
+	var list []api.Integration
+	e := t.call(ctx, "readdir", dir, func(ctx context.Context) (err error) {
+		list, err = t.Broker.Integrations(ctx)
+		return err
+	})
+	return list, e
+}
+
+// dirAttr fills the attributes of a directory, which the kernel may cache
+// for dirTimeout.
+func (t *tree) dirAttr(out *fuse.AttrOut) syscall.Errno {
+	t.attr(&out.Attr, dirMode, 0, time.Time{})
+	out.SetTimeout(dirTimeout)
+	return 0
+}
+
 // ino gives stable inode numbers, so that the same name keeps its inode
 // across lookups.
 func ino(kind, key string) uint64 {
@@ -123,9 +141,7 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 }
 
 func (r *rootDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	r.t.attr(&out.Attr, dirMode, 0, time.Time{})
-	out.SetTimeout(dirTimeout)
-	return 0
+	return r.t.dirAttr(out)
 }
 
 func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -148,11 +164,8 @@ func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (r *rootDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	var list []api.Integration
-	if e := r.t.call(ctx, "readdir", "/", func(ctx context.Context) (err error) {
-		list, err = r.t.Broker.Integrations(ctx)
-		return err
-	}); e != 0 {
+	list, e := r.t.integrations(ctx, "/")
+	if e != 0 {
 		return nil, e
 	}
 	entries := []fuse.DirEntry{
@@ -189,9 +202,7 @@ var (
 )
 
 func (d *byNameDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.t.attr(&out.Attr, dirMode, 0, time.Time{})
-	out.SetTimeout(dirTimeout)
-	return 0
+	return d.t.dirAttr(out)
 }
 
 func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -210,11 +221,8 @@ func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 }
 
 func (d *byNameDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	var list []api.Integration
-	if e := d.t.call(ctx, "readdir", "by-name", func(ctx context.Context) (err error) {
-		list, err = d.t.Broker.Integrations(ctx)
-		return err
-	}); e != 0 {
+	list, e := d.t.integrations(ctx, "by-name")
+	if e != 0 {
 		return nil, e
 	}
 	entries := make([]fuse.DirEntry, 0, len(list))
@@ -270,9 +278,7 @@ func (d *integrationDir) OnAdd(ctx context.Context) {
 }
 
 func (d *integrationDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.t.attr(&out.Attr, dirMode, 0, time.Time{})
-	out.SetTimeout(dirTimeout)
-	return 0
+	return d.t.dirAttr(out)
 }
 
 func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
