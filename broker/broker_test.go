@@ -1,47 +1,28 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 const uid = 1000
 
-// clock is a movable clock for the broker's Now seam.
-type clock struct{ off atomic.Int64 }
-
-func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
-
 type fixture struct {
 	b     *Broker
 	p     *localprovider.Provider
-	clock *clock
-	logs  *syncBuffer
+	clock *testutil.Clock
+	logs  *testutil.SyncBuffer
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newFixture(t *testing.T, timeout time.Duration) *fixture {
 	t.Helper()
@@ -63,9 +44,9 @@ scopes = ["read"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{p: p, clock: &clock{}, logs: &syncBuffer{}}
+	f := &fixture{p: p, clock: &testutil.Clock{}, logs: &testutil.SyncBuffer{}}
 	f.b, err = New(cfg, Options{
-		Now:    f.clock.now,
+		Now:    f.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -127,7 +108,7 @@ func TestMargin(t *testing.T) {
 			f := newFixture(t, time.Second)
 			f.p.SetLifetime(tc.lifetime)
 			first, _ := f.signIn(t)
-			f.clock.advance(tc.advance)
+			f.clock.Advance(tc.advance)
 			tok, err := f.b.Token(context.Background(), uid, "Test")
 			if err != nil {
 				t.Fatal(err)
@@ -146,7 +127,7 @@ func TestMargin(t *testing.T) {
 func TestConcurrentReadersShareOneRefresh(t *testing.T) {
 	f := newFixture(t, 5*time.Second)
 	f.signIn(t)
-	f.clock.advance(2 * time.Hour)
+	f.clock.Advance(2 * time.Hour)
 	var wg sync.WaitGroup
 	got := make([]string, 200)
 	for i := range got {
@@ -179,7 +160,7 @@ func TestRotation(t *testing.T) {
 			f.p.SetRotate(rotate)
 			_, rt := f.signIn(t)
 			for i := 0; i < 3; i++ {
-				f.clock.advance(2 * time.Hour)
+				f.clock.Advance(2 * time.Hour)
 				if _, err := f.b.Token(context.Background(), uid, "Test"); err != nil {
 					t.Fatalf("refresh %d: %v", i, err)
 				}
@@ -224,7 +205,7 @@ func TestFailures(t *testing.T) {
 			// Inside the margin but not expired: a transient failure
 			// serves the cached token; invalid_grant does not.
 			f.p.SetMode(tc.mode)
-			f.clock.advance(58 * time.Minute)
+			f.clock.Advance(58 * time.Minute)
 			start := time.Now()
 			tok, err := f.b.Token(context.Background(), uid, "Test")
 			if el := time.Since(start); el > tc.timeout+5*time.Second {
@@ -243,7 +224,7 @@ func TestFailures(t *testing.T) {
 			}
 
 			// Expired: the error is the sentinel.
-			f.clock.advance(time.Hour)
+			f.clock.Advance(time.Hour)
 			if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Errorf("Token after expiry = %v; want %v mentioning %q", err, tc.wantErr, tc.wantMsg)
 			}
@@ -252,7 +233,7 @@ func TestFailures(t *testing.T) {
 			// back and the backoff has passed, the stored refresh token
 			// still works.
 			f.p.SetMode(localprovider.OK)
-			f.clock.advance(retryMax)
+			f.clock.Advance(retryMax)
 			tok, err = f.b.Token(context.Background(), uid, "Test")
 			if tc.wantErr == api.ErrExpired {
 				if !errors.Is(err, api.ErrExpired) {
@@ -276,11 +257,11 @@ func TestNoRefreshToken(t *testing.T) {
 	if err := f.b.Put(uid, "Test", Credentials{AccessToken: []byte(a), Expiry: exp}); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.advance(58 * time.Minute)
+	f.clock.Advance(58 * time.Minute)
 	if tok, err := f.b.Token(context.Background(), uid, "Test"); err != nil || read(t, tok) != a {
 		t.Errorf("Token inside margin = %v; want the cached token", err)
 	}
-	f.clock.advance(time.Hour)
+	f.clock.Advance(time.Hour)
 	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrExpired) {
 		t.Errorf("Token after expiry = %v; want ErrExpired", err)
 	}
@@ -293,7 +274,7 @@ func TestNoExpiry(t *testing.T) {
 	f := newFixture(t, time.Second)
 	a, _, _ := f.p.Grant()
 	f.b.Put(uid, "Test", Credentials{AccessToken: []byte(a)})
-	f.clock.advance(100 * 24 * time.Hour)
+	f.clock.Advance(100 * 24 * time.Hour)
 	tok, err := f.b.Token(context.Background(), uid, "Test")
 	if err != nil || read(t, tok) != a || !tok.Expiry().IsZero() {
 		t.Errorf("Token = %v; want the never-expiring token", err)
@@ -308,7 +289,7 @@ func TestCallerCancelDoesNotCancelRefresh(t *testing.T) {
 	f.signIn(t)
 	f.p.SetMode(localprovider.Slow)
 	f.p.SetSlowDelay(300 * time.Millisecond)
-	f.clock.advance(2 * time.Hour)
+	f.clock.Advance(2 * time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := f.b.Token(ctx, uid, "Test"); !errors.Is(err, context.DeadlineExceeded) {
@@ -326,7 +307,7 @@ func TestSignOutDuringRefresh(t *testing.T) {
 	f.signIn(t)
 	f.p.SetMode(localprovider.Slow)
 	f.p.SetSlowDelay(200 * time.Millisecond)
-	f.clock.advance(2 * time.Hour)
+	f.clock.Advance(2 * time.Hour)
 	errc := make(chan error)
 	go func() { _, err := f.b.Token(context.Background(), uid, "Test"); errc <- err }()
 	for f.p.Requests() == 0 {
@@ -357,7 +338,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	f.signIn(t)
 	for _, m := range []localprovider.Mode{localprovider.OK, localprovider.ServerError, localprovider.Slow, localprovider.InvalidGrant} {
 		f.p.SetMode(m)
-		f.clock.advance(2 * time.Hour)
+		f.clock.Advance(2 * time.Hour)
 		f.b.Token(context.Background(), uid, "Test")
 	}
 	logs := f.logs.String()
@@ -376,7 +357,7 @@ func TestBackoffAfterTransientFailure(t *testing.T) {
 	f.p.SetLifetime(20 * time.Second) // margin: a quarter, 5 s
 	first, _ := f.signIn(t)
 	f.p.SetMode(localprovider.ServerError)
-	f.clock.advance(16 * time.Second) // inside the margin, still valid
+	f.clock.Advance(16 * time.Second) // inside the margin, still valid
 	for i := 0; i < 5; i++ {
 		tok, err := f.b.Token(context.Background(), uid, "Test")
 		if err != nil || read(t, tok) != first {
@@ -386,7 +367,7 @@ func TestBackoffAfterTransientFailure(t *testing.T) {
 	if n := f.p.Requests(); n < 1 || n > 2 { // x/oauth2 may probe two auth styles once
 		t.Errorf("requests during backoff = %d; want one attempt", n)
 	}
-	f.clock.advance(4500 * time.Millisecond) // expired, still backing off (5 s)
+	f.clock.Advance(4500 * time.Millisecond) // expired, still backing off (5 s)
 	before := f.p.Requests()
 	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
 		t.Errorf("Token while backing off = %v; want ErrUnavailable with the last error", err)
@@ -395,7 +376,7 @@ func TestBackoffAfterTransientFailure(t *testing.T) {
 		t.Errorf("a request was made during the backoff")
 	}
 	f.p.SetMode(localprovider.OK)
-	f.clock.advance(retryMax)
+	f.clock.Advance(retryMax)
 	if tok, err := f.b.Token(context.Background(), uid, "Test"); err != nil || !f.p.Issued(read(t, tok)) {
 		t.Errorf("Token after the backoff = %v; want a fresh token", err)
 	}

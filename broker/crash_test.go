@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 // crashKills is how many times TestCrashDuringRefreshes kills the broker.
@@ -112,10 +112,10 @@ func TestCrashHelper(t *testing.T) {
 		fmt.Printf("FAIL: start: %v\n", err)
 		os.Exit(1)
 	}
-	var off atomic.Int64
-	b.now = func() time.Time { return time.Now().Add(time.Duration(off.Load())) }
+	var clk testutil.Clock
+	b.now = clk.Now
 	for i := 0; ; i++ {
-		off.Add(int64(2 * time.Hour)) // every Token call must refresh
+		clk.Advance(2 * time.Hour) // every Token call must refresh
 		if _, err := b.Token(context.Background(), uid, "Test"); err != nil {
 			fmt.Printf("FAIL: refresh %d: %v\n", i, err)
 			os.Exit(1)

@@ -20,19 +20,20 @@ import (
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 type signinFixture struct {
 	b    *Broker
 	p    *localprovider.Provider
 	web  *httptest.Server
-	off  atomic.Int64
-	logs *syncBuffer
+	clk  testutil.Clock
+	logs *testutil.SyncBuffer
 }
 
 func newSigninFixture(t *testing.T) *signinFixture {
 	t.Helper()
-	f := &signinFixture{p: localprovider.New(), logs: &syncBuffer{}}
+	f := &signinFixture{p: localprovider.New(), logs: &testutil.SyncBuffer{}}
 	t.Cleanup(f.p.Close)
 	var handler atomic.Value
 	f.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +60,7 @@ auth_params = { access_type = "offline", prompt = "consent" }
 		t.Fatal(err)
 	}
 	f.b, err = New(cfg, Options{
-		Now:    func() time.Time { return time.Now().Add(time.Duration(f.off.Load())) },
+		Now:    f.clk.Now,
 		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -209,7 +210,7 @@ func TestSignInRefusals(t *testing.T) {
 		}, 403, "started in another browser", "signed_in"},
 		{"expired", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
 			br, cb, si := f.startTo(t, uid)
-			f.off.Add(int64(SignInLifetime + time.Minute))
+			f.clk.Advance(SignInLifetime + time.Minute)
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 400, "expired", "failed"},

@@ -305,6 +305,23 @@ func (s tokenSource) token(ctx context.Context, op string) (*api.Token, syscall.
 	return tok, e
 }
 
+// open is the open of a token-backed file: read-only, refresh-on-read.
+func (s tokenSource) open(ctx context.Context, flags uint32) (*api.Token, syscall.Errno) {
+	if e := readOnly(flags); e != 0 {
+		return nil, e
+	}
+	return s.token(ctx, "open")
+}
+
+// readOnly refuses opens for writing. The "ro" mount option makes the
+// kernel refuse them first; this is the filesystem's own word on it.
+func readOnly(flags uint32) syscall.Errno {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return syscall.EROFS
+	}
+	return 0
+}
+
 // stat fills the attributes of a token-backed file whose content for tok
 // is size(tok) bytes long. Open handles are ignored on purpose: go-fuse
 // passes some open handle even for a path stat, and stat must describe
@@ -341,10 +358,7 @@ func (f *tokenFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.At
 }
 
 func (f *tokenFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EROFS
-	}
-	tok, e := f.token(ctx, "open")
+	tok, e := f.open(ctx, flags)
 	if e != 0 {
 		return nil, 0, e
 	}
@@ -387,10 +401,7 @@ func (f *expiryFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.A
 }
 
 func (f *expiryFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EROFS
-	}
-	tok, e := f.token(ctx, "open")
+	tok, e := f.open(ctx, flags)
 	if e != 0 {
 		return nil, 0, e
 	}
@@ -470,8 +481,8 @@ func (f *jsonFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 }
 
 func (f *jsonFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EROFS
+	if e := readOnly(flags); e != 0 {
+		return nil, 0, e
 	}
 	b, e := f.content(ctx, "open")
 	if e != 0 {

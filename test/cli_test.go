@@ -20,6 +20,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 // binary is the oauthfs binary under test, built once by TestMain.
@@ -114,7 +115,7 @@ func freeAddr(t *testing.T) string {
 // err is set.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -134,10 +135,10 @@ func (e *cliEnv) startMount(t *testing.T, extra ...string) *proc {
 // after 10 s) and detaches mnt, if given, in case it was left mounted.
 func startProc(t *testing.T, cmd *exec.Cmd, stop os.Signal, mnt string, ready func(*proc) bool) *proc {
 	t.Helper()
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	if cmd.Stderr == nil {
 		cmd.Stderr = p.stderr
-	} else if sb, ok := cmd.Stderr.(*syncBuffer); ok {
+	} else if sb, ok := cmd.Stderr.(*testutil.SyncBuffer); ok {
 		p.stderr = sb
 	}
 	if err := cmd.Start(); err != nil {

@@ -18,13 +18,14 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 // devRun is a running 'oauthfs dev'.
 type devRun struct {
 	*proc
 	mnt, provider, socket string
-	stdout                *syncBuffer
+	stdout                *testutil.SyncBuffer
 	env                   []string
 }
 
@@ -37,7 +38,7 @@ var (
 func startDev(t *testing.T, runtimeDir, mnt string, args ...string) *devRun {
 	t.Helper()
 	fusetest.Require(t)
-	d := &devRun{mnt: mnt, stdout: &syncBuffer{}, env: append(os.Environ(), "XDG_RUNTIME_DIR="+runtimeDir)}
+	d := &devRun{mnt: mnt, stdout: &testutil.SyncBuffer{}, env: append(os.Environ(), "XDG_RUNTIME_DIR="+runtimeDir)}
 	cmd := exec.Command(binary, append(append([]string{"dev"}, args...), mnt)...)
 	cmd.Env, cmd.Stdout = d.env, d.stdout
 	d.proc = startProc(t, cmd, syscall.SIGINT, mnt, func(*proc) bool { return strings.Contains(d.stdout.String(), "Press Ctrl-C") })

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 // stack is a broker with one integration ("Test") on a test provider,
@@ -30,26 +29,9 @@ type stack struct {
 	b     *broker.Broker
 	p     *localprovider.Provider
 	guid  string
-	clock *clock
-	logs  *syncBuffer
+	clock *testutil.Clock
+	logs  *testutil.SyncBuffer
 }
-
-type clock struct{ off atomic.Int64 }
-
-func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newStack(t *testing.T, timeout time.Duration) *stack {
 	t.Helper()
@@ -77,9 +59,9 @@ token_url = "%s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{p: p, clock: &clock{}, logs: &syncBuffer{}, guid: cfg.Integrations[0].GUID.String()}
+	s := &stack{p: p, clock: &testutil.Clock{}, logs: &testutil.SyncBuffer{}, guid: cfg.Integrations[0].GUID.String()}
 	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s.b, err = broker.New(cfg, broker.Options{Now: s.clock.now, Logger: log})
+	s.b, err = broker.New(cfg, broker.Options{Now: s.clock.Now, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +103,7 @@ func TestRefreshOnRead(t *testing.T) {
 	if err != nil || string(got) != first {
 		t.Fatalf("read = %q, %v; want the stored token", got, err)
 	}
-	s.clock.advance(2 * time.Hour)
+	s.clock.Advance(2 * time.Hour)
 	out, err := exec.Command("cat", filepath.Join(s.dir, "by-name", "Test", "access_token")).Output()
 	if err != nil || string(out) == first || !s.p.Issued(string(out)) {
 		t.Fatalf("cat after expiry = %q, %v; want a new token from the provider", out, err)
@@ -143,7 +125,7 @@ func TestConcurrentReadersAtExpiry(t *testing.T) {
 	s.signIn(t)
 	s.p.SetSlowDelay(100 * time.Millisecond) // keep the refresh in flight while readers pile up
 	s.p.SetMode(localprovider.Slow)
-	s.clock.advance(2 * time.Hour)
+	s.clock.Advance(2 * time.Hour)
 	const readers = 200
 	var wg sync.WaitGroup
 	results := make([]string, readers)
@@ -200,7 +182,7 @@ func TestErrnoTable(t *testing.T) {
 			} else {
 				s.p.SetMode(tc.mode)
 			}
-			s.clock.advance(tc.advance)
+			s.clock.Advance(tc.advance)
 			got, err := os.ReadFile(s.path("access_token"))
 			if tc.want == 0 {
 				if err != nil || string(got) != first {
@@ -224,7 +206,7 @@ func TestReadNeverHangsPastTimeout(t *testing.T) {
 	s := newStack(t, 500*time.Millisecond)
 	s.signIn(t)
 	s.p.SetMode(localprovider.Slow) // 30 s
-	s.clock.advance(2 * time.Hour)
+	s.clock.Advance(2 * time.Hour)
 	start := time.Now()
 	_, err := os.ReadFile(s.path("access_token"))
 	if el := time.Since(start); !errors.Is(err, syscall.EIO) || el > 5*time.Second {
@@ -235,16 +217,16 @@ func TestReadNeverHangsPastTimeout(t *testing.T) {
 func TestTransientFailureLosesNothing(t *testing.T) {
 	s := newStack(t, 500*time.Millisecond)
 	s.signIn(t)
-	s.clock.advance(2 * time.Hour)
+	s.clock.Advance(2 * time.Hour)
 	for _, m := range []localprovider.Mode{localprovider.ServerError, localprovider.HTML, localprovider.Truncated, localprovider.Huge} {
 		s.p.SetMode(m)
-		s.clock.advance(time.Minute) // past the backoff, so each mode is tried
+		s.clock.Advance(time.Minute) // past the backoff, so each mode is tried
 		if _, err := os.ReadFile(s.path("access_token")); !errors.Is(err, syscall.EIO) {
 			t.Errorf("mode %d: read = %v; want EIO", m, err)
 		}
 	}
 	s.p.SetMode(localprovider.OK)
-	s.clock.advance(time.Minute) // past the backoff
+	s.clock.Advance(time.Minute) // past the backoff
 	got, err := os.ReadFile(s.path("access_token"))
 	if err != nil || !s.p.Issued(string(got)) {
 		t.Errorf("after recovery: %q, %v; want a fresh token", got, err)
@@ -274,7 +256,7 @@ func TestLogsHoldNoSecretsThroughTheMount(t *testing.T) {
 	s.signIn(t)
 	for _, m := range []localprovider.Mode{localprovider.OK, localprovider.ServerError, localprovider.Truncated, localprovider.Slow, localprovider.InvalidGrant} {
 		s.p.SetMode(m)
-		s.clock.advance(2 * time.Hour)
+		s.clock.Advance(2 * time.Hour)
 		os.ReadFile(s.path("access_token"))
 		os.ReadFile(s.path("meta.json"))
 		os.ReadFile(filepath.Join(s.dir, "integrations.json"))

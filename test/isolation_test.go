@@ -21,6 +21,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 // unixUser is a throwaway account made for one test.
@@ -113,7 +114,7 @@ func TestIsolationBetweenUsers(t *testing.T) {
 			os.Mkdir(mnt, 0o700)
 			os.Chown(mnt, u.uid, u.gid)
 			cmd := u.as(context.Background(), bin, "mount", "--broker", d.socket, mnt)
-			stderr := &syncBuffer{}
+			stderr := &testutil.SyncBuffer{}
 			cmd.Stderr = stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 const oidcSecret = "CANARY-oidc-client-secret-5e1d"
@@ -53,7 +54,7 @@ func startOIDC(t *testing.T, redirect string) *oidcServer {
 	cmd.Dir = "oidc"
 	cmd.Env = append(os.Environ(), "PORT="+port, "REDIRECT_URI="+redirect, "CLIENT_SECRET="+oidcSecret, "ACCESS_TTL=10")
 	out, _ := cmd.StdoutPipe()
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func login(t *testing.T, e *cliEnv) string {
 	t.Helper()
 	cmd := exec.Command(binary, "login", "--no-browser", "--broker", e.socket, "Demo")
 	out, _ := cmd.StdoutPipe()
-	errb := &syncBuffer{}
+	errb := &testutil.SyncBuffer{}
 	cmd.Stderr = errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

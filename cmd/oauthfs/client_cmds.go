@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/awnumar/memguard"
+
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
@@ -71,17 +73,27 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer cancel()
-	t, err := c.Token(ctx, id)
-	if err != nil {
-		return explain(err, id)
-	}
-	buf, err := t.Open()
+	_, buf, err := openToken(ctx, c, id)
 	if err != nil {
 		return err
 	}
 	defer buf.Destroy()
 	_, err = stdout.Write(buf.Bytes())
 	return err
+}
+
+// openToken asks the broker for id's token and decrypts it. The caller owns
+// the buffer and destroys it as soon as the token is written out.
+func openToken(ctx context.Context, c *client.Client, id string) (*api.Token, *memguard.LockedBuffer, error) {
+	t, err := c.Token(ctx, id)
+	if err != nil {
+		return nil, nil, explain(err, id)
+	}
+	buf, err := t.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, buf, nil
 }
 
 // triState is a boolean flag that also remembers whether it was given.

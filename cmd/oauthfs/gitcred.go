@@ -51,11 +51,7 @@ func gitCredential(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 		return err
 	}
 	defer cancel()
-	t, err := c.Token(ctx, id)
-	if err != nil {
-		return explain(err, id)
-	}
-	buf, err := t.Open()
+	t, buf, err := openToken(ctx, c, id)
 	if err != nil {
 		return err
 	}
