@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,15 +19,14 @@ import (
 
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
 // Options tune a [Broker]. The zero value is usable.
 type Options struct {
 	// Logger receives sign-in, refresh and failure events; nil discards.
 	Logger *slog.Logger
-	// HTTPClient is used for token endpoint requests; nil means a client
-	// with the config's request timeout.
-	HTTPClient *http.Client
 	// Now is the clock; nil means time.Now. Tests move it instead of
 	// sleeping.
 	Now func() time.Time
@@ -39,6 +39,9 @@ type Credentials struct {
 	RefreshToken []byte // may be empty
 	Expiry       time.Time
 	Scopes       []string // granted scopes, if the provider said
+	// Account names the provider account that signed in (an email, a
+	// login or an OIDC sub), when the provider said; shown, never trusted.
+	Account string
 }
 
 // Broker is the registry of integrations and the per-user credential
@@ -60,9 +63,10 @@ type Broker struct {
 	byName       map[string]*integration        // by name
 	users        map[int]map[string]*credential // uid -> guid -> credential, loaded lazily
 	broken       map[int]error                  // uid -> why its store file does not open
-	saveMu       map[int]*sync.Mutex            // uid -> serialises its saves
-	signins      map[string]*signin             // by state
-	logins       map[string]*signin             // by login id
+	saveMu       map[saveKey]*sync.Mutex        // serialises the saves of one record
+
+	signins *signins // sign-ins in progress, under their own lock
+	host    string   // this host's name, shown on the sign-in pages
 }
 
 // integration is one configured integration with its client secret.
@@ -80,6 +84,7 @@ type credential struct {
 	access  *api.Token        // current access token; nil after invalid_grant
 	refresh *memguard.Enclave // nil when the provider gave none
 	scopes  []string
+	account string
 	status  api.Status
 	lastErr string
 	// After a transient failure no refresh is tried before retryAt:
@@ -101,14 +106,13 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	b := &Broker{
 		log:     opts.Logger,
 		now:     opts.Now,
-		client:  opts.HTTPClient,
 		margin:  cfg.Broker.RefreshMargin,
 		timeout: cfg.Broker.RequestTimeout,
 		users:   map[int]map[string]*credential{},
 		broken:  map[int]error{},
-		saveMu:  map[int]*sync.Mutex{},
-		signins: map[string]*signin{},
-		logins:  map[string]*signin{},
+		saveMu:  map[saveKey]*sync.Mutex{},
+		signins: newSignins(),
+		host:    hostName(),
 	}
 	if cfg.Broker.CallbackURL != "" {
 		u, err := url.Parse(cfg.Broker.CallbackURL)
@@ -123,9 +127,7 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	if b.now == nil {
 		b.now = time.Now
 	}
-	if b.client == nil {
-		b.client = &http.Client{Timeout: b.timeout}
-	}
+	b.client = providerClient(b.timeout)
 	if b.margin == 0 {
 		b.margin = config.DefaultRefreshMargin
 	}
@@ -146,7 +148,11 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
-		in := &integration{cfg: ic, secret: memguard.NewEnclave(s)}
+		sec, err := secmem.Seal(s)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		in := &integration{cfg: ic, secret: sec}
 		b.integrations[ic.GUID.String()] = in
 		b.byName[ic.Name] = in
 	}
@@ -220,6 +226,10 @@ func (b *Broker) metaLocked(uid int, in *integration) api.Integration {
 		}
 	}
 	m.GrantedScopes = nonNil(cr.scopes)
+	if cr.account != "" {
+		a := cr.account
+		m.Account = &a
+	}
 	if cr.lastErr != "" {
 		e := cr.lastErr
 		m.Error = &e
@@ -239,8 +249,19 @@ func nonNil(s []string) []string {
 func (b *Broker) Put(uid int, id string, cr Credentials) error {
 	defer memguard.WipeBytes(cr.AccessToken)
 	defer memguard.WipeBytes(cr.RefreshToken)
-	if len(cr.AccessToken) == 0 {
-		return fmt.Errorf("broker: store credentials for %q: the access token is empty", id)
+	switch {
+	case len(cr.AccessToken) == 0:
+		return fmt.Errorf("broker: store credentials for %q: the access token is empty: %w", id, ErrBadRequest)
+	case len(cr.AccessToken) > maxTokenLen || len(cr.RefreshToken) > maxTokenLen:
+		return fmt.Errorf("broker: store credentials for %q: a token is longer than %d KiB: %w", id, maxTokenLen>>10, ErrBadRequest)
+	}
+	access, err := api.NewToken(cr.AccessToken, cr.Expiry, b.now())
+	if err != nil {
+		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, api.ErrUnavailable)
+	}
+	refresh, err := secmem.Seal(cr.RefreshToken)
+	if err != nil {
+		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, api.ErrUnavailable)
 	}
 	b.mu.Lock()
 	in, err := b.find(id)
@@ -256,14 +277,15 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 	g := in.cfg.GUID.String()
 	prev := creds[g]
 	c := &credential{
-		access:  api.NewToken(cr.AccessToken, cr.Expiry, b.now()),
-		refresh: memguard.NewEnclave(cr.RefreshToken),
+		access:  access,
+		refresh: refresh,
 		scopes:  append([]string(nil), cr.Scopes...),
+		account: printable.String(cr.Account, maxAccount),
 		status:  api.StatusSignedIn,
 	}
 	creds[g] = c
 	b.mu.Unlock()
-	if err := b.persist(uid); err != nil {
+	if err := b.persist(uid, g); err != nil {
 		b.mu.Lock()
 		if creds[g] == c { // nothing newer arrived: undo
 			if prev == nil {
@@ -278,7 +300,7 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 	}
 	b.log.Info("credentials stored", "uid", uid, "integration", in.cfg.Name, "guid", g,
 		"expiry", api.FormatTime(cr.Expiry), "refresh_token", c.refresh != nil)
-	b.publish(uid, "changed", g)
+	b.publish(uid, api.EventChanged, g)
 	return nil
 }
 
@@ -311,8 +333,8 @@ func (b *Broker) forget(uid int, id string) (bool, *credential, error) {
 		return false, nil, nil
 	}
 	b.log.Info("signed out", "uid", uid, "integration", in.cfg.Name, "guid", g)
-	b.publish(uid, "changed", g)
-	if err := b.persist(uid); err != nil {
+	b.publish(uid, api.EventChanged, g)
+	if err := b.persist(uid, g); err != nil {
 		return true, old, fmt.Errorf("broker: signed out in memory, but the store still holds the old tokens: %w", err)
 	}
 	return true, old, nil
@@ -336,7 +358,7 @@ func (b *Broker) credsLocked(uid int) (map[string]*credential, error) {
 			return nil, err
 		}
 		for _, r := range recs {
-			u[r.guid] = &credential{access: r.access, refresh: r.refresh, scopes: r.scopes, status: r.status, lastErr: r.lastErr}
+			u[r.guid] = &credential{access: r.access, refresh: r.refresh, scopes: r.scopes, account: r.account, status: r.status, lastErr: r.lastErr}
 		}
 		if len(recs) > 0 {
 			b.log.Info("credentials loaded", "uid", uid, "count", len(recs))
@@ -355,33 +377,45 @@ func (b *Broker) Load(uid int) error {
 	return err
 }
 
-// persist writes user uid's credentials to the store. Saves of one user
-// are serialised and each snapshots the state when it starts, so the file
-// never goes back to an older state.
-func (b *Broker) persist(uid int) error {
+// saveKey names one stored record.
+type saveKey struct {
+	uid  int
+	guid string
+}
+
+// persist writes user uid's credential for guid to the store, or removes
+// it when there is none. Saves of one record are serialised and each
+// snapshots the state when it starts, so the file never goes back to an
+// older state. Only that record is written: the cost does not depend on
+// how many credentials the user holds.
+func (b *Broker) persist(uid int, guid string) error {
 	if b.store == nil {
 		return nil
 	}
+	k := saveKey{uid, guid}
 	b.mu.Lock()
-	mu := b.saveMu[uid]
+	mu := b.saveMu[k]
 	if mu == nil {
 		mu = &sync.Mutex{}
-		b.saveMu[uid] = mu
+		b.saveMu[k] = mu
 	}
 	b.mu.Unlock()
 	mu.Lock()
 	defer mu.Unlock()
 	b.mu.Lock()
-	var recs []record
-	for g, c := range b.users[uid] {
-		r := record{guid: g, access: c.access, refresh: c.refresh, scopes: c.scopes, status: c.status, lastErr: c.lastErr}
+	c := b.users[uid][guid]
+	var r record
+	if c != nil {
+		r = record{guid: guid, access: c.access, refresh: c.refresh, scopes: c.scopes, account: c.account, status: c.status, lastErr: c.lastErr}
 		if c.access != nil {
 			r.expiry, r.obtained = c.access.Expiry(), c.access.Obtained()
 		}
-		recs = append(recs, r)
 	}
 	b.mu.Unlock()
-	return b.store.save(uid, recs)
+	if c == nil {
+		return b.store.remove(uid, guid)
+	}
+	return b.store.save(uid, r)
 }
 
 // marginFor is the refresh margin for t: min(refresh_margin, a quarter of
@@ -484,7 +518,7 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 		err := fmt.Errorf("broker: %s: %w: %s (run 'oauthfs login %s')", name, api.ErrExpired, cr.lastErr, name)
 		b.mu.Unlock()
 		if changed {
-			b.persist(uid)
+			b.persist(uid, g)
 		}
 		return nil, err
 	}
@@ -496,13 +530,13 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 	t, save, rerr := b.settleLocked(uid, in, cr, cached, tok, newRT, err)
 	b.mu.Unlock()
 	if errors.Is(rerr, api.ErrExpired) {
-		b.publish(uid, "changed", g) // sessions must drop the revoked token
+		b.publish(uid, api.EventChanged, g) // sessions must drop the revoked token
 	}
 	if save {
 		// The new refresh token (or the expired state) is on disk before
 		// anyone gets the new access token: every reader waiting on this
 		// flight is released only after the save.
-		if perr := b.persist(uid); perr != nil {
+		if perr := b.persist(uid, g); perr != nil {
 			b.log.Error("could not save credentials; the new tokens are kept in memory", "uid", uid, "integration", name, "guid", g, "err", perr)
 			b.mu.Lock()
 			if cr.status == api.StatusSignedIn {
@@ -548,20 +582,31 @@ func (b *Broker) settleLocked(uid int, in *integration, cr *credential, cached *
 		return nil, false, fmt.Errorf("broker: %s: %w: %v", name, api.ErrUnavailable, err)
 	}
 
-	// The expiry counts from our clock, not x/oauth2's, so that the
-	// margin rule and tests share one notion of now.
-	var expiry time.Time
-	if tok.ExpiresIn > 0 {
-		expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	t, err := tokenFrom(tok, now)
+	if err != nil {
+		memguard.WipeBytes(newRT)
+		cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
+		b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
+		if cached.Valid(now, 0) {
+			return cached, false, nil
+		}
+		return nil, false, fmt.Errorf("broker: %s: %w: %w", name, api.ErrUnavailable, err)
 	}
-	t := api.NewToken([]byte(tok.AccessToken), expiry, now)
 	rotated := newRT != nil
 	if rotated {
-		cr.refresh = memguard.NewEnclave(newRT) // wipes newRT
+		rt, err := secmem.Seal(newRT) // wipes newRT
+		if err != nil {
+			// Keep the old refresh token: most providers accept it until
+			// its successor is used, and the new access token is dropped
+			// with it so nothing half-done is stored.
+			cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
+			return nil, false, fmt.Errorf("broker: %s: %w: %w", name, api.ErrUnavailable, err)
+		}
+		cr.refresh = rt
 	}
 	cr.access = t
-	if s, ok := tok.Extra("scope").(string); ok && s != "" {
-		cr.scopes = strings.Fields(s)
+	if s := grantedScopes(tok); s != nil {
+		cr.scopes = s
 	}
 	cr.status, cr.lastErr = api.StatusSignedIn, ""
 	cr.failures, cr.retryAt = 0, time.Time{}
@@ -570,17 +615,59 @@ func (b *Broker) settleLocked(uid int, in *integration, cr *credential, cached *
 	return t, true, nil
 }
 
+// maxLifetime bounds a token's expires_in: a larger value (or one that
+// would overflow a time.Duration) is taken to mean ten years.
+const maxLifetime = 10 * 365 * 24 * time.Hour
+
+// expiryFrom turns a token response's expires_in (seconds; 0 or less:
+// no expiry) into a time on our clock. The expiry counts from our clock,
+// not x/oauth2's, so that the margin rule and tests share one notion of
+// now.
+func expiryFrom(expiresIn int64, now time.Time) time.Time {
+	if expiresIn <= 0 {
+		return time.Time{}
+	}
+	if expiresIn > int64(maxLifetime/time.Second) {
+		return now.Add(maxLifetime)
+	}
+	return now.Add(time.Duration(expiresIn) * time.Second)
+}
+
+// tokenFrom seals the access token of a token response.
+func tokenFrom(tok *oauth2.Token, now time.Time) (*api.Token, error) {
+	switch {
+	case tok.AccessToken == "":
+		return nil, errors.New("token endpoint sent no access token")
+	case len(tok.AccessToken) > maxTokenLen:
+		return nil, fmt.Errorf("token endpoint sent an access token longer than %d KiB", maxTokenLen>>10)
+	}
+	return api.NewToken([]byte(tok.AccessToken), expiryFrom(tok.ExpiresIn, now), now)
+}
+
+// maxScopes bounds the granted scopes a token response may add.
+const maxScopes = 2 << 10
+
+// grantedScopes returns the scopes of a token response's "scope" field,
+// cleaned and bounded, or nil when it has none.
+func grantedScopes(tok *oauth2.Token) []string {
+	s, ok := tok.Extra("scope").(string)
+	if !ok || s == "" {
+		return nil
+	}
+	return strings.Fields(printable.String(s, maxScopes))
+}
+
 // exchangeRefresh asks the token endpoint for a new token with the refresh
 // token in rt. It is bounded by the request timeout whatever its caller.
 // newRT is a rotated refresh token, owned by the caller, or nil when the
 // provider kept the old one.
 func (b *Broker) exchangeRefresh(in *integration, rt *memguard.Enclave) (tok *oauth2.Token, newRT []byte, err error) {
-	rtBuf, err := rt.Open()
+	rtBuf, err := secmem.Open(rt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("broker: open refresh token: %w", err)
 	}
 	defer rtBuf.Destroy()
-	secret, err := in.secret.Open()
+	secret, err := secmem.Open(in.secret)
 	if err != nil {
 		return nil, nil, fmt.Errorf("broker: open client secret: %w", err)
 	}
@@ -592,26 +679,53 @@ func (b *Broker) exchangeRefresh(in *integration, rt *memguard.Enclave) (tok *oa
 	// x/oauth2 takes and returns Go strings, so these are copies: never
 	// LockedBuffer.String(), which aliases memory that Destroy unmaps
 	// while x/oauth2 may still hold the string. The copies are
-	// short-lived and reclaimed by the garbage collector (see README,
-	// security model).
+	// short-lived and reclaimed by the garbage collector (see
+	// docs/security.md).
 	cfg := b.oauthConfig(in, string(secret.Bytes()))
 	tok, err = cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: string(rtBuf.Bytes())}).Token()
 	if err != nil {
 		return nil, nil, classify(ctx, err, b.timeout, "token endpoint")
 	}
-	if tok.RefreshToken != "" && !rtBuf.EqualTo([]byte(tok.RefreshToken)) {
+	if len(tok.RefreshToken) > maxTokenLen {
+		return nil, nil, fmt.Errorf("token endpoint sent a refresh token longer than %d KiB", maxTokenLen>>10)
+	}
+	if tok.RefreshToken != "" && !bytes.Equal(rtBuf.Bytes(), []byte(tok.RefreshToken)) {
 		newRT = []byte(tok.RefreshToken)
 	}
 	return tok, newRT, nil
 }
 
 func (b *Broker) oauthConfig(in *integration, secret string) *oauth2.Config {
+	style := oauth2.AuthStyleInHeader
+	if in.cfg.AuthStyle == config.AuthStylePost {
+		style = oauth2.AuthStyleInParams
+	}
 	return &oauth2.Config{
 		ClientID:     in.cfg.ClientID,
 		ClientSecret: secret,
-		Endpoint:     oauth2.Endpoint{AuthURL: in.cfg.AuthURL, TokenURL: in.cfg.TokenURL},
-		Scopes:       in.cfg.Scopes,
-		RedirectURL:  b.callbackURL(),
+		// Set, never detected: x/oauth2's detection retries a refused
+		// request with the secret in the other place.
+		Endpoint:    oauth2.Endpoint{AuthURL: in.cfg.AuthURL, TokenURL: in.cfg.TokenURL, AuthStyle: style},
+		Scopes:      in.cfg.Scopes,
+		RedirectURL: b.callbackURL(),
+	}
+}
+
+// providerClient is the HTTP client for every request to a provider:
+// token, revocation, userinfo. It never follows a redirect, which would
+// carry a refresh token, a code or the client secret to another host (and
+// past the https-only rule); a 3xx answer is an error. Its pool keeps
+// connections to each provider for storms of refreshes.
+func providerClient(timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	tr.ResponseHeaderTimeout = timeout
+	return &http.Client{
+		Transport: tr,
+		Timeout:   timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
 // ProviderError is an error answer from a token endpoint (RFC 6749 §5.2).
@@ -37,20 +39,28 @@ func (e *ProviderError) summary() string {
 	return s
 }
 
-// maxDescription bounds what a provider's error description may add to
-// logs and meta.json.
-const maxDescription = 200
+// Bounds on what a provider's answer may add to logs, meta.json and the
+// store. Every string from a provider passes through printable once, here
+// or where it enters, so nothing downstream has to.
+const (
+	maxCode        = 64
+	maxDescription = 200
+	maxAccount     = 200
+)
 
 // classify turns an error from x/oauth2 or net/http into one that is safe
 // to log and says plainly what happened at which endpoint.
 func classify(ctx context.Context, err error, timeout time.Duration, endpoint string) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		pe := &ProviderError{Code: re.ErrorCode, Description: printable(re.ErrorDescription, maxDescription)}
+		pe := providerError(re.ErrorCode, re.ErrorDescription)
 		if re.Response != nil {
 			pe.Status = re.Response.StatusCode
 		}
-		if pe.Code == "" && pe.Status >= 200 && pe.Status < 300 {
+		switch {
+		case pe.Status >= 300 && pe.Status < 400:
+			return fmt.Errorf("%s answered HTTP %d, a redirect, which oauthfs does not follow (it would carry secrets to another address); set the endpoint's final URL in the configuration", endpoint, pe.Status)
+		case pe.Code == "" && pe.Status >= 200 && pe.Status < 300:
 			return errors.New(endpoint + " sent a malformed answer")
 		}
 		return pe
@@ -64,21 +74,11 @@ func classify(ctx context.Context, err error, timeout time.Duration, endpoint st
 	}
 	// x/oauth2 reports unparsable bodies and missing fields with its own
 	// messages, which never quote the body.
-	return fmt.Errorf("%s sent a malformed answer (%v)", endpoint, err)
+	return fmt.Errorf("%s sent a malformed answer (%s)", endpoint, printable.String(err.Error(), maxDescription))
 }
 
-// printable keeps at most n bytes of s, with control characters replaced.
-func printable(s string, n int) string {
-	out := make([]rune, 0, len(s))
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			r = ' '
-		}
-		out = append(out, r)
-	}
-	s = string(out)
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
+// providerError keeps a provider's error code and description, cleaned and
+// bounded.
+func providerError(code, description string) *ProviderError {
+	return &ProviderError{Code: printable.Code(code, maxCode), Description: printable.String(description, maxDescription)}
 }

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -11,31 +13,49 @@ import (
 type Event = api.Event
 
 // ackTimeout bounds how long a change waits for sessions to acknowledge
-// its event. A session that does not answer in time is dropped (its
-// stream closes, and a client clears its whole cache when that happens).
+// its event, all sessions together. A session that does not answer in
+// time is dropped (its stream closes, and a client clears its whole cache
+// when that happens), so no session can hold up a change, a reload or a
+// shutdown for longer.
 const ackTimeout = 2 * time.Second
 
+// maxStreamsPerUser bounds one user's event streams (one per session
+// mount).
+const maxStreamsPerUser = 64
+
+// ErrTooManyStreams is returned by Subscribe past maxStreamsPerUser.
+var ErrTooManyStreams = errors.New("too many event streams")
+
 // Subscription is one session's event stream. Events arrive on C; the
-// session calls Ack with each event's Seq once it has acted on it.
+// session calls Ack with each event's Seq once it has acted on it. Seq
+// counts this stream's events only, so a stream learns nothing about other
+// users' changes.
 type Subscription struct {
-	C     <-chan Event
-	c     chan Event
-	uid   int
-	mu    sync.Mutex
-	acked uint64
-	ackc  chan struct{} // closed and replaced on every Ack
-	dead  chan struct{} // closed when the hub drops the subscription
+	C    <-chan Event
+	c    chan Event
+	uid  int
+	seq  uint64 // the last Seq sent; guarded by hub.mu
+	mu   sync.Mutex
+	ack  uint64
+	ackc chan struct{} // closed and replaced on every Ack
+	dead chan struct{} // closed when the hub drops the subscription
 }
 
 // Ack records that the session has acted on every event up to seq.
 func (s *Subscription) Ack(seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if seq > s.acked {
-		s.acked = seq
+	if seq > s.ack {
+		s.ack = seq
 		close(s.ackc)
 		s.ackc = make(chan struct{})
 	}
+}
+
+func (s *Subscription) acked(seq uint64) (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ack >= seq, s.ackc
 }
 
 // Dead is closed when the hub has dropped the subscription.
@@ -44,75 +64,114 @@ func (s *Subscription) Dead() <-chan struct{} { return s.dead }
 // hub fans events out to subscriptions and waits for their acks. It is
 // safe for concurrent use.
 type hub struct {
-	mu   sync.Mutex // guards seq and subs
-	seq  uint64
-	subs map[*Subscription]bool
+	mu     sync.Mutex // guards the fields below and every Subscription.seq
+	subs   map[*Subscription]bool
+	perUID map[int]int
+	closed bool
 }
 
 // Subscribe starts an event stream for user uid's sessions.
-func (b *Broker) Subscribe(uid int) *Subscription {
+func (b *Broker) Subscribe(uid int) (*Subscription, error) {
 	c := make(chan Event, 64)
 	s := &Subscription{C: c, c: c, uid: uid, ackc: make(chan struct{}), dead: make(chan struct{})}
-	b.events.mu.Lock()
-	if b.events.subs == nil {
-		b.events.subs = map[*Subscription]bool{}
+	h := &b.events
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errors.New("broker: shutting down")
 	}
-	b.events.subs[s] = true
-	b.events.mu.Unlock()
-	return s
+	if h.subs == nil {
+		h.subs, h.perUID = map[*Subscription]bool{}, map[int]int{}
+	}
+	if h.perUID[uid] >= maxStreamsPerUser {
+		return nil, fmt.Errorf("broker: uid %d already has %d event streams (session mounts), the most one user may have: %w", uid, maxStreamsPerUser, ErrTooManyStreams)
+	}
+	h.subs[s] = true
+	h.perUID[uid]++
+	return s, nil
 }
 
 // Unsubscribe ends an event stream.
 func (b *Broker) Unsubscribe(s *Subscription) {
-	b.events.mu.Lock()
-	if b.events.subs[s] {
-		delete(b.events.subs, s)
+	h := &b.events
+	h.mu.Lock()
+	h.dropLocked(s)
+	h.mu.Unlock()
+}
+
+func (h *hub) dropLocked(s *Subscription) {
+	if h.subs[s] {
+		delete(h.subs, s)
+		h.perUID[s.uid]--
+		if h.perUID[s.uid] == 0 {
+			delete(h.perUID, s.uid)
+		}
 		close(s.dead)
 	}
-	b.events.mu.Unlock()
+}
+
+// Close ends every event stream and refuses new ones, so that nothing
+// waits for a session while the broker shuts down.
+func (b *Broker) Close() {
+	h := &b.events
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.subs {
+		h.dropLocked(s)
+	}
 }
 
 // publish sends an event to the sessions of user uid (every user when uid
-// is -1) and waits until each has acknowledged it, or ackTimeout passes.
-// When publish returns, no live session serves what the event made stale.
+// is -1) and waits until each has acknowledged it, or until ackTimeout has
+// passed since publish began, whichever is first; sessions that did not
+// acknowledge by then are dropped. When publish returns, no live session
+// serves what the event made stale.
 func (b *Broker) publish(uid int, kind, guid string) {
 	h := &b.events
+	type waiter struct {
+		s   *Subscription
+		seq uint64
+	}
+	var waiting []waiter
 	h.mu.Lock()
-	h.seq++
-	ev := Event{Seq: h.seq, Kind: kind, GUID: guid}
-	var waiting []*Subscription
 	for s := range h.subs {
 		if uid != -1 && s.uid != uid {
 			continue
 		}
+		s.seq++
 		select {
-		case s.c <- ev:
-			waiting = append(waiting, s)
+		case s.c <- Event{Seq: s.seq, Kind: kind, GUID: guid}:
+			waiting = append(waiting, waiter{s, s.seq})
 		default: // the session is not keeping up: drop it
-			delete(h.subs, s)
-			close(s.dead)
+			h.dropLocked(s)
 		}
 	}
 	h.mu.Unlock()
+	if len(waiting) == 0 {
+		return
+	}
 	deadline := time.NewTimer(ackTimeout)
 	defer deadline.Stop()
-	for _, s := range waiting {
-		for {
-			s.mu.Lock()
-			done, ackc := s.acked >= ev.Seq, s.ackc
-			s.mu.Unlock()
+	expired := false
+	for _, w := range waiting {
+		for !expired {
+			done, ackc := w.s.acked(w.seq)
 			if done {
 				break
 			}
 			select {
 			case <-ackc:
 				continue
-			case <-s.dead:
+			case <-w.s.dead:
 			case <-deadline.C:
-				b.log.Warn("a session did not acknowledge a change in time; dropping its event stream", "uid", s.uid)
-				b.Unsubscribe(s)
+				expired = true
 			}
 			break
+		}
+		if done, _ := w.s.acked(w.seq); !done && expired {
+			b.log.Warn("a session did not acknowledge a change in time; dropping its event stream", "uid", w.s.uid)
+			b.Unsubscribe(w.s)
 		}
 	}
 }

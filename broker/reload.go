@@ -3,8 +3,9 @@ package broker
 import (
 	"fmt"
 
-	"github.com/awnumar/memguard"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 
+	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
 )
 
@@ -25,7 +26,11 @@ func (b *Broker) Reload(cfg *config.Config) (ignored []string, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("broker: reload refused, the old configuration stays in force: %w", err)
 		}
-		in := &integration{cfg: ic, secret: memguard.NewEnclave(s)}
+		sec, err := secmem.Seal(s)
+		if err != nil {
+			return nil, fmt.Errorf("broker: reload refused, the old configuration stays in force: %w", err)
+		}
+		in := &integration{cfg: ic, secret: sec}
 		ints[ic.GUID.String()] = in
 		byName[ic.Name] = in
 	}
@@ -53,6 +58,6 @@ func (b *Broker) Reload(cfg *config.Config) (ignored []string, err error) {
 		ignored = append(ignored, "callback_url")
 	}
 	b.log.Info("configuration reloaded", "integrations", len(ints), "added", added, "removed", removed)
-	b.publish(-1, "reload", "")
+	b.publish(-1, api.EventReload, "")
 	return ignored, nil
 }

@@ -8,9 +8,9 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/awnumar/memguard"
-
 	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
 // Logout forgets user uid's tokens for the integration with guid or name
@@ -29,11 +29,11 @@ func (b *Broker) Logout(ctx context.Context, uid int, id string) (api.LogoutResu
 		return res, err
 	}
 	tok, hint := old.refresh, "refresh_token"
-	var buf *memguard.LockedBuffer
+	var buf *secmem.Buffer
 	var oerr error
 	switch {
 	case tok != nil:
-		buf, oerr = tok.Open()
+		buf, oerr = secmem.Open(tok)
 	case old.access != nil:
 		hint = "access_token"
 		buf, oerr = old.access.Open()
@@ -58,9 +58,9 @@ func (b *Broker) Logout(ctx context.Context, uid int, id string) (api.LogoutResu
 
 // revoke posts an RFC 7009 revocation request for the token in tok, which
 // it destroys.
-func (b *Broker) revoke(ctx context.Context, in *integration, tok *memguard.LockedBuffer, hint string) error {
+func (b *Broker) revoke(ctx context.Context, in *integration, tok *secmem.Buffer, hint string) error {
 	defer tok.Destroy()
-	secret, err := in.secret.Open()
+	secret, err := secmem.Open(in.secret)
 	if err != nil {
 		return err
 	}
@@ -68,19 +68,29 @@ func (b *Broker) revoke(ctx context.Context, in *integration, tok *memguard.Lock
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
 	defer cancel()
 	form := url.Values{"token": {string(tok.Bytes())}, "token_type_hint": {hint}}
+	post := in.cfg.AuthStyle == config.AuthStylePost
+	if post { // the integration's auth_style, as at the token endpoint
+		form.Set("client_id", in.cfg.ClientID)
+		form.Set("client_secret", string(secret.Bytes()))
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.cfg.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	// client_secret_basic, with the RFC 6749 §2.3.1 form encoding.
-	req.SetBasicAuth(url.QueryEscape(in.cfg.ClientID), url.QueryEscape(string(secret.Bytes())))
+	if !post {
+		// client_secret_basic, with the RFC 6749 §2.3.1 form encoding.
+		req.SetBasicAuth(url.QueryEscape(in.cfg.ClientID), url.QueryEscape(string(secret.Bytes())))
+	}
 	resp, err := b.client.Do(req)
 	if err != nil {
 		return classify(ctx, err, b.timeout, "revocation endpoint")
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return fmt.Errorf("revocation endpoint answered HTTP %d, a redirect, which oauthfs does not follow", resp.StatusCode)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("revocation endpoint answered HTTP %d", resp.StatusCode)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,10 +21,31 @@ import (
 	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/internal/wirejson"
 )
 
-// maxBody bounds request bodies on the session socket.
+// maxBody bounds request bodies on the session socket and the sign-in web
+// server.
 const maxBody = 64 << 10
+
+// Timeouts of both servers. The event stream, which lives as long as its
+// session, clears the read and write deadlines for itself.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = maxWait + 30*time.Second // a sign-in's long poll fits
+	idleTimeout       = 60 * time.Second
+)
+
+// Connection caps: one user may hold maxConnsPerUser connections to the
+// session socket (each session mount keeps a few); the sign-in web server,
+// where callers have no uid, takes maxWebConns in all.
+const (
+	maxConnsPerUser = 256
+	maxWebConns     = 512
+)
 
 // Server serves the session API (docs/api.md) on a Unix socket. The
 // caller's identity is its uid from SO_PEERCRED; a caller only ever sees
@@ -51,6 +73,13 @@ func (s *Server) Close() error {
 	return s.hs.Close()
 }
 
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
 type peerKey struct{}
 
 // peer returns the uid of the connection's peer, as recorded by
@@ -60,25 +89,108 @@ func peer(ctx context.Context) (int, bool) {
 	return uid, ok
 }
 
-// connContext records the peer's uid from SO_PEERCRED. A connection whose
-// credentials cannot be read gets no uid and every request is refused.
+// connContext records the peer's uid, which the listener read with
+// SO_PEERCRED. A connection whose credentials could not be read gets no
+// uid and every request is refused.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*capConn); ok && pc.uid >= 0 {
+		return context.WithValue(ctx, peerKey{}, pc.uid)
+	}
+	return ctx
+}
+
+// PeerUID returns the uid of the process at the other end of a Unix
+// socket connection, from SO_PEERCRED.
+func PeerUID(c net.Conn) (int, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return ctx
+		return -1, errors.New("not a Unix socket")
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return ctx
+		return -1, err
 	}
 	var cred *syscall.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return ctx
+	}); err != nil {
+		return -1, err
 	}
-	return context.WithValue(ctx, peerKey{}, int(cred.Uid))
+	if cerr != nil {
+		return -1, cerr
+	}
+	return int(cred.Uid), nil
+}
+
+// capListener caps the connections it hands out: per peer uid on a Unix
+// socket, in all (uid -1) elsewhere. A connection over the cap is closed
+// at once, so one user's flood cannot take the file descriptors that
+// other users' reads need.
+type capListener struct {
+	net.Listener
+	max  int
+	byID bool // count per peer uid
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	held   map[int]int
+	warned map[int]time.Time
+}
+
+type capConn struct {
+	net.Conn
+	uid  int
+	l    *capListener
+	once sync.Once
+}
+
+func (c *capConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.held[c.uid]--; c.l.held[c.uid] <= 0 {
+			delete(c.l.held, c.uid)
+		}
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		uid := -1
+		if l.byID {
+			if uid, err = PeerUID(c); err != nil {
+				uid = -2 // no credentials: refused by the handler
+			}
+		}
+		l.mu.Lock()
+		if l.held[uid] >= l.max {
+			if time.Since(l.warned[uid]) > time.Minute {
+				l.warned[uid] = time.Now()
+				l.log.Warn("connection refused: too many open connections", "uid", uid, "max", l.max)
+			}
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.held[uid]++
+		l.mu.Unlock()
+		return &capConn{Conn: c, uid: uid, l: l}, nil
+	}
+}
+
+// CapConns wraps l so that each peer uid (perUser) or everyone together
+// holds at most max connections.
+func CapConns(l net.Listener, max int, perUser bool, log *slog.Logger) net.Listener {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &capListener{Listener: l, max: max, byID: perUser, log: log, held: map[int]int{}, warned: map[int]time.Time{}}
 }
 
 // Listen creates the Unix socket at path with mode, and its directory
@@ -91,11 +203,8 @@ func Listen(path string, mode, dirMode os.FileMode) (net.Listener, error) {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("broker: socket directory: %w", err)
 	}
-	if st, err := os.Stat(dir); err == nil {
-		sys, _ := st.Sys().(*syscall.Stat_t)
-		if sys != nil && ((int(sys.Uid) != os.Geteuid() && sys.Uid != 0) || (st.Mode().Perm()&0o022 != 0 && st.Mode()&os.ModeSticky == 0)) {
-			return nil, fmt.Errorf("broker: socket directory %s is owned by uid %d or writable by others (mode %v); use a directory only you (or root) can write", dir, sys.Uid, st.Mode().Perm())
-		}
+	if err := CheckSocketDir(dir); err != nil {
+		return nil, err
 	}
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {
@@ -118,22 +227,71 @@ func Listen(path string, mode, dirMode os.FileMode) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve answers session API requests on l until l is closed.
+// CheckSocketDir refuses a socket directory that belongs to someone other
+// than this user or root, or that others may write to: whoever can write
+// there can put their own socket in place of the broker's.
+func CheckSocketDir(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("broker: socket directory: %w", err)
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	me := os.Geteuid()
+	switch {
+	case int(sys.Uid) != me && sys.Uid != 0:
+		return fmt.Errorf("broker: socket directory %s belongs to uid %d, not to you (uid %d) or root, so its socket cannot be trusted; use a directory only you (or root) can write", dir, sys.Uid, me)
+	case st.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("broker: socket directory %s is writable by others (mode %04o), so its socket cannot be trusted; use a directory only you (or root) can write", dir, st.Mode().Perm())
+	}
+	return nil
+}
+
+// Serve answers session API requests on l until l is closed. Each peer uid
+// holds at most maxConnsPerUser connections.
 func (s *Server) Serve(l net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ConnContext:       connContext,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelDebug),
 	}
 	s.mu.Lock()
 	s.hs = hs
 	s.mu.Unlock()
-	err := hs.Serve(l)
+	err := hs.Serve(CapConns(l, maxConnsPerUser, true, s.log()))
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
+
+// NewWebServer returns the HTTP server for the sign-in pages: timeouts on
+// every phase of a request, small headers, and bodies bounded by h. Serve
+// it on a listener wrapped with CapConns(l, MaxWebConns, false, log).
+func NewWebServer(h http.Handler, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      readTimeout + 2*time.Minute, // a code exchange fits
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// MaxWebConns is the sign-in web server's connection cap.
+const MaxWebConns = maxWebConns
 
 // Handler returns the session API's HTTP handler. Requests must carry a
 // peer uid from [Serve]'s connection context.
@@ -155,7 +313,7 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, fmt.Errorf("broker: the caller's credentials could not be read: %w", api.ErrPermission))
 			return
 		case s.Owner >= 0 && uid != s.Owner:
-			s.Log.Warn("refused a session API caller who is not the owner", "uid", uid, "owner", s.Owner)
+			s.log().Warn("refused a session API caller who is not the owner", "uid", uid, "owner", s.Owner)
 			writeError(w, fmt.Errorf("broker: this broker serves uid %d only: %w", s.Owner, api.ErrPermission))
 			return
 		}
@@ -187,34 +345,66 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 //
 // refresh_at (null for a token without expiry) is when the broker will
 // stop handing this token out: a session may reuse it until then, as long
-// as its event stream is up. The body is built in a buffer that is wiped
-// after the write, so the token never becomes a Go string here.
+// as its event stream is up. The body is built in a locked buffer and
+// written straight to the connection, which is then closed: the token
+// never passes through net/http's buffers or a Go string, so no copy of it
+// outlives the request (docs/security.md).
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	t, err := s.B.Token(r.Context(), uidOf(r), r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	buf, err := t.Open()
+	plain, release, err := t.View()
 	if err != nil {
-		writeError(w, fmt.Errorf("broker: open token: %w", err))
+		writeError(w, fmt.Errorf("broker: open token: %w: %w", err, api.ErrUnavailable))
 		return
 	}
-	body := make([]byte, 0, 2*buf.Size()+160)
-	body = append(body, `{"access_token":`...)
-	body = appendJSONString(body, buf.Bytes())
-	buf.Destroy()
-	body = append(body, `,"expiry":`...)
-	body = appendTime(body, t.Expiry())
-	body = append(body, `,"obtained":`...)
-	body = appendTime(body, t.Obtained())
-	body = append(body, `,"refresh_at":`...)
-	body = appendTime(body, s.B.RefreshAt(t))
-	body = append(body, "}\n"...)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write(body)
-	memguard.WipeBytes(body)
+	tail := make([]byte, 0, 160)
+	tail = append(tail, `,"expiry":`...)
+	tail = appendTime(tail, t.Expiry())
+	tail = append(tail, `,"obtained":`...)
+	tail = appendTime(tail, t.Obtained())
+	tail = append(tail, `,"refresh_at":`...)
+	tail = appendTime(tail, s.B.RefreshAt(t))
+	tail = append(tail, "}\n"...)
+	body, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(plain) + 2 + len(tail))
+	if err != nil {
+		release()
+		writeError(w, fmt.Errorf("broker: %w: %w", err, api.ErrUnavailable))
+		return
+	}
+	defer body.Destroy()
+	b := body.Bytes()[:0]
+	b = append(b, `{"access_token":`...)
+	b = wirejson.AppendQuoted(b, plain)
+	release()
+	b = append(b, tail...)
+	writeRaw(w, http.StatusOK, b)
+}
+
+// writeRaw writes a JSON response with body straight to the connection
+// (hijacked, then closed), bypassing net/http's buffers, which are
+// recycled without being wiped. Where the connection cannot be taken over
+// (a test's recorder), it writes normally.
+func writeRaw(w http.ResponseWriter, status int, body []byte) {
+	rc := http.NewResponseController(w)
+	conn, brw, err := rc.Hijack()
+	if err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(status)
+		w.Write(body)
+		return
+	}
+	defer conn.Close()
+	brw.Writer.Reset(conn) // nothing of ours is buffered yet
+	head := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
+		status, http.StatusText(status), len(body))
+	conn.SetWriteDeadline(time.Now().Add(readTimeout))
+	if _, err := io.WriteString(conn, head); err == nil {
+		conn.Write(body)
+	}
 }
 
 // appendTime appends t as a JSON RFC 3339 string, or null.
@@ -223,23 +413,6 @@ func appendTime(b []byte, t time.Time) []byte {
 		return append(b, "null"...)
 	}
 	return append(append(append(b, '"'), api.FormatTime(t)...), '"')
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b, s []byte) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for _, c := range s {
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20 || c == 0x7f:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
 }
 
 // events streams change events to a session (POST /v1/events) and reads
@@ -252,8 +425,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("broker: event stream: %w", err))
 		return
 	}
-	sub := s.B.Subscribe(uidOf(r))
+	sub, err := s.B.Subscribe(uidOf(r))
+	if err != nil {
+		s.log().Warn("event stream refused", "uid", uidOf(r), "err", err)
+		writeError(w, fmt.Errorf("%w: %w", err, api.ErrUnavailable))
+		return
+	}
 	defer s.B.Unsubscribe(sub)
+	// The stream lives as long as its session: no read or write deadline.
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
 	go func() {
 		sc := bufio.NewScanner(r.Body)
 		for sc.Scan() {
@@ -266,15 +447,17 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	if enc.Encode(Event{Kind: "hello"}) != nil || rc.Flush() != nil {
+	if enc.Encode(Event{Kind: api.EventHello}) != nil || rc.Flush() != nil {
 		return
 	}
 	for {
 		select {
 		case ev := <-sub.C:
+			rc.SetWriteDeadline(time.Now().Add(ackTimeout))
 			if enc.Encode(ev) != nil || rc.Flush() != nil {
 				return
 			}
+			rc.SetWriteDeadline(time.Time{})
 		case <-sub.Dead():
 			return
 		case <-r.Context().Done():
@@ -283,42 +466,200 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// CredentialsRequest is the body of PUT /v1/integrations/{id}/credentials:
-// tokens a user obtained elsewhere, stored as if they had signed in.
-type CredentialsRequest struct {
-	AccessToken  string `json:"access_token"`
-	RefreshToken string `json:"refresh_token"`
-	ExpiresIn    int64  `json:"expires_in"` // seconds; 0 = no expiry
-	Scope        string `json:"scope"`
-}
-
+// put answers PUT /v1/integrations/{id}/credentials: tokens a user
+// obtained elsewhere, stored as if they had signed in. The body is a JSON
+// object with exactly the keys access_token, refresh_token, expires_in
+// (seconds; 0 = no expiry) and scope, all but access_token optional. It is
+// read into a locked buffer, and the tokens never become Go strings.
 func (s *Server) put(w http.ResponseWriter, r *http.Request) {
-	var req CredentialsRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, badRequest("the body must be a JSON object with access_token, refresh_token, expires_in and scope: %v", jsonProblem(err)))
-		return
+	w, body, err := readBody(w, r)
+	if hw, ok := w.(*hijackedWriter); ok {
+		defer hw.finish()
 	}
-	if req.AccessToken == "" || req.ExpiresIn < 0 {
-		writeError(w, badRequest("access_token must be non-empty and expires_in not negative"))
-		return
-	}
-	var expiry time.Time
-	if req.ExpiresIn > 0 {
-		expiry = s.B.now().Add(time.Duration(req.ExpiresIn) * time.Second)
-	}
-	err := s.B.Put(uidOf(r), r.PathValue("id"), Credentials{
-		AccessToken: []byte(req.AccessToken), RefreshToken: []byte(req.RefreshToken),
-		Expiry: expiry, Scopes: strings.Fields(req.Scope),
-	})
 	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer body.Destroy()
+	cr, err := parseCredentials(body.Bytes())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if cr.expiresIn > 0 {
+		cr.c.Expiry = expiryFrom(cr.expiresIn, s.B.now())
+	}
+	if err := s.B.Put(uidOf(r), r.PathValue("id"), cr.c); err != nil {
 		writeError(w, err)
 		return
 	}
 	m, _ := s.B.Integration(uidOf(r), r.PathValue("id"))
 	writeJSON(w, http.StatusOK, m)
 }
+
+// readBody reads a request body into a locked buffer the caller destroys.
+// On a real connection it takes the connection over: bytes net/http
+// buffered ahead are copied out and wiped in its buffer, the rest is read
+// straight from the socket, and the answer goes through the returned
+// writer, which the caller finishes.
+func readBody(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *secmem.Buffer, error) {
+	n := r.ContentLength
+	switch {
+	case n < 0:
+		return w, nil, badRequest("the body needs a Content-Length")
+	case n > maxBody:
+		return w, nil, badRequest("the body is larger than %d KiB", maxBody>>10)
+	case n == 0:
+		return w, nil, badRequest("the body is empty; send a JSON object")
+	}
+	buf, err := secmem.NewBuffer(int(n))
+	if err != nil {
+		return w, nil, fmt.Errorf("broker: %w: %w", err, api.ErrUnavailable)
+	}
+	conn, brw, herr := http.NewResponseController(w).Hijack()
+	if herr != nil { // a test's recorder
+		if _, err := io.ReadFull(r.Body, buf.Bytes()); err != nil {
+			buf.Destroy()
+			return w, nil, badRequest("the body could not be read: %v", err)
+		}
+		return w, buf, nil
+	}
+	hw := &hijackedWriter{conn: conn, h: http.Header{}}
+	k := min(brw.Reader.Buffered(), int(n))
+	if k > 0 {
+		p, _ := brw.Reader.Peek(k)
+		copy(buf.Bytes(), p)
+		clear(p) // wipes net/http's buffer in place
+		brw.Reader.Discard(k)
+	}
+	conn.SetReadDeadline(time.Now().Add(readTimeout))
+	if _, err := io.ReadFull(conn, buf.Bytes()[k:]); err != nil {
+		buf.Destroy()
+		return hw, nil, badRequest("the body could not be read: %v", err)
+	}
+	return hw, buf, nil
+}
+
+// hijackedWriter answers on a connection taken over from net/http: it
+// collects the (non-secret) answer and writes it with finish, then closes
+// the connection.
+type hijackedWriter struct {
+	conn   net.Conn
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (w *hijackedWriter) Header() http.Header { return w.h }
+
+func (w *hijackedWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *hijackedWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+func (w *hijackedWriter) finish() {
+	defer w.conn.Close()
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
+	for k, vs := range w.h {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\nConnection: close\r\n\r\n", len(w.body))
+	w.conn.SetWriteDeadline(time.Now().Add(readTimeout))
+	if _, err := io.WriteString(w.conn, b.String()); err == nil {
+		w.conn.Write(w.body)
+	}
+}
+
+// credentialsRequest is a parsed PUT body. The byte slices of c are wiped
+// by Broker.Put.
+type credentialsRequest struct {
+	c         Credentials
+	expiresIn int64
+}
+
+// parseCredentials parses a PUT body strictly: one JSON object, keys
+// exactly as documented (case matters), nothing after it. Token values go
+// from body into new slices without passing through a Go string.
+func parseCredentials(body []byte) (credentialsRequest, error) {
+	const want = "the body must be one JSON object with access_token, and optionally refresh_token, expires_in and scope"
+	var out credentialsRequest
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return out, badRequest("%s: %s", want, jsonProblem(err))
+	}
+	defer func() {
+		for _, v := range fields {
+			memguard.WipeBytes(v)
+		}
+	}()
+	for k := range fields {
+		switch k {
+		case "access_token", "refresh_token", "expires_in", "scope":
+		default:
+			return out, badRequest("%s: unknown field %q (names are case-sensitive)", want, printableKey(k))
+		}
+	}
+	str := func(key string) ([]byte, error) {
+		raw, ok := fields[key]
+		if !ok || string(raw) == "null" {
+			return nil, nil
+		}
+		n, err := wirejson.UnquotedLen(raw)
+		if err != nil {
+			return nil, badRequest("%s: %s must be a string", want, key)
+		}
+		if n > maxTokenLen {
+			return nil, badRequest("%s is longer than %d KiB", key, maxTokenLen>>10)
+		}
+		v := make([]byte, n)
+		wirejson.Unquote(v, raw)
+		return v, nil
+	}
+	var err error
+	if out.c.AccessToken, err = str("access_token"); err != nil {
+		return out, err
+	}
+	if out.c.RefreshToken, err = str("refresh_token"); err != nil {
+		memguard.WipeBytes(out.c.AccessToken)
+		return out, err
+	}
+	fail := func(err error) (credentialsRequest, error) {
+		memguard.WipeBytes(out.c.AccessToken)
+		memguard.WipeBytes(out.c.RefreshToken)
+		return credentialsRequest{}, err
+	}
+	if len(out.c.AccessToken) == 0 {
+		return fail(badRequest("access_token must be a non-empty string"))
+	}
+	if raw, ok := fields["expires_in"]; ok {
+		if err := json.Unmarshal(raw, &out.expiresIn); err != nil || out.expiresIn < 0 {
+			return fail(badRequest("expires_in must be a whole number of seconds, 0 or more"))
+		}
+	}
+	if raw, ok := fields["scope"]; ok {
+		var scope string
+		if err := json.Unmarshal(raw, &scope); err != nil {
+			return fail(badRequest("scope must be a string of space-separated scopes"))
+		}
+		out.c.Scopes = strings.Fields(printable.String(scope, maxScopes))
+	}
+	return out, nil
+}
+
+func printableKey(k string) string { return printable.String(k, 64) }
 
 func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 	res, err := s.B.Logout(r.Context(), uidOf(r), r.PathValue("id"))
@@ -382,14 +723,12 @@ func jsonProblem(err error) string {
 	var te *json.UnmarshalTypeError
 	var mb *http.MaxBytesError
 	switch {
+	case errors.As(err, &mb):
+		return fmt.Sprintf("the body is larger than %d KiB", mb.Limit>>10)
 	case errors.As(err, &se):
 		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
 	case errors.As(err, &te):
-		return fmt.Sprintf("field %q has the wrong type", te.Field)
-	case errors.As(err, &mb):
-		return fmt.Sprintf("body larger than %d bytes", mb.Limit)
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return err.Error()
+		return "it is not a JSON object, or a field has the wrong type"
 	default:
 		return "malformed JSON"
 	}

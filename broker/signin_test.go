@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -97,6 +98,45 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+
+// press opens the start link u in browser c, as a person would, and
+// presses the confirmation page's button action (continue or cancel). It
+// returns the last response.
+func press(t *testing.T, c *http.Client, u, action string) *http.Response {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(page, []byte(`action="/start"`)) {
+		t.Fatalf("start page = %d %q", resp.StatusCode, page)
+	}
+	form := url.Values{"action": {action}}
+	for _, m := range hiddenRE.FindAllSubmatch(page, -1) {
+		form.Set(string(m[1]), string(m[2]))
+	}
+	start, _ := url.Parse(u)
+	start.RawQuery = ""
+	resp, err = c.PostForm(start.String(), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// signInAll completes a sign-in from its start link in a new browser and
+// returns the callback page.
+func signInAll(t *testing.T, u string) (int, string) {
+	t.Helper()
+	resp := press(t, browser(true), u, "continue")
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // startTo runs a sign-in up to the redirect back to the broker and
 // returns the browser, the callback URL and the sign-in.
 func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *api.SignIn) {
@@ -106,10 +146,7 @@ func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *a
 		t.Fatal(err)
 	}
 	c := browser(false)
-	resp, err := c.Get(si.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := press(t, c, si.URL, "continue")
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("sign-in flow stopped with HTTP %d", resp.StatusCode)
@@ -134,7 +171,7 @@ func TestSignIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, body := get(t, browser(true), si.URL)
+	code, body := signInAll(t, si.URL)
 	if code != 200 || !strings.Contains(body, "Signed in to Test") {
 		t.Fatalf("sign-in page = %d %q", code, body)
 	}
@@ -271,7 +308,7 @@ func TestSignInBoundToUser(t *testing.T) {
 	if err := f.b.CancelSignIn(uid+1, si.ID); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("another user's CancelSignIn = %v; want ErrNotFound", err)
 	}
-	get(t, browser(true), si.URL)
+	signInAll(t, si.URL)
 	if _, err := f.b.Token(context.Background(), uid+1, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
 		t.Errorf("the other user got credentials: %v", err)
 	}
@@ -309,7 +346,7 @@ func TestCancelSignIn(t *testing.T) {
 	if st := f.status(t, uid, si); st.Status != "failed" || st.Message != "cancelled" {
 		t.Errorf("status = %+v", st)
 	}
-	if c, b := get(t, br, cb); c != 400 || !bytes.Contains([]byte(b), []byte("already completed or cancelled")) {
+	if c, b := get(t, br, cb); c != 400 || !bytes.Contains([]byte(b), []byte("has ended (cancelled)")) {
 		t.Errorf("callback after cancel = %d %q", c, b)
 	}
 }
@@ -317,7 +354,7 @@ func TestCancelSignIn(t *testing.T) {
 func TestLogoutRevocationFailureStillSignsOut(t *testing.T) {
 	f := newSigninFixture(t)
 	si, _ := f.b.StartSignIn(uid, "Test")
-	get(t, browser(true), si.URL)
+	signInAll(t, si.URL)
 	f.p.Close()
 	res, err := f.b.Logout(context.Background(), uid, "Test")
 	if err != nil || !res.SignedOut || res.Revoked || !strings.Contains(res.RevocationError, "unreachable") {

@@ -8,30 +8,46 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/awnumar/memguard"
+	"github.com/google/uuid"
 
 	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
 // ErrStore is wrapped by every error about a store file that exists but
-// cannot be used (corrupt, truncated, sealed with another key). Such a
-// file is never discarded or overwritten.
+// cannot be used (corrupt, truncated, sealed with another key, or owned by
+// someone else). Such a file is never discarded or overwritten.
 var ErrStore = errors.New("credential store unusable")
 
-// storeMagic starts every store file; the 1 is the format version.
-const storeMagic = "OAUTHFS1"
+// Magic strings start every store file; the digit is the format version.
+const (
+	storeMagicV1 = "OAUTHFS1" // one file per user, every credential in it
+	storeMagic   = "OAUTHFS2" // one file per user and integration
+)
 
-// store keeps one AEAD-sealed file per user in a directory. It is safe
-// for concurrent use, but callers serialise saves per user (see
-// Broker.persist) so that a later state is never overwritten by an earlier
-// one.
+// Bounds on what a record holds. Tokens longer than maxTokenLen are
+// refused where they enter, so encoding never meets one.
+const (
+	maxTokenLen = 64 << 10
+	maxText     = 4 << 10 // scopes, error, account: clipped to this
+)
+
+// store keeps one AEAD-sealed file per user and integration:
+// STATE_DIR/UID/GUID.cred. A change writes only its own record, so the
+// cost of a save does not grow with the number of credentials a user
+// holds. It is safe for concurrent use, but callers serialise saves of one
+// record (see Broker.persist) so that a later state is never overwritten
+// by an earlier one.
 type store struct {
 	dir string
 	// key is the AES-256 key; owned by the store, wiped by memguard.Purge.
@@ -41,36 +57,57 @@ type store struct {
 // openStore opens the store in dir with the key in keyFile. A missing key
 // file is created (0600) when the directory holds no store file yet; if
 // store files exist, a missing key is an error, since a new key could not
-// open them.
+// open them. The directory and the key file must belong to this user or
+// root and not be open to others: anything else could have been planted.
 func openStore(dir, keyFile string) (*store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: state_dir: %w", err)
 	}
+	if err := checkOwned("state_dir", dir, 0o022); err != nil {
+		return nil, err
+	}
 	key, err := loadKey(keyFile)
 	if errors.Is(err, fs.ErrNotExist) {
-		if existing, _ := filepath.Glob(filepath.Join(dir, "*.store")); len(existing) > 0 {
+		if n := countStores(dir); n > 0 {
 			return nil, fmt.Errorf("broker: key_file %s is missing but %s holds %d store file(s) sealed with it; restore the key file, or move the store files away to start afresh: %w",
-				keyFile, dir, len(existing), ErrStore)
+				keyFile, dir, n, ErrStore)
 		}
 		key, err = createKey(keyFile)
 	}
 	if err != nil {
 		return nil, err
 	}
-	removeStaleTemps(dir)
 	return &store{dir: dir, key: key}, nil
 }
 
-// removeStaleTemps deletes temporary files that a process killed while
-// saving left behind. Only files older than a minute go, so a save in
-// progress elsewhere is never disturbed. They are never read.
-func removeStaleTemps(dir string) {
-	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.store.tmp-*"))
-	for _, f := range tmps {
-		if st, err := os.Stat(f); err == nil && time.Since(st.ModTime()) > time.Minute {
-			os.Remove(f)
-		}
+// countStores counts the users with credentials in dir, in either format.
+func countStores(dir string) int {
+	v1, _ := filepath.Glob(filepath.Join(dir, "*.store"))
+	v2, _ := filepath.Glob(filepath.Join(dir, "*", "*.cred"))
+	return len(v1) + len(v2)
+}
+
+// checkOwned refuses path unless it belongs to this user or root and has
+// none of the permission bits in forbidden. what names it in the error.
+func checkOwned(what, path string, forbidden os.FileMode) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("broker: %s: %w", what, err)
 	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	me := os.Geteuid()
+	if int(sys.Uid) != me && sys.Uid != 0 {
+		return fmt.Errorf("broker: %s %s belongs to uid %d, not to you (uid %d) or root: another user could have planted it; use one you own (or chown it): %w",
+			what, path, sys.Uid, me, ErrStore)
+	}
+	if p := st.Mode().Perm(); p&forbidden != 0 {
+		return fmt.Errorf("broker: %s %s has mode %04o, open to group or others: run chmod %04o %s: %w",
+			what, path, p, p&^forbidden, path, ErrStore)
+	}
+	return nil
 }
 
 func loadKey(path string) (*memguard.Enclave, error) {
@@ -82,34 +119,50 @@ func loadKey(path string) (*memguard.Enclave, error) {
 		return nil, fmt.Errorf("broker: key_file: %w", err)
 	}
 	defer f.Close()
-	buf, err := memguard.NewBufferFromReader(f, 2*32+1)
-	if err != nil && buf.Size() < 64 {
-		buf.Destroy()
-		return nil, fmt.Errorf("broker: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrStore)
+	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("broker: key_file %s is not a regular file: %w", path, ErrStore)
 	}
-	defer buf.Destroy()
-	raw := buf.Bytes()[:64]
-	if buf.Size() == 65 && buf.Bytes()[64] != '\n' {
-		return nil, fmt.Errorf("broker: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrStore)
+	if err := checkOwned("key_file", path, 0o077); err != nil {
+		return nil, err
 	}
-	key := memguard.NewBuffer(32)
-	if _, err := hex.Decode(key.Bytes(), raw); err != nil {
+	bad := fmt.Errorf("broker: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrStore)
+	text, err := secmem.NewBuffer(2*32 + 2)
+	if err != nil {
+		return nil, err
+	}
+	defer text.Destroy()
+	n, err := io.ReadFull(f, text.Bytes())
+	if (err != nil && !errors.Is(err, io.ErrUnexpectedEOF)) || n < 64 || n > 65 || (n == 65 && text.Bytes()[64] != '\n') {
+		return nil, bad
+	}
+	key, err := secmem.NewBuffer(32)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := hex.Decode(key.Bytes(), text.Bytes()[:64]); err != nil {
 		key.Destroy()
-		return nil, fmt.Errorf("broker: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrStore)
+		return nil, bad
 	}
-	return key.Seal(), nil
+	return key.Seal()
 }
 
 func createKey(path string) (*memguard.Enclave, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("broker: key_file: %w", err)
 	}
-	key := memguard.NewBufferRandom(32)
-	text := memguard.NewBuffer(65)
+	key, err := secmem.Random(32)
+	if err != nil {
+		return nil, err
+	}
+	text, err := secmem.NewBuffer(65)
+	if err != nil {
+		key.Destroy()
+		return nil, err
+	}
 	defer text.Destroy()
 	hex.Encode(text.Bytes(), key.Bytes())
 	text.Bytes()[64] = '\n'
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		key.Destroy()
 		return nil, fmt.Errorf("broker: create key_file: %w", err)
@@ -127,15 +180,19 @@ func createKey(path string) (*memguard.Enclave, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("broker: write key_file %s: %w", path, werr)
 	}
-	return key.Seal(), nil
+	return key.Seal()
 }
 
-func (s *store) path(uid int) string { return filepath.Join(s.dir, strconv.Itoa(uid)+".store") }
+func (s *store) userDir(uid int) string { return filepath.Join(s.dir, strconv.Itoa(uid)) }
+
+func (s *store) path(uid int, guid string) string {
+	return filepath.Join(s.userDir(uid), guid+".cred")
+}
 
 // aead returns the cipher for the store key. The expanded key schedule
 // lives on the Go heap for the duration of one seal or open.
 func (s *store) aead() (cipher.AEAD, error) {
-	k, err := s.key.Open()
+	k, err := secmem.Open(s.key)
 	if err != nil {
 		return nil, fmt.Errorf("broker: open store key: %w", err)
 	}
@@ -147,9 +204,11 @@ func (s *store) aead() (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// additional binds a store file to its user: a file copied to another
-// uid's name does not open.
-func additional(uid int) []byte { return []byte(storeMagic + " uid=" + strconv.Itoa(uid)) }
+// additional binds a record file to its user and integration: a file
+// copied to another name does not open.
+func additional(uid int, guid string) []byte {
+	return []byte(storeMagic + " uid=" + strconv.Itoa(uid) + " guid=" + guid)
+}
 
 // record is one credential as stored.
 type record struct {
@@ -159,15 +218,16 @@ type record struct {
 	scopes   []string
 	status   api.Status
 	lastErr  string
+	account  string
 	expiry   time.Time
 	obtained time.Time
 }
 
-// save seals recs into the user's file atomically: a temporary file is
-// written and fsynced, renamed over the old one, and the directory is
-// fsynced, so a crash leaves the old or the new state, never a torn one.
-func (s *store) save(uid int, recs []record) error {
-	plain, err := encode(recs)
+// save seals r into its file atomically: a temporary file is written and
+// fsynced, renamed over the old one, and the directory is fsynced, so a
+// crash leaves the old or the new state, never a torn one.
+func (s *store) save(uid int, r record) error {
+	plain, err := encodeRecord(r)
 	if err != nil {
 		return err
 	}
@@ -181,19 +241,35 @@ func (s *store) save(uid int, recs []record) error {
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
 	out = append(out, nonce...)
-	out = aead.Seal(out, nonce, plain.Bytes(), additional(uid))
+	out = aead.Seal(out, nonce, plain.Bytes(), additional(uid, r.guid))
+	dir := s.userDir(uid)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("broker: save credentials: %w", err)
+	}
+	return writeAtomic(dir, s.path(uid, r.guid), out)
+}
 
-	final := s.path(uid)
-	tmp, err := os.CreateTemp(s.dir, "."+strconv.Itoa(uid)+".store.tmp-*")
+// remove deletes the record of guid, if there is one, durably.
+func (s *store) remove(uid int, guid string) error {
+	err := os.Remove(s.path(uid, guid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("broker: remove credentials: %w", err)
+	}
+	return syncDir(s.userDir(uid))
+}
+
+// writeAtomic replaces final (in dir) with data: temporary file, fsync,
+// rename, directory fsync.
+func writeAtomic(dir, final string, data []byte) error {
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(final)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("broker: save credentials: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("broker: save credentials: %w", err)
-	}
-	_, werr := tmp.Write(out)
+	_, werr := tmp.Write(data)
 	if werr == nil {
 		werr = tmp.Sync()
 	}
@@ -206,108 +282,217 @@ func (s *store) save(uid int, recs []record) error {
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return fmt.Errorf("broker: save credentials to %s: %w", final, err)
 	}
-	d, err := os.Open(s.dir)
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("broker: sync %s: %w", s.dir, err)
+		return fmt.Errorf("broker: sync %s: %w", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("broker: sync %s: %w", s.dir, err)
+		return fmt.Errorf("broker: sync %s: %w", dir, err)
 	}
 	return nil
 }
 
-// load opens the user's file. A missing file is an empty store; a file
-// that exists but does not open is an ErrStore error naming it.
+// load opens the user's records. A user with none is an empty store; a
+// file that exists but does not open is an ErrStore error naming it. A
+// store in the first format (one file per user) is converted: every record
+// is written in the new format before the old file goes.
 func (s *store) load(uid int) ([]record, error) {
-	path := s.path(uid)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	old := filepath.Join(s.dir, strconv.Itoa(uid)+".store")
+	if _, err := os.Lstat(old); err == nil {
+		return s.migrate(uid, old)
+	}
+	dir := s.userDir(uid)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	if err := checkOwned("credential directory", dir, 0o022); err != nil {
+		return nil, err
+	}
+	removeStaleTemps(dir)
+	names, err := filepath.Glob(filepath.Join(dir, "*.cred"))
 	if err != nil {
 		return nil, fmt.Errorf("broker: read credential store: %w", err)
-	}
-	bad := func(why string) error {
-		return fmt.Errorf("broker: credential store %s %s; it was left untouched (restore it, or move it away to sign in afresh): %w", path, why, ErrStore)
 	}
 	aead, err := s.aead()
 	if err != nil {
 		return nil, err
 	}
-	if len(data) < len(storeMagic)+aead.NonceSize()+aead.Overhead() || string(data[:len(storeMagic)]) != storeMagic {
-		return nil, bad("is truncated or not an oauthfs store")
-	}
-	nonce := data[len(storeMagic) : len(storeMagic)+aead.NonceSize()]
-	ct := data[len(storeMagic)+aead.NonceSize():]
-	plain := memguard.NewBuffer(len(ct) - aead.Overhead())
-	defer plain.Destroy()
-	if _, err := aead.Open(plain.Bytes()[:0], nonce, ct, additional(uid)); err != nil {
-		return nil, bad("does not open with the key in key_file (corrupt, or sealed with another key)")
-	}
-	recs, err := decode(plain.Bytes())
-	if err != nil {
-		return nil, bad("is corrupt (" + err.Error() + ")")
+	var recs []record
+	for _, name := range names {
+		guid := strings.TrimSuffix(filepath.Base(name), ".cred")
+		if u, err := uuid.Parse(guid); err != nil || u.String() != guid {
+			continue // not ours
+		}
+		r, err := s.loadRecord(aead, uid, guid, name)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r)
 	}
 	return recs, nil
 }
 
-// encode writes recs into a new locked buffer, which the caller destroys.
-// Layout, big-endian: u32 count; per record: str16 guid, u8 status,
-// i64 expiry, i64 obtained (unix ns, 0 = none), bytes32 access,
-// bytes32 refresh, str16 scopes, str16 error.
-func encode(recs []record) (*memguard.LockedBuffer, error) {
-	type opened struct{ access, refresh *memguard.LockedBuffer }
-	bufs := make([]opened, len(recs))
-	defer func() {
-		for _, b := range bufs {
-			if b.access != nil {
-				b.access.Destroy()
-			}
-			if b.refresh != nil {
-				b.refresh.Destroy()
-			}
-		}
-	}()
-	size := 4
-	for i, r := range recs {
-		var err error
-		if r.access != nil {
-			if bufs[i].access, err = r.access.Open(); err != nil {
-				return nil, err
-			}
-		}
-		if r.refresh != nil {
-			if bufs[i].refresh, err = r.refresh.Open(); err != nil {
-				return nil, err
-			}
-		}
-		size += 2 + len(r.guid) + 1 + 8 + 8 + 4 + bufLen(bufs[i].access) + 4 + bufLen(bufs[i].refresh) +
-			2 + len(strings.Join(r.scopes, " ")) + 2 + len(r.lastErr)
+func (s *store) loadRecord(aead cipher.AEAD, uid int, guid, path string) (record, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("broker: credential store %s %s; it was left untouched (restore it, or move it away to sign in afresh): %w", path, why, ErrStore)
 	}
-	out := memguard.NewBuffer(size)
+	if err := checkOwned("credential file", path, 0o022); err != nil {
+		return record{}, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return record{}, fmt.Errorf("broker: read credential store: %w", err)
+	}
+	if len(data) < len(storeMagic)+aead.NonceSize()+aead.Overhead() || string(data[:len(storeMagic)]) != storeMagic {
+		return record{}, bad("is truncated or not an oauthfs store")
+	}
+	nonce := data[len(storeMagic) : len(storeMagic)+aead.NonceSize()]
+	ct := data[len(storeMagic)+aead.NonceSize():]
+	if len(ct) == aead.Overhead() {
+		return record{}, bad("is empty")
+	}
+	plain, err := secmem.NewBuffer(len(ct) - aead.Overhead())
+	if err != nil {
+		return record{}, err
+	}
+	defer plain.Destroy()
+	if _, err := aead.Open(plain.Bytes()[:0], nonce, ct, additional(uid, guid)); err != nil {
+		return record{}, bad("does not open with the key in key_file (corrupt, sealed with another key, or copied from another user or integration)")
+	}
+	r, err := decodeRecord(plain.Bytes())
+	if err != nil {
+		return record{}, bad("is corrupt (" + err.Error() + ")")
+	}
+	r.guid = guid
+	return r, nil
+}
+
+// removeStaleTemps deletes temporary files that a process killed while
+// saving left behind. Only files older than a minute go, so a save in
+// progress elsewhere is never disturbed. They are never read.
+func removeStaleTemps(dir string) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
+	for _, f := range tmps {
+		if st, err := os.Lstat(f); err == nil && time.Since(st.ModTime()) > time.Minute {
+			os.Remove(f)
+		}
+	}
+}
+
+// migrate converts the first format's file at old into per-record files
+// and then removes it. A crash on the way leaves old in place, and the
+// next load converts it again from the start.
+func (s *store) migrate(uid int, old string) ([]record, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("broker: credential store %s %s; it was left untouched (restore it, or move it away to sign in afresh): %w", old, why, ErrStore)
+	}
+	if err := checkOwned("credential file", old, 0o022); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(old)
+	if err != nil {
+		return nil, fmt.Errorf("broker: read credential store: %w", err)
+	}
+	aead, err := s.aead()
+	if err != nil {
+		return nil, err
+	}
+	if len(data) < len(storeMagicV1)+aead.NonceSize()+aead.Overhead() || string(data[:len(storeMagicV1)]) != storeMagicV1 {
+		return nil, bad("is truncated or not an oauthfs store")
+	}
+	nonce := data[len(storeMagicV1) : len(storeMagicV1)+aead.NonceSize()]
+	ct := data[len(storeMagicV1)+aead.NonceSize():]
+	plain, err := secmem.NewBuffer(max(1, len(ct)-aead.Overhead()))
+	if err != nil {
+		return nil, err
+	}
+	defer plain.Destroy()
+	if _, err := aead.Open(plain.Bytes()[:0], nonce, ct, []byte(storeMagicV1+" uid="+strconv.Itoa(uid))); err != nil {
+		return nil, bad("does not open with the key in key_file (corrupt, or sealed with another key)")
+	}
+	recs, err := decodeV1(plain.Bytes()[:len(ct)-aead.Overhead()])
+	if err != nil {
+		return nil, bad("is corrupt (" + err.Error() + ")")
+	}
+	for _, r := range recs {
+		if err := s.save(uid, r); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.Remove(old); err != nil {
+		return nil, fmt.Errorf("broker: remove the converted store %s: %w", old, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// encodeRecord writes r into a new locked buffer, which the caller
+// destroys. Layout, big-endian (docs/store-format.md): u8 status, i64
+// expiry, i64 obtained (unix ns, 0 = none), bytes32 access, bytes32
+// refresh, str16 scopes, str16 error, str16 account. Text is clipped to
+// maxText, so no accepted value can make encoding fail.
+func encodeRecord(r record) (*secmem.Buffer, error) {
+	var access, refresh *secmem.Buffer
+	var err error
+	if r.access != nil {
+		if access, err = r.access.Open(); err != nil {
+			return nil, err
+		}
+		defer access.Destroy()
+	}
+	if r.refresh != nil {
+		if refresh, err = secmem.Open(r.refresh); err != nil {
+			return nil, err
+		}
+		defer refresh.Destroy()
+	}
+	scopes, lastErr, account := clip(strings.Join(r.scopes, " ")), clip(r.lastErr), clip(r.account)
+	size := 1 + 8 + 8 + 4 + bufLen(access) + 4 + bufLen(refresh) + 2 + len(scopes) + 2 + len(lastErr) + 2 + len(account)
+	out, err := secmem.NewBuffer(size)
+	if err != nil {
+		return nil, err
+	}
 	b := out.Bytes()[:0]
-	b = binary.BigEndian.AppendUint32(b, uint32(len(recs)))
-	for i, r := range recs {
-		b = appendStr16(b, r.guid)
-		b = append(b, statusByte[r.status])
-		b = binary.BigEndian.AppendUint64(b, uint64(unixNano(r.expiry)))
-		b = binary.BigEndian.AppendUint64(b, uint64(unixNano(r.obtained)))
-		b = appendBytes32(b, bufs[i].access)
-		b = appendBytes32(b, bufs[i].refresh)
-		b = appendStr16(b, strings.Join(r.scopes, " "))
-		b = appendStr16(b, r.lastErr)
-	}
-	if len(b) != size {
+	b = append(b, statusByte[r.status])
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(r.expiry)))
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(r.obtained)))
+	b = appendBytes32(b, access)
+	b = appendBytes32(b, refresh)
+	b = appendStr16(b, scopes)
+	b = appendStr16(b, lastErr)
+	b = appendStr16(b, account)
+	if len(b) != size { // cannot happen: every length above is the clipped one
 		out.Destroy()
-		return nil, fmt.Errorf("broker: encode store: size %d, want %d", len(b), size)
+		return nil, fmt.Errorf("broker: encode credentials: size %d, want %d", len(b), size)
 	}
 	return out, nil
 }
 
+// clip bounds stored text to maxText bytes, at a UTF-8 boundary.
+func clip(s string) string {
+	if len(s) <= maxText {
+		return s
+	}
+	s = s[:maxText]
+	for len(s) > 0 && s[len(s)-1]&0xc0 == 0x80 {
+		s = s[:len(s)-1]
+	}
+	if len(s) > 0 && s[len(s)-1] >= 0xc0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
 var statusByte = map[api.Status]byte{api.StatusSignedIn: 1, api.StatusExpired: 2, api.StatusError: 3}
 
-func bufLen(b *memguard.LockedBuffer) int {
+func bufLen(b *secmem.Buffer) int {
 	if b == nil {
 		return 0
 	}
@@ -329,14 +514,11 @@ func fromUnixNano(n int64) time.Time {
 }
 
 func appendStr16(b []byte, s string) []byte {
-	if len(s) > 0xffff {
-		s = s[:0xffff]
-	}
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
 	return append(b, s...)
 }
 
-func appendBytes32(b []byte, lb *memguard.LockedBuffer) []byte {
+func appendBytes32(b []byte, lb *secmem.Buffer) []byte {
 	if lb == nil {
 		return binary.BigEndian.AppendUint32(b, 0)
 	}
@@ -344,9 +526,62 @@ func appendBytes32(b []byte, lb *memguard.LockedBuffer) []byte {
 	return append(b, lb.Bytes()...)
 }
 
-// decode parses what encode wrote. Token bytes go straight from the
-// locked plaintext into new enclaves.
-func decode(p []byte) ([]record, error) {
+// decodeRecord parses what encodeRecord wrote. Token bytes go straight
+// from the locked plaintext into new enclaves.
+func decodeRecord(p []byte) (record, error) {
+	d := decoder{p: p}
+	var r record
+	sb := d.u8()
+	r.status = statusOf(sb)
+	r.expiry, r.obtained = fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
+	access, refresh := d.bytes32(), d.bytes32()
+	r.scopes = strings.Fields(d.str16())
+	r.lastErr = d.str16()
+	r.account = d.str16()
+	if d.err == nil && r.status == "" {
+		d.err = fmt.Errorf("unknown status %d", sb)
+	}
+	if d.err == nil && len(d.p) != 0 {
+		d.err = errors.New("trailing bytes")
+	}
+	if d.err != nil {
+		return record{}, d.err
+	}
+	return r, r.seal(access, refresh)
+}
+
+// seal puts copies of the token bytes into r's enclaves.
+func (r *record) seal(access, refresh []byte) error {
+	if len(access) > 0 {
+		t, err := api.NewToken(append([]byte(nil), access...), r.expiry, r.obtained)
+		if err != nil {
+			return err
+		}
+		r.access = t
+	}
+	if len(refresh) > 0 {
+		e, err := secmem.Seal(append([]byte(nil), refresh...))
+		if err != nil {
+			return err
+		}
+		r.refresh = e
+	}
+	return nil
+}
+
+func statusOf(b byte) api.Status {
+	for s, v := range statusByte {
+		if v == b {
+			return s
+		}
+	}
+	return ""
+}
+
+// decodeV1 parses the first format: u32 count; per record: str16 guid, u8
+// status, i64 expiry, i64 obtained, bytes32 access, bytes32 refresh, str16
+// scopes, str16 error.
+func decodeV1(p []byte) ([]record, error) {
 	d := decoder{p: p}
 	n := d.u32()
 	if d.err == nil && n > 1<<16 {
@@ -356,22 +591,22 @@ func decode(p []byte) ([]record, error) {
 	for i := uint32(0); i < n && d.err == nil; i++ {
 		r := record{guid: d.str16()}
 		sb := d.u8()
-		for s, v := range statusByte {
-			if v == sb {
-				r.status = s
-			}
-		}
+		r.status = statusOf(sb)
 		r.expiry, r.obtained = fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
-		if a := d.bytes32(); len(a) > 0 {
-			r.access = api.NewToken(append([]byte(nil), a...), r.expiry, r.obtained)
-		}
-		if rt := d.bytes32(); len(rt) > 0 {
-			r.refresh = memguard.NewEnclave(append([]byte(nil), rt...))
-		}
+		access, refresh := d.bytes32(), d.bytes32()
 		r.scopes = strings.Fields(d.str16())
 		r.lastErr = d.str16()
-		if r.status == "" && d.err == nil {
-			d.err = fmt.Errorf("record %d: unknown status %d", i, sb)
+		if d.err != nil {
+			break
+		}
+		if u, err := uuid.Parse(r.guid); err != nil || u.String() != r.guid {
+			return nil, fmt.Errorf("record %d: bad guid", i)
+		}
+		if r.status == "" {
+			return nil, fmt.Errorf("record %d: unknown status %d", i, sb)
+		}
+		if err := r.seal(access, refresh); err != nil {
+			return nil, err
 		}
 		recs = append(recs, r)
 	}
@@ -433,5 +668,10 @@ func (d *decoder) bytes32() []byte {
 	if b == nil {
 		return nil
 	}
-	return d.take(int(binary.BigEndian.Uint32(b)))
+	n := binary.BigEndian.Uint32(b)
+	if n > maxTokenLen {
+		d.err = errors.New("token longer than the limit")
+		return nil
+	}
+	return d.take(int(n))
 }

@@ -3,10 +3,12 @@ package broker
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,16 +63,18 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, f := range []string{"key", "1000.store"} {
+	for _, f := range []string{"key", recordFile(t, b, "")} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, mode %v; want 0600", f, err, st.Mode())
 		}
 	}
-	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
-		t.Errorf("state_dir mode %v; want 0700", st.Mode().Perm())
+	for _, d := range []string{dir, filepath.Join(dir, "1000")} {
+		if st, _ := os.Stat(d); st.Mode().Perm() != 0o700 {
+			t.Errorf("%s mode %v; want 0700", d, st.Mode().Perm())
+		}
 	}
-	raw, _ := os.ReadFile(filepath.Join(dir, "1000.store"))
+	raw, _ := os.ReadFile(recordFile(t, b, dir))
 	if bytes.Contains(raw, []byte("CANARYstore")) {
 		t.Errorf("the store file holds a token in clear")
 	}
@@ -136,35 +140,46 @@ func TestStoreMemoryOnlyWritesNothing(t *testing.T) {
 	}
 }
 
+// recordFile returns the store file of uid's credentials for "Test",
+// under dir.
+func recordFile(t *testing.T, b *Broker, dir string) string {
+	t.Helper()
+	m, err := b.Integration(uid, "Test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "1000", m.GUID+".cred")
+}
+
 func TestStoreDamage(t *testing.T) {
 	p := localprovider.New()
 	defer p.Close()
 	for _, tc := range []struct {
 		name   string
-		damage func(t *testing.T, dir string)
+		damage func(t *testing.T, dir, file string)
 		want   string
 	}{
-		{"truncated", func(t *testing.T, dir string) {
-			f := filepath.Join(dir, "1000.store")
+		{"truncated", func(t *testing.T, dir, f string) {
 			b, _ := os.ReadFile(f)
 			os.WriteFile(f, b[:len(b)/2], 0o600)
 		}, "does not open"},
-		{"too short", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "1000.store"), []byte("OAU"), 0o600) }, "truncated or not an oauthfs store"},
-		{"flipped byte", func(t *testing.T, dir string) {
-			f := filepath.Join(dir, "1000.store")
+		{"too short", func(t *testing.T, dir, f string) { os.WriteFile(f, []byte("OAU"), 0o600) }, "truncated or not an oauthfs store"},
+		{"flipped byte", func(t *testing.T, dir, f string) {
 			b, _ := os.ReadFile(f)
 			b[len(b)-3] ^= 0xff
 			os.WriteFile(f, b, 0o600)
 		}, "does not open"},
-		{"other key", func(t *testing.T, dir string) {
+		{"other key", func(t *testing.T, dir, f string) {
 			os.WriteFile(filepath.Join(dir, "key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o600)
 		}, "sealed with another key"},
-		{"other user's file", func(t *testing.T, dir string) {
-			os.Rename(filepath.Join(dir, "1000.store"), filepath.Join(dir, "1000.store.bak"))
-			b, _ := os.ReadFile(filepath.Join(dir, "1000.store.bak"))
-			os.WriteFile(filepath.Join(dir, "1000.store"), b, 0o600)
-			os.Rename(filepath.Join(dir, "1000.store"), filepath.Join(dir, "1001.store"))
-			os.Rename(filepath.Join(dir, "1000.store.bak"), filepath.Join(dir, "1000.store"))
+		{"other user's file", func(t *testing.T, dir, f string) {
+			b, _ := os.ReadFile(f)
+			os.WriteFile(strings.Replace(f, "/1000/", "/1001/", 1), b, 0o600)
+		}, "does not open"},
+		{"other integration's file", func(t *testing.T, dir, f string) {
+			b, _ := os.ReadFile(f)
+			os.Remove(f)
+			os.WriteFile(filepath.Join(filepath.Dir(f), "11111111-2222-4333-8444-555555555555.cred"), b, 0o600)
 		}, "does not open"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,10 +188,14 @@ func TestStoreDamage(t *testing.T) {
 			a, r, exp := p.Grant()
 			b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp})
 			b.Put(uid+1, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp})
-			tc.damage(t, dir)
-			victim := filepath.Join(dir, "1000.store")
-			if tc.name == "other user's file" {
-				victim = filepath.Join(dir, "1001.store")
+			file := recordFile(t, b, dir)
+			tc.damage(t, dir, file)
+			victim := file
+			switch tc.name {
+			case "other user's file":
+				victim = strings.Replace(file, "/1000/", "/1001/", 1)
+			case "other integration's file":
+				victim = filepath.Join(filepath.Dir(file), "11111111-2222-4333-8444-555555555555.cred")
 			}
 			before, _ := os.ReadFile(victim)
 
@@ -246,4 +265,208 @@ func TestStoreKeyFile(t *testing.T) {
 			t.Errorf("New = %v; want a key_file error", err)
 		}
 	})
+}
+
+// sealV1 writes recs in the first store format (one file per user), as
+// oauthfs did before per-record files.
+func sealV1(t *testing.T, s *store, uid int, recs []struct{ guid, access, refresh string }) {
+	t.Helper()
+	var p []byte
+	p = binary.BigEndian.AppendUint32(p, uint32(len(recs)))
+	for _, r := range recs {
+		p = appendStr16(p, r.guid)
+		p = append(p, 1) // signed in
+		p = binary.BigEndian.AppendUint64(p, uint64(time.Now().Add(time.Hour).UnixNano()))
+		p = binary.BigEndian.AppendUint64(p, uint64(time.Now().UnixNano()))
+		p = binary.BigEndian.AppendUint32(p, uint32(len(r.access)))
+		p = append(p, r.access...)
+		p = binary.BigEndian.AppendUint32(p, uint32(len(r.refresh)))
+		p = append(p, r.refresh...)
+		p = appendStr16(p, "read")
+		p = appendStr16(p, "")
+	}
+	aead, err := s.aead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, aead.NonceSize())
+	out := append([]byte(storeMagicV1), nonce...)
+	out = aead.Seal(out, nonce, p, []byte(storeMagicV1+" uid="+strconv.Itoa(uid)))
+	if err := os.WriteFile(filepath.Join(s.dir, strconv.Itoa(uid)+".store"), out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStoreMigratesTheFirstFormat(t *testing.T) {
+	p := localprovider.New()
+	defer p.Close()
+	dir := t.TempDir()
+	b := mustPersistent(t, p, dir)
+	m, _ := b.Integration(uid, "Test")
+	a, r, _ := p.Grant()
+	sealV1(t, b.store, uid, []struct{ guid, access, refresh string }{
+		{m.GUID, a, r},
+		{"11111111-2222-4333-8444-555555555555", "removed-at", "removed-rt"}, // an integration no longer configured
+	})
+	b2 := mustPersistent(t, p, dir)
+	tok, err := b2.Token(context.Background(), uid, "Test")
+	if err != nil || read(t, tok) != a {
+		t.Fatalf("Token after migration = %v; want the token of the old store", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "1000.store")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the old store file is still there after migration: %v", err)
+	}
+	for _, g := range []string{m.GUID, "11111111-2222-4333-8444-555555555555"} {
+		if _, err := os.Stat(filepath.Join(dir, "1000", g+".cred")); err != nil {
+			t.Errorf("record %s after migration: %v", g, err)
+		}
+	}
+	// And it all survives one more restart, in the new format.
+	if tok, err := mustPersistent(t, p, dir).Token(context.Background(), uid, "Test"); err != nil || read(t, tok) != a {
+		t.Errorf("Token after a second restart = %v", err)
+	}
+}
+
+// TestStoreRefusesPlantedState plays another user who prepared the state
+// directory or the key: the broker refuses them with a reason and a fix.
+func TestStoreRefusesPlantedState(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user")
+	}
+	p := localprovider.New()
+	defer p.Close()
+	const other = 65534 // nobody
+	for _, tc := range []struct {
+		name  string
+		plant func(t *testing.T, dir string)
+		want  []string
+	}{
+		{"state_dir owned by another user", func(t *testing.T, dir string) {
+			os.Chown(dir, other, other)
+		}, []string{"state_dir", "belongs to uid 65534", "planted"}},
+		{"state_dir writable by others", func(t *testing.T, dir string) {
+			os.Chmod(dir, 0o777)
+		}, []string{"state_dir", "mode 0777", "chmod 0755"}},
+		{"key owned by another user", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o600)
+			os.Chown(filepath.Join(dir, "key"), other, other)
+		}, []string{"key_file", "belongs to uid 65534"}},
+		{"key readable by others", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o644)
+		}, []string{"key_file", "mode 0644", "chmod 0600"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tc.plant(t, dir)
+			_, err := persistent(t, p, dir)
+			if err == nil {
+				t.Fatal("New accepted the planted state")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("New = %v; want it to say %q", err, w)
+				}
+			}
+		})
+	}
+	t.Run("record planted by another user", func(t *testing.T) {
+		dir := t.TempDir()
+		b := mustPersistent(t, p, dir)
+		b.Put(uid, "Test", Credentials{AccessToken: []byte("mine")})
+		f := recordFile(t, b, dir)
+		os.Chown(f, other, other)
+		err := mustPersistent(t, p, dir).Load(uid)
+		if !errors.Is(err, ErrStore) || !strings.Contains(err.Error(), "belongs to uid 65534") {
+			t.Errorf("Load = %v; want the planted record refused", err)
+		}
+	})
+}
+
+// TestStoreSaveTouchesOneRecord shows that a save does not depend on the
+// other credentials a user holds: it writes its own file only.
+func TestStoreSaveTouchesOneRecord(t *testing.T) {
+	p := localprovider.New()
+	defer p.Close()
+	dir := t.TempDir()
+	b := manyIntegrations(t, p, dir, 50)
+	for i := 0; i < 50; i++ {
+		if err := b.Put(uid, fmt.Sprintf("I%d", i), Credentials{AccessToken: []byte(fmt.Sprintf("at-%d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := map[string]time.Time{}
+	files, _ := filepath.Glob(filepath.Join(dir, "1000", "*.cred"))
+	for _, f := range files {
+		st, _ := os.Stat(f)
+		before[f] = st.ModTime()
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := b.Put(uid, "I7", Credentials{AccessToken: []byte("new")}); err != nil {
+		t.Fatal(err)
+	}
+	changed := 0
+	for _, f := range files {
+		if st, _ := os.Stat(f); !st.ModTime().Equal(before[f]) {
+			changed++
+		}
+	}
+	if len(files) != 50 || changed != 1 {
+		t.Errorf("%d record files, %d changed by one save; want 50 and 1", len(files), changed)
+	}
+}
+
+// manyIntegrations builds a persistent broker with n integrations I0..In-1.
+func manyIntegrations(t testing.TB, p *localprovider.Provider, dir string, n int) *Broker {
+	t.Helper()
+	var src strings.Builder
+	fmt.Fprintf(&src, "[broker]\nstate_dir = %q\n", dir)
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&src, "[[integration]]\nname = \"I%d\"\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n", i, p.URL, p.URL)
+	}
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(src.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// BenchmarkSave measures a save (an import) and a refresh for a user who
+// holds 10, 1,000 or 5,000 credentials: the cost must not grow with them.
+func BenchmarkSave(b *testing.B) {
+	p := localprovider.New()
+	defer p.Close()
+	p.SetRotate(true)
+	for _, n := range []int{10, 1000, 5000} {
+		dir := b.TempDir()
+		br := manyIntegrations(b, p, dir, n)
+		for i := 0; i < n; i++ {
+			if err := br.Put(uid, fmt.Sprintf("I%d", i), Credentials{AccessToken: []byte("at"), Expiry: time.Now().Add(time.Hour)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("put/creds=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if err := br.Put(uid, "I1", Credentials{AccessToken: []byte("at-new")}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("refresh/creds=%d", n), func(b *testing.B) {
+			_, rt, _ := p.Grant()
+			br.Put(uid, "I2", Credentials{AccessToken: []byte("old"), RefreshToken: []byte(rt), Expiry: time.Now().Add(-time.Second)})
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				br.mu.Lock()
+				br.users[uid][br.byName["I2"].cfg.GUID.String()].access = nil // due now
+				br.mu.Unlock()
+				if _, err := br.Token(context.Background(), uid, "I2"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

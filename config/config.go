@@ -29,6 +29,16 @@ const (
 	MaxNameLen = 255
 )
 
+// The values of Integration.AuthStyle.
+const (
+	AuthStyleBasic = "basic"
+	AuthStylePost  = "post"
+)
+
+// ReservedPaths are the sign-in web server's own pages: callback_url
+// must not use them.
+var ReservedPaths = []string{"/start"}
+
 // guidNamespace is the UUIDv5 namespace for guids derived from names. It is
 // fixed forever: changing it would change every default guid.
 var guidNamespace = uuid.MustParse("5b0f6c1e-2f5d-4a8e-9a57-6f61757468fe")
@@ -93,6 +103,14 @@ type Integration struct {
 	Provider         string            `toml:"provider"`
 	AuthParams       map[string]string `toml:"auth_params"`
 	RevocationURL    string            `toml:"revocation_url"`
+	// UserinfoURL, when set, is asked (with the new access token) which
+	// account signed in, when the token response does not say.
+	UserinfoURL string `toml:"userinfo_url"`
+	// AuthStyle is how the client authenticates at the token endpoint:
+	// AuthStyleBasic (HTTP Basic, RFC 6749 §2.3.1) or AuthStylePost
+	// (client_id and client_secret in the form). It is never retried the
+	// other way. Default: post for provider presets, basic otherwise.
+	AuthStyle string `toml:"auth_style"`
 
 	// GUID is RawGUID parsed, or the UUIDv5 of Name when RawGUID is empty.
 	GUID uuid.UUID `toml:"-"`
@@ -287,20 +305,22 @@ func duration(s string, def time.Duration) (time.Duration, error) {
 
 // providers maps the provider key to its endpoints. Only providers whose
 // endpoints are fixed URLs are listed; others need auth_url and token_url.
-var providers = map[string]struct{ auth, token string }{
-	"amazon":    {endpoints.Amazon.AuthURL, endpoints.Amazon.TokenURL},
-	"bitbucket": {endpoints.Bitbucket.AuthURL, endpoints.Bitbucket.TokenURL},
-	"discord":   {endpoints.Discord.AuthURL, endpoints.Discord.TokenURL},
-	"dropbox":   {endpoints.Dropbox.AuthURL, endpoints.Dropbox.TokenURL},
-	"facebook":  {endpoints.Facebook.AuthURL, endpoints.Facebook.TokenURL},
-	"github":    {endpoints.GitHub.AuthURL, endpoints.GitHub.TokenURL},
-	"gitlab":    {endpoints.GitLab.AuthURL, endpoints.GitLab.TokenURL},
-	"google":    {endpoints.Google.AuthURL, endpoints.Google.TokenURL},
-	"linkedin":  {endpoints.LinkedIn.AuthURL, endpoints.LinkedIn.TokenURL},
-	"microsoft": {endpoints.Microsoft.AuthURL, endpoints.Microsoft.TokenURL},
-	"slack":     {endpoints.Slack.AuthURL, endpoints.Slack.TokenURL},
-	"spotify":   {endpoints.Spotify.AuthURL, endpoints.Spotify.TokenURL},
-	"zoom":      {endpoints.Zoom.AuthURL, endpoints.Zoom.TokenURL},
+// Presets authenticate with client_secret_post, which every one of these
+// providers accepts (some refuse HTTP Basic).
+var providers = map[string]struct{ auth, token, userinfo string }{
+	"amazon":    {endpoints.Amazon.AuthURL, endpoints.Amazon.TokenURL, ""},
+	"bitbucket": {endpoints.Bitbucket.AuthURL, endpoints.Bitbucket.TokenURL, ""},
+	"discord":   {endpoints.Discord.AuthURL, endpoints.Discord.TokenURL, ""},
+	"dropbox":   {endpoints.Dropbox.AuthURL, endpoints.Dropbox.TokenURL, ""},
+	"facebook":  {endpoints.Facebook.AuthURL, endpoints.Facebook.TokenURL, ""},
+	"github":    {endpoints.GitHub.AuthURL, endpoints.GitHub.TokenURL, "https://api.github.com/user"},
+	"gitlab":    {endpoints.GitLab.AuthURL, endpoints.GitLab.TokenURL, ""},
+	"google":    {endpoints.Google.AuthURL, endpoints.Google.TokenURL, ""},
+	"linkedin":  {endpoints.LinkedIn.AuthURL, endpoints.LinkedIn.TokenURL, ""},
+	"microsoft": {endpoints.Microsoft.AuthURL, endpoints.Microsoft.TokenURL, ""},
+	"slack":     {endpoints.Slack.AuthURL, endpoints.Slack.TokenURL, ""},
+	"spotify":   {endpoints.Spotify.AuthURL, endpoints.Spotify.TokenURL, ""},
+	"zoom":      {endpoints.Zoom.AuthURL, endpoints.Zoom.TokenURL, ""},
 }
 
 // Providers returns the known provider keys, sorted.
@@ -318,6 +338,9 @@ func (c *Config) validate() error {
 		return c.errf("[broker] listen %q: want host:port", c.Broker.Listen)
 	}
 	if err := checkURL(c.Broker.CallbackURL); err != nil {
+		return c.errf("[broker] callback_url: %v", err)
+	}
+	if err := checkCallbackPath(c.Broker.CallbackURL); err != nil {
 		return c.errf("[broker] callback_url: %v", err)
 	}
 	names := map[string]int{}
@@ -348,6 +371,8 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 		return c.integrationErr(in, i, "name must not contain '/' or NUL")
 	case in.Name == "." || in.Name == "..":
 		return c.integrationErr(in, i, "name must not be %q", in.Name)
+	case isGUIDShaped(in.Name):
+		return c.integrationErr(in, i, "name %q has the shape of a guid, and would be confused with an integration's guid; choose a name that is not a UUID", in.Name)
 	case in.Name == "by-name" || in.Name == "integrations.json":
 		// Allowed: names live under by-name/, so they cannot collide.
 	}
@@ -377,6 +402,19 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 		if in.TokenURL == "" {
 			in.TokenURL = p.token
 		}
+		if in.UserinfoURL == "" {
+			in.UserinfoURL = p.userinfo
+		}
+		if in.AuthStyle == "" {
+			in.AuthStyle = AuthStylePost
+		}
+	}
+	switch in.AuthStyle {
+	case "":
+		in.AuthStyle = AuthStyleBasic
+	case AuthStyleBasic, AuthStylePost:
+	default:
+		return c.integrationErr(in, i, "auth_style %q: want %q (HTTP Basic) or %q (in the form)", in.AuthStyle, AuthStyleBasic, AuthStylePost)
 	}
 	for _, u := range []struct{ key, val string }{{"auth_url", in.AuthURL}, {"token_url", in.TokenURL}} {
 		if u.val == "" {
@@ -386,9 +424,12 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 			return c.integrationErr(in, i, "%s: %v", u.key, err)
 		}
 	}
-	if in.RevocationURL != "" {
-		if err := checkURL(in.RevocationURL); err != nil {
-			return c.integrationErr(in, i, "revocation_url: %v", err)
+	for _, u := range []struct{ key, val string }{{"revocation_url", in.RevocationURL}, {"userinfo_url", in.UserinfoURL}} {
+		if u.val == "" {
+			continue
+		}
+		if err := checkURL(u.val); err != nil {
+			return c.integrationErr(in, i, "%s: %v", u.key, err)
 		}
 	}
 	n := 0
@@ -444,6 +485,28 @@ func checkURL(s string) error {
 	}
 }
 
+// checkCallbackPath refuses a callback_url whose path the sign-in web
+// server needs for itself, or that has no path to register.
+func checkCallbackPath(s string) error {
+	u, _ := url.Parse(s)
+	if u.Path == "" || u.Path == "/" {
+		return fmt.Errorf("%q has no path; use one such as /callback", s)
+	}
+	for _, p := range ReservedPaths {
+		if u.Path == p || strings.HasPrefix(u.Path, p+"/") {
+			return fmt.Errorf("%q uses the path %s, which the sign-in web server serves itself; use another, such as /callback", s, p)
+		}
+	}
+	return nil
+}
+
+// isGUIDShaped reports whether name parses as a UUID, in any of the forms
+// github.com/google/uuid accepts.
+func isGUIDShaped(name string) bool {
+	_, err := uuid.Parse(name)
+	return err == nil
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -453,13 +516,25 @@ func isLoopback(host string) bool {
 }
 
 // DefaultSocket is the embedded broker's socket path:
-// $XDG_RUNTIME_DIR/oauthfs/broker.sock, or, when XDG_RUNTIME_DIR is unset,
-// oauthfs-UID/broker.sock in the temporary directory.
-func DefaultSocket() string {
+// RuntimeDir()/broker.sock.
+func DefaultSocket() string { return filepath.Join(RuntimeDir(), "broker.sock") }
+
+// RuntimeDir is this user's private directory for sockets and locks:
+// $XDG_RUNTIME_DIR/oauthfs, or, when XDG_RUNTIME_DIR is unset (cron, su,
+// sudo), oauthfs-UID in the temporary directory. Whoever creates the
+// latter first owns it, so its users check its owner and mode before
+// trusting anything in it.
+func RuntimeDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "oauthfs", "broker.sock")
+		return filepath.Join(d, "oauthfs")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("oauthfs-%d", os.Getuid()), "broker.sock")
+	return TempRuntimeDir()
+}
+
+// TempRuntimeDir is the fallback of RuntimeDir in the temporary
+// directory.
+func TempRuntimeDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("oauthfs-%d", os.Getuid()))
 }
 
 // DefaultStateDir is $XDG_STATE_HOME/oauthfs, or ~/.local/state/oauthfs.

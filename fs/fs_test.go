@@ -78,7 +78,7 @@ func (f *fakeBroker) Token(ctx context.Context, guid string) (*api.Token, error)
 	if err != nil {
 		return nil, err
 	}
-	return api.NewToken([]byte(tok), exp, time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC)), nil
+	return api.NewToken([]byte(tok), exp, time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC))
 }
 
 func (f *fakeBroker) set(fn func()) { f.mu.Lock(); fn(); f.mu.Unlock() }

@@ -69,10 +69,25 @@ func Mount(dir string, root gofs.InodeEmbedder, uid, gid uint32) (*fuse.Server, 
 
 // PrepareMountpoint checks that dir can be mounted on: it must be an
 // existing directory that is not already a mount of a live filesystem. A
-// dead FUSE mount there (ENOTCONN, left by a killed process) is unmounted.
+// dead FUSE mount there (left by a killed process) is unmounted.
+//
+// Whether a FUSE mount is dead is asked with statfs(2), which always
+// reaches the filesystem's server: a stat may be answered from the
+// kernel's attribute cache for a while after the server died, which made
+// an immediate restart (systemd's Restart=) see a live mount.
 func PrepareMountpoint(dir string) error {
+	if fstype, ok := mountedAt(dir); ok {
+		if !strings.HasPrefix(fstype, "fuse") || !dead(dir) {
+			return fmt.Errorf("fs: %s is already mounted (%s); unmount it first (umount %s): %w", dir, fstype, dir, ErrMountpoint)
+		}
+		if err := unmountStale(dir); err != nil {
+			return fmt.Errorf("fs: %s holds a stale mount that could not be cleared: %w: %w", dir, err, ErrMountpoint)
+		}
+	}
 	st, err := os.Stat(dir)
 	if errors.Is(err, syscall.ENOTCONN) {
+		// Dead, but not in our mount table (another mount namespace's
+		// view, or a race with its unmount).
 		if err := unmountStale(dir); err != nil {
 			return fmt.Errorf("fs: %s holds a stale mount that could not be cleared: %w: %w", dir, err, ErrMountpoint)
 		}
@@ -90,6 +105,13 @@ func PrepareMountpoint(dir string) error {
 		return fmt.Errorf("fs: %s is already mounted (%s); unmount it first (umount %s): %w", dir, fstype, dir, ErrMountpoint)
 	}
 	return nil
+}
+
+// dead reports whether the FUSE server of the mount at dir is gone.
+func dead(dir string) bool {
+	var st syscall.Statfs_t
+	err := syscall.Statfs(dir, &st)
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 func unmountStale(dir string) error {

@@ -3,8 +3,8 @@ package fs
 import (
 	"context"
 	"encoding/json"
-	"hash/fnv"
 	"log/slog"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,6 +46,7 @@ type Options struct {
 type tree struct {
 	Options
 	mounted time.Time
+	inos    inodes
 }
 
 // call runs f with the per-operation deadline, after checking the caller.
@@ -98,14 +99,44 @@ func (t *tree) dirAttr(out *fuse.AttrOut) syscall.Errno {
 	return 0
 }
 
-// ino gives stable inode numbers, so that the same name keeps its inode
-// across lookups.
-func ino(kind, key string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(kind))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	return h.Sum64() | 1<<63 // keep clear of go-fuse's automatic numbers
+// Inode numbers come from a registry of the guids the mount has seen:
+// each guid gets a small id once and keeps it while the mount lives, and
+// every node of that integration derives its number from the id. Unlike a
+// hash of the name, two integrations can never share a number.
+const (
+	inoByName = 2
+	inoIndex  = 3
+	inoBase   = 16 // ids start here, 8 numbers each
+)
+
+// Node kinds within an integration's block of inode numbers.
+const (
+	kindDir = iota
+	kindToken
+	kindExpiry
+	kindMeta
+	kindLink
+)
+
+// inodes is the guid registry behind inode numbers. It is safe for
+// concurrent use.
+type inodes struct {
+	mu   sync.Mutex
+	ids  map[string]uint64
+	next uint64
+}
+
+// ino returns the inode number of the node of kind for guid.
+func (t *tree) ino(guid string, kind int) uint64 {
+	t.inos.mu.Lock()
+	defer t.inos.mu.Unlock()
+	id, ok := t.inos.ids[guid]
+	if !ok {
+		t.inos.next++
+		id = t.inos.next
+		t.inos.ids[guid] = id
+	}
+	return inoBase + id*8 + uint64(kind)
 }
 
 // NewRoot returns the root node of a filesystem serving opts.Broker.
@@ -116,7 +147,7 @@ func NewRoot(opts Options) gofs.InodeEmbedder {
 	if opts.Timeout == 0 {
 		opts.Timeout = 12 * time.Second
 	}
-	return &rootDir{t: &tree{Options: opts, mounted: time.Now()}}
+	return &rootDir{t: &tree{Options: opts, mounted: time.Now(), inos: inodes{ids: map[string]uint64{}}}}
 }
 
 // rootDir is the mount's root: by-name/, integrations.json and one
@@ -135,9 +166,9 @@ var (
 
 func (r *rootDir) OnAdd(ctx context.Context) {
 	r.AddChild("by-name", r.NewPersistentInode(ctx, &byNameDir{t: r.t},
-		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino("dir", "by-name")}), false)
+		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoByName}), false)
 	r.AddChild("integrations.json", r.NewPersistentInode(ctx, indexFile(r.t),
-		gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino("file", "integrations.json")}), false)
+		gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inoIndex}), false)
 }
 
 func (r *rootDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -159,7 +190,7 @@ func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}); e != 0 {
 		return nil, e
 	}
-	ch := r.NewInode(ctx, &integrationDir{t: r.t, guid: name}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino("dir", name)})
+	ch := r.NewInode(ctx, &integrationDir{t: r.t, guid: name}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: r.t.ino(name, kindDir)})
 	return ch, getattr(ctx, ch, out)
 }
 
@@ -169,11 +200,11 @@ func (r *rootDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		return nil, e
 	}
 	entries := []fuse.DirEntry{
-		{Name: "by-name", Mode: syscall.S_IFDIR, Ino: ino("dir", "by-name")},
-		{Name: "integrations.json", Mode: syscall.S_IFREG, Ino: ino("file", "integrations.json")},
+		{Name: "by-name", Mode: syscall.S_IFDIR, Ino: inoByName},
+		{Name: "integrations.json", Mode: syscall.S_IFREG, Ino: inoIndex},
 	}
 	for _, in := range list {
-		entries = append(entries, fuse.DirEntry{Name: in.GUID, Mode: syscall.S_IFDIR, Ino: ino("dir", in.GUID)})
+		entries = append(entries, fuse.DirEntry{Name: in.GUID, Mode: syscall.S_IFDIR, Ino: r.t.ino(in.GUID, kindDir)})
 	}
 	return gofs.NewListDirStream(entries), 0
 }
@@ -216,7 +247,10 @@ func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if in.Name != name { // a guid is not a name
 		return nil, syscall.ENOENT
 	}
-	ch := d.NewInode(ctx, &symlink{t: d.t, target: "../" + in.GUID}, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: ino("link", name+"\x00"+in.GUID)})
+	// The link's number comes from its target's guid, so a name that
+	// moves to another integration gets another inode (the kernel caches
+	// a link's target per inode).
+	ch := d.NewInode(ctx, &symlink{t: d.t, target: "../" + in.GUID}, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: d.t.ino(in.GUID, kindLink)})
 	return ch, getattr(ctx, ch, out)
 }
 
@@ -227,7 +261,7 @@ func (d *byNameDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 	}
 	entries := make([]fuse.DirEntry, 0, len(list))
 	for _, in := range list {
-		entries = append(entries, fuse.DirEntry{Name: in.Name, Mode: syscall.S_IFLNK, Ino: ino("link", in.Name+"\x00"+in.GUID)})
+		entries = append(entries, fuse.DirEntry{Name: in.Name, Mode: syscall.S_IFLNK, Ino: d.t.ino(in.GUID, kindLink)})
 	}
 	return gofs.NewListDirStream(entries), 0
 }
@@ -268,13 +302,13 @@ var (
 )
 
 func (d *integrationDir) OnAdd(ctx context.Context) {
-	add := func(name string, n gofs.InodeEmbedder) {
-		d.AddChild(name, d.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(name, d.guid)}), false)
+	add := func(name string, kind int, n gofs.InodeEmbedder) {
+		d.AddChild(name, d.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: d.t.ino(d.guid, kind)}), false)
 	}
 	src := tokenSource{t: d.t, guid: d.guid}
-	add("access_token", &tokenFile{tokenSource: src})
-	add("expiry", &expiryFile{tokenSource: src})
-	add("meta.json", metaFile(d.t, d.guid))
+	add("access_token", kindToken, &tokenFile{tokenSource: src})
+	add("expiry", kindExpiry, &expiryFile{tokenSource: src})
+	add("meta.json", kindMeta, metaFile(d.t, d.guid))
 }
 
 func (d *integrationDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -367,20 +401,36 @@ func (f *tokenFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 
 // tokenHandle is one open of access_token: a snapshot of the token, so all
 // reads of one open file description see the same bytes. It holds only
-// the token's enclave, no locked memory.
+// the token's enclave, no locked memory between reads.
 type tokenHandle struct{ tok *api.Token }
 
 var _ = (gofs.FileReader)((*tokenHandle)(nil)) // serves the snapshot
 
 func (h *tokenHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	// ReadAt copies into dest and wipes its locked buffer before returning;
-	// go-fuse keeps only dest.
-	n, err := h.tok.ReadAt(dest, off)
+	if off >= int64(h.tok.Len()) {
+		return fuse.ReadResultData(nil), 0
+	}
+	b, release, err := h.tok.View()
 	if err != nil {
 		return nil, syscall.EIO
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	end := min(int64(len(b)), off+int64(len(dest)))
+	return &lockedResult{data: b[off:end], release: release}, 0
 }
+
+// lockedResult hands the kernel token bytes straight from the token's
+// locked buffer: go-fuse writes them to /dev/fuse and then calls Done, so
+// they are never copied into its own buffers, which it recycles unwiped.
+type lockedResult struct {
+	data    []byte
+	release func()
+}
+
+var _ = (fuse.ReadResult)((*lockedResult)(nil)) // a read without a copy
+
+func (r *lockedResult) Bytes([]byte) ([]byte, fuse.Status) { return r.data, fuse.OK }
+func (r *lockedResult) Size() int                          { return len(r.data) }
+func (r *lockedResult) Done()                              { r.release() }
 
 // expiryFile is <guid>/expiry: the token's expiry as RFC 3339, or empty.
 // Like access_token it refreshes on open.

@@ -36,8 +36,8 @@ func TestBrowserSignIn(t *testing.T) {
 		t.Fatalf("login: %v\nstdout: %s\nstderr: %s\nbrowser: %s", err, out, stderr.String(), browserLog)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "http://") || lines[1] != "signed in to Demo" {
-		t.Errorf("login stdout = %q; want the link, then 'signed in to Demo'", out)
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "http://") || lines[1] != "signed in to Demo as alice" {
+		t.Errorf("login stdout = %q; want the link, then 'signed in to Demo as alice'", out)
 	}
 	if !strings.Contains(stderr.String(), "Opened the sign-in link in a browser") {
 		t.Errorf("login stderr = %q; want it to say the browser was opened", stderr.String())
@@ -49,7 +49,14 @@ func TestBrowserSignIn(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		browserLog, _ = os.ReadFile(logFile)
 	}
-	if !strings.Contains(string(browserLog), "callback page: Signed in to Demo") {
+	// The browser was handed a local file, never the secret link.
+	if !strings.Contains(string(browserLog), "argv: file://") || strings.Contains(string(browserLog), "state=") {
+		t.Errorf("the browser's command line: want a file:// page and no state; log:\n%s", browserLog)
+	}
+	if !strings.Contains(string(browserLog), "confirmation page: Sign in to Demo for user root on host ") {
+		t.Errorf("the confirmation page did not name the user and host; log:\n%s", browserLog)
+	}
+	if !strings.Contains(string(browserLog), "callback page: Signed in to Demo as alice") {
 		t.Errorf("browser log:\n%s", browserLog)
 	}
 	tok, err := readToken(e)

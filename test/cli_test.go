@@ -336,12 +336,9 @@ func TestCLI(t *testing.T) {
 		sc := bufio.NewScanner(out)
 		sc.Scan()
 		link := sc.Text()
-		jar, _ := cookiejar.New(nil)
-		resp, err := (&http.Client{Jar: jar}).Get(link)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("sign-in flow: %v %v", resp, err)
+		if code, page := browse(t, link); code != 200 {
+			t.Fatalf("sign-in flow: %d %s", code, page)
 		}
-		resp.Body.Close()
 		sc.Scan()
 		if err := cmd.Wait(); err != nil || sc.Text() != "signed in to Other" {
 			t.Errorf("login = %q, %v", sc.Text(), err)

@@ -6,8 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"os/user"
@@ -169,7 +167,11 @@ func TestIsolationBetweenUsers(t *testing.T) {
 		}
 	})
 	t.Run("A cannot reach B's tokens", func(t *testing.T) {
-		for _, target := range []string{tokenPath(mounts[b.name][0]), filepath.Join(d.state, fmt.Sprintf("%d.store", b.uid))} {
+		bStore, _ := filepath.Glob(filepath.Join(d.state, strconv.Itoa(b.uid), "*.cred"))
+		if len(bStore) != 1 {
+			t.Fatalf("B's store files: %v; want one", bStore)
+		}
+		for _, target := range []string{tokenPath(mounts[b.name][0]), bStore[0]} {
 			out, err := a.run(t, "cat", target)
 			if err == nil || !strings.Contains(out, "Permission denied") || strings.Contains(out, tokB) {
 				t.Errorf("A: cat %s = %q, %v; want Permission denied", target, out, err)
@@ -185,7 +187,7 @@ func TestIsolationBetweenUsers(t *testing.T) {
 		if _, err := os.ReadFile(tokenPath(mounts[b.name][0])); err == nil || !strings.Contains(err.Error(), "permission denied") {
 			t.Errorf("root reading B's mount = %v; want permission denied", err)
 		}
-		raw, _ := os.ReadFile(filepath.Join(d.state, fmt.Sprintf("%d.store", b.uid)))
+		raw, _ := os.ReadFile(bStore[0])
 		if len(raw) == 0 || bytes.Contains(raw, []byte(tokB)) {
 			t.Errorf("B's store file is missing or holds the token in clear")
 		}
@@ -241,12 +243,9 @@ func TestIsolationBetweenUsers(t *testing.T) {
 		cmd.Start()
 		sc := bufio.NewScanner(out)
 		sc.Scan()
-		jar, _ := cookiejar.New(nil)
-		resp, err := (&http.Client{Jar: jar}).Get(sc.Text())
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("sign-in flow: %v, %v", resp, err)
+		if code, page := browse(t, sc.Text()); code != 200 {
+			t.Fatalf("sign-in flow: %d %s", code, page)
 		}
-		resp.Body.Close()
 		sc.Scan()
 		if err := cmd.Wait(); err != nil || sc.Text() != "signed in to Test" {
 			t.Fatalf("login as A = %q, %v", sc.Text(), err)

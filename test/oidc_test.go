@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -144,9 +145,13 @@ auth_params = { prompt = "consent" }
 	return e, o
 }
 
-var actionRE = regexp.MustCompile(`<form[^>]*action="([^"]+)"`)
+var (
+	actionRE = regexp.MustCompile(`<form[^>]*action="([^"]+)"`)
+	hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)"`)
+)
 
-// submitForm posts the first form of the page in resp with fields.
+// submitForm posts the first form of the page in resp with its hidden
+// fields and fields.
 func submitForm(t *testing.T, c *http.Client, resp *http.Response, fields url.Values) *http.Response {
 	t.Helper()
 	body, _ := io.ReadAll(resp.Body)
@@ -155,8 +160,15 @@ func submitForm(t *testing.T, c *http.Client, resp *http.Response, fields url.Va
 	if m == nil {
 		t.Fatalf("no form at %s (HTTP %d):\n%s", resp.Request.URL, resp.StatusCode, body)
 	}
-	action, _ := url.Parse(strings.ReplaceAll(string(m[1]), "&amp;", "&"))
-	next, err := c.PostForm(resp.Request.URL.ResolveReference(action).String(), fields)
+	all := url.Values{}
+	for _, h := range hiddenRE.FindAllSubmatch(body, -1) {
+		all.Set(string(h[1]), html.UnescapeString(string(h[2])))
+	}
+	for k, v := range fields {
+		all[k] = v
+	}
+	action, _ := url.Parse(html.UnescapeString(string(m[1])))
+	next, err := c.PostForm(resp.Request.URL.ResolveReference(action).String(), all)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,13 +190,38 @@ func signInWithForms(t *testing.T, u string, stopAtCallback bool) (*http.Client,
 			return nil
 		}
 	}
+	resp := openSignIn(t, c, u)
+	resp = submitForm(t, c, resp, url.Values{"prompt": {"login"}, "login": {"alice"}, "password": {"wonderland"}})
+	resp = submitForm(t, c, resp, url.Values{"prompt": {"consent"}})
+	return c, resp
+}
+
+// openSignIn opens the sign-in link u in browser c and presses Continue on
+// oauthfs's confirmation page, as its user would. It returns the response
+// after that: the provider's page, or, with a provider that approves at
+// once, oauthfs's callback page.
+func openSignIn(t *testing.T, c *http.Client, u string) *http.Response {
+	t.Helper()
 	resp, err := c.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp = submitForm(t, c, resp, url.Values{"prompt": {"login"}, "login": {"alice"}, "password": {"wonderland"}})
-	resp = submitForm(t, c, resp, url.Values{"prompt": {"consent"}})
-	return c, resp
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("sign-in link = HTTP %d:\n%s", resp.StatusCode, b)
+	}
+	return submitForm(t, c, resp, url.Values{"action": {"continue"}})
+}
+
+// browse opens the sign-in link u in a new browser that follows every
+// redirect, presses Continue, and returns the last page's status and body.
+func browse(t *testing.T, u string) (int, string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	resp := openSignIn(t, &http.Client{Jar: jar}, u)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // login runs 'oauthfs login --no-browser' and completes the sign-in with
@@ -245,7 +282,7 @@ func TestConformanceOIDCProvider(t *testing.T) {
 	e, o := oidcEnv(t)
 	m := e.startMount(t)
 
-	if out := login(t, e); out != "signed in to Demo\n" {
+	if out := login(t, e); out != "signed in to Demo as alice\n" {
 		t.Fatalf("login output = %q", out)
 	}
 	first, err := readToken(e)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/awnumar/memguard"
+
+	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
 // Sentinel errors for the conditions callers branch on. Errors returned by
@@ -69,6 +71,9 @@ type Integration struct {
 	GrantedScopes []string `json:"granted_scopes"`
 	// Error is a human-readable reason for an expired or error status.
 	Error *string `json:"error"`
+	// Account names the provider account signed in, when the provider
+	// said, or nil.
+	Account *string `json:"account"`
 }
 
 // Token is an immutable snapshot of an access token and its times.
@@ -76,21 +81,23 @@ type Integration struct {
 // The token bytes rest in a memguard Enclave owned by the Token. Reads
 // decrypt them into one guarded, locked buffer, also owned by the Token,
 // which stays open while reads keep coming and is destroyed (wiped) once
-// no read has used it for [PlainIdle]: a burst of reads decrypts once,
-// and an idle token is ciphertext again within a second. At most
-// [MaxPlain] such buffers are open in the process; beyond that a read
-// decrypts into a temporary buffer and destroys it at once, so locked
-// memory stays bounded however many files are open. Holding a Token costs
-// no locked memory. memguard.Purge wipes everything at exit. A Token is
-// safe for concurrent use.
+// no read has used it for [PlainIdle] and nobody borrows it: a burst of
+// reads decrypts once, and an idle token is ciphertext again within a
+// second. At most [MaxPlain] such buffers are open in the process, and
+// their pages count against the locked-memory budget (package secmem);
+// beyond either bound a read decrypts into a temporary buffer and destroys
+// it at once, so locked memory stays bounded however many files are open.
+// Holding a Token costs no locked memory. memguard.Purge wipes everything
+// at exit. A Token is safe for concurrent use.
 type Token struct {
 	value    *memguard.Enclave
 	size     int
 	expiry   time.Time
 	obtained time.Time
 
-	mu      sync.Mutex             // guards the fields below
-	plain   *memguard.LockedBuffer // decrypted token while in use, or nil
+	mu      sync.Mutex     // guards the fields below
+	plain   *secmem.Buffer // decrypted token while in use, or nil
+	borrows int            // Views of plain not yet released
 	lastUse time.Time
 	idle    *time.Timer // destroys plain once idle
 }
@@ -106,14 +113,18 @@ const MaxPlain = 256
 var plainOpen atomic.Int64
 
 // NewToken seals value into a new Token and wipes value. A zero expiry
-// means the token does not expire. NewToken returns nil for an empty value.
-func NewToken(value []byte, expiry, obtained time.Time) *Token {
+// means the token does not expire. An empty value is an error, and so is
+// a locked-memory budget that stays spent.
+func NewToken(value []byte, expiry, obtained time.Time) (*Token, error) {
 	n := len(value)
-	e := memguard.NewEnclave(value)
-	if e == nil {
-		return nil
+	if n == 0 {
+		return nil, errors.New("empty token")
 	}
-	return &Token{value: e, size: n, expiry: expiry, obtained: obtained}
+	e, err := secmem.Seal(value)
+	if err != nil {
+		return nil, err
+	}
+	return &Token{value: e, size: n, expiry: expiry, obtained: obtained}, nil
 }
 
 // Len returns the length of the token in bytes.
@@ -125,46 +136,70 @@ func (t *Token) Expiry() time.Time { return t.expiry }
 // Obtained returns when the broker obtained the token.
 func (t *Token) Obtained() time.Time { return t.obtained }
 
+// View returns the token's bytes and a function that releases them. The
+// bytes live in locked memory that is wiped after release; the caller must
+// not use them after calling release, and must call it exactly once.
+func (t *Token) View() ([]byte, func(), error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.plain == nil {
+		var b *secmem.Buffer
+		var err error
+		if plainOpen.Add(1) <= MaxPlain {
+			b, err = secmem.TryOpen(t.value)
+		}
+		if b == nil {
+			plainOpen.Add(-1)
+			if err != nil {
+				return nil, nil, err
+			}
+			// Over a bound: a temporary buffer, destroyed on release.
+			tmp, err := secmem.Open(t.value)
+			if err != nil {
+				return nil, nil, err
+			}
+			return tmp.Bytes(), tmp.Destroy, nil
+		}
+		t.plain = b
+		t.idle = time.AfterFunc(PlainIdle, t.closeIdle)
+	}
+	t.borrows++
+	t.lastUse = time.Now()
+	var once sync.Once
+	return t.plain.Bytes(), func() {
+		once.Do(func() {
+			t.mu.Lock()
+			t.borrows--
+			t.lastUse = time.Now()
+			t.mu.Unlock()
+		})
+	}, nil
+}
+
 // ReadAt copies token bytes starting at off into dst, like io.ReaderAt
 // but returning 0, nil at or past the end.
 func (t *Token) ReadAt(dst []byte, off int64) (int, error) {
 	if off >= int64(t.size) || len(dst) == 0 {
 		return 0, nil
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.plain == nil {
-		if plainOpen.Add(1) > MaxPlain {
-			plainOpen.Add(-1)
-			b, err := t.value.Open()
-			if err != nil {
-				return 0, err
-			}
-			defer b.Destroy()
-			return copy(dst, b.Bytes()[off:]), nil
-		}
-		b, err := t.value.Open()
-		if err != nil {
-			plainOpen.Add(-1)
-			return 0, err
-		}
-		t.plain = b
-		t.idle = time.AfterFunc(PlainIdle, t.closeIdle)
+	b, release, err := t.View()
+	if err != nil {
+		return 0, err
 	}
-	t.lastUse = time.Now()
-	return copy(dst, t.plain.Bytes()[off:]), nil
+	defer release()
+	return copy(dst, b[off:]), nil
 }
 
 // closeIdle destroys the decrypted buffer once it has been idle for
-// PlainIdle, or looks again later.
+// PlainIdle with no View outstanding, or looks again later.
 func (t *Token) closeIdle() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.plain == nil {
 		return
 	}
-	if wait := PlainIdle - time.Since(t.lastUse); wait > 0 {
-		t.idle.Reset(wait)
+	if wait := PlainIdle - time.Since(t.lastUse); wait > 0 || t.borrows > 0 {
+		t.idle.Reset(max(wait, PlainIdle/4))
 		return
 	}
 	t.plain.Destroy()
@@ -181,7 +216,7 @@ func (t *Token) plainIsOpen() bool {
 
 // Open decrypts the token into a new locked buffer. The caller owns the
 // buffer and must Destroy it as soon as it is done.
-func (t *Token) Open() (*memguard.LockedBuffer, error) { return t.value.Open() }
+func (t *Token) Open() (*secmem.Buffer, error) { return secmem.Open(t.value) }
 
 // String returns "[redacted]", so a Token printed by mistake leaks nothing.
 func (t *Token) String() string { return "[redacted]" }
@@ -199,11 +234,21 @@ func (t *Token) Valid(now time.Time, margin time.Duration) bool {
 // SignInStatus is the state of one sign-in as seen by the user waiting on
 // it.
 type SignInStatus struct {
-	Status  string `json:"status"` // pending, signed_in or failed
+	Status  string `json:"status"` // SignInPending, SignInSignedIn or SignInFailed
 	Message string `json:"message,omitempty"`
 	Name    string `json:"name"`
 	GUID    string `json:"guid"`
+	// Account names the provider account that signed in, when the
+	// provider said (an email, a login or an OIDC sub).
+	Account string `json:"account,omitempty"`
 }
+
+// The values of SignInStatus.Status.
+const (
+	SignInPending  = "pending"
+	SignInSignedIn = "signed_in"
+	SignInFailed   = "failed"
+)
 
 // SignIn is a started sign-in: the link to open and how to wait for it.
 type SignIn struct {
@@ -230,7 +275,14 @@ type LogoutResult struct {
 // credentials is stale: one integration's (GUID), or everything's (a
 // reload, GUID empty). The first event of a stream is a "hello".
 type Event struct {
-	Seq  uint64 `json:"seq"`
-	Kind string `json:"kind"` // "hello", "changed" or "reload"
+	Seq  uint64 `json:"seq"`  // counts the events of one stream
+	Kind string `json:"kind"` // EventHello, EventChanged or EventReload
 	GUID string `json:"guid,omitempty"`
 }
+
+// The values of Event.Kind.
+const (
+	EventHello   = "hello"
+	EventChanged = "changed"
+	EventReload  = "reload"
+)

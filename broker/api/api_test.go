@@ -7,7 +7,7 @@ import (
 )
 
 func TestTokenReadAt(t *testing.T) {
-	tok := NewToken([]byte("abcdefgh"), time.Time{}, time.Now())
+	tok := mustToken([]byte("abcdefgh"), time.Time{}, time.Now())
 	for _, tc := range []struct {
 		name string
 		off  int64
@@ -33,7 +33,7 @@ func TestTokenReadAt(t *testing.T) {
 
 func TestNewTokenWipesAndRedacts(t *testing.T) {
 	src := []byte("secret-token")
-	tok := NewToken(src, time.Time{}, time.Time{})
+	tok := mustToken(src, time.Time{}, time.Time{})
 	for _, b := range src {
 		if b != 0 {
 			t.Fatalf("NewToken left its input unwiped: %q", src)
@@ -42,13 +42,13 @@ func TestNewTokenWipesAndRedacts(t *testing.T) {
 	if tok.String() != "[redacted]" || tok.LogValue().String() != "[redacted]" || tok.Len() != 12 {
 		t.Errorf("String, LogValue, Len = %q, %q, %d", tok.String(), tok.LogValue().String(), tok.Len())
 	}
-	if NewToken(nil, time.Time{}, time.Time{}) != nil {
-		t.Errorf("NewToken(nil) != nil")
+	if tok, err := NewToken(nil, time.Time{}, time.Time{}); tok != nil || err == nil {
+		t.Errorf("mustToken(nil) = %v, %v; want an error", tok, err)
 	}
 }
 
 func TestPlainBufferClosesWhenIdle(t *testing.T) {
-	tok := NewToken([]byte("abc"), time.Time{}, time.Now())
+	tok := mustToken([]byte("abc"), time.Time{}, time.Now())
 	buf := make([]byte, 3)
 	tok.ReadAt(buf, 0)
 	if !tok.plainIsOpen() {
@@ -71,7 +71,7 @@ func TestPlainBuffersAreBounded(t *testing.T) {
 	toks := make([]*Token, MaxPlain+50)
 	var wg sync.WaitGroup
 	for i := range toks {
-		toks[i] = NewToken([]byte("token"), time.Time{}, time.Now())
+		toks[i] = mustToken([]byte("token"), time.Time{}, time.Now())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -96,15 +96,49 @@ func TestValid(t *testing.T) {
 		want   bool
 	}{
 		{"nil", nil, 0, false},
-		{"no expiry", NewToken([]byte("x"), time.Time{}, now), time.Hour, true},
-		{"fresh", NewToken([]byte("x"), now.Add(time.Hour), now), 5 * time.Minute, true},
-		{"inside margin", NewToken([]byte("x"), now.Add(time.Minute), now), 5 * time.Minute, false},
-		{"expired", NewToken([]byte("x"), now.Add(-time.Second), now), 0, false},
+		{"no expiry", mustToken([]byte("x"), time.Time{}, now), time.Hour, true},
+		{"fresh", mustToken([]byte("x"), now.Add(time.Hour), now), 5 * time.Minute, true},
+		{"inside margin", mustToken([]byte("x"), now.Add(time.Minute), now), 5 * time.Minute, false},
+		{"expired", mustToken([]byte("x"), now.Add(-time.Second), now), 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.tok.Valid(now, tc.margin); got != tc.want {
 				t.Errorf("Valid = %v; want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func mustToken(value []byte, expiry, obtained time.Time) *Token {
+	t, err := NewToken(value, expiry, obtained)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+func TestViewKeepsThePlainBufferWhileBorrowed(t *testing.T) {
+	for deadline := time.Now().Add(10 * PlainIdle); plainOpen.Load() >= MaxPlain; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("other tests' decrypted buffers stay open")
+		}
+	}
+	tok := mustToken([]byte("borrowed"), time.Time{}, time.Now())
+	b, release, err := tok.View()
+	if err != nil || string(b) != "borrowed" {
+		t.Fatalf("View = %q, %v", b, err)
+	}
+	time.Sleep(PlainIdle + PlainIdle/2)
+	if !tok.plainIsOpen() || string(b) != "borrowed" {
+		t.Fatal("the decrypted buffer was closed while a View was outstanding")
+	}
+	release()
+	release() // a second call is harmless
+	deadline := time.Now().Add(10 * PlainIdle)
+	for tok.plainIsOpen() {
+		if time.Now().After(deadline) {
+			t.Fatal("decrypted buffer still open long after its View was released")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -146,11 +146,11 @@ func (s *Cached) watchOnce(ctx context.Context) error {
 			return err
 		}
 		switch ev.Kind {
-		case "hello":
+		case api.EventHello:
 			s.invalidate("", true)
 			s.log.Debug("event stream up", "socket", s.socket)
 			continue
-		case "changed":
+		case api.EventChanged:
 			s.invalidate(ev.GUID, true)
 		default: // reload, or anything newer: drop everything
 			s.invalidate("", true)

@@ -14,11 +14,16 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/internal/wirejson"
 )
 
 // Client is a session API client. It is safe for concurrent use by
@@ -34,8 +39,7 @@ type Client struct {
 func New(socket string, timeout time.Duration) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return dial(ctx, socket)
 		},
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,
@@ -67,37 +71,157 @@ func (c *Client) Token(ctx context.Context, id string) (*api.Token, error) {
 // token also returns until when the broker would hand the token out
 // (zero: no expiry).
 func (c *Client) token(ctx context.Context, id string) (*api.Token, time.Time, error) {
+	// The answer is read into a locked buffer on a connection of its
+	// own, not through net/http, whose buffers are recycled unwiped; the
+	// token goes from there into its enclave.
+	resp, err := c.rawGet(ctx, "/v1/integrations/"+url.PathEscape(id)+"/token")
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer resp.Destroy()
+	status, body, err := splitResponse(resp.Bytes())
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker (%v): %w", c.socket, err, api.ErrUnavailable)
+	}
+	if status >= 300 {
+		return nil, time.Time{}, c.remoteError(status, body)
+	}
 	var out struct {
 		AccessToken json.RawMessage `json:"access_token"`
 		Expiry      *string         `json:"expiry"`
 		Obtained    *string         `json:"obtained"`
 		RefreshAt   *string         `json:"refresh_at"`
 	}
-	// The body and the raw token are wiped once the token is sealed.
-	body, err := c.raw(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id)+"/token", nil)
-	defer memguard.WipeBytes(body)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, api.ErrUnavailable)
 	}
 	defer memguard.WipeBytes(out.AccessToken)
-	var value []byte
-	if raw := out.AccessToken; len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
-		value = append([]byte(nil), raw[1:len(raw)-1]...)
-	} else {
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", api.ErrUnavailable)
-		}
-		value = []byte(s)
+	n, err := wirejson.UnquotedLen(out.AccessToken)
+	if err != nil || n == 0 {
+		return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", api.ErrUnavailable)
 	}
-	t := api.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
-	if t == nil {
-		return nil, time.Time{}, fmt.Errorf("client: the broker sent an empty token: %w", api.ErrUnavailable)
+	value := make([]byte, n)
+	wirejson.Unquote(value, out.AccessToken)
+	t, err := api.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
 	}
 	return t, parseTime(out.RefreshAt), nil
+}
+
+// maxTokenResponse bounds a token answer: the broker refuses tokens over
+// 64 KiB, which JSON escaping can make six times longer.
+const maxTokenResponse = 6*64<<10 + 4096
+
+// rawGet sends a GET on a new connection and reads the whole answer (the
+// broker closes the connection after it) into a locked buffer, which the
+// caller destroys.
+func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.hc.Timeout)
+	defer cancel()
+	conn, err := dial(ctx, c.socket)
+	if err != nil {
+		return nil, c.transportError(ctx, &net.OpError{Op: "dial", Net: "unix", Err: err})
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: oauthfs\r\nConnection: close\r\n\r\n"); err != nil {
+		return nil, c.transportError(ctx, err)
+	}
+	// Most answers fit the first buffer; a longer one (Content-Length
+	// says) moves to one of its exact size.
+	buf, err := secmem.NewBuffer(8 << 10)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
+	}
+	n, total := 0, -1
+	for total < 0 || n < total {
+		if n == buf.Size() {
+			if total < 0 || total > maxTokenResponse {
+				buf.Destroy()
+				return nil, fmt.Errorf("client: the broker's answer is longer than %d bytes: %w", maxTokenResponse, api.ErrUnavailable)
+			}
+			bigger, err := secmem.NewBuffer(total)
+			if err != nil {
+				buf.Destroy()
+				return nil, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
+			}
+			copy(bigger.Bytes(), buf.Bytes()[:n])
+			buf.Destroy()
+			buf = bigger
+		}
+		k, err := conn.Read(buf.Bytes()[n:])
+		n += k
+		if total < 0 {
+			total = answerLen(buf.Bytes()[:n])
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			buf.Destroy()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, c.transportError(ctx, err)
+		}
+	}
+	out, err := secmem.NewBuffer(max(1, n))
+	if err != nil {
+		buf.Destroy()
+		return nil, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
+	}
+	copy(out.Bytes(), buf.Bytes()[:n])
+	buf.Destroy()
+	return out, nil
+}
+
+// answerLen returns the length of the whole answer whose start is b, from
+// its Content-Length, or -1 while the header is incomplete.
+func answerLen(b []byte) int {
+	i := bytes.Index(b, []byte("\r\n\r\n"))
+	if i < 0 {
+		return -1
+	}
+	for _, h := range bytes.Split(b[:i], []byte("\r\n")) {
+		k, v, _ := bytes.Cut(h, []byte(":"))
+		if strings.EqualFold(string(bytes.TrimSpace(k)), "Content-Length") {
+			if n, err := strconv.Atoi(string(bytes.TrimSpace(v))); err == nil && n >= 0 {
+				return i + 4 + n
+			}
+		}
+	}
+	return 1 << 30 // no length: read to EOF, within the bound
+}
+
+// splitResponse returns the status and body of an HTTP/1.1 answer with
+// Content-Length, as the broker writes it.
+func splitResponse(b []byte) (int, []byte, error) {
+	head, body, ok := bytes.Cut(b, []byte("\r\n\r\n"))
+	if !ok {
+		return 0, nil, errors.New("no end of header")
+	}
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	f := bytes.Fields(line)
+	if len(f) < 2 || !bytes.HasPrefix(f[0], []byte("HTTP/1.")) {
+		return 0, nil, errors.New("no status line")
+	}
+	status, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return 0, nil, errors.New("bad status")
+	}
+	for _, h := range bytes.Split(rest, []byte("\r\n")) {
+		k, v, _ := bytes.Cut(h, []byte(":"))
+		if strings.EqualFold(string(bytes.TrimSpace(k)), "Content-Length") {
+			n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
+			if err != nil || n > len(body) {
+				return 0, nil, errors.New("truncated body")
+			}
+			body = body[:n]
+		}
+	}
+	return status, body, nil
 }
 
 func parseTime(s *string) time.Time {
@@ -125,6 +249,7 @@ var codes = map[string]error{
 	"sign_in_failed": api.ErrSignIn,
 	"unavailable":    api.ErrUnavailable,
 	"timeout":        api.ErrUnavailable,
+	"store":          api.ErrUnavailable,
 }
 
 // ErrNoBroker is wrapped when nothing answers on the socket.
@@ -165,21 +290,31 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 		return nil, fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
 	}
 	if resp.StatusCode >= 300 {
-		var e struct{ Error, Message string }
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			return nil, fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, resp.StatusCode, api.ErrUnavailable)
-		}
-		if s, ok := codes[e.Error]; ok {
-			return nil, &RemoteError{Code: e.Error, Message: e.Message, sentinel: s}
-		}
-		return nil, &RemoteError{Code: e.Error, Message: e.Message}
+		return nil, c.remoteError(resp.StatusCode, data)
 	}
 	return data, nil
+}
+
+// remoteError turns an error answer into a RemoteError that unwraps to
+// the sentinel of its code.
+func (c *Client) remoteError(status int, data []byte) error {
+	var e struct{ Error, Message string }
+	if json.Unmarshal(data, &e) != nil || e.Error == "" {
+		return fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, status, api.ErrUnavailable)
+	}
+	msg := printable.String(e.Message, 1000)
+	if s, ok := codes[e.Error]; ok {
+		return &RemoteError{Code: e.Error, Message: msg, sentinel: s}
+	}
+	return &RemoteError{Code: printable.Code(e.Error, 64), Message: msg}
 }
 
 func (c *Client) transportError(ctx context.Context, err error) error {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if errors.Is(err, ErrUntrusted) {
+		return err
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -66,41 +66,61 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return withHint(fmt.Errorf("broker: sign-in web server: %w", err), "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
 	}
-	webSrv := &http.Server{Handler: br.SignInHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go webSrv.Serve(web)
+	webSrv := broker.NewWebServer(br.SignInHandler(), log)
+	go webSrv.Serve(broker.CapConns(web, broker.MaxWebConns, false, log))
 	defer webSrv.Close()
 	srv := &broker.Server{B: br, Owner: -1, Log: log}
 	go srv.Serve(l)
+	defer srv.Close()
 	log.Info("broker listening", "socket", sock, "sign_in", cfg.Broker.CallbackURL,
 		"integrations", len(cfg.Integrations), "state_dir", *cfg.Broker.StateDir)
 
+	// Reloads run beside the signal loop, one at a time, so that a
+	// shutdown never waits for one.
+	reloads := make(chan struct{}, 1)
+	go func() {
+		for range reloads {
+			reload(log, br, *cfgFile)
+		}
+	}()
+	defer close(reloads)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	for s := range sigs {
-		if s != syscall.SIGHUP {
-			log.Info("stopping", "signal", s.String())
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			webSrv.Shutdown(ctx)
-			cancel()
-			return nil
-		}
-		next, err := config.Load(*cfgFile)
-		if err != nil {
-			log.Error("reload refused; the old configuration stays in force", "err", err)
+		if s == syscall.SIGHUP {
+			select {
+			case reloads <- struct{}{}:
+			default: // one is pending already; it will read the newest file
+			}
 			continue
 		}
-		for _, w := range next.Warnings {
-			log.Warn(w)
-		}
-		ignored, err := br.Reload(next)
-		if err != nil {
-			log.Error("reload refused; the old configuration stays in force", "err", err)
-			continue
-		}
-		if len(ignored) > 0 {
-			log.Warn("some [broker] settings change only on restart", "settings", ignored)
-		}
+		log.Info("stopping", "signal", s.String())
+		br.Close() // no change waits for a session from here on
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		webSrv.Shutdown(ctx)
+		cancel()
+		return nil
 	}
 	return nil
+}
+
+// reload rereads the configuration and applies it, or logs why not.
+func reload(log *slog.Logger, br *broker.Broker, file string) {
+	next, err := config.Load(file)
+	if err != nil {
+		log.Error("reload refused; the old configuration stays in force", "err", err)
+		return
+	}
+	for _, w := range next.Warnings {
+		log.Warn(w)
+	}
+	ignored, err := br.Reload(next)
+	if err != nil {
+		log.Error("reload refused; the old configuration stays in force", "err", err)
+		return
+	}
+	if len(ignored) > 0 {
+		log.Warn("some [broker] settings change only on restart", "settings", ignored)
+	}
 }

@@ -13,11 +13,11 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/awnumar/memguard"
-
 	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
 // clientTimeout bounds one session API call from a command: the broker's
@@ -84,7 +84,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 
 // openToken asks the broker for id's token and decrypts it. The caller owns
 // the buffer and destroys it as soon as the token is written out.
-func openToken(ctx context.Context, c *client.Client, id string) (*api.Token, *memguard.LockedBuffer, error) {
+func openToken(ctx context.Context, c *client.Client, id string) (*api.Token, *secmem.Buffer, error) {
 	t, err := c.Token(ctx, id)
 	if err != nil {
 		return nil, nil, explain(err, id)
@@ -162,7 +162,7 @@ func runList(args []string, stdout, stderr io.Writer) error {
 		if !in.Authenticated {
 			state = "not authenticated"
 		}
-		fmt.Fprintf(stdout, "%s (%s): %s\n", in.Name, in.GUID, state)
+		fmt.Fprintf(stdout, "%s (%s): %s\n", printable.String(in.Name, 0), printable.String(in.GUID, 64), state)
 	}
 	return nil
 }
@@ -183,12 +183,12 @@ func runLogout(args []string, stdout, stderr io.Writer) error {
 		return explain(err, id)
 	}
 	if !res.SignedOut {
-		fmt.Fprintf(stdout, "%s: you were not signed in\n", id)
+		fmt.Fprintf(stdout, "%s: you were not signed in\n", printable.String(id, 0))
 		return nil
 	}
-	fmt.Fprintf(stdout, "signed out of %s\n", id)
+	fmt.Fprintf(stdout, "signed out of %s\n", printable.String(id, 0))
 	if res.RevocationError != "" {
-		fmt.Fprintf(stderr, "oauthfs: warning: the provider did not confirm the revocation (%s); the tokens are forgotten here but may stay valid at the provider until they expire\n", res.RevocationError)
+		fmt.Fprintf(stderr, "oauthfs: warning: the provider did not confirm the revocation (%s); the tokens are forgotten here but may stay valid at the provider until they expire\n", printable.String(res.RevocationError, 0))
 	}
 	return nil
 }

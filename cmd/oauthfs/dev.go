@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,9 +22,11 @@ import (
 	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
 // The dev mode's integrations.
@@ -98,8 +103,8 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	text := fmt.Sprintf("[broker]\nsocket = %q\nlisten = %q\ncallback_url = \"http://%s/callback\"\nstate_dir = \"\"\n",
 		sock, web.Addr(), web.Addr())
 	for _, n := range []string{devSignedIn, devSignedOut} {
-		text += fmt.Sprintf("\n[[integration]]\nname = %q\nclient_id = %q\nclient_secret_file = %q\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\nrevocation_url = \"%s/revoke\"\nscopes = [\"read\"]\n",
-			n, prov.ClientID, secret, prov.URL, prov.URL, prov.URL)
+		text += fmt.Sprintf("\n[[integration]]\nname = %q\nclient_id = %q\nclient_secret_file = %q\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\nrevocation_url = \"%s/revoke\"\nuserinfo_url = \"%s/userinfo\"\nscopes = [\"read\"]\n",
+			n, prov.ClientID, secret, prov.URL, prov.URL, prov.URL, prov.URL)
 	}
 	cfgFile := filepath.Join(tmp, "config.toml")
 	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
@@ -120,8 +125,8 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	srv := &broker.Server{B: br, Owner: os.Getuid(), Log: log}
 	go srv.Serve(l)
 	defer srv.Close()
-	webSrv := &http.Server{Handler: br.SignInHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go webSrv.Serve(web)
+	webSrv := broker.NewWebServer(br.SignInHandler(), log)
+	go webSrv.Serve(broker.CapConns(web, broker.MaxWebConns, false, log))
 	defer webSrv.Close()
 
 	uid, gid := os.Getuid(), os.Getgid()
@@ -161,16 +166,29 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 }
 
 // devSignIn signs in to devSignedIn the way a browser would: the start
-// link, the provider's authorization endpoint (which approves at once),
-// the callback with code and state, the PKCE exchange.
+// link, Continue on its confirmation page, the provider's authorization
+// endpoint (which approves at once), the callback with code and state,
+// the PKCE exchange.
 func devSignIn(br *broker.Broker, uid int) error {
 	si, err := br.StartSignIn(uid, devSignedIn)
 	if err != nil {
 		return err
 	}
 	jar, _ := cookiejar.New(nil)
-	resp, err := (&http.Client{Jar: jar, Timeout: 15 * time.Second}).Get(si.URL)
+	c := &http.Client{Jar: jar, Timeout: 15 * time.Second}
+	resp, err := c.Get(si.URL)
 	if err != nil {
+		return err
+	}
+	page, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	form := url.Values{"action": {"continue"}}
+	for _, m := range hiddenRE.FindAllSubmatch(page, -1) {
+		form.Set(string(m[1]), html.UnescapeString(string(m[2])))
+	}
+	start, _ := url.Parse(si.URL)
+	start.RawQuery = ""
+	if resp, err = c.PostForm(start.String(), form); err != nil {
 		return err
 	}
 	resp.Body.Close()
@@ -180,11 +198,14 @@ func devSignIn(br *broker.Broker, uid int) error {
 	if err != nil {
 		return err
 	}
-	if st.Status != "signed_in" {
+	if st.Status != api.SignInSignedIn {
 		return fmt.Errorf("%s (HTTP %d)", st.Message, resp.StatusCode)
 	}
 	return nil
 }
+
+// hiddenRE finds the hidden fields of the sign-in confirmation form.
+var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
 
 func printDevGuide(w io.Writer, mnt, provider, sock string, lifetime time.Duration) {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -241,25 +262,45 @@ func devMountpoint(dir string) (bool, error) {
 	return false, nil
 }
 
-// devLock makes sure one 'oauthfs dev' runs per user at a time.
+// devLock makes sure one 'oauthfs dev' runs per user at a time. The lock
+// file lives in the user's private runtime directory, which must belong
+// to the user; it is opened without following symlinks and never
+// truncated, so another user cannot make dev write to a file of theirs.
 func devLock(mnt string) (func(), error) {
-	dir := os.Getenv("XDG_RUNTIME_DIR")
-	if dir == "" {
-		dir = os.TempDir()
+	dir := config.RuntimeDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("oauthfs-dev-%d.lock", os.Getuid()))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err := broker.CheckSocketDir(dir); err != nil {
+		return nil, withHint(fmt.Errorf("dev: %w", err), "remove %s if you do not know it, or set XDG_RUNTIME_DIR to a directory of your own", dir)
+	}
+	path := filepath.Join(dir, "dev.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("dev: lock %s: %w", path, err)
 	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
+		f.Close()
+		return nil, fmt.Errorf("dev: lock %s is not a regular file of yours; remove it", path)
+	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		who, _ := io.ReadAll(f)
+		who, _ := io.ReadAll(io.LimitReader(f, lockRecord))
 		f.Close()
 		return nil, withHint(fmt.Errorf("dev: another oauthfs dev is running (%s)", strings.TrimSpace(string(who))),
 			"stop it with Ctrl-C first; one runs per user at a time")
 	}
 	abs, _ := filepath.Abs(mnt)
-	f.Truncate(0)
-	f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+", mounted at "+abs+"\n"), 0)
-	return func() { f.Truncate(0); f.Close() }, nil
+	f.WriteAt(lockText("pid "+strconv.Itoa(os.Getpid())+", mounted at "+abs), 0)
+	return func() { f.WriteAt(lockText(""), 0); f.Close() }, nil
+}
+
+// lockRecord is the fixed size of the lock file's text, padded with
+// spaces, so that it is rewritten in place rather than truncated.
+const lockRecord = 4096
+
+func lockText(s string) []byte {
+	b := []byte(strings.Repeat(" ", lockRecord))
+	copy(b, printable.String(s, lockRecord-1))
+	b[lockRecord-1] = '\n'
+	return b
 }

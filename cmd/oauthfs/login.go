@@ -3,13 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
+	"html/template"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
 func runLogin(args []string, stdout, stderr io.Writer) error {
@@ -29,13 +34,20 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return explain(err, id)
 	}
+	si.Name = printable.String(si.Name, 255)
+	if err := linkOK(si.URL); err != nil {
+		c.CancelLogin(context.Background(), si.ID)
+		return err
+	}
 	fmt.Fprintln(stdout, si.URL)
 	if f, ok := stdout.(*os.File); ok {
 		f.Sync()
 	}
 	opened := false
 	if !*noBrowser {
-		opened = openBrowser(si.URL)
+		var cleanup func()
+		opened, cleanup = openBrowser(si.URL)
+		defer cleanup()
 	}
 	if opened {
 		fmt.Fprintf(stderr, "Opened the sign-in link in a browser. Waiting for the sign-in to %s to complete (Ctrl-C to cancel)...\n", si.Name)
@@ -44,6 +56,7 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 	}
 	deadline := time.Now().Add(*timeout)
 	for {
+		asked := time.Now()
 		st, err := c.WaitLogin(ctx, si.ID, 10*time.Second)
 		switch {
 		case ctx.Err() != nil:
@@ -51,23 +64,58 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("sign-in to %s cancelled", si.Name)
 		case err != nil:
 			return explain(err, id)
-		case st.Status == "signed_in":
-			fmt.Fprintf(stdout, "signed in to %s\n", si.Name)
+		case st.Status == api.SignInSignedIn:
+			if st.Account != "" {
+				fmt.Fprintf(stdout, "signed in to %s as %s\n", si.Name, printable.String(st.Account, 200))
+			} else {
+				fmt.Fprintf(stdout, "signed in to %s\n", si.Name)
+			}
 			return nil
-		case st.Status == "failed":
+		case st.Status == api.SignInFailed:
 			return withHint(fmt.Errorf("sign-in to %s failed: %s: %w", si.Name, st.Message, api.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
 		}
 		if time.Now().After(deadline) {
 			c.CancelLogin(context.Background(), si.ID)
 			return withHint(fmt.Errorf("sign-in to %s did not complete within %v: %w", si.Name, *timeout, api.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
 		}
+		// A broker that answers at once without waiting must not make
+		// this loop spin.
+		select {
+		case <-time.After(time.Until(asked.Add(minPoll))):
+		case <-ctx.Done():
+		}
 	}
 }
 
-// openBrowser opens url with $BROWSER (a colon-separated list of
-// commands, %s standing for the URL) or xdg-open, without waiting for it.
-// It reports whether a browser was started.
-func openBrowser(url string) bool {
+// minPoll is the shortest time between two questions about a sign-in.
+const minPoll = time.Second
+
+// linkOK refuses a sign-in link that is not http or https: only those
+// are ever handed to a browser.
+func linkOK(link string) error {
+	u, err := url.Parse(link)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("login: the broker sent a sign-in link that is not an http or https URL; it was not opened: %w", api.ErrSignIn)
+	}
+	return nil
+}
+
+// openBrowser opens link in a browser without putting it on any command
+// line: the link is secret until used, and every user can read every
+// process's arguments in /proc. It writes a page that forwards to link
+// into a new file only this user can read, and opens that file with
+// $BROWSER (a colon-separated list of commands, %s standing for the file's
+// URL) or xdg-open. It reports whether a browser was started, and returns
+// a function that removes the file.
+func openBrowser(link string) (bool, func()) {
+	nop := func() {}
+	if linkOK(link) != nil {
+		return false, nop
+	}
+	page, cleanup, err := forwardPage(link)
+	if err != nil {
+		return false, nop
+	}
 	var cands [][]string
 	if b := os.Getenv("BROWSER"); b != "" {
 		for _, c := range strings.Split(b, ":") {
@@ -78,17 +126,17 @@ func openBrowser(url string) bool {
 			replaced := false
 			for i := range f {
 				if strings.Contains(f[i], "%s") {
-					f[i], replaced = strings.ReplaceAll(f[i], "%s", url), true
+					f[i], replaced = strings.ReplaceAll(f[i], "%s", page), true
 				}
 			}
 			if !replaced {
-				f = append(f, url)
+				f = append(f, page)
 			}
 			cands = append(cands, f)
 		}
 	}
 	if os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != "" {
-		cands = append(cands, []string{"xdg-open", url})
+		cands = append(cands, []string{"xdg-open", page})
 	}
 	for _, c := range cands {
 		path, err := exec.LookPath(c[0])
@@ -98,8 +146,40 @@ func openBrowser(url string) bool {
 		cmd := exec.Command(path, c[1:]...)
 		if err := cmd.Start(); err == nil {
 			go cmd.Wait()
-			return true
+			return true, cleanup
 		}
 	}
-	return false
+	cleanup()
+	return false, nop
+}
+
+var forwardTmpl = template.Must(template.New("forward").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={{.}}">
+<meta name="referrer" content="no-referrer"><title>oauthfs sign-in</title></head>
+<body><p><a href="{{.}}">Continue to the oauthfs sign-in page</a></p></body></html>
+`))
+
+// forwardPage writes a page that sends the browser on to link, in a new
+// directory only this user can enter, and returns its file:// URL and a
+// function that removes it.
+func forwardPage(link string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "oauthfs-login-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	f, err := os.OpenFile(filepath.Join(dir, "sign-in.html"), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	werr := forwardTmpl.Execute(f, link)
+	if err := f.Close(); werr == nil {
+		werr = err
+	}
+	if werr != nil {
+		cleanup()
+		return "", nil, werr
+	}
+	return (&url.URL{Scheme: "file", Path: f.Name()}).String(), cleanup, nil
 }

@@ -9,9 +9,16 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
+
+	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
 func main() {
+	// Not dumpable: no core file, no ptrace and no /proc/PID/mem for other
+	// processes of the same user, so a compromised program of the user
+	// cannot read the tokens in this process's memory.
+	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -88,9 +95,11 @@ func report(stderr io.Writer, err error) int {
 	if errors.As(err, &he) {
 		msg, hint = he.err.Error(), he.hint
 	}
-	fmt.Fprintf(stderr, "oauthfs: error: %s\n", msg)
+	// Messages may quote a provider or a callback: never let them reach
+	// the terminal with control characters.
+	fmt.Fprintf(stderr, "oauthfs: error: %s\n", printable.String(msg, 0))
 	if hint != "" {
-		fmt.Fprintf(stderr, "hint: %s\n", hint)
+		fmt.Fprintf(stderr, "hint: %s\n", printable.String(hint, 0))
 	}
 	return exitCode(err)
 }

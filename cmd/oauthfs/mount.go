@@ -8,10 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -125,9 +125,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		}
 		srv := &broker.Server{B: br, Owner: uid, Log: log}
 		go srv.Serve(l)
-		webSrv := &http.Server{Handler: br.SignInHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go webSrv.Serve(web)
-		stop = func() { l.Close(); webSrv.Close() }
+		webSrv := broker.NewWebServer(br.SignInHandler(), log)
+		go webSrv.Serve(broker.CapConns(web, broker.MaxWebConns, false, log))
+		stop = func() { br.Close(); l.Close(); webSrv.Close() }
 		b, timeout = broker.Session{B: br, UID: uid}, cfg.Broker.RequestTimeout+fuseSlack
 		log.Info("broker listening", "socket", cfg.Broker.Socket, "sign_in", cfg.Broker.CallbackURL,
 			"integrations", len(cfg.Integrations), "state_dir", *cfg.Broker.StateDir)
@@ -196,9 +196,13 @@ func socketFlags(fs *flag.FlagSet) (sock, cfg *string) {
 	return sock, cfg
 }
 
-// resolveSocket finds the broker's socket in the order of SPEC §5:
-// --broker; $OAUTHFS_BROKER; the socket of --config; the embedded
-// broker's default; the system daemon's default.
+// resolveSocket finds the broker's socket: --broker; $OAUTHFS_BROKER;
+// the socket of --config; then the first of these that is a socket:
+// $XDG_RUNTIME_DIR/oauthfs/broker.sock (an embedded broker's default),
+// /run/oauthfs/broker.sock (the system daemon's), and last the fallback
+// in the temporary directory, where another user could have put a socket
+// first. Whatever is found, the client trusts it only after checking who
+// owns its directory and who answers on it.
 func resolveSocket(flagSock, flagCfg string) (string, error) {
 	switch {
 	case flagSock != "":
@@ -212,10 +216,15 @@ func resolveSocket(flagSock, flagCfg string) (string, error) {
 		}
 		return cfg.Broker.Socket, nil
 	}
-	for _, p := range []string{config.DefaultSocket(), config.SystemSocket} {
+	var cands []string
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		cands = append(cands, filepath.Join(d, "oauthfs", "broker.sock"))
+	}
+	cands = append(cands, config.SystemSocket, filepath.Join(config.TempRuntimeDir(), "broker.sock"))
+	for _, p := range cands {
 		if st, err := os.Stat(p); err == nil && st.Mode()&os.ModeSocket != 0 {
 			return p, nil
 		}
 	}
-	return config.DefaultSocket(), nil
+	return cands[0], nil
 }

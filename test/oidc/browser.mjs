@@ -1,7 +1,9 @@
 // A browser for `oauthfs login`: set BROWSER to "node browser.mjs" and it
-// opens the sign-in link in headless Chromium (Debian's /usr/bin/chromium
-// through playwright-core), signs in on oidc-provider's real login page,
-// consents, and waits for oauthfs's callback page.
+// opens what login hands it (a file:// page that forwards to the secret
+// sign-in link, which never appears on a command line) in headless
+// Chromium (Debian's /usr/bin/chromium through playwright-core), presses
+// Continue on oauthfs's confirmation page, signs in on oidc-provider's real
+// login page, consents, and waits for oauthfs's callback page.
 //
 // Environment: BROWSER_LOG (a file for progress and errors), CHROMIUM
 // (default /usr/bin/chromium), SCREENSHOT (optional PNG of the last page).
@@ -19,8 +21,11 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage();
-  log(`open ${new URL(url).origin}`);
+  log(`argv: ${url}`);
   await page.goto(url);
+  await page.waitForSelector('form[action="/start"] button.go', { timeout: 15000 });
+  log(`confirmation page: ${await page.textContent('h1')}`);
+  await page.click('form[action="/start"] button.go');
   await page.fill('input[name=login]', 'alice');
   await page.fill('input[name=password]', 'wonderland');
   await page.click('button[type=submit]');
