@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/oauthfs
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
-.PHONY: build demo test bench lint fmt clean deps
+.PHONY: build demo test bench lint fmt clean deps fuzz
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/oauthfs
@@ -18,17 +18,27 @@ demo: build
 deps:
 	scripts/test-deps
 
-# test runs every test, with the race detector, against real FUSE mounts.
-# Set OAUTHFS_REQUIRE_FUSE=1 to make a missing /dev/fuse a failure.
+# test runs every test, with the race detector, against real FUSE mounts,
+# in a temporary directory of its own that must be empty afterwards, and
+# then each fuzz target briefly. Set OAUTHFS_REQUIRE_FUSE=1 to make a
+# missing /dev/fuse a failure.
 test: deps
 	$(GO) vet ./...
-	OAUTHFS_RACE=1 $(GO) test -race -count=1 -timeout 20m ./...
+	@tmp=$$(mktemp -d) && chmod 1777 $$tmp && \
+	  TMPDIR=$$tmp OAUTHFS_RACE=1 $(GO) test -race -count=1 -timeout 20m ./... && \
+	  scripts/check-no-leftovers $$tmp
 	scripts/check-no-mounts
+	FUZZTIME=3s scripts/fuzz
+
+# fuzz runs each fuzz target for a minute (FUZZTIME=60s).
+fuzz:
+	scripts/fuzz
 
 # bench measures open+read+close of access_token against the FUSE floor
 # and tmpfs in one run and prints the ratios.
 bench:
 	$(GO) test -run '^$$' -bench . -count 7 -benchtime 3000x ./test/bench/ | tee bench.out
+	$(GO) test -run '^$$' -bench BenchmarkSave -count 3 -benchtime 300x ./broker/ | tee -a bench.out
 	@echo
 	@awk -f test/bench/ratios.awk bench.out
 

@@ -107,7 +107,8 @@ func TestCrashHelper(t *testing.T) {
 	}
 	parts := strings.Split(env, "|")
 	dir, url, loop := parts[0], parts[1], parts[2] == "true"
-	b, err := persistentAt(t, url, dir)
+	// No t.TempDir here: a process killed with SIGKILL never removes it.
+	b, err := persistentCfg(t, url, dir, dir)
 	if err != nil {
 		fmt.Printf("FAIL: start: %v\n", err)
 		os.Exit(1)

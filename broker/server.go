@@ -36,7 +36,8 @@ const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
 	writeTimeout      = maxWait + 30*time.Second // a sign-in's long poll fits
-	idleTimeout       = 60 * time.Second
+	idleTimeout       = 60 * time.Second         // session mounts reuse connections
+	webIdleTimeout    = 15 * time.Second         // browsers reconnect cheaply
 )
 
 // Connection caps: one user may hold maxConnsPerUser connections to the
@@ -284,7 +285,7 @@ func NewWebServer(h http.Handler, log *slog.Logger) *http.Server {
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      readTimeout + 2*time.Minute, // a code exchange fits
-		IdleTimeout:       idleTimeout,
+		IdleTimeout:       webIdleTimeout,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

@@ -26,6 +26,12 @@ func persistent(t *testing.T, p *localprovider.Provider, dir string) (*Broker, e
 // persistentAt builds a broker with a store in dir on the provider at url.
 func persistentAt(t *testing.T, url, dir string) (*Broker, error) {
 	t.Helper()
+	return persistentCfg(t, url, dir, t.TempDir())
+}
+
+// persistentCfg is persistentAt with the config file written in cfgDir.
+func persistentCfg(t *testing.T, url, dir, cfgDir string) (*Broker, error) {
+	t.Helper()
 	src := fmt.Sprintf(`
 [broker]
 state_dir = %q
@@ -36,7 +42,7 @@ client_secret = "test-secret"
 auth_url = "%s/authorize"
 token_url = "%s/token"
 `, dir, url, url)
-	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(src))
+	cfg, err := config.Parse(filepath.Join(cfgDir, "c.toml"), []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -170,6 +170,12 @@ func TestInvalid(t *testing.T) {
 		{"bad scope", base("provider = \"github\"\nscopes = [\"a b\"]\n"), "single non-empty word"},
 		{"bad callback", "[broker]\ncallback_url = \"http://example.com/cb\"\n", "callback_url"},
 		{"bad listen", "[broker]\nlisten = \"8400\"\n", "want host:port"},
+		{"callback on /start", "[broker]\ncallback_url = \"http://127.0.0.1:8400/start\"\n", "uses the path /start, which the sign-in web server serves itself"},
+		{"callback without a path", "[broker]\ncallback_url = \"http://127.0.0.1:8400\"\n", "has no path"},
+		{"name shaped like a guid", "[[integration]]\nname = \"A3C4F5D6-B8E9-4A1B-9C2D-3E4F5A6B7C8D\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "has the shape of a guid"},
+		{"name shaped like a bare guid", "[[integration]]\nname = \"a3c4f5d6b8e94a1b9c2d3e4f5a6b7c8d\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "has the shape of a guid"},
+		{"bad auth style", base("provider = \"github\"\nauth_style = \"header\"\n"), `auth_style "header": want "basic"`},
+		{"bad userinfo", base("provider = \"github\"\nuserinfo_url = \"http://example.com/u\"\n"), "userinfo_url"},
 		{"wrong type", "[broker]\nsocket = 5\n", "c.toml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,5 +219,38 @@ func TestSampleConfig(t *testing.T) {
 	}
 	if len(c.Integrations) != 3 || len(c.Warnings) != 0 || c.Broker.SocketFor(true) != SystemSocket {
 		t.Errorf("sample config = %d integrations, warnings %q", len(c.Integrations), c.Warnings)
+	}
+}
+
+func TestAuthStyleDefaults(t *testing.T) {
+	c, err := Parse("c.toml", []byte(`
+[[integration]]
+name = "Custom"
+client_id = "i"
+client_secret = "s"
+auth_url = "https://a.example/authorize"
+token_url = "https://a.example/token"
+[[integration]]
+name = "GitHub"
+client_id = "i"
+client_secret = "s"
+provider = "github"
+[[integration]]
+name = "Chosen"
+client_id = "i"
+client_secret = "s"
+provider = "github"
+auth_style = "basic"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{AuthStyleBasic, AuthStylePost, AuthStyleBasic} {
+		if got := c.Integrations[i].AuthStyle; got != want {
+			t.Errorf("%s: auth_style = %q; want %q", c.Integrations[i].Name, got, want)
+		}
+	}
+	if got := c.Integrations[1].UserinfoURL; got != "https://api.github.com/user" {
+		t.Errorf("github preset userinfo_url = %q", got)
 	}
 }

@@ -421,3 +421,33 @@ print(a, b, [i["name"] for i in idx], err, sep="|")
 		t.Errorf("python = %q, %v; want %q", out, err, want)
 	}
 }
+
+// TestInodesComeFromTheRegistry: every node's inode number derives from a
+// small id the mount gives each guid, not from a hash of its name, so no
+// two nodes can share one.
+func TestInodesComeFromTheRegistry(t *testing.T) {
+	f := newFake()
+	f.set(func() {
+		for i := 0; i < 200; i++ {
+			f.list = append(f.list, api.Integration{GUID: fmt.Sprintf("c0c0c0c0-1111-4222-8333-%012d", i), Name: fmt.Sprintf("N%d", i)})
+		}
+	})
+	dir := mount(t, f)
+	seen := map[uint64]string{}
+	for _, in := range f.list {
+		for _, p := range []string{in.GUID, in.GUID + "/access_token", in.GUID + "/expiry", in.GUID + "/meta.json", "by-name/" + in.Name} {
+			st, err := os.Lstat(filepath.Join(dir, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ino := st.Sys().(*syscall.Stat_t).Ino
+			if other, dup := seen[ino]; dup {
+				t.Fatalf("%s and %s share inode %d", p, other, ino)
+			}
+			if ino >= 1<<32 {
+				t.Fatalf("%s has inode %d; want a registry number, not a hash", p, ino)
+			}
+			seen[ino] = p
+		}
+	}
+}

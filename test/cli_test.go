@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +29,12 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if b := os.Getenv("OAUTHFS_TEST_BINARY"); b != "" {
+		// A binary built elsewhere: to show that a test fails on an older
+		// oauthfs, for example.
+		binary = b
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "oauthfs-bin")
 	if err != nil {
 		panic(err)
@@ -314,7 +322,12 @@ func TestCLI(t *testing.T) {
 		}{
 			{"malformed json", "PUT", "/v1/integrations/Test/credentials", `{"access_token": `, 400, "bad_request"},
 			{"unknown field", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"x","frob":1}`, 400, "unknown field"},
-			{"oversized", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"` + strings.Repeat("x", 100<<10) + `"}`, 400, "larger than"},
+			{"oversized", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"` + strings.Repeat("x", 100<<10) + `"}`, 400, "larger than 64 KiB"},
+			{"keys in another case", "PUT", "/v1/integrations/Test/credentials", `{"ACCESS_TOKEN":"x"}`, 400, `unknown field \"ACCESS_TOKEN\"`},
+			{"trailing garbage", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"x"}garbage`, 400, "bad_request"},
+			{"two objects", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"x"}{"access_token":"y"}`, 400, "bad_request"},
+			{"token not a string", "PUT", "/v1/integrations/Test/credentials", `{"access_token":5}`, 400, "must be a string"},
+			{"negative lifetime", "PUT", "/v1/integrations/Test/credentials", `{"access_token":"x","expires_in":-1}`, 400, "expires_in"},
 			{"unknown integration", "GET", "/v1/integrations/Nope/token", "", 404, "not_found"},
 			{"unknown path", "GET", "/v1/frob", "", 404, ""},
 		} {
@@ -328,6 +341,16 @@ func TestCLI(t *testing.T) {
 		if out, _, _ := e.oauthfs(t, "token", "Test"); out != access {
 			t.Errorf("after the bad requests, token = %q; want it unchanged", out)
 		}
+	})
+	t.Run("a huge expires_in is clamped", func(t *testing.T) {
+		code, body := e.api(t, "PUT", "/v1/integrations/Other/credentials", `{"access_token":"x","expires_in":9300000000}`)
+		var m struct{ Expiry string }
+		json.Unmarshal([]byte(body), &m)
+		exp, err := time.Parse(time.RFC3339, m.Expiry)
+		if code != 200 || err != nil || exp.Year() < time.Now().Year()+9 || exp.Year() > time.Now().Year()+11 {
+			t.Errorf("PUT with expires_in 9300000000 = %d, expiry %q; want about ten years from now", code, m.Expiry)
+		}
+		e.oauthfs(t, "logout", "Other")
 	})
 	t.Run("login", func(t *testing.T) {
 		cmd := exec.Command(binary, "login", "--no-browser", "--broker", e.socket, "Other")
@@ -537,5 +560,61 @@ func TestCLIVersionAndHelp(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "Usage: oauthfs "+c) {
 			t.Errorf("%s --help = %q, %v", c, out, err)
 		}
+	}
+}
+
+// TestCLIRestartRightAfterKill restarts a mount within 50 ms of a SIGKILL,
+// as systemd's Restart= does, twenty times: the dead mount must be seen
+// as stale every time, whatever the kernel still caches about it.
+func TestCLIRestartRightAfterKill(t *testing.T) {
+	e := newCLIEnv(t)
+	m := e.startMount(t)
+	for i := 0; i < 20; i++ {
+		os.ReadFile(filepath.Join(e.mnt, "integrations.json")) // fill the kernel's caches
+		os.Stat(e.mnt)
+		m.cmd.Process.Kill()
+		<-m.done
+		// At once, like Restart=: the new process starts well within
+		// 50 ms of the kill (startProc fails the test if it exits).
+		cmd := exec.Command(binary, "mount", "--config", e.cfg, e.mnt)
+		m = startProc(t, cmd, syscall.SIGTERM, e.mnt, func(*proc) bool {
+			_, err := os.Stat(filepath.Join(e.mnt, "integrations.json"))
+			return err == nil
+		})
+	}
+}
+
+// TestCLILoginWaitsBetweenQuestions: a broker that answers "pending"
+// without waiting does not make login spin.
+func TestCLILoginWaitsBetweenQuestions(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "broker.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var polls atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodPost {
+			fmt.Fprint(w, `{"login_id":"L","url":"http://127.0.0.1:9/start?state=s","name":"X","guid":"g"}`)
+			return
+		}
+		if r.Method == http.MethodGet {
+			polls.Add(1)
+		}
+		fmt.Fprint(w, `{"status":"pending","name":"X","guid":"g"}`)
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	cmd := exec.Command(binary, "login", "--no-browser", "--broker", sock, "X")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	if n := polls.Load(); n < 1 || n > 8 {
+		t.Errorf("login asked %d times in 3 s of immediate answers; want about one a second", n)
 	}
 }

@@ -40,6 +40,9 @@ const (
 	Slow                     // waits SlowDelay, then answers normally
 	Huge                     // 200 with a 4 MiB JSON body
 	NoExpiry                 // a token without expires_in
+	Redirect                 // 307 to the URL set with SetRedirect
+	HugeError                // 400 with a 70 KB error code and description
+	Unauthorized             // 401 invalid_client, whatever the credentials
 )
 
 // Provider is an httptest token endpoint. It is safe for concurrent use.
@@ -63,6 +66,10 @@ type Provider struct {
 	codes     map[string]codeGrant // authorization codes not yet used
 	lastAuth  url.Values           // the query of the last /authorize
 	revoked   int                  // successful revocations
+	redirect  string               // where Redirect sends the client
+	authStyle []string             // how each token request authenticated: basic or post
+	denyCode  string               // the error /authorize answers with SetDenyWith
+	denyDesc  string
 }
 
 // codeGrant is what an authorization code was issued for.
@@ -119,6 +126,25 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 // SetDeny makes the authorization endpoint answer access_denied.
 func (p *Provider) SetDeny(on bool) { p.mu.Lock(); p.deny = on; p.mu.Unlock() }
 
+// SetDenyWith makes the authorization endpoint refuse with this error code
+// and description, exactly as given (tests put control characters in).
+func (p *Provider) SetDenyWith(code, desc string) {
+	p.mu.Lock()
+	p.deny, p.denyCode, p.denyDesc = true, code, desc
+	p.mu.Unlock()
+}
+
+// SetRedirect sets where the Redirect mode sends token requests.
+func (p *Provider) SetRedirect(u string) { p.mu.Lock(); p.redirect = u; p.mu.Unlock() }
+
+// AuthStyles returns how each token request so far sent the client
+// secret: "basic" (an Authorization header) or "post" (in the form).
+func (p *Provider) AuthStyles() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.authStyle...)
+}
+
 // LastAuthorize returns the query of the last authorization request.
 func (p *Provider) LastAuthorize() url.Values { p.mu.Lock(); defer p.mu.Unlock(); return p.lastAuth }
 
@@ -134,8 +160,11 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p.mu.Lock()
 	p.lastAuth = q
-	deny := p.deny
+	deny, denyCode, denyDesc := p.deny, p.denyCode, p.denyDesc
 	p.mu.Unlock()
+	if denyCode == "" {
+		denyCode, denyDesc = "access_denied", "The user said no"
+	}
 	redirect, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil || redirect.Scheme == "" || q.Get("client_id") != p.ClientID {
 		http.Error(w, "bad client_id or redirect_uri", 400)
@@ -145,8 +174,8 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	back.Set("state", q.Get("state"))
 	switch {
 	case deny:
-		back.Set("error", "access_denied")
-		back.Set("error_description", "The user said no")
+		back.Set("error", denyCode)
+		back.Set("error_description", denyDesc)
 	case q.Get("response_type") != "code" || q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "":
 		back.Set("error", "invalid_request")
 		back.Set("error_description", "PKCE with S256 is required")
@@ -262,14 +291,26 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, secret, ok := r.BasicAuth()
+	style := "basic"
 	if !ok {
 		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+		style = "post"
 	}
-	if id != p.ClientID || secret != p.ClientSecret {
+	p.mu.Lock()
+	p.authStyle = append(p.authStyle, style)
+	redirect := p.redirect
+	p.mu.Unlock()
+	if id != p.ClientID || secret != p.ClientSecret || mode == Unauthorized {
 		oauthError(w, 401, "invalid_client", "bad client credentials")
 		return
 	}
 	switch mode {
+	case Redirect:
+		http.Redirect(w, r, redirect, http.StatusTemporaryRedirect)
+		return
+	case HugeError:
+		oauthError(w, 400, strings.Repeat("e", 70<<10), strings.Repeat("d", 70<<10))
+		return
 	case InvalidGrant:
 		oauthError(w, 400, "invalid_grant", "refresh token revoked")
 		return

@@ -5,6 +5,10 @@
 	name = $1; sub(/^BenchmarkOpenReadClose\//, "", name); sub(/-[0-9]+$/, "", name)
 	n[name]++; v[name, n[name]] = $3
 }
+/^BenchmarkSave\// {
+	name = $1; sub(/^BenchmarkSave\//, "save/", name); sub(/-[0-9]+$/, "", name)
+	n[name]++; v[name, n[name]] = $3
+}
 function median(name,   i, j, t, k) {
 	k = n[name]
 	for (i = 1; i <= k; i++) a[i] = v[name, i]
@@ -18,4 +22,9 @@ END {
 	if (m["tmpfs"] > 0 && e > 0) printf "oauthfs/tmpfs   = %.1f\n", e / m["tmpfs"]
 	if (m["floor"] > 0 && m["oauthfs/by-name"] > 0) printf "by-name/floor   = %.2f\n", m["oauthfs/by-name"] / m["floor"]
 	if (c > 0 && e > 0) printf "client/embedded = %.2f  (target <= 1.30)\n", c / e
+	split("put refresh", kinds, " ")
+	for (i in kinds) {
+		k = kinds[i]; base = m["save/" k "/creds=10"]
+		if (base > 0) printf "save: %-7s 1000/10 = %.2f  5000/10 = %.2f  (flat: about 1)\n", k, m["save/" k "/creds=1000"] / base, m["save/" k "/creds=5000"] / base
+	}
 }

@@ -1,0 +1,393 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
+)
+
+// The tests in this file each reproduce a problem a security review found
+// and show that it is gone.
+
+// TestTokenEndpointRedirectIsNotFollowed: a token endpoint that answers
+// 307 to another host must not get the refresh token (or the secret) sent
+// there.
+func TestTokenEndpointRedirectIsNotFollowed(t *testing.T) {
+	var got atomic.Int32
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		http.Error(w, "gotcha", 500)
+	}))
+	defer evil.Close()
+	f := newFixture(t, time.Second)
+	f.signIn(t)
+	f.p.SetRedirect(evil.URL + "/steal")
+	f.p.SetMode(localprovider.Redirect)
+	f.clock.Advance(2 * time.Hour)
+	_, err := f.b.Token(context.Background(), uid, "Test")
+	if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "redirect") {
+		t.Errorf("Token = %v; want ErrUnavailable naming the redirect", err)
+	}
+	if n := got.Load(); n != 0 {
+		t.Errorf("the redirect target got %d requests; want none", n)
+	}
+}
+
+// TestAuthStyleIsNeverRetried: the client secret goes where auth_style
+// says, once; a refusal is not retried with the secret in the other place.
+func TestAuthStyleIsNeverRetried(t *testing.T) {
+	for _, style := range []string{"", "basic", "post"} {
+		t.Run("auth_style="+style, func(t *testing.T) {
+			p := localprovider.New()
+			defer p.Close()
+			line := ""
+			if style != "" {
+				line = fmt.Sprintf("auth_style = %q\n", style)
+			}
+			cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf("[broker]\nstate_dir = \"\"\n[[integration]]\nname = \"Test\"\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n%s", p.URL, p.URL, line)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := New(cfg, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, rt, _ := p.Grant()
+			b.Put(uid, "Test", Credentials{AccessToken: []byte("old"), RefreshToken: []byte(rt), Expiry: time.Now().Add(-time.Minute)})
+			want := style
+			if want == "" {
+				want = "basic"
+			}
+			p.SetMode(localprovider.Unauthorized)
+			if _, err := b.Token(context.Background(), uid, "Test"); err == nil {
+				t.Fatal("Token succeeded against a provider that refuses the client")
+			}
+			if got := strings.Join(p.AuthStyles(), ","); got != want {
+				t.Errorf("token requests authenticated as %q; want one, %q, never retried another way", got, want)
+			}
+		})
+	}
+}
+
+// TestHugeProviderErrorIsBounded: a 70 KB error code in a 400 answer is
+// cut where it enters, so it neither floods the log nor breaks saving.
+func TestHugeProviderErrorIsBounded(t *testing.T) {
+	p := localprovider.New()
+	defer p.Close()
+	b := mustPersistent(t, p, t.TempDir())
+	var logs strings.Builder
+	_, rt, _ := p.Grant()
+	b.Put(uid, "Test", Credentials{AccessToken: []byte("old"), RefreshToken: []byte(rt), Expiry: time.Now().Add(-time.Minute)})
+	p.SetMode(localprovider.HugeError)
+	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrUnavailable) {
+		t.Fatalf("Token = %v; want ErrUnavailable", err)
+	} else {
+		logs.WriteString(err.Error())
+	}
+	m, _ := b.Integration(uid, "Test")
+	if m.Error == nil || len(*m.Error) > 400 {
+		t.Errorf("meta error = %v; want a bounded reason", m.Error)
+	} else {
+		logs.WriteString(*m.Error)
+	}
+	if strings.Contains(logs.String(), strings.Repeat("e", 100)) || strings.Contains(logs.String(), strings.Repeat("d", 300)) {
+		t.Errorf("the provider's huge error reached the error or meta.json: %d bytes", logs.Len())
+	}
+	// Saving still works, for this credential and for a new one.
+	p.SetMode(localprovider.OK)
+	if err := b.Put(uid, "Test", Credentials{AccessToken: []byte("new")}); err != nil {
+		t.Errorf("Put after the huge error = %v", err)
+	}
+	b.mu.Lock()
+	b.users[uid][m.GUID].lastErr = strings.Repeat("x", 100<<10) // the encoder clips, never fails
+	b.mu.Unlock()
+	if err := b.persist(uid, m.GUID); err != nil {
+		t.Errorf("persist with a 100 KB error = %v", err)
+	}
+}
+
+// TestProviderTextIsCleaned: control and bidi characters from a provider
+// never reach meta.json.
+func TestProviderTextIsCleaned(t *testing.T) {
+	f := newFixture(t, time.Second)
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(400)
+		fmt.Fprint(w, `{"error":"temporarily_unavailable\u001b[2J","error_description":"back soon\u001b]0;pwned\u0007\u202e"}`)
+	}))
+	defer evil.Close()
+	f.signIn(t)
+	f.b.mu.Lock()
+	for _, in := range f.b.integrations {
+		in.cfg.TokenURL = evil.URL
+	}
+	f.b.mu.Unlock()
+	f.clock.Advance(2 * time.Hour)
+	f.b.Token(context.Background(), uid, "Test")
+	m, _ := f.b.Integration(uid, "Test")
+	if m.Error == nil || strings.ContainsAny(*m.Error, "\x1b\x07\u202e") || !strings.Contains(*m.Error, "back soon") {
+		t.Errorf("meta error = %q; want the reason without control characters", *m.Error)
+	}
+}
+
+// TestExpiresInIsClamped: a huge expires_in must not overflow into the
+// past.
+func TestExpiresInIsClamped(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		in   int64
+		want time.Time
+	}{
+		{0, time.Time{}},
+		{-5, time.Time{}},
+		{3600, now.Add(time.Hour)},
+		{9300000000, now.Add(maxLifetime)},
+		{1 << 62, now.Add(maxLifetime)},
+	} {
+		if got := expiryFrom(tc.in, now); !got.Equal(tc.want) {
+			t.Errorf("expiryFrom(%d) = %v; want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestUnackedStreamsCannotStallChanges: sessions that never acknowledge
+// hold a change up for ackTimeout at most, all together, and are dropped.
+func TestUnackedStreamsCannotStallChanges(t *testing.T) {
+	f := newFixture(t, time.Second)
+	var subs []*Subscription
+	for i := 0; i < 3; i++ {
+		s, err := f.b.Subscribe(uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	done := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		f.signIn(t)
+		done <- time.Since(start)
+	}()
+	select {
+	case took := <-done:
+		if took > 2*ackTimeout {
+			t.Errorf("Put took %v with silent sessions; want at most about %v", took, ackTimeout)
+		}
+	case <-time.After(10 * ackTimeout):
+		t.Fatal("Put hangs on sessions that never acknowledge")
+	}
+	for i, s := range subs {
+		select {
+		case <-s.Dead():
+		default:
+			t.Errorf("silent session %d was not dropped", i)
+		}
+	}
+	// The next change does not wait at all.
+	start := time.Now()
+	f.signIn(t)
+	if took := time.Since(start); took > ackTimeout/2 {
+		t.Errorf("a change with no live session took %v", took)
+	}
+}
+
+// TestStreamSeqIsPerStream: a stream's sequence numbers count its own
+// events, so they say nothing about other users' activity.
+func TestStreamSeqIsPerStream(t *testing.T) {
+	f := newFixture(t, time.Second)
+	mine, _ := f.b.Subscribe(uid)
+	theirs, _ := f.b.Subscribe(uid + 1)
+	go func() {
+		for ev := range theirs.C {
+			theirs.Ack(ev.Seq)
+		}
+	}()
+	for i := 0; i < 5; i++ {
+		f.b.Put(uid+1, "Test", Credentials{AccessToken: []byte("x")})
+	}
+	go func() {
+		for ev := range mine.C {
+			mine.Ack(ev.Seq)
+			if ev.Seq != 1 {
+				t.Errorf("my first event has seq %d; want 1 whatever others did", ev.Seq)
+			}
+			return
+		}
+	}()
+	f.signIn(t)
+	if n, _ := f.b.Subscribe(uid + 2); n == nil {
+		t.Fatal("Subscribe failed")
+	}
+}
+
+// TestStreamsPerUserAreCapped: one user cannot open event streams without
+// bound.
+func TestStreamsPerUserAreCapped(t *testing.T) {
+	f := newFixture(t, time.Second)
+	var last *Subscription
+	for i := 0; i < maxStreamsPerUser; i++ {
+		s, err := f.b.Subscribe(uid)
+		if err != nil {
+			t.Fatalf("Subscribe #%d = %v", i+1, err)
+		}
+		last = s
+	}
+	if _, err := f.b.Subscribe(uid); !errors.Is(err, ErrTooManyStreams) {
+		t.Errorf("Subscribe past the cap = %v; want ErrTooManyStreams", err)
+	}
+	if _, err := f.b.Subscribe(uid + 1); err != nil {
+		t.Errorf("another user's Subscribe = %v", err)
+	}
+	f.b.Unsubscribe(last)
+	if _, err := f.b.Subscribe(uid); err != nil {
+		t.Errorf("Subscribe after one ended = %v", err)
+	}
+}
+
+// TestSignInCapIsPerUser: one user starting and cancelling sign-ins, or
+// holding many open, cannot stop another user from signing in.
+func TestSignInCapIsPerUser(t *testing.T) {
+	f := newSigninFixture(t)
+	for i := 0; i < maxSignIns/8; i++ { // well past the old global cap of 1,000
+		si, err := f.b.StartSignIn(uid, "Test")
+		if err != nil {
+			t.Fatalf("sign-in #%d = %v; finished ones must free their slot at once", i+1, err)
+		}
+		f.b.CancelSignIn(uid, si.ID)
+	}
+	for i := 0; i < maxSignInsPerUser; i++ {
+		if _, err := f.b.StartSignIn(uid, "Test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.b.StartSignIn(uid, "Test"); !errors.Is(err, ErrSignIn) || !strings.Contains(err.Error(), "in progress") {
+		t.Errorf("a sign-in past the user's cap = %v; want refused", err)
+	}
+	if _, err := f.b.StartSignIn(uid+1, "Test"); err != nil {
+		t.Errorf("another user's sign-in = %v; want it to work", err)
+	}
+	if n := len(f.b.signins.ended); n > maxEnded {
+		t.Errorf("%d ended sign-ins kept; want at most %d", n, maxEnded)
+	}
+}
+
+// TestStartPageConfirmsWhoAndWhere: the start link shows whom the tokens
+// will go to before anything happens, and only its own form, from the
+// browser it was shown to, continues.
+func TestStartPageConfirmsWhoAndWhere(t *testing.T) {
+	f := newSigninFixture(t)
+	si, _ := f.b.StartSignIn(uid, "Test")
+	c := browser(false)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	code, page := get(t, c, si.URL)
+	if code != 200 || !strings.Contains(page, "Sign in to Test for user "+userName(uid)+" on host "+hostName()) ||
+		f.p.LastAuthorize() != nil {
+		t.Fatalf("start page = %d %q; want the confirmation naming user and host, and no request to the provider yet", code, page)
+	}
+	fields := url.Values{}
+	for _, m := range hiddenRE.FindAllStringSubmatch(page, -1) {
+		fields.Set(m[1], m[2])
+	}
+	post := func(c *http.Client, form url.Values, origin string) int {
+		req, _ := http.NewRequest("POST", f.web.URL+"/start", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	noCSRF := url.Values{"state": {fields.Get("state")}, "action": {"continue"}}
+	if code := post(c, noCSRF, ""); code != 403 {
+		t.Errorf("POST without the csrf field = %d; want 403", code)
+	}
+	full := url.Values{"state": {fields.Get("state")}, "csrf": {fields.Get("csrf")}, "action": {"continue"}}
+	if code := post(c, full, "https://evil.example"); code != 403 {
+		t.Errorf("POST from a foreign origin = %d; want 403", code)
+	}
+	other := browser(false)
+	other.CheckRedirect = c.CheckRedirect
+	if code := post(other, full, ""); code != 403 {
+		t.Errorf("POST from another browser = %d; want 403", code)
+	}
+	if f.p.LastAuthorize() != nil {
+		t.Fatal("a refused POST reached the provider")
+	}
+	if code := post(c, full, f.web.URL); code != http.StatusSeeOther {
+		t.Errorf("Continue = %d; want 303 to the provider", code)
+	}
+}
+
+// TestStartLinkWorksForOneBrowser: a second browser opening the start link
+// is refused, and the sign-in fails, so the waiting command says so.
+func TestStartLinkWorksForOneBrowser(t *testing.T) {
+	f := newSigninFixture(t)
+	si, _ := f.b.StartSignIn(uid, "Test")
+	first := browser(true)
+	if code, _ := get(t, first, si.URL); code != 200 {
+		t.Fatalf("first visit = %d", code)
+	}
+	if code, _ := get(t, first, si.URL); code != 200 {
+		t.Errorf("a reload in the same browser = %d; want the page again", code)
+	}
+	code, page := get(t, browser(true), si.URL)
+	if code != 400 || !strings.Contains(page, "already opened in another browser") {
+		t.Errorf("second browser = %d %q; want it refused", code, page)
+	}
+	st := f.status(t, uid, si)
+	if st.Status != api.SignInFailed || !strings.Contains(st.Message, "second browser") {
+		t.Errorf("sign-in status = %+v; want failed, naming the second browser", st)
+	}
+}
+
+// TestSignInNamesTheAccount: the waiting command and the callback page say
+// which provider account signed in.
+func TestSignInNamesTheAccount(t *testing.T) {
+	f := newSigninFixture(t)
+	f.b.mu.Lock()
+	for _, in := range f.b.integrations {
+		in.cfg.UserinfoURL = f.p.URL + "/userinfo"
+	}
+	f.b.mu.Unlock()
+	si, _ := f.b.StartSignIn(uid, "Test")
+	code, page := signInAll(t, si.URL)
+	if code != 200 || !strings.Contains(page, "Signed in to Test as dev-user") {
+		t.Errorf("callback page = %d %q; want it to name the account", code, page)
+	}
+	if st := f.status(t, uid, si); st.Account != "dev-user" {
+		t.Errorf("sign-in status = %+v; want account dev-user", st)
+	}
+	if m, _ := f.b.Integration(uid, "Test"); m.Account == nil || *m.Account != "dev-user" {
+		t.Errorf("meta account = %v; want dev-user", m.Account)
+	}
+}
+
+func TestAccountName(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"sub":"abc","email":"alice@example.com"}`, "alice@example.com"},
+		{`{"login":"octocat","id":1}`, "octocat"},
+		{`{"sub":"248289761001"}`, "248289761001"},
+		{`{"email":"a\u001b[2J@x"}`, "a [2J@x"},
+		{`{"id":5}`, ""},
+		{`not json`, ""},
+	} {
+		if got := accountName([]byte(tc.in)); got != tc.want {
+			t.Errorf("accountName(%s) = %q; want %q", tc.in, got, tc.want)
+		}
+	}
+}

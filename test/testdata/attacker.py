@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""A hostile local user, for oauthfs's security tests.
+
+Each subcommand is one move a review made against oauthfs; the tests run
+this script under another real uid (setpriv) and check that the move
+fails. Standard library only.
+
+  scan-proc SECONDS NEEDLE    poll every process's cmdline and environ for
+                              NEEDLE; print each hit as "HIT pid"
+  fake-broker SOCKET TOKEN    serve a session API that hands out TOKEN and
+                              a sign-in link of its choosing
+  flood SOCKET N              open N connections, make one request on each,
+                              keep them all open; print "OPEN k"
+  never-ack SOCKET N          open N event streams that never acknowledge
+  signins SOCKET N NAME       start and cancel N sign-ins to NAME; print
+                              the last answer
+"""
+import http.client
+import http.server
+import os
+import socket
+import socketserver
+import sys
+import time
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("oauthfs", timeout=30)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.path)
+
+
+def scan_proc(seconds, needle):
+    needle = needle.encode()
+    end = time.time() + float(seconds)
+    seen = set()
+    while time.time() < end:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue  # our own argv holds the needle
+            for f in ("cmdline", "environ"):
+                try:
+                    with open(f"/proc/{pid}/{f}", "rb") as fh:
+                        if needle in fh.read() and (pid, f) not in seen:
+                            seen.add((pid, f))
+                            print(f"HIT {pid} {f}", flush=True)
+                except OSError:
+                    pass
+        time.sleep(0.01)
+    print("DONE", flush=True)
+
+
+def fake_broker(path, token):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ('{"access_token":"%s","expiry":null,"obtained":null,"refresh_at":null}' % token).encode()
+            if "/logins/" in self.path:
+                body = b'{"status":"pending","name":"Test","guid":"x"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            body = b'{"login_id":"x","url":"http://127.0.0.1:9/attacker","name":"Test","guid":"x"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def address_string(self):
+            return "peer"
+
+        def log_message(self, *a):
+            pass
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    if os.path.exists(path):
+        os.remove(path)
+    srv = Server(path, Handler)
+    os.chmod(path, 0o777)
+    print("READY", flush=True)
+    srv.serve_forever()
+
+
+def flood(path, n):
+    conns = []
+    for _ in range(int(n)):
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(b"GET /v1/integrations HTTP/1.1\r\nHost: oauthfs\r\n\r\n")
+            conns.append(s)
+        except OSError:
+            break
+    open_ = 0
+    for s in conns:
+        try:
+            if s.recv(1):
+                open_ += 1
+        except OSError:
+            pass
+    print(f"OPEN {open_}", flush=True)
+    time.sleep(3600)
+
+
+def never_ack(path, n):
+    socks = []
+    for _ in range(int(n)):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: oauthfs\r\nTransfer-Encoding: chunked\r\n\r\n")
+        socks.append(s)
+    for s in socks:
+        s.recv(4096)  # the hello; never answered
+    print("READY", flush=True)
+    time.sleep(3600)
+
+
+def signins(path, n, name):
+    c = UnixHTTPConnection(path)
+    last = ""
+    for _ in range(int(n)):
+        c.request("POST", f"/v1/integrations/{name}/login")
+        r = c.getresponse()
+        last = r.read().decode()
+        if r.status != 200:
+            break
+        login = last.split('"login_id": "')[1].split('"')[0]
+        c.request("DELETE", f"/v1/logins/{login}")
+        r = c.getresponse()
+        r.read()
+    print(last, flush=True)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"scan-proc": scan_proc, "fake-broker": fake_broker, "flood": flood,
+     "never-ack": never_ack, "signins": signins}[cmd](*args)
