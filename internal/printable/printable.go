@@ -23,7 +23,11 @@ func String(s string, max int) string {
 		return s
 	}
 	var b strings.Builder
-	b.Grow(min(len(s), max+len("…")))
+	if max > 0 {
+		b.Grow(min(len(s), max+len("…")))
+	} else {
+		b.Grow(len(s))
+	}
 	for i, r := range s {
 		if r == utf8.RuneError {
 			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
