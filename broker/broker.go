@@ -106,16 +106,16 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	b := &Broker{
 		log:     opts.Logger,
 		now:     opts.Now,
-		margin:  cfg.Broker.RefreshMargin,
-		timeout: cfg.Broker.RequestTimeout,
+		margin:  cfg.Settings.RefreshMargin,
+		timeout: cfg.Settings.RequestTimeout,
 		users:   map[int]map[string]*credential{},
 		broken:  map[int]error{},
 		saveMu:  map[saveKey]*sync.Mutex{},
 		signins: newSignins(),
 		host:    hostName(),
 	}
-	if cfg.Broker.CallbackURL != "" {
-		u, err := url.Parse(cfg.Broker.CallbackURL)
+	if cfg.Settings.CallbackURL != "" {
+		u, err := url.Parse(cfg.Settings.CallbackURL)
 		if err != nil {
 			return nil, fmt.Errorf("broker: callback_url: %w", err)
 		}
@@ -134,8 +134,8 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	if b.timeout == 0 {
 		b.timeout = config.DefaultRequestTimeout
 	}
-	if !cfg.Broker.MemoryOnly() {
-		st, err := openStore(*cfg.Broker.StateDir, cfg.Broker.KeyFile)
+	if !cfg.Settings.MemoryOnly() {
+		st, err := openStore(*cfg.Settings.StateDir, cfg.Settings.KeyFile)
 		if err != nil {
 			return nil, err
 		}

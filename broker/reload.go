@@ -48,13 +48,13 @@ func (b *Broker) Reload(cfg *config.Config) (ignored []string, err error) {
 	}
 	b.integrations, b.byName = ints, byName
 	b.mu.Unlock()
-	if cfg.Broker.RefreshMargin != b.margin {
+	if cfg.Settings.RefreshMargin != b.margin {
 		ignored = append(ignored, "refresh_margin")
 	}
-	if cfg.Broker.RequestTimeout != b.timeout {
+	if cfg.Settings.RequestTimeout != b.timeout {
 		ignored = append(ignored, "request_timeout")
 	}
-	if cfg.Broker.CallbackURL != b.callbackURL() {
+	if cfg.Settings.CallbackURL != b.callbackURL() {
 		ignored = append(ignored, "callback_url")
 	}
 	b.log.Info("configuration reloaded", "integrations", len(ints), "added", added, "removed", removed)

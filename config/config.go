@@ -52,8 +52,8 @@ var ErrInvalid = errors.New("invalid configuration")
 type Config struct {
 	// File is the path the configuration was read from.
 	File string
-	// Broker holds the [broker] table with defaults filled in.
-	Broker Broker
+	// Settings holds the [broker] table with defaults filled in.
+	Settings Settings
 	// Integrations holds the [[integration]] tables in file order.
 	Integrations []*Integration
 	// Warnings are problems that do not stop the broker, for example a
@@ -61,18 +61,16 @@ type Config struct {
 	Warnings []string
 }
 
-// Broker is the [broker] table.
-type Broker struct {
+// Settings is the [broker] table: how a broker host listens, where it
+// keeps credentials, and its refresh rules.
+type Settings struct {
 	Socket         string        `toml:"socket"`
 	Listen         string        `toml:"listen"`
 	CallbackURL    string        `toml:"callback_url"`
 	StateDir       *string       `toml:"state_dir"`
 	KeyFile        string        `toml:"key_file"`
-	RefreshMargin  time.Duration `toml:"-"`
-	RequestTimeout time.Duration `toml:"-"`
-
-	RawRefreshMargin  string `toml:"refresh_margin"`
-	RawRequestTimeout string `toml:"request_timeout"`
+	RefreshMargin  time.Duration `toml:"refresh_margin"`  // a Go duration string, e.g. "5m"
+	RequestTimeout time.Duration `toml:"request_timeout"` // a Go duration string, e.g. "10s"
 
 	// socketDefaulted records that socket was not in the file.
 	socketDefaulted bool
@@ -80,7 +78,7 @@ type Broker struct {
 
 // SocketFor returns the socket to listen on: the configured one, or the
 // default of the embedded broker, or (daemon) of the system broker.
-func (b *Broker) SocketFor(daemon bool) string {
+func (b *Settings) SocketFor(daemon bool) string {
 	if daemon && b.socketDefaulted {
 		return SystemSocket
 	}
@@ -152,11 +150,11 @@ func trimNewline(b []byte) []byte {
 }
 
 // MemoryOnly reports whether credentials are kept in memory only.
-func (b *Broker) MemoryOnly() bool { return b.StateDir != nil && *b.StateDir == "" }
+func (b *Settings) MemoryOnly() bool { return b.StateDir != nil && *b.StateDir == "" }
 
 // file is the on-disk shape; it exists so that unknown keys can be found.
 type file struct {
-	Broker      Broker         `toml:"broker"`
+	Settings    Settings       `toml:"broker"`
 	Integration []*Integration `toml:"integration"`
 }
 
@@ -177,7 +175,11 @@ func Parse(path string, data []byte) (*Config, error) {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return nil, fmt.Errorf("config: %s:%d: %s: %w", path, perr.Position.Line, perr.Message, ErrInvalid)
+			where := ""
+			if k := perr.LastKey; k != "" {
+				where = " [" + k + "]"
+			}
+			return nil, fmt.Errorf("config: %s:%d:%s %s: %w", path, perr.Position.Line, where, perr.Message, ErrInvalid)
 		}
 		return nil, fmt.Errorf("config: %s: %v: %w", path, err, ErrInvalid)
 	}
@@ -186,14 +188,14 @@ func Parse(path string, data []byte) (*Config, error) {
 		k := und[0]
 		return nil, fmt.Errorf("config: %s:%d: unknown key %q: %w", path, keyLine(lines, k), k.String(), ErrInvalid)
 	}
-	c := &Config{File: path, Broker: f.Broker, Integrations: f.Integration}
+	c := &Config{File: path, Settings: f.Settings, Integrations: f.Integration}
 	headers := headerLines(lines)
 	for i, in := range c.Integrations {
 		if i < len(headers) {
 			in.Line = headers[i]
 		}
 	}
-	if err := c.defaults(); err != nil {
+	if err := c.defaults(md); err != nil {
 		return nil, err
 	}
 	if err := c.validate(); err != nil {
@@ -247,14 +249,21 @@ func (c *Config) integrationErr(in *Integration, i int, format string, args ...a
 	return fmt.Errorf("config: %s: %s: %s: %w", c.File, where, fmt.Sprintf(format, args...), ErrInvalid)
 }
 
-func (c *Config) defaults() error {
-	b := &c.Broker
-	var err error
-	if b.RefreshMargin, err = duration(b.RawRefreshMargin, DefaultRefreshMargin); err != nil {
-		return c.errf("[broker] refresh_margin: %v (use a Go duration such as \"5m\")", err)
-	}
-	if b.RequestTimeout, err = duration(b.RawRequestTimeout, DefaultRequestTimeout); err != nil {
-		return c.errf("[broker] request_timeout: %v (use a Go duration such as \"10s\")", err)
+func (c *Config) defaults(md toml.MetaData) error {
+	b := &c.Settings
+	for _, d := range []struct {
+		key string
+		v   *time.Duration
+		def time.Duration
+	}{{"refresh_margin", &b.RefreshMargin, DefaultRefreshMargin}, {"request_timeout", &b.RequestTimeout, DefaultRequestTimeout}} {
+		switch {
+		case !md.IsDefined("broker", d.key):
+			*d.v = d.def
+		case md.Type("broker", d.key) != "String":
+			return c.errf("[broker] %s must be a string with a unit, such as \"5m\" or \"10s\"", d.key)
+		case *d.v <= 0:
+			return c.errf("[broker] %s %v must be positive (a Go duration such as \"5m\")", d.key, *d.v)
+		}
 	}
 	if b.Listen == "" {
 		b.Listen = DefaultListen
@@ -289,20 +298,6 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-func duration(s string, def time.Duration) (time.Duration, error) {
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, err
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%q must be positive", s)
-	}
-	return d, nil
-}
-
 // providers maps the provider key to its endpoints. Only providers whose
 // endpoints are fixed URLs are listed; others need auth_url and token_url.
 // Presets authenticate with client_secret_post, which every one of these
@@ -334,13 +329,13 @@ func Providers() []string {
 }
 
 func (c *Config) validate() error {
-	if _, _, err := net.SplitHostPort(c.Broker.Listen); err != nil {
-		return c.errf("[broker] listen %q: want host:port", c.Broker.Listen)
+	if _, _, err := net.SplitHostPort(c.Settings.Listen); err != nil {
+		return c.errf("[broker] listen %q: want host:port", c.Settings.Listen)
 	}
-	if err := checkURL(c.Broker.CallbackURL); err != nil {
+	if err := checkURL(c.Settings.CallbackURL); err != nil {
 		return c.errf("[broker] callback_url: %v", err)
 	}
-	if err := checkCallbackPath(c.Broker.CallbackURL); err != nil {
+	if err := checkCallbackPath(c.Settings.CallbackURL); err != nil {
 		return c.errf("[broker] callback_url: %v", err)
 	}
 	names := map[string]int{}

@@ -40,10 +40,10 @@ func TestParseGood(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse = %v", err)
 	}
-	if c.Broker.RefreshMargin != 2*time.Minute || c.Broker.RequestTimeout != 3*time.Second {
-		t.Errorf("durations = %v, %v; want 2m, 3s", c.Broker.RefreshMargin, c.Broker.RequestTimeout)
+	if c.Settings.RefreshMargin != 2*time.Minute || c.Settings.RequestTimeout != 3*time.Second {
+		t.Errorf("durations = %v, %v; want 2m, 3s", c.Settings.RefreshMargin, c.Settings.RequestTimeout)
 	}
-	if !c.Broker.MemoryOnly() {
+	if !c.Settings.MemoryOnly() {
 		t.Errorf("MemoryOnly() = false; want true for state_dir = \"\"")
 	}
 	gh := c.Integrations[0]
@@ -76,7 +76,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := c.Broker
+	b := c.Settings
 	if b.Socket != "/run/user/1000/oauthfs/broker.sock" || *b.StateDir != "/home/u/.state/oauthfs" ||
 		b.KeyFile != "/home/u/.state/oauthfs/key" || b.RefreshMargin != DefaultRefreshMargin ||
 		b.RequestTimeout != DefaultRequestTimeout || b.CallbackURL != "http://127.0.0.1:8400/callback" {
@@ -144,6 +144,8 @@ func TestInvalid(t *testing.T) {
 		{"unknown table", "[brokerr]\nx = 1\n", `unknown key "brokerr`},
 		{"bad margin", "[broker]\nrefresh_margin = \"5 minutes\"\n", "refresh_margin"},
 		{"negative timeout", "[broker]\nrequest_timeout = \"-1s\"\n", "must be positive"},
+		{"zero margin", "[broker]\nrefresh_margin = \"0s\"\n", "must be positive"},
+		{"margin without a unit", "[broker]\nrefresh_margin = 300\n", "a string with a unit"},
 		{"no name", "[[integration]]\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "c.toml:1: integration #1: name is missing"},
 		{"long name", "[[integration]]\nname = \"" + long + "\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "256 bytes"},
 		{"slash", base("provider = \"github\"\n") + "[[integration]]\nname = \"a/b\"\n", `integration "a/b": name must not contain`},
@@ -217,7 +219,7 @@ func TestSampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the sample config: %v", err)
 	}
-	if len(c.Integrations) != 3 || len(c.Warnings) != 0 || c.Broker.SocketFor(true) != SystemSocket {
+	if len(c.Integrations) != 3 || len(c.Warnings) != 0 || c.Settings.SocketFor(true) != SystemSocket {
 		t.Errorf("sample config = %d integrations, warnings %q", len(c.Integrations), c.Warnings)
 	}
 }

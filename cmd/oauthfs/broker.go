@@ -55,14 +55,14 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sock := cfg.Broker.SocketFor(true)
+	sock := cfg.Settings.SocketFor(true)
 	// Every user connects; SO_PEERCRED tells them apart.
 	l, err := broker.Listen(sock, 0o666, 0o755)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	web, err := net.Listen("tcp", cfg.Broker.Listen)
+	web, err := net.Listen("tcp", cfg.Settings.Listen)
 	if err != nil {
 		return withHint(fmt.Errorf("broker: sign-in web server: %w", err), "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
 	}
@@ -72,8 +72,8 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 	srv := &broker.Server{B: br, Owner: -1, Log: log}
 	go srv.Serve(l)
 	defer srv.Close()
-	log.Info("broker listening", "socket", sock, "sign_in", cfg.Broker.CallbackURL,
-		"integrations", len(cfg.Integrations), "state_dir", *cfg.Broker.StateDir)
+	log.Info("broker listening", "socket", sock, "sign_in", cfg.Settings.CallbackURL,
+		"integrations", len(cfg.Integrations), "state_dir", *cfg.Settings.StateDir)
 
 	// Reloads run beside the signal loop, one at a time, so that a
 	// shutdown never waits for one.

@@ -131,7 +131,7 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 
 	uid, gid := os.Getuid(), os.Getgid()
 	root := oafs.NewRoot(oafs.Options{Broker: broker.Session{B: br, UID: uid}, UID: uint32(uid), GID: uint32(gid),
-		Timeout: cfg.Broker.RequestTimeout + fuseSlack, Logger: log})
+		Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log})
 	server, err := oafs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
 		return err

@@ -114,11 +114,11 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		if err := br.Load(uid); err != nil {
 			return err
 		}
-		l, err := broker.Listen(cfg.Broker.Socket, 0o600, 0o700)
+		l, err := broker.Listen(cfg.Settings.Socket, 0o600, 0o700)
 		if err != nil {
 			return err
 		}
-		web, err := net.Listen("tcp", cfg.Broker.Listen)
+		web, err := net.Listen("tcp", cfg.Settings.Listen)
 		if err != nil {
 			l.Close()
 			return withHint(fmt.Errorf("mount: sign-in web server: %w", err), "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
@@ -128,9 +128,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		webSrv := broker.NewWebServer(br.SignInHandler(), log)
 		go webSrv.Serve(broker.CapConns(web, broker.MaxWebConns, false, log))
 		stop = func() { br.Close(); l.Close(); webSrv.Close() }
-		b, timeout = broker.Session{B: br, UID: uid}, cfg.Broker.RequestTimeout+fuseSlack
-		log.Info("broker listening", "socket", cfg.Broker.Socket, "sign_in", cfg.Broker.CallbackURL,
-			"integrations", len(cfg.Integrations), "state_dir", *cfg.Broker.StateDir)
+		b, timeout = broker.Session{B: br, UID: uid}, cfg.Settings.RequestTimeout+fuseSlack
+		log.Info("broker listening", "socket", cfg.Settings.Socket, "sign_in", cfg.Settings.CallbackURL,
+			"integrations", len(cfg.Integrations), "state_dir", *cfg.Settings.StateDir)
 	}
 	defer stop()
 
@@ -214,7 +214,7 @@ func resolveSocket(flagSock, flagCfg string) (string, error) {
 		if err != nil {
 			return "", configError(err)
 		}
-		return cfg.Broker.Socket, nil
+		return cfg.Settings.Socket, nil
 	}
 	var cands []string
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
