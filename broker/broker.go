@@ -17,8 +17,8 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
@@ -58,12 +58,12 @@ type Broker struct {
 	store    *store   // nil: memory only
 	callback *url.URL // where the provider sends the browser back; nil: no sign-in
 
-	mu           sync.Mutex                     // guards the fields below
-	integrations map[string]*integration        // by guid
-	byName       map[string]*integration        // by name
-	users        map[int]map[string]*credential // uid -> guid -> credential, loaded lazily
-	broken       map[int]error                  // uid -> why its store file does not open
-	saveMu       map[saveKey]*sync.Mutex        // serialises the saves of one record
+	mu           sync.Mutex                // guards the fields below
+	integrations map[string]*integration   // by guid
+	byName       map[string]*integration   // by name
+	users        map[int]map[string]*grant // uid -> guid -> credential, loaded lazily
+	broken       map[int]error             // uid -> why its store file does not open
+	saveMu       map[saveKey]*sync.Mutex   // serialises the saves of one record
 
 	signins *signins // sign-ins in progress, under their own lock
 	host    string   // this host's name, shown on the sign-in pages
@@ -77,15 +77,15 @@ type integration struct {
 	secret *memguard.Enclave
 }
 
-// credential is one user's tokens for one integration. Its fields are
-// guarded by Broker.mu; a credential is replaced, never reused, on
+// grant is one user's tokens for one integration. Its fields are
+// guarded by Broker.mu; a grant is replaced, never reused, on
 // sign-in, so a refresh can tell whether it raced with one.
-type credential struct {
-	access  *api.Token        // current access token; nil after invalid_grant
+type grant struct {
+	access  *credential.Token // current access token; nil after invalid_grant
 	refresh *memguard.Enclave // nil when the provider gave none
 	scopes  []string
 	account string
-	status  api.Status
+	status  credential.Status
 	lastErr string
 	// After a transient failure no refresh is tried before retryAt:
 	// readers get the cached token, or the last error, at once.
@@ -108,7 +108,7 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		now:     opts.Now,
 		margin:  cfg.Settings.RefreshMargin,
 		timeout: cfg.Settings.RequestTimeout,
-		users:   map[int]map[string]*credential{},
+		users:   map[int]map[string]*grant{},
 		broken:  map[int]error{},
 		saveMu:  map[saveKey]*sync.Mutex{},
 		signins: newSignins(),
@@ -167,15 +167,15 @@ func (b *Broker) find(id string) (*integration, error) {
 	if in, ok := b.byName[id]; ok {
 		return in, nil
 	}
-	return nil, fmt.Errorf("broker: %q: %w", id, api.ErrNotFound)
+	return nil, fmt.Errorf("broker: %q: %w", id, credential.ErrNotFound)
 }
 
 // Integrations returns what user uid sees of every integration, sorted by
 // name. It never makes a network call.
-func (b *Broker) Integrations(uid int) []api.Integration {
+func (b *Broker) Integrations(uid int) []credential.Integration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]api.Integration, 0, len(b.integrations))
+	out := make([]credential.Integration, 0, len(b.integrations))
 	for _, in := range b.integrations {
 		out = append(out, b.metaLocked(uid, in))
 	}
@@ -185,19 +185,19 @@ func (b *Broker) Integrations(uid int) []api.Integration {
 
 // Integration returns what user uid sees of the integration with guid or
 // name id. It never makes a network call.
-func (b *Broker) Integration(uid int, id string) (api.Integration, error) {
+func (b *Broker) Integration(uid int, id string) (credential.Integration, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	in, err := b.find(id)
 	if err != nil {
-		return api.Integration{}, err
+		return credential.Integration{}, err
 	}
 	return b.metaLocked(uid, in), nil
 }
 
-func (b *Broker) metaLocked(uid int, in *integration) api.Integration {
+func (b *Broker) metaLocked(uid int, in *integration) credential.Integration {
 	c := in.cfg
-	m := api.Integration{
+	m := credential.Integration{
 		GUID:          c.GUID.String(),
 		Name:          c.Name,
 		DisplayName:   c.DisplayName,
@@ -205,13 +205,13 @@ func (b *Broker) metaLocked(uid int, in *integration) api.Integration {
 		AuthURL:       c.AuthURL,
 		TokenURL:      c.TokenURL,
 		Scopes:        nonNil(c.Scopes),
-		Status:        api.StatusNotSignedIn,
+		Status:        credential.StatusNotSignedIn,
 		GrantedScopes: []string{},
 	}
 	creds, err := b.credsLocked(uid)
 	if err != nil {
 		e := err.Error()
-		m.Status, m.Error = api.StatusError, &e
+		m.Status, m.Error = credential.StatusError, &e
 		return m
 	}
 	cr := creds[m.GUID]
@@ -219,9 +219,9 @@ func (b *Broker) metaLocked(uid int, in *integration) api.Integration {
 		return m
 	}
 	m.Status = cr.status
-	m.Authenticated = cr.status == api.StatusSignedIn || cr.status == api.StatusError
+	m.Authenticated = cr.status == credential.StatusSignedIn || cr.status == credential.StatusError
 	if cr.access != nil {
-		if s := api.FormatTime(cr.access.Expiry()); s != "" {
+		if s := credential.FormatTime(cr.access.Expiry()); s != "" {
 			m.Expiry = &s
 		}
 	}
@@ -255,13 +255,13 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 	case len(cr.AccessToken) > maxTokenLen || len(cr.RefreshToken) > maxTokenLen:
 		return fmt.Errorf("broker: store credentials for %q: a token is longer than %d KiB: %w", id, maxTokenLen>>10, ErrBadRequest)
 	}
-	access, err := api.NewToken(cr.AccessToken, cr.Expiry, b.now())
+	access, err := credential.NewToken(cr.AccessToken, cr.Expiry, b.now())
 	if err != nil {
-		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, api.ErrUnavailable)
+		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, credential.ErrUnavailable)
 	}
 	refresh, err := secmem.Seal(cr.RefreshToken)
 	if err != nil {
-		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, api.ErrUnavailable)
+		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, credential.ErrUnavailable)
 	}
 	b.mu.Lock()
 	in, err := b.find(id)
@@ -276,12 +276,12 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 	}
 	g := in.cfg.GUID.String()
 	prev := creds[g]
-	c := &credential{
+	c := &grant{
 		access:  access,
 		refresh: refresh,
 		scopes:  append([]string(nil), cr.Scopes...),
 		account: printable.String(cr.Account, maxAccount),
-		status:  api.StatusSignedIn,
+		status:  credential.StatusSignedIn,
 	}
 	creds[g] = c
 	b.mu.Unlock()
@@ -299,8 +299,8 @@ func (b *Broker) Put(uid int, id string, cr Credentials) error {
 		return err
 	}
 	b.log.Info("credentials stored", "uid", uid, "integration", in.cfg.Name, "guid", g,
-		"expiry", api.FormatTime(cr.Expiry), "refresh_token", c.refresh != nil)
-	b.publish(uid, api.EventChanged, g)
+		"expiry", credential.FormatTime(cr.Expiry), "refresh_token", c.refresh != nil)
+	b.publish(uid, credential.EventChanged, g)
 	return nil
 }
 
@@ -313,7 +313,7 @@ func (b *Broker) Forget(uid int, id string) (bool, error) {
 
 // forget drops the credentials and returns what was dropped, so that the
 // caller can revoke the refresh token.
-func (b *Broker) forget(uid int, id string) (bool, *credential, error) {
+func (b *Broker) forget(uid int, id string) (bool, *grant, error) {
 	b.mu.Lock()
 	in, err := b.find(id)
 	if err != nil {
@@ -333,7 +333,7 @@ func (b *Broker) forget(uid int, id string) (bool, *credential, error) {
 		return false, nil, nil
 	}
 	b.log.Info("signed out", "uid", uid, "integration", in.cfg.Name, "guid", g)
-	b.publish(uid, api.EventChanged, g)
+	b.publish(uid, credential.EventChanged, g)
 	if err := b.persist(uid, g); err != nil {
 		return true, old, fmt.Errorf("broker: signed out in memory, but the store still holds the old tokens: %w", err)
 	}
@@ -342,14 +342,14 @@ func (b *Broker) forget(uid int, id string) (bool, *credential, error) {
 
 // credsLocked returns user uid's credentials, loading them from the store
 // on first use. Callers hold b.mu.
-func (b *Broker) credsLocked(uid int) (map[string]*credential, error) {
+func (b *Broker) credsLocked(uid int) (map[string]*grant, error) {
 	if u, ok := b.users[uid]; ok {
 		return u, nil
 	}
 	if err := b.broken[uid]; err != nil {
 		return nil, err
 	}
-	u := map[string]*credential{}
+	u := map[string]*grant{}
 	if b.store != nil {
 		recs, err := b.store.load(uid)
 		if err != nil {
@@ -358,7 +358,7 @@ func (b *Broker) credsLocked(uid int) (map[string]*credential, error) {
 			return nil, err
 		}
 		for _, r := range recs {
-			u[r.guid] = &credential{access: r.access, refresh: r.refresh, scopes: r.scopes, account: r.account, status: r.status, lastErr: r.lastErr}
+			u[r.guid] = &grant{access: r.access, refresh: r.refresh, scopes: r.scopes, account: r.account, status: r.status, lastErr: r.lastErr}
 		}
 		if len(recs) > 0 {
 			b.log.Info("credentials loaded", "uid", uid, "count", len(recs))
@@ -420,7 +420,7 @@ func (b *Broker) persist(uid int, guid string) error {
 
 // marginFor is the refresh margin for t: min(refresh_margin, a quarter of
 // the token's lifetime).
-func (b *Broker) marginFor(t *api.Token) time.Duration {
+func (b *Broker) marginFor(t *credential.Token) time.Duration {
 	if t == nil || t.Expiry().IsZero() {
 		return 0
 	}
@@ -432,7 +432,7 @@ func (b *Broker) marginFor(t *api.Token) time.Duration {
 
 // RefreshAt returns when the broker stops handing out t (its expiry less
 // the refresh margin), or the zero time for a token without expiry.
-func (b *Broker) RefreshAt(t *api.Token) time.Time {
+func (b *Broker) RefreshAt(t *credential.Token) time.Time {
 	if t.Expiry().IsZero() {
 		return time.Time{}
 	}
@@ -443,7 +443,7 @@ func (b *Broker) RefreshAt(t *api.Token) time.Time {
 // guid or name id, refreshing it first when it expires within the margin.
 // Concurrent callers for the same user and integration share one refresh.
 // If ctx ends first, Token returns ctx.Err() and the refresh carries on.
-func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, error) {
+func (b *Broker) Token(ctx context.Context, uid int, id string) (*credential.Token, error) {
 	b.mu.Lock()
 	in, err := b.find(id)
 	if err != nil {
@@ -454,12 +454,12 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, err
 	creds, err := b.credsLocked(uid)
 	if err != nil {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", err, api.ErrUnavailable)
+		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
 	}
 	cr := creds[g]
 	if cr == nil {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("broker: %s: %w: run 'oauthfs login %s'", in.cfg.Name, api.ErrNotSignedIn, in.cfg.Name)
+		return nil, fmt.Errorf("broker: %s: %w: run 'oauthfs login %s'", in.cfg.Name, credential.ErrNotSignedIn, in.cfg.Name)
 	}
 	now := b.now()
 	if t := cr.access; t.Valid(now, b.marginFor(t)) {
@@ -471,7 +471,7 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, err
 		if t := cr.access; t.Valid(now, 0) {
 			return t, nil
 		}
-		return nil, fmt.Errorf("broker: %s: %w: %s (next try in %v)", in.cfg.Name, api.ErrUnavailable, cr.lastErr, cr.retryAt.Sub(now).Round(time.Second))
+		return nil, fmt.Errorf("broker: %s: %w: %s (next try in %v)", in.cfg.Name, credential.ErrUnavailable, cr.lastErr, cr.retryAt.Sub(now).Round(time.Second))
 	}
 	b.mu.Unlock()
 
@@ -483,7 +483,7 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, err
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		return r.Val.(*api.Token), nil
+		return r.Val.(*credential.Token), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -491,13 +491,13 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*api.Token, err
 
 // refresh runs at most once at a time per user and integration (under the
 // singleflight group) and returns the token to hand out.
-func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
+func (b *Broker) refresh(uid int, in *integration) (*credential.Token, error) {
 	name, g := in.cfg.Name, in.cfg.GUID.String()
 	b.mu.Lock()
 	cr := b.users[uid][g]
 	if cr == nil {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("broker: %s: %w", name, api.ErrNotSignedIn)
+		return nil, fmt.Errorf("broker: %s: %w", name, credential.ErrNotSignedIn)
 	}
 	now := b.now()
 	if t := cr.access; t.Valid(now, b.marginFor(t)) {
@@ -510,12 +510,12 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 			b.mu.Unlock()
 			return cached, nil // nothing to refresh with; serve until expiry
 		}
-		changed := cr.status != api.StatusExpired
+		changed := cr.status != credential.StatusExpired
 		if changed {
 			cr.access = nil
-			cr.status, cr.lastErr = api.StatusExpired, "the token expired and there is no refresh token; sign in again"
+			cr.status, cr.lastErr = credential.StatusExpired, "the token expired and there is no refresh token; sign in again"
 		}
-		err := fmt.Errorf("broker: %s: %w: %s (run 'oauthfs login %s')", name, api.ErrExpired, cr.lastErr, name)
+		err := fmt.Errorf("broker: %s: %w: %s (run 'oauthfs login %s')", name, credential.ErrExpired, cr.lastErr, name)
 		b.mu.Unlock()
 		if changed {
 			b.persist(uid, g)
@@ -529,8 +529,8 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 	b.mu.Lock()
 	t, save, rerr := b.settleLocked(uid, in, cr, cached, tok, newRT, err)
 	b.mu.Unlock()
-	if errors.Is(rerr, api.ErrExpired) {
-		b.publish(uid, api.EventChanged, g) // sessions must drop the revoked token
+	if errors.Is(rerr, credential.ErrExpired) {
+		b.publish(uid, credential.EventChanged, g) // sessions must drop the revoked token
 	}
 	if save {
 		// The new refresh token (or the expired state) is on disk before
@@ -539,8 +539,8 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 		if perr := b.persist(uid, g); perr != nil {
 			b.log.Error("could not save credentials; the new tokens are kept in memory", "uid", uid, "integration", name, "guid", g, "err", perr)
 			b.mu.Lock()
-			if cr.status == api.StatusSignedIn {
-				cr.status, cr.lastErr = api.StatusError, "could not save credentials: "+perr.Error()
+			if cr.status == credential.StatusSignedIn {
+				cr.status, cr.lastErr = credential.StatusError, "could not save credentials: "+perr.Error()
 			}
 			b.mu.Unlock()
 		}
@@ -550,7 +550,7 @@ func (b *Broker) refresh(uid int, in *integration) (*api.Token, error) {
 
 // settleLocked records the outcome of a refresh of cr and says whether the
 // store must be written. Callers hold b.mu.
-func (b *Broker) settleLocked(uid int, in *integration, cr *credential, cached *api.Token, tok *oauth2.Token, newRT []byte, err error) (*api.Token, bool, error) {
+func (b *Broker) settleLocked(uid int, in *integration, cr *grant, cached *credential.Token, tok *oauth2.Token, newRT []byte, err error) (*credential.Token, bool, error) {
 	name, g := in.cfg.Name, in.cfg.GUID.String()
 	now := b.now()
 	if b.users[uid][g] != cr {
@@ -560,37 +560,37 @@ func (b *Broker) settleLocked(uid int, in *integration, cr *credential, cached *
 		if c := b.users[uid][g]; c != nil && c.access.Valid(now, 0) {
 			return c.access, false, nil
 		}
-		return nil, false, fmt.Errorf("broker: %s: %w", name, api.ErrNotSignedIn)
+		return nil, false, fmt.Errorf("broker: %s: %w", name, credential.ErrNotSignedIn)
 	}
 	if err != nil {
 		var pe *ProviderError
 		if errors.As(err, &pe) && pe.Code == "invalid_grant" {
 			cr.access, cr.refresh = nil, nil
-			cr.status, cr.lastErr = api.StatusExpired, "the provider rejected the refresh token ("+pe.summary()+"); sign in again"
+			cr.status, cr.lastErr = credential.StatusExpired, "the provider rejected the refresh token ("+pe.summary()+"); sign in again"
 			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", name, "guid", g, "err", err)
-			return nil, true, fmt.Errorf("broker: %s: %w: %v; run 'oauthfs login %s'", name, api.ErrExpired, err, name)
+			return nil, true, fmt.Errorf("broker: %s: %w: %v; run 'oauthfs login %s'", name, credential.ErrExpired, err, name)
 		}
-		cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
+		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
 		cr.failures++
 		cr.retryAt = now.Add(min(retryBase<<(cr.failures-1), retryMax))
 		if cached.Valid(now, 0) {
 			b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err,
-				"expiry", api.FormatTime(cached.Expiry()))
+				"expiry", credential.FormatTime(cached.Expiry()))
 			return cached, false, nil
 		}
 		b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
-		return nil, false, fmt.Errorf("broker: %s: %w: %v", name, api.ErrUnavailable, err)
+		return nil, false, fmt.Errorf("broker: %s: %w: %v", name, credential.ErrUnavailable, err)
 	}
 
 	t, err := tokenFrom(tok, now)
 	if err != nil {
 		memguard.WipeBytes(newRT)
-		cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
+		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
 		b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
 		if cached.Valid(now, 0) {
 			return cached, false, nil
 		}
-		return nil, false, fmt.Errorf("broker: %s: %w: %w", name, api.ErrUnavailable, err)
+		return nil, false, fmt.Errorf("broker: %s: %w: %w", name, credential.ErrUnavailable, err)
 	}
 	rotated := newRT != nil
 	if rotated {
@@ -599,8 +599,8 @@ func (b *Broker) settleLocked(uid int, in *integration, cr *credential, cached *
 			// Keep the old refresh token: most providers accept it until
 			// its successor is used, and the new access token is dropped
 			// with it so nothing half-done is stored.
-			cr.status, cr.lastErr = api.StatusError, "refresh failed: "+err.Error()
-			return nil, false, fmt.Errorf("broker: %s: %w: %w", name, api.ErrUnavailable, err)
+			cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
+			return nil, false, fmt.Errorf("broker: %s: %w: %w", name, credential.ErrUnavailable, err)
 		}
 		cr.refresh = rt
 	}
@@ -608,10 +608,10 @@ func (b *Broker) settleLocked(uid int, in *integration, cr *credential, cached *
 	if s := grantedScopes(tok); s != nil {
 		cr.scopes = s
 	}
-	cr.status, cr.lastErr = api.StatusSignedIn, ""
+	cr.status, cr.lastErr = credential.StatusSignedIn, ""
 	cr.failures, cr.retryAt = 0, time.Time{}
 	b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g,
-		"expiry", api.FormatTime(t.Expiry()), "rotated", rotated)
+		"expiry", credential.FormatTime(t.Expiry()), "rotated", rotated)
 	return t, true, nil
 }
 
@@ -634,14 +634,14 @@ func expiryFrom(expiresIn int64, now time.Time) time.Time {
 }
 
 // tokenFrom seals the access token of a token response.
-func tokenFrom(tok *oauth2.Token, now time.Time) (*api.Token, error) {
+func tokenFrom(tok *oauth2.Token, now time.Time) (*credential.Token, error) {
 	switch {
 	case tok.AccessToken == "":
 		return nil, errors.New("token endpoint sent no access token")
 	case len(tok.AccessToken) > maxTokenLen:
 		return nil, fmt.Errorf("token endpoint sent an access token longer than %d KiB", maxTokenLen>>10)
 	}
-	return api.NewToken([]byte(tok.AccessToken), expiryFrom(tok.ExpiresIn, now), now)
+	return credential.NewToken([]byte(tok.AccessToken), expiryFrom(tok.ExpiresIn, now), now)
 }
 
 // maxScopes bounds the granted scopes a token response may add.
@@ -744,16 +744,16 @@ type Session struct {
 }
 
 // Integrations returns the user's view of every integration.
-func (s Session) Integrations(context.Context) ([]api.Integration, error) {
+func (s Session) Integrations(context.Context) ([]credential.Integration, error) {
 	return s.B.Integrations(s.UID), nil
 }
 
 // Integration returns the user's view of one integration.
-func (s Session) Integration(_ context.Context, id string) (api.Integration, error) {
+func (s Session) Integration(_ context.Context, id string) (credential.Integration, error) {
 	return s.B.Integration(s.UID, id)
 }
 
 // Token returns a valid access token with refresh-on-read.
-func (s Session) Token(ctx context.Context, id string) (*api.Token, error) {
+func (s Session) Token(ctx context.Context, id string) (*credential.Token, error) {
 	return s.B.Token(ctx, s.UID, id)
 }

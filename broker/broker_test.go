@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/testutil"
 )
@@ -65,7 +65,7 @@ func (f *fixture) signIn(t *testing.T) (access, refresh string) {
 	return a, r
 }
 
-func read(t *testing.T, tok *api.Token) string {
+func read(t *testing.T, tok *credential.Token) string {
 	t.Helper()
 	buf := make([]byte, tok.Len()+10)
 	n, err := tok.ReadAt(buf, 0)
@@ -77,15 +77,15 @@ func read(t *testing.T, tok *api.Token) string {
 
 func TestNotFoundAndNotSignedIn(t *testing.T) {
 	f := newFixture(t, time.Second)
-	if _, err := f.b.Token(context.Background(), uid, "nope"); !errors.Is(err, api.ErrNotFound) {
+	if _, err := f.b.Token(context.Background(), uid, "nope"); !errors.Is(err, credential.ErrNotFound) {
 		t.Errorf("Token(nope) = %v; want ErrNotFound", err)
 	}
 	_, err := f.b.Token(context.Background(), uid, "Test")
-	if !errors.Is(err, api.ErrNotSignedIn) || !strings.Contains(err.Error(), "oauthfs login Test") {
+	if !errors.Is(err, credential.ErrNotSignedIn) || !strings.Contains(err.Error(), "oauthfs login Test") {
 		t.Errorf("Token(Test) = %v; want ErrNotSignedIn with a login hint", err)
 	}
 	m, _ := f.b.Integration(uid, "Test")
-	if m.Status != api.StatusNotSignedIn || m.Authenticated {
+	if m.Status != credential.StatusNotSignedIn || m.Authenticated {
 		t.Errorf("meta = %+v; want not_signed_in", m)
 	}
 }
@@ -172,7 +172,7 @@ func TestRotation(t *testing.T) {
 				t.Errorf("refreshes = %d; want 3", f.p.Refreshes())
 			}
 			m, _ := f.b.Integration(uid, "Test")
-			if m.Status != api.StatusSignedIn || strings.Join(m.GrantedScopes, " ") != "read write" || m.Expiry == nil {
+			if m.Status != credential.StatusSignedIn || strings.Join(m.GrantedScopes, " ") != "read write" || m.Expiry == nil {
 				t.Errorf("meta = %+v; want signed_in with granted scopes and expiry", m)
 			}
 		})
@@ -184,16 +184,16 @@ func TestFailures(t *testing.T) {
 		name       string
 		mode       localprovider.Mode
 		wantErr    error
-		wantStatus api.Status
+		wantStatus credential.Status
 		wantMsg    string
 		timeout    time.Duration
 	}{
-		{"invalid_grant", localprovider.InvalidGrant, api.ErrExpired, api.StatusExpired, "sign in again", 0},
-		{"500", localprovider.ServerError, api.ErrUnavailable, api.StatusError, "HTTP 500", 0},
-		{"html", localprovider.HTML, api.ErrUnavailable, api.StatusError, "malformed", 0},
-		{"truncated", localprovider.Truncated, api.ErrUnavailable, api.StatusError, "malformed", 0},
-		{"huge", localprovider.Huge, api.ErrUnavailable, api.StatusError, "malformed", 5 * time.Second},
-		{"slow", localprovider.Slow, api.ErrUnavailable, api.StatusError, "did not answer within 300ms", 0},
+		{"invalid_grant", localprovider.InvalidGrant, credential.ErrExpired, credential.StatusExpired, "sign in again", 0},
+		{"500", localprovider.ServerError, credential.ErrUnavailable, credential.StatusError, "HTTP 500", 0},
+		{"html", localprovider.HTML, credential.ErrUnavailable, credential.StatusError, "malformed", 0},
+		{"truncated", localprovider.Truncated, credential.ErrUnavailable, credential.StatusError, "malformed", 0},
+		{"huge", localprovider.Huge, credential.ErrUnavailable, credential.StatusError, "malformed", 5 * time.Second},
+		{"slow", localprovider.Slow, credential.ErrUnavailable, credential.StatusError, "did not answer within 300ms", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.timeout == 0 {
@@ -211,8 +211,8 @@ func TestFailures(t *testing.T) {
 			if el := time.Since(start); el > tc.timeout+5*time.Second {
 				t.Errorf("Token took %v; want bounded by the request timeout", el)
 			}
-			if tc.wantErr == api.ErrExpired {
-				if !errors.Is(err, api.ErrExpired) {
+			if tc.wantErr == credential.ErrExpired {
+				if !errors.Is(err, credential.ErrExpired) {
 					t.Fatalf("Token = %v; want ErrExpired", err)
 				}
 			} else if err != nil || read(t, tok) != first {
@@ -235,8 +235,8 @@ func TestFailures(t *testing.T) {
 			f.p.SetMode(localprovider.OK)
 			f.clock.Advance(retryMax)
 			tok, err = f.b.Token(context.Background(), uid, "Test")
-			if tc.wantErr == api.ErrExpired {
-				if !errors.Is(err, api.ErrExpired) {
+			if tc.wantErr == credential.ErrExpired {
+				if !errors.Is(err, credential.ErrExpired) {
 					t.Errorf("Token after invalid_grant = %v; want ErrExpired until sign-in", err)
 				}
 				return
@@ -244,7 +244,7 @@ func TestFailures(t *testing.T) {
 			if err != nil || !f.p.Issued(read(t, tok)) || f.p.AcceptsRefresh(rt) {
 				t.Errorf("Token after recovery = %v; want a fresh token from the kept refresh token", err)
 			}
-			if m, _ := f.b.Integration(uid, "Test"); m.Status != api.StatusSignedIn || m.Error != nil {
+			if m, _ := f.b.Integration(uid, "Test"); m.Status != credential.StatusSignedIn || m.Error != nil {
 				t.Errorf("meta after recovery = %+v; want signed_in, no error", m)
 			}
 		})
@@ -262,7 +262,7 @@ func TestNoRefreshToken(t *testing.T) {
 		t.Errorf("Token inside margin = %v; want the cached token", err)
 	}
 	f.clock.Advance(time.Hour)
-	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrExpired) {
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrExpired) {
 		t.Errorf("Token after expiry = %v; want ErrExpired", err)
 	}
 	if f.p.Requests() != 0 {
@@ -316,10 +316,10 @@ func TestSignOutDuringRefresh(t *testing.T) {
 	if had, err := f.b.Forget(uid, "Test"); !had || err != nil {
 		t.Fatalf("Forget = %v, %v", had, err)
 	}
-	if err := <-errc; !errors.Is(err, api.ErrNotSignedIn) {
+	if err := <-errc; !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("Token racing a sign-out = %v; want ErrNotSignedIn", err)
 	}
-	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("Token after sign-out = %v; want ErrNotSignedIn", err)
 	}
 }
@@ -327,7 +327,7 @@ func TestSignOutDuringRefresh(t *testing.T) {
 func TestUsersAreSeparate(t *testing.T) {
 	f := newFixture(t, time.Second)
 	f.signIn(t)
-	if _, err := f.b.Token(context.Background(), uid+1, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+	if _, err := f.b.Token(context.Background(), uid+1, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("other user's Token = %v; want ErrNotSignedIn", err)
 	}
 }
@@ -369,7 +369,7 @@ func TestBackoffAfterTransientFailure(t *testing.T) {
 	}
 	f.clock.Advance(4500 * time.Millisecond) // expired, still backing off (5 s)
 	before := f.p.Requests()
-	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
 		t.Errorf("Token while backing off = %v; want ErrUnavailable with the last error", err)
 	}
 	if f.p.Requests() != before {

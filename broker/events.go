@@ -6,11 +6,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 )
 
-// Event is api.Event.
-type Event = api.Event
+// Event is credential.Event.
+type Event = credential.Event
 
 // ackTimeout bounds how long a change waits for sessions to acknowledge
 // its event, all sessions together. A session that does not answer in

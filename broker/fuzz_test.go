@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 )
 
 // Fuzz targets for every parser that takes outside input. Their seed
@@ -45,7 +45,7 @@ func FuzzParseCredentials(f *testing.F) {
 // FuzzDecodeRecord feeds the plaintext of a store record (what an AEAD
 // opened: a key holder's file, or a bug).
 func FuzzDecodeRecord(f *testing.F) {
-	r := record{status: api.StatusSignedIn, scopes: []string{"read"}, lastErr: "e", account: "a"}
+	r := record{status: credential.StatusSignedIn, scopes: []string{"read"}, lastErr: "e", account: "a"}
 	if err := r.seal([]byte("access"), []byte("refresh")); err != nil {
 		f.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func FuzzTokenResponse(f *testing.F) {
 			}
 			return
 		}
-		if !errors.Is(err, api.ErrUnavailable) && !errors.Is(err, api.ErrExpired) {
+		if !errors.Is(err, credential.ErrUnavailable) && !errors.Is(err, credential.ErrExpired) {
 			t.Fatalf("Token = %v; want ErrUnavailable or ErrExpired", err)
 		}
 		m, _ := b.Integration(uid, "Test")

@@ -5,8 +5,8 @@ import (
 
 	"github.com/oauthfs/oauthfs/internal/secmem"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 )
 
 // Reload replaces the integrations with those of cfg. Integrations that
@@ -58,6 +58,6 @@ func (b *Broker) Reload(cfg *config.Config) (ignored []string, err error) {
 		ignored = append(ignored, "callback_url")
 	}
 	b.log.Info("configuration reloaded", "integrations", len(ints), "added", added, "removed", removed)
-	b.publish(-1, api.EventReload, "")
+	b.publish(-1, credential.EventReload, "")
 	return ignored, nil
 }

@@ -8,17 +8,17 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
 // Logout forgets user uid's tokens for the integration with guid or name
 // id, in memory and on disk, then revokes the refresh token at the
 // provider when revocation_url is configured (RFC 7009).
-func (b *Broker) Logout(ctx context.Context, uid int, id string) (api.LogoutResult, error) {
+func (b *Broker) Logout(ctx context.Context, uid int, id string) (credential.LogoutResult, error) {
 	had, old, err := b.forget(uid, id)
-	res := api.LogoutResult{SignedOut: had}
+	res := credential.LogoutResult{SignedOut: had}
 	if !had || old == nil {
 		return res, err
 	}

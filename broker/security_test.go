@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
@@ -36,7 +36,7 @@ func TestTokenEndpointRedirectIsNotFollowed(t *testing.T) {
 	f.p.SetMode(localprovider.Redirect)
 	f.clock.Advance(2 * time.Hour)
 	_, err := f.b.Token(context.Background(), uid, "Test")
-	if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "redirect") {
+	if !errors.Is(err, credential.ErrUnavailable) || !strings.Contains(err.Error(), "redirect") {
 		t.Errorf("Token = %v; want ErrUnavailable naming the redirect", err)
 	}
 	if n := got.Load(); n != 0 {
@@ -90,7 +90,7 @@ func TestHugeProviderErrorIsBounded(t *testing.T) {
 	_, rt, _ := p.Grant()
 	b.Put(uid, "Test", Credentials{AccessToken: []byte("old"), RefreshToken: []byte(rt), Expiry: time.Now().Add(-time.Minute)})
 	p.SetMode(localprovider.HugeError)
-	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrUnavailable) {
+	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrUnavailable) {
 		t.Fatalf("Token = %v; want ErrUnavailable", err)
 	} else {
 		logs.WriteString(err.Error())
@@ -350,7 +350,7 @@ func TestStartLinkWorksForOneBrowser(t *testing.T) {
 		t.Errorf("second browser = %d %q; want it refused", code, page)
 	}
 	st := f.status(t, uid, si)
-	if st.Status != api.SignInFailed || !strings.Contains(st.Message, "second browser") {
+	if st.Status != credential.SignInFailed || !strings.Contains(st.Message, "second browser") {
 		t.Errorf("sign-in status = %+v; want failed, naming the second browser", st)
 	}
 }

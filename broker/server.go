@@ -20,7 +20,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/internal/wirejson"
@@ -311,11 +311,11 @@ func (s *Server) Handler() http.Handler {
 		uid, ok := peer(r.Context())
 		switch {
 		case !ok:
-			writeError(w, fmt.Errorf("broker: the caller's credentials could not be read: %w", api.ErrPermission))
+			writeError(w, fmt.Errorf("broker: the caller's credentials could not be read: %w", credential.ErrPermission))
 			return
 		case s.Owner >= 0 && uid != s.Owner:
 			s.log().Warn("refused a session API caller who is not the owner", "uid", uid, "owner", s.Owner)
-			writeError(w, fmt.Errorf("broker: this broker serves uid %d only: %w", s.Owner, api.ErrPermission))
+			writeError(w, fmt.Errorf("broker: this broker serves uid %d only: %w", s.Owner, credential.ErrPermission))
 			return
 		}
 		if r.URL.Path != "/v1/events" { // the event stream's body is a stream of acks
@@ -358,7 +358,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	plain, release, err := t.View()
 	if err != nil {
-		writeError(w, fmt.Errorf("broker: open token: %w: %w", err, api.ErrUnavailable))
+		writeError(w, fmt.Errorf("broker: open token: %w: %w", err, credential.ErrUnavailable))
 		return
 	}
 	tail := make([]byte, 0, 160)
@@ -372,7 +372,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	body, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(plain) + 2 + len(tail))
 	if err != nil {
 		release()
-		writeError(w, fmt.Errorf("broker: %w: %w", err, api.ErrUnavailable))
+		writeError(w, fmt.Errorf("broker: %w: %w", err, credential.ErrUnavailable))
 		return
 	}
 	defer body.Destroy()
@@ -413,7 +413,7 @@ func appendTime(b []byte, t time.Time) []byte {
 	if t.IsZero() {
 		return append(b, "null"...)
 	}
-	return append(append(append(b, '"'), api.FormatTime(t)...), '"')
+	return append(append(append(b, '"'), credential.FormatTime(t)...), '"')
 }
 
 // events streams change events to a session (POST /v1/events) and reads
@@ -429,7 +429,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	sub, err := s.B.Subscribe(uidOf(r))
 	if err != nil {
 		s.log().Warn("event stream refused", "uid", uidOf(r), "err", err)
-		writeError(w, fmt.Errorf("%w: %w", err, api.ErrUnavailable))
+		writeError(w, fmt.Errorf("%w: %w", err, credential.ErrUnavailable))
 		return
 	}
 	defer s.B.Unsubscribe(sub)
@@ -448,7 +448,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	if enc.Encode(Event{Kind: api.EventHello}) != nil || rc.Flush() != nil {
+	if enc.Encode(Event{Kind: credential.EventHello}) != nil || rc.Flush() != nil {
 		return
 	}
 	for {
@@ -515,7 +515,7 @@ func readBody(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *sec
 	}
 	buf, err := secmem.NewBuffer(int(n))
 	if err != nil {
-		return w, nil, fmt.Errorf("broker: %w: %w", err, api.ErrUnavailable)
+		return w, nil, fmt.Errorf("broker: %w: %w", err, credential.ErrUnavailable)
 	}
 	conn, brw, herr := http.NewResponseController(w).Hijack()
 	if herr != nil { // a test's recorder
@@ -751,13 +751,13 @@ type ErrorResponse struct {
 // ErrorCode returns the session API code and HTTP status for err.
 func ErrorCode(err error) (string, int) {
 	switch {
-	case errors.Is(err, api.ErrNotFound):
+	case errors.Is(err, credential.ErrNotFound):
 		return "not_found", http.StatusNotFound
-	case errors.Is(err, api.ErrNotSignedIn):
+	case errors.Is(err, credential.ErrNotSignedIn):
 		return "not_signed_in", http.StatusUnauthorized
-	case errors.Is(err, api.ErrExpired):
+	case errors.Is(err, credential.ErrExpired):
 		return "expired", http.StatusUnauthorized
-	case errors.Is(err, api.ErrPermission):
+	case errors.Is(err, credential.ErrPermission):
 		return "forbidden", http.StatusForbidden
 	case errors.Is(err, ErrBadRequest):
 		return "bad_request", http.StatusBadRequest

@@ -22,7 +22,7 @@ import (
 	"github.com/awnumar/memguard"
 	"golang.org/x/oauth2"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
@@ -41,8 +41,8 @@ const (
 	maxEnded = 4096
 )
 
-// ErrSignIn is api.ErrSignIn, wrapped by errors about a sign-in attempt.
-var ErrSignIn = api.ErrSignIn
+// ErrSignIn is credential.ErrSignIn, wrapped by errors about a sign-in attempt.
+var ErrSignIn = credential.ErrSignIn
 
 // Phases of a sign-in in the browser.
 const (
@@ -66,7 +66,7 @@ type signin struct {
 
 	phase  int
 	ended  bool
-	result api.SignInStatus
+	result credential.SignInStatus
 	done   chan struct{} // closed when result is final
 }
 
@@ -101,7 +101,7 @@ func userName(uid int) string {
 
 // StartSignIn begins a sign-in to the integration with guid or name id
 // for user uid, and returns the link the user opens in a browser.
-func (b *Broker) StartSignIn(uid int, id string) (*api.SignIn, error) {
+func (b *Broker) StartSignIn(uid int, id string) (*credential.SignIn, error) {
 	if b.callback == nil {
 		return nil, fmt.Errorf("broker: sign-in needs [broker] callback_url: %w", ErrSignIn)
 	}
@@ -113,7 +113,7 @@ func (b *Broker) StartSignIn(uid int, id string) (*api.SignIn, error) {
 	}
 	verifier, err := secmem.Seal([]byte(oauth2.GenerateVerifier()))
 	if err != nil {
-		return nil, fmt.Errorf("broker: start sign-in: %w: %w", err, api.ErrUnavailable)
+		return nil, fmt.Errorf("broker: start sign-in: %w: %w", err, credential.ErrUnavailable)
 	}
 	now := b.now()
 	s := &signin{
@@ -121,7 +121,7 @@ func (b *Broker) StartSignIn(uid int, id string) (*api.SignIn, error) {
 		uid: uid, user: userName(uid), in: in, expires: now.Add(SignInLifetime),
 		verifier: verifier,
 		done:     make(chan struct{}),
-		result:   api.SignInStatus{Status: api.SignInPending, Name: in.cfg.Name, GUID: in.cfg.GUID.String()},
+		result:   credential.SignInStatus{Status: credential.SignInPending, Name: in.cfg.Name, GUID: in.cfg.GUID.String()},
 	}
 	t := b.signins
 	t.mu.Lock()
@@ -142,7 +142,7 @@ func (b *Broker) StartSignIn(uid int, id string) (*api.SignIn, error) {
 	start := *b.callback
 	start.Path, start.RawQuery = "/start", url.Values{"state": {s.state}}.Encode()
 	b.log.Info("sign-in started", "uid", uid, "integration", in.cfg.Name, "guid", in.cfg.GUID.String())
-	return &api.SignIn{ID: s.id, URL: start.String(), Expires: s.expires, Name: in.cfg.Name, GUID: in.cfg.GUID.String()}, nil
+	return &credential.SignIn{ID: s.id, URL: start.String(), Expires: s.expires, Name: in.cfg.Name, GUID: in.cfg.GUID.String()}, nil
 }
 
 // pruneLocked ends sign-ins whose state expired; it keeps the ended list
@@ -150,7 +150,7 @@ func (b *Broker) StartSignIn(uid int, id string) (*api.SignIn, error) {
 func (t *signins) pruneLocked(now time.Time) {
 	for _, s := range t.byState {
 		if !s.ended && now.After(s.expires) {
-			t.finishLocked(s, api.SignInFailed, "the sign-in link expired after "+SignInLifetime.String()+"; run 'oauthfs login "+s.in.cfg.Name+"' again")
+			t.finishLocked(s, credential.SignInFailed, "the sign-in link expired after "+SignInLifetime.String()+"; run 'oauthfs login "+s.in.cfg.Name+"' again")
 		}
 	}
 	for len(t.ended) > 0 && (len(t.ended) > maxEnded || now.After(t.ended[0].expires.Add(SignInLifetime))) {
@@ -187,13 +187,13 @@ func (t *signins) finish(s *signin, status, msg string) {
 
 // WaitSignIn waits until the sign-in loginID of user uid ends or ctx is
 // done, and returns its status. Another user's sign-in is ErrNotFound.
-func (b *Broker) WaitSignIn(ctx context.Context, uid int, loginID string) (api.SignInStatus, error) {
+func (b *Broker) WaitSignIn(ctx context.Context, uid int, loginID string) (credential.SignInStatus, error) {
 	t := b.signins
 	t.mu.Lock()
 	s := t.byLogin[loginID]
 	if s == nil || s.uid != uid {
 		t.mu.Unlock()
-		return api.SignInStatus{}, fmt.Errorf("broker: sign-in %q: %w", printable.String(loginID, 64), api.ErrNotFound)
+		return credential.SignInStatus{}, fmt.Errorf("broker: sign-in %q: %w", printable.String(loginID, 64), credential.ErrNotFound)
 	}
 	expires, done := s.expires, s.done
 	t.mu.Unlock()
@@ -203,7 +203,7 @@ func (b *Broker) WaitSignIn(ctx context.Context, uid int, loginID string) (api.S
 	case <-done:
 	case <-ctx.Done():
 	case <-timer.C:
-		t.finish(s, api.SignInFailed, "the sign-in link expired after "+SignInLifetime.String()+"; run 'oauthfs login "+s.in.cfg.Name+"' again")
+		t.finish(s, credential.SignInFailed, "the sign-in link expired after "+SignInLifetime.String()+"; run 'oauthfs login "+s.in.cfg.Name+"' again")
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -217,9 +217,9 @@ func (b *Broker) CancelSignIn(uid int, loginID string) error {
 	defer t.mu.Unlock()
 	s := t.byLogin[loginID]
 	if s == nil || s.uid != uid {
-		return fmt.Errorf("broker: sign-in %q: %w", printable.String(loginID, 64), api.ErrNotFound)
+		return fmt.Errorf("broker: sign-in %q: %w", printable.String(loginID, 64), credential.ErrNotFound)
 	}
-	t.finishLocked(s, api.SignInFailed, "cancelled")
+	t.finishLocked(s, credential.SignInFailed, "cancelled")
 	return nil
 }
 
@@ -254,12 +254,12 @@ func (t *signins) lookupLocked(state string, now time.Time) (*signin, string) {
 	switch {
 	case s == nil:
 		return nil, "This sign-in link is unknown: it was not issued by this broker, or it was forgotten. Start again with oauthfs login."
-	case s.ended && s.result.Status == api.SignInSignedIn:
+	case s.ended && s.result.Status == credential.SignInSignedIn:
 		return nil, "This sign-in was already completed; a link works once. Run oauthfs login " + s.in.cfg.Name + " again if needed."
 	case s.ended:
 		return nil, "This sign-in has ended (" + s.result.Message + "). Start again with oauthfs login " + s.in.cfg.Name + "."
 	case now.After(s.expires):
-		t.finishLocked(s, api.SignInFailed, "the sign-in link expired")
+		t.finishLocked(s, credential.SignInFailed, "the sign-in link expired")
 		return nil, "This sign-in link expired (they last " + SignInLifetime.String() + "). Start again with oauthfs login " + s.in.cfg.Name + "."
 	}
 	return s, ""
@@ -274,7 +274,7 @@ func (b *Broker) startPage(w http.ResponseWriter, r *http.Request) {
 	t.mu.Lock()
 	s, fail := t.lookupLocked(r.URL.Query().Get("state"), b.now())
 	if s != nil && s.phase != phaseNew && !boundTo(r, s) {
-		t.finishLocked(s, api.SignInFailed, "the sign-in link was opened in a second browser, so someone else may have it; start again, and open the link only in your own browser")
+		t.finishLocked(s, credential.SignInFailed, "the sign-in link was opened in a second browser, so someone else may have it; start again, and open the link only in your own browser")
 		b.log.Warn("sign-in link opened by a second browser; the sign-in failed", "uid", s.uid, "integration", s.in.cfg.Name)
 		s, fail = nil, "This sign-in link was already opened in another browser. For your safety the sign-in was stopped; start again with oauthfs login."
 	}
@@ -321,7 +321,7 @@ func (b *Broker) startContinue(w http.ResponseWriter, r *http.Request) {
 		s, fail = nil, "This form did not come from the sign-in page that this browser opened."
 	}
 	if s != nil && r.PostForm.Get("action") == "cancel" {
-		t.finishLocked(s, api.SignInFailed, "cancelled in the browser")
+		t.finishLocked(s, credential.SignInFailed, "cancelled in the browser")
 		t.mu.Unlock()
 		page(w, http.StatusOK, "Sign-in cancelled", "Nothing was changed. You can close this window.")
 		return
@@ -388,7 +388,7 @@ func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
 		if pe.Description != "" {
 			msg += " (" + pe.Description + ")"
 		}
-		t.finishLocked(s, api.SignInFailed, msg)
+		t.finishLocked(s, credential.SignInFailed, msg)
 		t.mu.Unlock()
 		b.log.Warn("sign-in refused by the provider", "uid", uid, "integration", name, "error", pe.Code)
 		status := http.StatusForbidden
@@ -400,7 +400,7 @@ func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	code := q.Get("code")
 	if code == "" {
-		t.finishLocked(s, api.SignInFailed, "the provider sent no authorization code")
+		t.finishLocked(s, credential.SignInFailed, "the provider sent no authorization code")
 		t.mu.Unlock()
 		page(w, http.StatusBadRequest, "Sign-in to "+name+" failed", "The provider sent no authorization code.")
 		return
@@ -418,7 +418,7 @@ func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusBadRequest
 		}
 		msg := "the token endpoint failed: " + err.Error()
-		t.finish(s, api.SignInFailed, msg)
+		t.finish(s, credential.SignInFailed, msg)
 		b.log.Warn("sign-in code exchange failed", "uid", uid, "integration", name, "err", err)
 		page(w, status, "Sign-in to "+name+" failed", "The "+msg+".")
 		return
@@ -432,13 +432,13 @@ func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
 		AccessToken: access, RefreshToken: refresh, Expiry: expiryFrom(tok.ExpiresIn, b.now()), Scopes: scopes, Account: account,
 	})
 	if err != nil {
-		t.finish(s, api.SignInFailed, "the tokens could not be saved: "+err.Error())
+		t.finish(s, credential.SignInFailed, "the tokens could not be saved: "+err.Error())
 		page(w, http.StatusInternalServerError, "Sign-in to "+name+" failed", "The tokens could not be saved: "+err.Error())
 		return
 	}
 	t.mu.Lock()
 	s.result.Account = account
-	t.finishLocked(s, api.SignInSignedIn, "")
+	t.finishLocked(s, credential.SignInSignedIn, "")
 	t.mu.Unlock()
 	b.log.Info("signed in", "uid", uid, "integration", name, "guid", in.cfg.GUID.String(), "account", account, "refresh_token", tok.RefreshToken != "")
 	as := ""

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/testutil"
 )
@@ -139,7 +139,7 @@ func signInAll(t *testing.T, u string) (int, string) {
 
 // startTo runs a sign-in up to the redirect back to the broker and
 // returns the browser, the callback URL and the sign-in.
-func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *api.SignIn) {
+func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *credential.SignIn) {
 	t.Helper()
 	si, err := f.b.StartSignIn(uid, "Test")
 	if err != nil {
@@ -154,7 +154,7 @@ func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *a
 	return c, resp.Header.Get("Location"), si
 }
 
-func (f *signinFixture) status(t *testing.T, uid int, si *api.SignIn) api.SignInStatus {
+func (f *signinFixture) status(t *testing.T, uid int, si *credential.SignIn) credential.SignInStatus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -192,7 +192,7 @@ func TestSignIn(t *testing.T) {
 		t.Fatalf("Token after sign-in = %v", err)
 	}
 	m, _ := f.b.Integration(uid, "Test")
-	if m.Status != api.StatusSignedIn || strings.Join(m.GrantedScopes, " ") != "read write" {
+	if m.Status != credential.StatusSignedIn || strings.Join(m.GrantedScopes, " ") != "read write" {
 		t.Errorf("meta = %+v; want signed_in with granted scopes from the token response", m)
 	}
 	// Sign-out revokes the refresh token at the provider.
@@ -201,7 +201,7 @@ func TestSignIn(t *testing.T) {
 	if err != nil || !res.SignedOut || !res.Revoked || f.p.ActiveRefreshTokens() != active-1 {
 		t.Errorf("Logout = %+v, %v; active refresh tokens %d -> %d", res, err, active, f.p.ActiveRefreshTokens())
 	}
-	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("Token after logout = %v; want ErrNotSignedIn", err)
 	}
 	logs := f.logs.String()
@@ -215,20 +215,20 @@ func TestSignIn(t *testing.T) {
 func TestSignInRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		run    func(t *testing.T, f *signinFixture) (int, string, *api.SignIn)
+		run    func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn)
 		code   int
 		page   string
 		status string // of the sign-in afterwards
 	}{
-		{"missing state", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"missing state", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			c, b := get(t, browser(true), f.web.URL+"/callback?code=x")
 			return c, b, nil
 		}, 400, "no state parameter", ""},
-		{"forged state", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"forged state", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			c, b := get(t, browser(true), f.web.URL+"/callback?code=x&state=forged")
 			return c, b, nil
 		}, 400, "unknown", ""},
-		{"replayed", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"replayed", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			br, cb, si := f.startTo(t, uid)
 			if c, _ := get(t, br, cb); c != 200 {
 				t.Fatalf("first callback = %d", c)
@@ -236,7 +236,7 @@ func TestSignInRefusals(t *testing.T) {
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 400, "already completed", "signed_in"},
-		{"another browser", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"another browser", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			br, cb, si := f.startTo(t, uid)
 			c, b := get(t, browser(true), cb)
 			// Not consumed: the right browser still finishes it.
@@ -245,19 +245,19 @@ func TestSignInRefusals(t *testing.T) {
 			}
 			return c, b, si
 		}, 403, "started in another browser", "signed_in"},
-		{"expired", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"expired", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			br, cb, si := f.startTo(t, uid)
 			f.clk.Advance(SignInLifetime + time.Minute)
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 400, "expired", "failed"},
-		{"access denied", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"access denied", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			f.p.SetDeny(true)
 			br, cb, si := f.startTo(t, uid)
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 403, "access_denied (The user said no)", "failed"},
-		{"code rejected", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"code rejected", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			br, cb, si := f.startTo(t, uid)
 			u, _ := url.Parse(cb)
 			q := u.Query()
@@ -266,13 +266,13 @@ func TestSignInRefusals(t *testing.T) {
 			c, b := get(t, br, u.String())
 			return c, b, si
 		}, 400, "invalid_grant", "failed"},
-		{"provider down", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"provider down", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			br, cb, si := f.startTo(t, uid)
 			f.p.Close()
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 502, "token endpoint unreachable", "failed"},
-		{"provider error page", func(t *testing.T, f *signinFixture) (int, string, *api.SignIn) {
+		{"provider error page", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
 			br, cb, si := f.startTo(t, uid)
 			f.p.SetMode(localprovider.HTML)
 			c, b := get(t, br, cb)
@@ -291,7 +291,7 @@ func TestSignInRefusals(t *testing.T) {
 				}
 			}
 			if tc.status != "signed_in" {
-				if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+				if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 					t.Errorf("Token = %v; want nothing stored", err)
 				}
 			}
@@ -302,14 +302,14 @@ func TestSignInRefusals(t *testing.T) {
 func TestSignInBoundToUser(t *testing.T) {
 	f := newSigninFixture(t)
 	si, _ := f.b.StartSignIn(uid, "Test")
-	if _, err := f.b.WaitSignIn(context.Background(), uid+1, si.ID); !errors.Is(err, api.ErrNotFound) {
+	if _, err := f.b.WaitSignIn(context.Background(), uid+1, si.ID); !errors.Is(err, credential.ErrNotFound) {
 		t.Errorf("another user's WaitSignIn = %v; want ErrNotFound", err)
 	}
-	if err := f.b.CancelSignIn(uid+1, si.ID); !errors.Is(err, api.ErrNotFound) {
+	if err := f.b.CancelSignIn(uid+1, si.ID); !errors.Is(err, credential.ErrNotFound) {
 		t.Errorf("another user's CancelSignIn = %v; want ErrNotFound", err)
 	}
 	signInAll(t, si.URL)
-	if _, err := f.b.Token(context.Background(), uid+1, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+	if _, err := f.b.Token(context.Background(), uid+1, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("the other user got credentials: %v", err)
 	}
 	if _, err := f.b.Token(context.Background(), uid, "Test"); err != nil {
@@ -360,7 +360,7 @@ func TestLogoutRevocationFailureStillSignsOut(t *testing.T) {
 	if err != nil || !res.SignedOut || res.Revoked || !strings.Contains(res.RevocationError, "unreachable") {
 		t.Errorf("Logout = %+v, %v; want signed out, revocation error", res, err)
 	}
-	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("Token = %v; want ErrNotSignedIn", err)
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/awnumar/memguard"
 	"github.com/google/uuid"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
@@ -213,10 +213,10 @@ func additional(uid int, guid string) []byte {
 // record is one credential as stored.
 type record struct {
 	guid     string
-	access   *api.Token
+	access   *credential.Token
 	refresh  *memguard.Enclave
 	scopes   []string
-	status   api.Status
+	status   credential.Status
 	lastErr  string
 	account  string
 	expiry   time.Time
@@ -490,7 +490,7 @@ func clip(s string) string {
 	return s
 }
 
-var statusByte = map[api.Status]byte{api.StatusSignedIn: 1, api.StatusExpired: 2, api.StatusError: 3}
+var statusByte = map[credential.Status]byte{credential.StatusSignedIn: 1, credential.StatusExpired: 2, credential.StatusError: 3}
 
 func bufLen(b *secmem.Buffer) int {
 	if b == nil {
@@ -553,7 +553,7 @@ func decodeRecord(p []byte) (record, error) {
 // seal puts copies of the token bytes into r's enclaves.
 func (r *record) seal(access, refresh []byte) error {
 	if len(access) > 0 {
-		t, err := api.NewToken(append([]byte(nil), access...), r.expiry, r.obtained)
+		t, err := credential.NewToken(append([]byte(nil), access...), r.expiry, r.obtained)
 		if err != nil {
 			return err
 		}
@@ -569,7 +569,7 @@ func (r *record) seal(access, refresh []byte) error {
 	return nil
 }
 
-func statusOf(b byte) api.Status {
+func statusOf(b byte) credential.Status {
 	for s, v := range statusByte {
 		if v == b {
 			return s

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
 
@@ -94,10 +94,10 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Errorf("expiry = %v; want %v", tok.Expiry(), exp)
 	}
 	m, _ := b2.Integration(uid, "Test")
-	if m.Status != api.StatusSignedIn || strings.Join(m.GrantedScopes, ",") != "read,write" {
+	if m.Status != credential.StatusSignedIn || strings.Join(m.GrantedScopes, ",") != "read,write" {
 		t.Errorf("meta after restart = %+v", m)
 	}
-	if _, err := b2.Token(context.Background(), uid+1, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+	if _, err := b2.Token(context.Background(), uid+1, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("another user after restart = %v; want ErrNotSignedIn", err)
 	}
 
@@ -116,7 +116,7 @@ func TestStoreRoundTrip(t *testing.T) {
 
 	// Sign-out is persisted.
 	b3.Forget(uid, "Test")
-	if _, err := mustPersistent(t, p, dir).Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrNotSignedIn) {
+	if _, err := mustPersistent(t, p, dir).Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("after sign-out and restart = %v; want ErrNotSignedIn", err)
 	}
 }
@@ -129,11 +129,11 @@ func TestStoreExpiredStateIsPersisted(t *testing.T) {
 	a, r, _ := p.Grant()
 	b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: time.Now().Add(-time.Minute)})
 	p.SetMode(localprovider.InvalidGrant)
-	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, api.ErrExpired) {
+	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrExpired) {
 		t.Fatalf("Token = %v", err)
 	}
 	m, _ := mustPersistent(t, p, dir).Integration(uid, "Test")
-	if m.Status != api.StatusExpired || m.Error == nil {
+	if m.Status != credential.StatusExpired || m.Error == nil {
 		t.Errorf("meta after restart = %+v; want expired with a reason", m)
 	}
 }
@@ -214,7 +214,7 @@ func TestStoreDamage(t *testing.T) {
 			if !errors.Is(err, ErrStore) || !strings.Contains(err.Error(), victim) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Load = %v; want ErrStore naming %s and %q", err, victim, tc.want)
 			}
-			if _, err := b2.Token(context.Background(), vuid, "Test"); !errors.Is(err, ErrStore) || !errors.Is(err, api.ErrUnavailable) {
+			if _, err := b2.Token(context.Background(), vuid, "Test"); !errors.Is(err, ErrStore) || !errors.Is(err, credential.ErrUnavailable) {
 				t.Errorf("Token = %v; want the store error (EIO)", err)
 			}
 			if err := b2.Put(vuid, "Test", Credentials{AccessToken: []byte("new")}); !errors.Is(err, ErrStore) {
@@ -224,7 +224,7 @@ func TestStoreDamage(t *testing.T) {
 				t.Errorf("Forget = %v; want it refused", err)
 			}
 			m, _ := b2.Integration(vuid, "Test")
-			if m.Status != api.StatusError || m.Error == nil || !strings.Contains(*m.Error, victim) {
+			if m.Status != credential.StatusError || m.Error == nil || !strings.Contains(*m.Error, victim) {
 				t.Errorf("meta = %+v; want status error naming the file", m)
 			}
 			if after, _ := os.ReadFile(victim); !bytes.Equal(before, after) {

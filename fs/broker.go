@@ -5,7 +5,7 @@ import (
 	"errors"
 	"syscall"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 )
 
 // Broker is what the filesystem needs from a broker, for the one user who
@@ -14,12 +14,12 @@ import (
 type Broker interface {
 	// Integrations lists every integration, sorted by name, without any
 	// network call to a provider.
-	Integrations(ctx context.Context) ([]api.Integration, error)
+	Integrations(ctx context.Context) ([]credential.Integration, error)
 	// Integration describes one integration by guid, without any network
 	// call to a provider.
-	Integration(ctx context.Context, guid string) (api.Integration, error)
+	Integration(ctx context.Context, guid string) (credential.Integration, error)
 	// Token returns a valid access token, refreshing it first when needed.
-	Token(ctx context.Context, guid string) (*api.Token, error)
+	Token(ctx context.Context, guid string) (*credential.Token, error)
 }
 
 // errno maps a broker error to the errno a reader sees (SPEC §2, "Errors a
@@ -28,17 +28,17 @@ func errno(err error) syscall.Errno {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, api.ErrNotFound):
+	case errors.Is(err, credential.ErrNotFound):
 		return syscall.ENOENT
-	case errors.Is(err, api.ErrNotSignedIn):
+	case errors.Is(err, credential.ErrNotSignedIn):
 		return syscall.ENOKEY
-	case errors.Is(err, api.ErrExpired):
+	case errors.Is(err, credential.ErrExpired):
 		return syscall.EKEYEXPIRED
-	case errors.Is(err, api.ErrPermission):
+	case errors.Is(err, credential.ErrPermission):
 		return syscall.EACCES
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
-	default: // api.ErrUnavailable, deadlines, anything unexpected
+	default: // credential.ErrUnavailable, deadlines, anything unexpected
 		return syscall.EIO
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 )
@@ -28,7 +28,7 @@ const (
 // fakeBroker serves fixed tokens and errors; it is safe for concurrent use.
 type fakeBroker struct {
 	mu     sync.Mutex
-	list   []api.Integration
+	list   []credential.Integration
 	tokens map[string]string
 	expiry map[string]time.Time
 	errs   map[string]error
@@ -37,23 +37,23 @@ type fakeBroker struct {
 
 func newFake() *fakeBroker {
 	return &fakeBroker{
-		list: []api.Integration{
-			{GUID: gA, Name: "GitHub", Status: api.StatusSignedIn, Authenticated: true, Scopes: []string{"repo"}},
-			{GUID: gB, Name: "Google Drive", Status: api.StatusNotSignedIn, Scopes: []string{}},
+		list: []credential.Integration{
+			{GUID: gA, Name: "GitHub", Status: credential.StatusSignedIn, Authenticated: true, Scopes: []string{"repo"}},
+			{GUID: gB, Name: "Google Drive", Status: credential.StatusNotSignedIn, Scopes: []string{}},
 		},
 		tokens: map[string]string{gA: "gho_token_A"},
 		expiry: map[string]time.Time{gA: time.Date(2026, 11, 27, 10, 15, 0, 0, time.UTC)},
-		errs:   map[string]error{gB: api.ErrNotSignedIn},
+		errs:   map[string]error{gB: credential.ErrNotSignedIn},
 	}
 }
 
-func (f *fakeBroker) Integrations(context.Context) ([]api.Integration, error) {
+func (f *fakeBroker) Integrations(context.Context) ([]credential.Integration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]api.Integration(nil), f.list...), nil
+	return append([]credential.Integration(nil), f.list...), nil
 }
 
-func (f *fakeBroker) Integration(_ context.Context, id string) (api.Integration, error) {
+func (f *fakeBroker) Integration(_ context.Context, id string) (credential.Integration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, in := range f.list {
@@ -61,10 +61,10 @@ func (f *fakeBroker) Integration(_ context.Context, id string) (api.Integration,
 			return in, nil
 		}
 	}
-	return api.Integration{}, fmt.Errorf("fake: %q: %w", id, api.ErrNotFound)
+	return credential.Integration{}, fmt.Errorf("fake: %q: %w", id, credential.ErrNotFound)
 }
 
-func (f *fakeBroker) Token(ctx context.Context, guid string) (*api.Token, error) {
+func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token, error) {
 	if _, err := f.Integration(ctx, guid); err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func (f *fakeBroker) Token(ctx context.Context, guid string) (*api.Token, error)
 	if err != nil {
 		return nil, err
 	}
-	return api.NewToken([]byte(tok), exp, time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC))
+	return credential.NewToken([]byte(tok), exp, time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC))
 }
 
 func (f *fakeBroker) set(fn func()) { f.mu.Lock(); fn(); f.mu.Unlock() }
@@ -226,9 +226,9 @@ func TestErrnos(t *testing.T) {
 		{"uppercase guid", nil, strings.ToUpper(gA) + "/access_token", syscall.ENOENT},
 		{"unknown name", nil, "by-name/Nope/access_token", syscall.ENOENT},
 		{"unknown file", nil, gA + "/refresh_token", syscall.ENOENT},
-		{"not signed in", api.ErrNotSignedIn, tok, syscall.ENOKEY},
-		{"expired", fmt.Errorf("x: %w", api.ErrExpired), tok, syscall.EKEYEXPIRED},
-		{"unavailable", fmt.Errorf("x: %w", api.ErrUnavailable), tok, syscall.EIO},
+		{"not signed in", credential.ErrNotSignedIn, tok, syscall.ENOKEY},
+		{"expired", fmt.Errorf("x: %w", credential.ErrExpired), tok, syscall.EKEYEXPIRED},
+		{"unavailable", fmt.Errorf("x: %w", credential.ErrUnavailable), tok, syscall.EIO},
 		{"unexpected", errors.New("boom"), tok, syscall.EIO},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -332,7 +332,7 @@ func TestIntegrationsComeAndGo(t *testing.T) {
 	dir := mount(t, f)
 	const gC = "c0c0c0c0-1111-4222-8333-444455556666"
 	f.set(func() {
-		f.list = append(f.list, api.Integration{GUID: gC, Name: "Local"})
+		f.list = append(f.list, credential.Integration{GUID: gC, Name: "Local"})
 		f.tokens[gC] = "local-token"
 	})
 	if got, err := os.ReadFile(filepath.Join(dir, "by-name", "Local", "access_token")); err != nil || string(got) != "local-token" {
@@ -429,7 +429,7 @@ func TestInodesComeFromTheRegistry(t *testing.T) {
 	f := newFake()
 	f.set(func() {
 		for i := 0; i < 200; i++ {
-			f.list = append(f.list, api.Integration{GUID: fmt.Sprintf("c0c0c0c0-1111-4222-8333-%012d", i), Name: fmt.Sprintf("N%d", i)})
+			f.list = append(f.list, credential.Integration{GUID: fmt.Sprintf("c0c0c0c0-1111-4222-8333-%012d", i), Name: fmt.Sprintf("N%d", i)})
 		}
 	})
 	dir := mount(t, f)

@@ -12,7 +12,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 )
 
 // Modes of SPEC §2: owner-only and read-only.
@@ -82,8 +82,8 @@ func (t *tree) attr(out *fuse.Attr, mode uint32, size int, mtime time.Time) {
 }
 
 // integrations lists the integrations for a readdir of dir.
-func (t *tree) integrations(ctx context.Context, dir string) ([]api.Integration, syscall.Errno) {
-	var list []api.Integration
+func (t *tree) integrations(ctx context.Context, dir string) ([]credential.Integration, syscall.Errno) {
+	var list []credential.Integration
 	e := t.call(ctx, "readdir", dir, func(ctx context.Context) (err error) {
 		list, err = t.Broker.Integrations(ctx)
 		return err
@@ -237,7 +237,7 @@ func (d *byNameDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.At
 }
 
 func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	var in api.Integration
+	var in credential.Integration
 	if e := d.t.call(ctx, "lookup", "by-name/"+name, func(ctx context.Context) (err error) {
 		in, err = d.t.Broker.Integration(ctx, name)
 		return err
@@ -330,8 +330,8 @@ type tokenSource struct {
 	guid string
 }
 
-func (s tokenSource) token(ctx context.Context, op string) (*api.Token, syscall.Errno) {
-	var tok *api.Token
+func (s tokenSource) token(ctx context.Context, op string) (*credential.Token, syscall.Errno) {
+	var tok *credential.Token
 	e := s.t.call(ctx, op, s.guid+"/access_token", func(ctx context.Context) (err error) {
 		tok, err = s.t.Broker.Token(ctx, s.guid)
 		return err
@@ -340,7 +340,7 @@ func (s tokenSource) token(ctx context.Context, op string) (*api.Token, syscall.
 }
 
 // open is the open of a token-backed file: read-only, refresh-on-read.
-func (s tokenSource) open(ctx context.Context, flags uint32) (*api.Token, syscall.Errno) {
+func (s tokenSource) open(ctx context.Context, flags uint32) (*credential.Token, syscall.Errno) {
 	if e := readOnly(flags); e != 0 {
 		return nil, e
 	}
@@ -362,7 +362,7 @@ func readOnly(flags uint32) syscall.Errno {
 // what a new open would read. A stat that cannot get a token reports an
 // empty file and succeeds, so `ls -l` works while signed out; the open
 // then fails with the errno.
-func (s tokenSource) stat(ctx context.Context, out *fuse.AttrOut, size func(*api.Token) int) syscall.Errno {
+func (s tokenSource) stat(ctx context.Context, out *fuse.AttrOut, size func(*credential.Token) int) syscall.Errno {
 	tok, e := s.token(ctx, "getattr")
 	switch e {
 	case 0:
@@ -388,7 +388,7 @@ var (
 )
 
 func (f *tokenFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return f.stat(ctx, out, (*api.Token).Len)
+	return f.stat(ctx, out, (*credential.Token).Len)
 }
 
 func (f *tokenFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -402,7 +402,7 @@ func (f *tokenFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 // tokenHandle is one open of access_token: a snapshot of the token, so all
 // reads of one open file description see the same bytes. It holds only
 // the token's enclave, no locked memory between reads.
-type tokenHandle struct{ tok *api.Token }
+type tokenHandle struct{ tok *credential.Token }
 
 var _ = (gofs.FileReader)((*tokenHandle)(nil)) // serves the snapshot
 
@@ -444,10 +444,10 @@ var (
 	_ = (gofs.NodeGetattrer)((*expiryFile)(nil)) // exact current size
 )
 
-func expiryText(t *api.Token) string { return api.FormatTime(t.Expiry()) }
+func expiryText(t *credential.Token) string { return credential.FormatTime(t.Expiry()) }
 
 func (f *expiryFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return f.stat(ctx, out, func(t *api.Token) int { return len(expiryText(t)) })
+	return f.stat(ctx, out, func(t *credential.Token) int { return len(expiryText(t)) })
 }
 
 func (f *expiryFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -502,7 +502,7 @@ func indexFile(t *tree) *jsonFile {
 	return &jsonFile{t: t, name: "integrations.json", doc: func(ctx context.Context) (any, error) {
 		list, err := t.Broker.Integrations(ctx)
 		if list == nil {
-			list = []api.Integration{}
+			list = []credential.Integration{}
 		}
 		return list, err
 	}}

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/broker"
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
@@ -221,7 +221,7 @@ func TestSocketRefusesNonBrokers(t *testing.T) {
 	}
 }
 
-func errUnavailable() error { return api.ErrUnavailable }
+func errUnavailable() error { return credential.ErrUnavailable }
 
 func containsAll(s string, subs ...string) bool {
 	for _, x := range subs {

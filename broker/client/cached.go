@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 )
 
 // Cached is a broker for the filesystem of a session mount: it asks the
@@ -25,7 +25,7 @@ import (
 // it is gone).
 //
 // Cached is safe for concurrent use by multiple goroutines. Cached tokens
-// are api.Tokens: their bytes rest in memguard enclaves.
+// are credential.Tokens: their bytes rest in memguard enclaves.
 type Cached struct {
 	*Client
 	log *slog.Logger
@@ -38,7 +38,7 @@ type Cached struct {
 }
 
 type cachedToken struct {
-	tok   *api.Token
+	tok   *credential.Token
 	until time.Time
 }
 
@@ -58,7 +58,7 @@ func NewCached(c *Client, log *slog.Logger) *Cached {
 
 // Token returns a valid access token: from the cache while allowed, from
 // the broker otherwise.
-func (s *Cached) Token(ctx context.Context, guid string) (*api.Token, error) {
+func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, error) {
 	now := s.now()
 	s.mu.Lock()
 	if e, ok := s.tokens[guid]; ok && s.live && now.Before(e.until) {
@@ -137,20 +137,20 @@ func (s *Cached) watchOnce(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return &RemoteError{Code: "unavailable", Message: "event stream refused: HTTP " + strconv.Itoa(resp.StatusCode), sentinel: api.ErrUnavailable}
+		return &RemoteError{Code: "unavailable", Message: "event stream refused: HTTP " + strconv.Itoa(resp.StatusCode), sentinel: credential.ErrUnavailable}
 	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		var ev api.Event
+		var ev credential.Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return err
 		}
 		switch ev.Kind {
-		case api.EventHello:
+		case credential.EventHello:
 			s.invalidate("", true)
 			s.log.Debug("event stream up", "socket", s.socket)
 			continue
-		case api.EventChanged:
+		case credential.EventChanged:
 			s.invalidate(ev.GUID, true)
 		default: // reload, or anything newer: drop everything
 			s.invalidate("", true)

@@ -20,7 +20,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/internal/wirejson"
@@ -51,26 +51,26 @@ func New(socket string, timeout time.Duration) *Client {
 func (c *Client) Socket() string { return c.socket }
 
 // Integrations lists every integration the caller can see.
-func (c *Client) Integrations(ctx context.Context) ([]api.Integration, error) {
-	var out []api.Integration
+func (c *Client) Integrations(ctx context.Context) ([]credential.Integration, error) {
+	var out []credential.Integration
 	return out, c.do(ctx, http.MethodGet, "/v1/integrations", nil, &out)
 }
 
 // Integration describes one integration by guid or name.
-func (c *Client) Integration(ctx context.Context, id string) (api.Integration, error) {
-	var out api.Integration
+func (c *Client) Integration(ctx context.Context, id string) (credential.Integration, error) {
+	var out credential.Integration
 	return out, c.do(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id), nil, &out)
 }
 
 // Token returns a valid access token, refreshed by the broker if needed.
-func (c *Client) Token(ctx context.Context, id string) (*api.Token, error) {
+func (c *Client) Token(ctx context.Context, id string) (*credential.Token, error) {
 	t, _, err := c.token(ctx, id)
 	return t, err
 }
 
 // token also returns until when the broker would hand the token out
 // (zero: no expiry).
-func (c *Client) token(ctx context.Context, id string) (*api.Token, time.Time, error) {
+func (c *Client) token(ctx context.Context, id string) (*credential.Token, time.Time, error) {
 	// The answer is read into a locked buffer on a connection of its
 	// own, not through net/http, whose buffers are recycled unwiped; the
 	// token goes from there into its enclave.
@@ -81,7 +81,7 @@ func (c *Client) token(ctx context.Context, id string) (*api.Token, time.Time, e
 	defer resp.Destroy()
 	status, body, err := splitResponse(resp.Bytes())
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker (%v): %w", c.socket, err, api.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker (%v): %w", c.socket, err, credential.ErrUnavailable)
 	}
 	if status >= 300 {
 		return nil, time.Time{}, c.remoteError(status, body)
@@ -93,18 +93,18 @@ func (c *Client) token(ctx context.Context, id string) (*api.Token, time.Time, e
 		RefreshAt   *string         `json:"refresh_at"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
-		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, api.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
 	}
 	defer memguard.WipeBytes(out.AccessToken)
 	n, err := wirejson.UnquotedLen(out.AccessToken)
 	if err != nil || n == 0 {
-		return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", api.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", credential.ErrUnavailable)
 	}
 	value := make([]byte, n)
 	wirejson.Unquote(value, out.AccessToken)
-	t, err := api.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
+	t, err := credential.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 	}
 	return t, parseTime(out.RefreshAt), nil
 }
@@ -133,19 +133,19 @@ func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error
 	// says) moves to one of its exact size.
 	buf, err := secmem.NewBuffer(8 << 10)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
+		return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 	}
 	n, total := 0, -1
 	for total < 0 || n < total {
 		if n == buf.Size() {
 			if total < 0 || total > maxTokenResponse {
 				buf.Destroy()
-				return nil, fmt.Errorf("client: the broker's answer is longer than %d bytes: %w", maxTokenResponse, api.ErrUnavailable)
+				return nil, fmt.Errorf("client: the broker's answer is longer than %d bytes: %w", maxTokenResponse, credential.ErrUnavailable)
 			}
 			bigger, err := secmem.NewBuffer(total)
 			if err != nil {
 				buf.Destroy()
-				return nil, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
+				return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 			}
 			copy(bigger.Bytes(), buf.Bytes()[:n])
 			buf.Destroy()
@@ -170,7 +170,7 @@ func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error
 	out, err := secmem.NewBuffer(max(1, n))
 	if err != nil {
 		buf.Destroy()
-		return nil, fmt.Errorf("client: %w: %w", err, api.ErrUnavailable)
+		return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 	}
 	copy(out.Bytes(), buf.Bytes()[:n])
 	buf.Destroy()
@@ -234,22 +234,22 @@ func parseTime(s *string) time.Time {
 
 // Logout forgets the caller's credentials for the integration, and
 // revokes them at the provider when the broker is configured to.
-func (c *Client) Logout(ctx context.Context, id string) (api.LogoutResult, error) {
-	var out api.LogoutResult
+func (c *Client) Logout(ctx context.Context, id string) (credential.LogoutResult, error) {
+	var out credential.LogoutResult
 	err := c.do(ctx, http.MethodDelete, "/v1/integrations/"+url.PathEscape(id)+"/credentials", nil, &out)
 	return out, err
 }
 
 // codes maps session API error codes back to the sentinels.
 var codes = map[string]error{
-	"not_found":      api.ErrNotFound,
-	"not_signed_in":  api.ErrNotSignedIn,
-	"expired":        api.ErrExpired,
-	"forbidden":      api.ErrPermission,
-	"sign_in_failed": api.ErrSignIn,
-	"unavailable":    api.ErrUnavailable,
-	"timeout":        api.ErrUnavailable,
-	"store":          api.ErrUnavailable,
+	"not_found":      credential.ErrNotFound,
+	"not_signed_in":  credential.ErrNotSignedIn,
+	"expired":        credential.ErrExpired,
+	"forbidden":      credential.ErrPermission,
+	"sign_in_failed": credential.ErrSignIn,
+	"unavailable":    credential.ErrUnavailable,
+	"timeout":        credential.ErrUnavailable,
+	"store":          credential.ErrUnavailable,
 }
 
 // ErrNoBroker is wrapped when nothing answers on the socket.
@@ -261,7 +261,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return err
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, api.ErrUnavailable)
+		return fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
 	}
 	return nil
 }
@@ -287,7 +287,7 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return nil, fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
+		return nil, fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 	}
 	if resp.StatusCode >= 300 {
 		return nil, c.remoteError(resp.StatusCode, data)
@@ -300,7 +300,7 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 func (c *Client) remoteError(status int, data []byte) error {
 	var e struct{ Error, Message string }
 	if json.Unmarshal(data, &e) != nil || e.Error == "" {
-		return fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, status, api.ErrUnavailable)
+		return fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, status, credential.ErrUnavailable)
 	}
 	msg := printable.String(e.Message, 1000)
 	if s, ok := codes[e.Error]; ok {
@@ -318,9 +318,9 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
-		return fmt.Errorf("client: %w at %s (start one with 'oauthfs mount --config FILE MOUNTPOINT' or 'oauthfs broker'): %w", ErrNoBroker, c.socket, api.ErrUnavailable)
+		return fmt.Errorf("client: %w at %s (start one with 'oauthfs mount --config FILE MOUNTPOINT' or 'oauthfs broker'): %w", ErrNoBroker, c.socket, credential.ErrUnavailable)
 	}
-	return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, api.ErrUnavailable)
+	return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 }
 
 // RemoteError is an error answered by the broker. It unwraps to the
@@ -334,15 +334,15 @@ func (e *RemoteError) Error() string { return e.Message }
 func (e *RemoteError) Unwrap() error { return e.sentinel }
 
 // Login starts a sign-in and returns the link to open.
-func (c *Client) Login(ctx context.Context, id string) (*api.SignIn, error) {
-	var out api.SignIn
+func (c *Client) Login(ctx context.Context, id string) (*credential.SignIn, error) {
+	var out credential.SignIn
 	return &out, c.do(ctx, http.MethodPost, "/v1/integrations/"+url.PathEscape(id)+"/login", nil, &out)
 }
 
 // WaitLogin waits up to wait (at most a minute) for the sign-in to end and
 // returns its status, which is still "pending" if it has not.
-func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (api.SignInStatus, error) {
-	var out api.SignInStatus
+func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (credential.SignInStatus, error) {
+	var out credential.SignInStatus
 	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/logins/%s?wait=%d", url.PathEscape(loginID), int(wait/time.Second)), nil, &out)
 }
 

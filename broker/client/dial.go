@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/oauthfs/oauthfs/broker"
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 )
 
 // ErrUntrusted is wrapped when the socket or the process answering on it
@@ -22,7 +22,7 @@ var ErrUntrusted = errors.New("untrusted broker socket")
 // answering runs as the caller or as root (SO_PEERCRED).
 func dial(ctx context.Context, socket string) (net.Conn, error) {
 	if err := broker.CheckSocketDir(filepath.Dir(socket)); err != nil {
-		return nil, fmt.Errorf("client: refusing %s: %w: %w: %w", socket, err, ErrUntrusted, api.ErrUnavailable)
+		return nil, fmt.Errorf("client: refusing %s: %w: %w: %w", socket, err, ErrUntrusted, credential.ErrUnavailable)
 	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", socket)
@@ -32,11 +32,11 @@ func dial(ctx context.Context, socket string) (net.Conn, error) {
 	uid, err := broker.PeerUID(c)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("client: refusing %s: the credentials of the process answering there cannot be read (%v): %w: %w", socket, err, ErrUntrusted, api.ErrUnavailable)
+		return nil, fmt.Errorf("client: refusing %s: the credentials of the process answering there cannot be read (%v): %w: %w", socket, err, ErrUntrusted, credential.ErrUnavailable)
 	}
 	if me := os.Geteuid(); uid != me && uid != 0 {
 		c.Close()
-		return nil, fmt.Errorf("client: refusing %s: the process answering there runs as uid %d, not as you (uid %d) or root: %w: %w", socket, uid, me, ErrUntrusted, api.ErrUnavailable)
+		return nil, fmt.Errorf("client: refusing %s: the process answering there runs as uid %d, not as you (uid %d) or root: %w: %w", socket, uid, me, ErrUntrusted, credential.ErrUnavailable)
 	}
 	return c, nil
 }

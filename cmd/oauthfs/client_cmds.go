@@ -13,9 +13,9 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
@@ -55,9 +55,9 @@ func explain(err error, id string) error {
 	switch {
 	case errors.Is(err, client.ErrNoBroker):
 		return withHint(err, "is 'oauthfs mount' running? pass --broker SOCKET or set OAUTHFS_BROKER if it listens elsewhere")
-	case errors.Is(err, api.ErrNotFound):
+	case errors.Is(err, credential.ErrNotFound):
 		return withHint(err, "run 'oauthfs list' to see the configured integrations")
-	case errors.Is(err, api.ErrNotSignedIn), errors.Is(err, api.ErrExpired):
+	case errors.Is(err, credential.ErrNotSignedIn), errors.Is(err, credential.ErrExpired):
 		return withHint(err, "sign in with 'oauthfs login %s'", id)
 	}
 	return err
@@ -84,7 +84,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 
 // openToken asks the broker for id's token and decrypts it. The caller owns
 // the buffer and destroys it as soon as the token is written out.
-func openToken(ctx context.Context, c *client.Client, id string) (*api.Token, *secmem.Buffer, error) {
+func openToken(ctx context.Context, c *client.Client, id string) (*credential.Token, *secmem.Buffer, error) {
 	t, err := c.Token(ctx, id)
 	if err != nil {
 		return nil, nil, explain(err, id)
@@ -143,7 +143,7 @@ func runList(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return explain(err, "")
 	}
-	out := []api.Integration{}
+	out := []credential.Integration{}
 	for _, in := range list {
 		if (re == nil || re.MatchString(in.Name)) && (!authed.set || in.Authenticated == authed.val) {
 			out = append(out, in)

@@ -22,8 +22,8 @@ import (
 	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/broker"
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	oafs "github.com/oauthfs/oauthfs/fs"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/printable"
@@ -198,7 +198,7 @@ func devSignIn(br *broker.Broker, uid int) error {
 	if err != nil {
 		return err
 	}
-	if st.Status != api.SignInSignedIn {
+	if st.Status != credential.SignInSignedIn {
 		return fmt.Errorf("%s (HTTP %d)", st.Message, resp.StatusCode)
 	}
 	return nil

@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 
-	"github.com/oauthfs/oauthfs/broker/api"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	oafs "github.com/oauthfs/oauthfs/fs"
 )
 
@@ -36,15 +36,15 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.Is(err, api.ErrNotFound):
+	case errors.Is(err, credential.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, api.ErrNotSignedIn):
+	case errors.Is(err, credential.ErrNotSignedIn):
 		return exitNotSignedIn
-	case errors.Is(err, api.ErrExpired):
+	case errors.Is(err, credential.ErrExpired):
 		return exitExpired
-	case errors.Is(err, api.ErrPermission):
+	case errors.Is(err, credential.ErrPermission):
 		return exitPermission
-	case errors.Is(err, api.ErrUnavailable):
+	case errors.Is(err, credential.ErrUnavailable):
 		return exitUnavailable
 	case errors.Is(err, config.ErrInvalid):
 		return exitConfig

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker/api"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
@@ -64,19 +64,19 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("sign-in to %s cancelled", si.Name)
 		case err != nil:
 			return explain(err, id)
-		case st.Status == api.SignInSignedIn:
+		case st.Status == credential.SignInSignedIn:
 			if st.Account != "" {
 				fmt.Fprintf(stdout, "signed in to %s as %s\n", si.Name, printable.String(st.Account, 200))
 			} else {
 				fmt.Fprintf(stdout, "signed in to %s\n", si.Name)
 			}
 			return nil
-		case st.Status == api.SignInFailed:
-			return withHint(fmt.Errorf("sign-in to %s failed: %s: %w", si.Name, st.Message, api.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
+		case st.Status == credential.SignInFailed:
+			return withHint(fmt.Errorf("sign-in to %s failed: %s: %w", si.Name, st.Message, credential.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
 		}
 		if time.Now().After(deadline) {
 			c.CancelLogin(context.Background(), si.ID)
-			return withHint(fmt.Errorf("sign-in to %s did not complete within %v: %w", si.Name, *timeout, api.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
+			return withHint(fmt.Errorf("sign-in to %s did not complete within %v: %w", si.Name, *timeout, credential.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
 		}
 		// A broker that answers at once without waiting must not make
 		// this loop spin.
@@ -95,7 +95,7 @@ const minPoll = time.Second
 func linkOK(link string) error {
 	u, err := url.Parse(link)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("login: the broker sent a sign-in link that is not an http or https URL; it was not opened: %w", api.ErrSignIn)
+		return fmt.Errorf("login: the broker sent a sign-in link that is not an http or https URL; it was not opened: %w", credential.ErrSignIn)
 	}
 	return nil
 }
