@@ -1,6 +1,6 @@
 // Package broker owns everything secret in oauthfs: client secrets,
 // refresh tokens and access tokens, per user. It hands out access tokens
-// with refresh-on-read (SPEC §2): a cached token is served while it stays
+// with refresh-on-read (docs/design.md): a cached token is served while it stays
 // valid beyond the refresh margin, otherwise the refresh token is used
 // first, with concurrent callers sharing one request to the token endpoint.
 //

@@ -1,5 +1,5 @@
 // Package config parses, defaults and validates the oauthfs TOML
-// configuration described in SPEC §4.
+// configuration described in docs/design.md.
 //
 // The package is plain data plus validation: it never contacts a provider
 // and never keeps a client secret in memory longer than [Integration.Secret]

@@ -34,7 +34,7 @@ var (
 // Status is the sign-in status shown in meta.json.
 type Status string
 
-// The values of [Status], as in SPEC §2.
+// The values of [Status], as meta.json shows them.
 const (
 	StatusSignedIn    Status = "signed_in"
 	StatusNotSignedIn Status = "not_signed_in"

@@ -18,7 +18,7 @@ import (
 	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 )
@@ -64,7 +64,7 @@ func newClientStack(t *testing.T) *clientStack {
 	go s.c.Watch(ctx)
 	waitFor(t, s.c.Live)
 	uid := os.Getuid()
-	s.dir = fusetest.Mount(t, oafs.NewRoot(oafs.Options{Broker: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second}))
+	s.dir = fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second}))
 	return s
 }
 

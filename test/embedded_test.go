@@ -16,7 +16,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/testutil"
@@ -66,7 +66,7 @@ token_url = "%s"
 		t.Fatal(err)
 	}
 	uid := os.Getuid()
-	root := oafs.NewRoot(oafs.Options{Broker: broker.Session{B: s.b, UID: uid}, UID: uint32(uid), GID: uint32(os.Getgid()),
+	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: s.b, UID: uid}, UID: uint32(uid), GID: uint32(os.Getgid()),
 		Timeout: timeout + 2*time.Second, Logger: log})
 	s.dir = fusetest.Mount(t, root)
 	return s

@@ -24,7 +24,7 @@ import (
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/printable"
 )
@@ -130,9 +130,9 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	defer webSrv.Close()
 
 	uid, gid := os.Getuid(), os.Getgid()
-	root := oafs.NewRoot(oafs.Options{Broker: broker.Session{B: br, UID: uid}, UID: uint32(uid), GID: uint32(gid),
+	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: br, UID: uid}, UID: uint32(uid), GID: uint32(gid),
 		Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log})
-	server, err := oafs.Mount(mountpoint, root, uint32(uid), uint32(gid))
+	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
 		return err
 	}
@@ -248,7 +248,7 @@ func devMountpoint(dir string) (bool, error) {
 		}
 		return true, nil
 	}
-	if err := oafs.PrepareMountpoint(dir); err != nil {
+	if err := fusefs.PrepareMountpoint(dir); err != nil {
 		return false, err
 	}
 	entries, err := os.ReadDir(dir)
@@ -256,7 +256,7 @@ func devMountpoint(dir string) (bool, error) {
 		return false, fmt.Errorf("dev: %w", err)
 	}
 	if len(entries) > 0 {
-		return false, withHint(fmt.Errorf("dev: the mount point %s is not empty (%d entries): %w", dir, len(entries), oafs.ErrMountpoint),
+		return false, withHint(fmt.Errorf("dev: the mount point %s is not empty (%d entries): %w", dir, len(entries), fusefs.ErrMountpoint),
 			"name an empty or new directory: oauthfs dev DIR")
 	}
 	return false, nil

@@ -5,11 +5,11 @@ import (
 
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 )
 
 // Exit codes, the same for every command. They follow the errno table of
-// SPEC §2 so scripts can branch on them.
+// docs/design.md so scripts can branch on them.
 const (
 	exitOK          = 0
 	exitError       = 1 // anything not listed below
@@ -48,7 +48,7 @@ func exitCode(err error) int {
 		return exitUnavailable
 	case errors.Is(err, config.ErrInvalid):
 		return exitConfig
-	case errors.Is(err, oafs.ErrMountpoint):
+	case errors.Is(err, fusefs.ErrMountpoint):
 		return exitMount
 	default:
 		return exitError

@@ -21,7 +21,7 @@ import (
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 )
 
 // fuseSlack is added to the broker's request timeout for the deadline of
@@ -72,7 +72,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 
 	uid, gid := os.Getuid(), os.Getgid()
 	var (
-		b       oafs.Broker
+		b       fusefs.Source
 		timeout time.Duration
 		stop    = func() {}
 	)
@@ -84,7 +84,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("mount: %w", err)
 		}
-		if err := oafs.PrepareMountpoint(mountpoint); err != nil {
+		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
 			return err
 		}
 		cached := client.NewCached(c, log)
@@ -104,7 +104,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		for _, w := range cfg.Warnings {
 			log.Warn(w)
 		}
-		if err := oafs.PrepareMountpoint(mountpoint); err != nil {
+		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
 			return err
 		}
 		br, err := broker.New(cfg, broker.Options{Logger: log})
@@ -134,8 +134,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	defer stop()
 
-	root := oafs.NewRoot(oafs.Options{Broker: b, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log})
-	server, err := oafs.Mount(mountpoint, root, uint32(uid), uint32(gid))
+	root := fusefs.NewRoot(fusefs.Options{Source: b, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log})
+	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
 		return err
 	}

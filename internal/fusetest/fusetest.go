@@ -12,9 +12,9 @@ import (
 	"syscall"
 	"testing"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fs"
 
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 )
 
 // Require skips the test, or fails it under OAUTHFS_REQUIRE_FUSE=1, when
@@ -41,11 +41,11 @@ func Require(t testing.TB) {
 // Mount mounts root on a new temporary directory owned by the current
 // user and returns the directory. It is unmounted when the test ends,
 // even on failure.
-func Mount(t testing.TB, root gofs.InodeEmbedder) string {
+func Mount(t testing.TB, root fs.InodeEmbedder) string {
 	t.Helper()
 	Require(t)
 	dir := t.TempDir()
-	server, err := oafs.Mount(dir, root, uint32(os.Getuid()), uint32(os.Getgid()))
+	server, err := fusefs.Mount(dir, root, uint32(os.Getuid()), uint32(os.Getgid()))
 	if err != nil {
 		t.Fatalf("Mount(%s) = %v", dir, err)
 	}

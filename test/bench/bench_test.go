@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 )
 
@@ -73,7 +73,7 @@ func BenchmarkOpenReadClose(b *testing.B) {
 	b.Run("oauthfs", func(b *testing.B) {
 		br, cfg := benchBroker(b)
 		uid := os.Getuid()
-		dir := fusetest.Mount(b, oafs.NewRoot(oafs.Options{Broker: broker.Session{B: br, UID: uid},
+		dir := fusetest.Mount(b, fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: br, UID: uid},
 			UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 12 * time.Second}))
 		b.Run("guid", func(b *testing.B) {
 			openReadClose(b, filepath.Join(dir, cfg.Integrations[0].GUID.String(), "access_token"))
@@ -102,7 +102,7 @@ func BenchmarkOpenReadClose(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		uid := os.Getuid()
-		dir := fusetest.Mount(b, oafs.NewRoot(oafs.Options{Broker: c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 14 * time.Second}))
+		dir := fusetest.Mount(b, fusefs.NewRoot(fusefs.Options{Source: c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 14 * time.Second}))
 		b.Run("guid", func(b *testing.B) {
 			openReadClose(b, filepath.Join(dir, cfg.Integrations[0].GUID.String(), "access_token"))
 		})
@@ -137,31 +137,31 @@ token_url = "https://example.com/token"
 
 // floorRoot is the least a go-fuse filesystem can do: one static file,
 // direct I/O, mounted with the same options as oauthfs.
-type floorRoot struct{ gofs.Inode }
+type floorRoot struct{ fs.Inode }
 
 func (r *floorRoot) OnAdd(ctx context.Context) {
-	r.AddChild("access_token", r.NewPersistentInode(ctx, &floorFile{}, gofs.StableAttr{Mode: syscall.S_IFREG}), false)
+	r.AddChild("access_token", r.NewPersistentInode(ctx, &floorFile{}, fs.StableAttr{Mode: syscall.S_IFREG}), false)
 }
 
-type floorFile struct{ gofs.Inode }
+type floorFile struct{ fs.Inode }
 
 var (
-	_ = (gofs.NodeOpener)((*floorFile)(nil))
-	_ = (gofs.NodeGetattrer)((*floorFile)(nil))
-	_ = (gofs.NodeReader)((*floorFile)(nil))
+	_ = (fs.NodeOpener)((*floorFile)(nil))
+	_ = (fs.NodeGetattrer)((*floorFile)(nil))
+	_ = (fs.NodeReader)((*floorFile)(nil))
 )
 
-func (f *floorFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (f *floorFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o400
 	out.Size = uint64(len(token))
 	return 0
 }
 
-func (f *floorFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *floorFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	return nil, fuse.FOPEN_DIRECT_IO, 0
 }
 
-func (f *floorFile) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (f *floorFile) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(len(token)) {
 		return fuse.ReadResultData(nil), 0
 	}

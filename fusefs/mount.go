@@ -1,10 +1,9 @@
-package fs
+package fusefs
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
-	iofs "io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
@@ -22,13 +21,13 @@ var ErrMountpoint = errors.New("unusable mount point")
 // Mount mounts root at dir and returns the running server; the caller
 // unmounts it with server.Unmount. A stale mount left at dir by a killed
 // process is cleared first; a live one is refused.
-func Mount(dir string, root gofs.InodeEmbedder, uid, gid uint32) (*fuse.Server, error) {
+func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, error) {
 	if err := PrepareMountpoint(dir); err != nil {
 		return nil, err
 	}
 	entry := time.Second // names change only on a config reload
 	zero := time.Duration(0)
-	opts := &gofs.Options{
+	opts := &fs.Options{
 		EntryTimeout: &entry,
 		// File sizes change with the token, so attributes are not cached;
 		// directories and symlinks set their own timeout.
@@ -50,7 +49,7 @@ func Mount(dir string, root gofs.InodeEmbedder, uid, gid uint32) (*fuse.Server, 
 			EnableSymlinkCaching: true,
 		},
 	}
-	server, err := gofs.Mount(dir, root, opts)
+	server, err := fs.Mount(dir, root, opts)
 	if err != nil {
 		if os.Geteuid() != 0 {
 			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
@@ -94,7 +93,7 @@ func PrepareMountpoint(dir string) error {
 		st, err = os.Stat(dir)
 	}
 	switch {
-	case errors.Is(err, iofs.ErrNotExist):
+	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("fs: mount point %s does not exist (create it with mkdir -p %s): %w", dir, dir, ErrMountpoint)
 	case err != nil:
 		return fmt.Errorf("fs: mount point %s: %w: %w", dir, err, ErrMountpoint)

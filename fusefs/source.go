@@ -1,4 +1,4 @@
-package fs
+package fusefs
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 	"github.com/oauthfs/oauthfs/credential"
 )
 
-// Broker is what the filesystem needs from a broker, for the one user who
-// owns the mount. Implementations must be safe for concurrent use by
-// multiple goroutines and must honour ctx cancellation.
-type Broker interface {
+// Source is where the filesystem gets integrations and tokens: a broker,
+// seen by the one user who owns the mount (an embedded broker's session,
+// or a client of a remote one). Implementations must be safe for
+// concurrent use by multiple goroutines and must honour ctx cancellation.
+type Source interface {
 	// Integrations lists every integration, sorted by name, without any
 	// network call to a provider.
 	Integrations(ctx context.Context) ([]credential.Integration, error)
@@ -22,7 +23,7 @@ type Broker interface {
 	Token(ctx context.Context, guid string) (*credential.Token, error)
 }
 
-// errno maps a broker error to the errno a reader sees (SPEC §2, "Errors a
+// errno maps a broker error to the errno a reader sees (docs/design.md, "Errors a
 // reader sees"). It is the only such mapping in oauthfs.
 func errno(err error) syscall.Errno {
 	switch {

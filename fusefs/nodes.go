@@ -1,4 +1,4 @@
-package fs
+package fusefs
 
 import (
 	"context"
@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/oauthfs/oauthfs/credential"
 )
 
-// Modes of SPEC §2: owner-only and read-only.
+// Modes (docs/design.md): owner-only and read-only.
 const (
 	dirMode  = syscall.S_IFDIR | 0o500
 	fileMode = syscall.S_IFREG | 0o400
@@ -29,8 +29,8 @@ const dirTimeout = time.Second
 
 // Options configure a filesystem.
 type Options struct {
-	// Broker serves the tokens. Required.
-	Broker Broker
+	// Source serves the integrations and tokens. Required.
+	Source Source
 	// UID and GID own every node; only UID may use the mount.
 	UID, GID uint32
 	// Timeout bounds every broker call made by a FUSE operation. It should
@@ -85,7 +85,7 @@ func (t *tree) attr(out *fuse.Attr, mode uint32, size int, mtime time.Time) {
 func (t *tree) integrations(ctx context.Context, dir string) ([]credential.Integration, syscall.Errno) {
 	var list []credential.Integration
 	e := t.call(ctx, "readdir", dir, func(ctx context.Context) (err error) {
-		list, err = t.Broker.Integrations(ctx)
+		list, err = t.Source.Integrations(ctx)
 		return err
 	})
 	return list, e
@@ -139,8 +139,8 @@ func (t *tree) ino(guid string, kind int) uint64 {
 	return inoBase + id*8 + uint64(kind)
 }
 
-// NewRoot returns the root node of a filesystem serving opts.Broker.
-func NewRoot(opts Options) gofs.InodeEmbedder {
+// NewRoot returns the root node of a filesystem serving opts.Source.
+func NewRoot(opts Options) fs.InodeEmbedder {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -153,29 +153,29 @@ func NewRoot(opts Options) gofs.InodeEmbedder {
 // rootDir is the mount's root: by-name/, integrations.json and one
 // directory per integration, which come and go with the configuration.
 type rootDir struct {
-	gofs.Inode
+	fs.Inode
 	t *tree
 }
 
 var (
-	_ = (gofs.NodeOnAdder)((*rootDir)(nil))   // adds the static children
-	_ = (gofs.NodeLookuper)((*rootDir)(nil))  // guid directories are dynamic
-	_ = (gofs.NodeReaddirer)((*rootDir)(nil)) // lists them
-	_ = (gofs.NodeGetattrer)((*rootDir)(nil)) // owner-only mode
+	_ = (fs.NodeOnAdder)((*rootDir)(nil))   // adds the static children
+	_ = (fs.NodeLookuper)((*rootDir)(nil))  // guid directories are dynamic
+	_ = (fs.NodeReaddirer)((*rootDir)(nil)) // lists them
+	_ = (fs.NodeGetattrer)((*rootDir)(nil)) // owner-only mode
 )
 
 func (r *rootDir) OnAdd(ctx context.Context) {
 	r.AddChild("by-name", r.NewPersistentInode(ctx, &byNameDir{t: r.t},
-		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoByName}), false)
+		fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoByName}), false)
 	r.AddChild("integrations.json", r.NewPersistentInode(ctx, indexFile(r.t),
-		gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inoIndex}), false)
+		fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoIndex}), false)
 }
 
-func (r *rootDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (r *rootDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return r.t.dirAttr(out)
 }
 
-func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if ch := r.GetChild(name); ch != nil {
 		return ch, getattr(ctx, ch, out)
 	}
@@ -185,16 +185,16 @@ func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	if e := r.t.call(ctx, "lookup", name, func(ctx context.Context) error {
-		_, err := r.t.Broker.Integration(ctx, name)
+		_, err := r.t.Source.Integration(ctx, name)
 		return err
 	}); e != 0 {
 		return nil, e
 	}
-	ch := r.NewInode(ctx, &integrationDir{t: r.t, guid: name}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: r.t.ino(name, kindDir)})
+	ch := r.NewInode(ctx, &integrationDir{t: r.t, guid: name}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: r.t.ino(name, kindDir)})
 	return ch, getattr(ctx, ch, out)
 }
 
-func (r *rootDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+func (r *rootDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	list, e := r.t.integrations(ctx, "/")
 	if e != 0 {
 		return nil, e
@@ -206,13 +206,13 @@ func (r *rootDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	for _, in := range list {
 		entries = append(entries, fuse.DirEntry{Name: in.GUID, Mode: syscall.S_IFDIR, Ino: r.t.ino(in.GUID, kindDir)})
 	}
-	return gofs.NewListDirStream(entries), 0
+	return fs.NewListDirStream(entries), 0
 }
 
 // getattr fills out with ch's attributes and timeouts, for a Lookup.
-func getattr(ctx context.Context, ch *gofs.Inode, out *fuse.EntryOut) syscall.Errno {
+func getattr(ctx context.Context, ch *fs.Inode, out *fuse.EntryOut) syscall.Errno {
 	var a fuse.AttrOut
-	if e := ch.Operations().(gofs.NodeGetattrer).Getattr(ctx, nil, &a); e != 0 {
+	if e := ch.Operations().(fs.NodeGetattrer).Getattr(ctx, nil, &a); e != 0 {
 		return e
 	}
 	out.Attr = a.Attr
@@ -222,24 +222,24 @@ func getattr(ctx context.Context, ch *gofs.Inode, out *fuse.EntryOut) syscall.Er
 
 // byNameDir holds one symlink per integration, named as configured.
 type byNameDir struct {
-	gofs.Inode
+	fs.Inode
 	t *tree
 }
 
 var (
-	_ = (gofs.NodeLookuper)((*byNameDir)(nil))  // names come from the broker
-	_ = (gofs.NodeReaddirer)((*byNameDir)(nil)) // and so does the listing
-	_ = (gofs.NodeGetattrer)((*byNameDir)(nil)) // owner-only mode
+	_ = (fs.NodeLookuper)((*byNameDir)(nil))  // names come from the broker
+	_ = (fs.NodeReaddirer)((*byNameDir)(nil)) // and so does the listing
+	_ = (fs.NodeGetattrer)((*byNameDir)(nil)) // owner-only mode
 )
 
-func (d *byNameDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (d *byNameDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return d.t.dirAttr(out)
 }
 
-func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	var in credential.Integration
 	if e := d.t.call(ctx, "lookup", "by-name/"+name, func(ctx context.Context) (err error) {
-		in, err = d.t.Broker.Integration(ctx, name)
+		in, err = d.t.Source.Integration(ctx, name)
 		return err
 	}); e != 0 {
 		return nil, e
@@ -250,11 +250,11 @@ func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	// The link's number comes from its target's guid, so a name that
 	// moves to another integration gets another inode (the kernel caches
 	// a link's target per inode).
-	ch := d.NewInode(ctx, &symlink{t: d.t, target: "../" + in.GUID}, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: d.t.ino(in.GUID, kindLink)})
+	ch := d.NewInode(ctx, &symlink{t: d.t, target: "../" + in.GUID}, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: d.t.ino(in.GUID, kindLink)})
 	return ch, getattr(ctx, ch, out)
 }
 
-func (d *byNameDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+func (d *byNameDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	list, e := d.t.integrations(ctx, "by-name")
 	if e != 0 {
 		return nil, e
@@ -263,26 +263,26 @@ func (d *byNameDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 	for _, in := range list {
 		entries = append(entries, fuse.DirEntry{Name: in.Name, Mode: syscall.S_IFLNK, Ino: d.t.ino(in.GUID, kindLink)})
 	}
-	return gofs.NewListDirStream(entries), 0
+	return fs.NewListDirStream(entries), 0
 }
 
 // symlink is by-name/<name>, pointing at ../<guid>.
 type symlink struct {
-	gofs.Inode
+	fs.Inode
 	t      *tree
 	target string
 }
 
 var (
-	_ = (gofs.NodeReadlinker)((*symlink)(nil)) // the target
-	_ = (gofs.NodeGetattrer)((*symlink)(nil))  // its length and owner
+	_ = (fs.NodeReadlinker)((*symlink)(nil)) // the target
+	_ = (fs.NodeGetattrer)((*symlink)(nil))  // its length and owner
 )
 
 func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(l.target), 0
 }
 
-func (l *symlink) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (l *symlink) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	l.t.attr(&out.Attr, linkMode, len(l.target), time.Time{})
 	out.SetTimeout(dirTimeout)
 	return 0
@@ -290,20 +290,20 @@ func (l *symlink) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 
 // integrationDir is <guid>/, holding access_token, expiry and meta.json.
 type integrationDir struct {
-	gofs.Inode
+	fs.Inode
 	t    *tree
 	guid string
 }
 
 var (
-	_ = (gofs.NodeOnAdder)((*integrationDir)(nil))   // adds the three files
-	_ = (gofs.NodeLookuper)((*integrationDir)(nil))  // vanishes on removal
-	_ = (gofs.NodeGetattrer)((*integrationDir)(nil)) // owner-only mode
+	_ = (fs.NodeOnAdder)((*integrationDir)(nil))   // adds the three files
+	_ = (fs.NodeLookuper)((*integrationDir)(nil))  // vanishes on removal
+	_ = (fs.NodeGetattrer)((*integrationDir)(nil)) // owner-only mode
 )
 
 func (d *integrationDir) OnAdd(ctx context.Context) {
-	add := func(name string, kind int, n gofs.InodeEmbedder) {
-		d.AddChild(name, d.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: d.t.ino(d.guid, kind)}), false)
+	add := func(name string, kind int, n fs.InodeEmbedder) {
+		d.AddChild(name, d.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: d.t.ino(d.guid, kind)}), false)
 	}
 	src := tokenSource{t: d.t, guid: d.guid}
 	add("access_token", kindToken, &tokenFile{tokenSource: src})
@@ -311,11 +311,11 @@ func (d *integrationDir) OnAdd(ctx context.Context) {
 	add("meta.json", kindMeta, metaFile(d.t, d.guid))
 }
 
-func (d *integrationDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (d *integrationDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return d.t.dirAttr(out)
 }
 
-func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ch := d.GetChild(name)
 	if ch == nil {
 		return nil, syscall.ENOENT
@@ -333,7 +333,7 @@ type tokenSource struct {
 func (s tokenSource) token(ctx context.Context, op string) (*credential.Token, syscall.Errno) {
 	var tok *credential.Token
 	e := s.t.call(ctx, op, s.guid+"/access_token", func(ctx context.Context) (err error) {
-		tok, err = s.t.Broker.Token(ctx, s.guid)
+		tok, err = s.t.Source.Token(ctx, s.guid)
 		return err
 	})
 	return tok, e
@@ -378,20 +378,20 @@ func (s tokenSource) stat(ctx context.Context, out *fuse.AttrOut, size func(*cre
 // tokenFile is <guid>/access_token. Opening it asks the broker for a valid
 // token and snapshots it in the handle.
 type tokenFile struct {
-	gofs.Inode
+	fs.Inode
 	tokenSource
 }
 
 var (
-	_ = (gofs.NodeOpener)((*tokenFile)(nil))    // refresh-on-read snapshot
-	_ = (gofs.NodeGetattrer)((*tokenFile)(nil)) // exact current size
+	_ = (fs.NodeOpener)((*tokenFile)(nil))    // refresh-on-read snapshot
+	_ = (fs.NodeGetattrer)((*tokenFile)(nil)) // exact current size
 )
 
-func (f *tokenFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (f *tokenFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return f.stat(ctx, out, (*credential.Token).Len)
 }
 
-func (f *tokenFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *tokenFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	tok, e := f.open(ctx, flags)
 	if e != 0 {
 		return nil, 0, e
@@ -404,7 +404,7 @@ func (f *tokenFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 // the token's enclave, no locked memory between reads.
 type tokenHandle struct{ tok *credential.Token }
 
-var _ = (gofs.FileReader)((*tokenHandle)(nil)) // serves the snapshot
+var _ = (fs.FileReader)((*tokenHandle)(nil)) // serves the snapshot
 
 func (h *tokenHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(h.tok.Len()) {
@@ -435,22 +435,22 @@ func (r *lockedResult) Done()                              { r.release() }
 // expiryFile is <guid>/expiry: the token's expiry as RFC 3339, or empty.
 // Like access_token it refreshes on open.
 type expiryFile struct {
-	gofs.Inode
+	fs.Inode
 	tokenSource
 }
 
 var (
-	_ = (gofs.NodeOpener)((*expiryFile)(nil))    // refresh-on-read snapshot
-	_ = (gofs.NodeGetattrer)((*expiryFile)(nil)) // exact current size
+	_ = (fs.NodeOpener)((*expiryFile)(nil))    // refresh-on-read snapshot
+	_ = (fs.NodeGetattrer)((*expiryFile)(nil)) // exact current size
 )
 
 func expiryText(t *credential.Token) string { return credential.FormatTime(t.Expiry()) }
 
-func (f *expiryFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (f *expiryFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return f.stat(ctx, out, func(t *credential.Token) int { return len(expiryText(t)) })
 }
 
-func (f *expiryFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *expiryFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	tok, e := f.open(ctx, flags)
 	if e != 0 {
 		return nil, 0, e
@@ -462,7 +462,7 @@ func (f *expiryFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 // snapshot of the bytes.
 type bytesHandle []byte
 
-var _ = (gofs.FileReader)((bytesHandle)(nil)) // serves the snapshot
+var _ = (fs.FileReader)((bytesHandle)(nil)) // serves the snapshot
 
 func (h bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(len(h)) {
@@ -479,28 +479,28 @@ func (h bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 // integrations.json. It never causes a refresh or a network call. Each
 // open snapshots the document.
 type jsonFile struct {
-	gofs.Inode
+	fs.Inode
 	t    *tree
 	name string                                 // for logs
 	doc  func(ctx context.Context) (any, error) // what the file shows now
 }
 
 var (
-	_ = (gofs.NodeOpener)((*jsonFile)(nil))    // snapshot of the JSON
-	_ = (gofs.NodeGetattrer)((*jsonFile)(nil)) // its exact size
+	_ = (fs.NodeOpener)((*jsonFile)(nil))    // snapshot of the JSON
+	_ = (fs.NodeGetattrer)((*jsonFile)(nil)) // its exact size
 )
 
 // metaFile returns the node of <guid>/meta.json.
 func metaFile(t *tree, guid string) *jsonFile {
 	return &jsonFile{t: t, name: guid + "/meta.json", doc: func(ctx context.Context) (any, error) {
-		return t.Broker.Integration(ctx, guid)
+		return t.Source.Integration(ctx, guid)
 	}}
 }
 
 // indexFile returns the node of integrations.json.
 func indexFile(t *tree) *jsonFile {
 	return &jsonFile{t: t, name: "integrations.json", doc: func(ctx context.Context) (any, error) {
-		list, err := t.Broker.Integrations(ctx)
+		list, err := t.Source.Integrations(ctx)
 		if list == nil {
 			list = []credential.Integration{}
 		}
@@ -521,7 +521,7 @@ func (f *jsonFile) content(ctx context.Context, op string) ([]byte, syscall.Errn
 	return b, e
 }
 
-func (f *jsonFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (f *jsonFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	b, e := f.content(ctx, "getattr")
 	if e != 0 {
 		return e
@@ -530,7 +530,7 @@ func (f *jsonFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 	return 0
 }
 
-func (f *jsonFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *jsonFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if e := readOnly(flags); e != 0 {
 		return nil, 0, e
 	}

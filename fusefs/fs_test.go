@@ -1,4 +1,4 @@
-package fs_test
+package fusefs_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/credential"
-	oafs "github.com/oauthfs/oauthfs/fs"
+	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 )
 
@@ -83,8 +83,8 @@ func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token,
 
 func (f *fakeBroker) set(fn func()) { f.mu.Lock(); fn(); f.mu.Unlock() }
 
-func mount(t *testing.T, b oafs.Broker) string {
-	return fusetest.Mount(t, oafs.NewRoot(oafs.Options{Broker: b, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Timeout: 5 * time.Second}))
+func mount(t *testing.T, b fusefs.Source) string {
+	return fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: b, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Timeout: 5 * time.Second}))
 }
 
 func TestLayout(t *testing.T) {
