@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/testutil"
 )
@@ -40,7 +41,7 @@ func TestCrashDuringRefreshes(t *testing.T) {
 	dir := t.TempDir()
 	b := mustPersistent(t, p, dir)
 	a, r, exp := p.Grant()
-	if err := b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp}); err != nil {
+	if err := b.Put(uid, "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp}); err != nil {
 		t.Fatal(err)
 	}
 

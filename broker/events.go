@@ -5,19 +5,33 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/oauthfs/oauthfs/credential"
 )
 
-// Event is credential.Event.
-type Event = credential.Event
+// Event tells a session that what it may have cached about a user's
+// credentials is stale: one integration's (GUID), or everything's (a
+// reload, GUID empty). The first event of a stream is a hello.
+type Event struct {
+	Seq  uint64    `json:"seq"` // counts the events of one stream, from 1
+	Kind EventKind `json:"kind"`
+	GUID string    `json:"guid,omitempty"`
+}
 
-// ackTimeout bounds how long a change waits for sessions to acknowledge
+// EventKind says what an Event is about.
+type EventKind string
+
+// The kinds of [Event].
+const (
+	EventHello   EventKind = "hello"   // the stream is live; drop everything cached
+	EventChanged EventKind = "changed" // one integration's credentials changed
+	EventReload  EventKind = "reload"  // the configuration changed; drop everything
+)
+
+// AckTimeout bounds how long a change waits for sessions to acknowledge
 // its event, all sessions together. A session that does not answer in
 // time is dropped (its stream closes, and a client clears its whole cache
 // when that happens), so no session can hold up a change, a reload or a
 // shutdown for longer.
-const ackTimeout = 2 * time.Second
+const AckTimeout = 2 * time.Second
 
 // maxStreamsPerUser bounds one user's event streams (one per session
 // mount).
@@ -123,11 +137,11 @@ func (b *Broker) Close() {
 }
 
 // publish sends an event to the sessions of user uid (every user when uid
-// is -1) and waits until each has acknowledged it, or until ackTimeout has
+// is -1) and waits until each has acknowledged it, or until AckTimeout has
 // passed since publish began, whichever is first; sessions that did not
 // acknowledge by then are dropped. When publish returns, no live session
 // serves what the event made stale.
-func (b *Broker) publish(uid int, kind, guid string) {
+func (b *Broker) publish(uid int, kind EventKind, guid string) {
 	h := &b.events
 	type waiter struct {
 		s   *Subscription
@@ -151,7 +165,7 @@ func (b *Broker) publish(uid int, kind, guid string) {
 	if len(waiting) == 0 {
 		return
 	}
-	deadline := time.NewTimer(ackTimeout)
+	deadline := time.NewTimer(AckTimeout)
 	defer deadline.Stop()
 	expired := false
 	for _, w := range waiting {

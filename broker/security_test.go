@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -64,7 +63,7 @@ func TestAuthStyleIsNeverRetried(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, rt, _ := p.Grant()
-			b.Put(uid, "Test", Credentials{AccessToken: []byte("old"), RefreshToken: []byte(rt), Expiry: time.Now().Add(-time.Minute)})
+			b.Put(uid, "Test", credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Minute)})
 			want := style
 			if want == "" {
 				want = "basic"
@@ -88,7 +87,7 @@ func TestHugeProviderErrorIsBounded(t *testing.T) {
 	b := mustPersistent(t, p, t.TempDir())
 	var logs strings.Builder
 	_, rt, _ := p.Grant()
-	b.Put(uid, "Test", Credentials{AccessToken: []byte("old"), RefreshToken: []byte(rt), Expiry: time.Now().Add(-time.Minute)})
+	b.Put(uid, "Test", credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Minute)})
 	p.SetMode(localprovider.HugeError)
 	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrUnavailable) {
 		t.Fatalf("Token = %v; want ErrUnavailable", err)
@@ -106,7 +105,7 @@ func TestHugeProviderErrorIsBounded(t *testing.T) {
 	}
 	// Saving still works, for this credential and for a new one.
 	p.SetMode(localprovider.OK)
-	if err := b.Put(uid, "Test", Credentials{AccessToken: []byte("new")}); err != nil {
+	if err := b.Put(uid, "Test", credential.Tokens{Access: []byte("new")}); err != nil {
 		t.Errorf("Put after the huge error = %v", err)
 	}
 	b.mu.Lock()
@@ -128,11 +127,7 @@ func TestProviderTextIsCleaned(t *testing.T) {
 	}))
 	defer evil.Close()
 	f.signIn(t)
-	f.b.mu.Lock()
-	for _, in := range f.b.integrations {
-		in.cfg.TokenURL = evil.URL
-	}
-	f.b.mu.Unlock()
+	setTokenURL(f.b, evil.URL)
 	f.clock.Advance(2 * time.Hour)
 	f.b.Token(context.Background(), uid, "Test")
 	m, _ := f.b.Integration(uid, "Test")
@@ -152,17 +147,17 @@ func TestExpiresInIsClamped(t *testing.T) {
 		{0, time.Time{}},
 		{-5, time.Time{}},
 		{3600, now.Add(time.Hour)},
-		{9300000000, now.Add(maxLifetime)},
-		{1 << 62, now.Add(maxLifetime)},
+		{9300000000, now.Add(credential.MaxLifetime)},
+		{1 << 62, now.Add(credential.MaxLifetime)},
 	} {
-		if got := expiryFrom(tc.in, now); !got.Equal(tc.want) {
+		if got := credential.ExpiryFrom(tc.in, now); !got.Equal(tc.want) {
 			t.Errorf("expiryFrom(%d) = %v; want %v", tc.in, got, tc.want)
 		}
 	}
 }
 
 // TestUnackedStreamsCannotStallChanges: sessions that never acknowledge
-// hold a change up for ackTimeout at most, all together, and are dropped.
+// hold a change up for AckTimeout at most, all together, and are dropped.
 func TestUnackedStreamsCannotStallChanges(t *testing.T) {
 	f := newFixture(t, time.Second)
 	var subs []*Subscription
@@ -181,10 +176,10 @@ func TestUnackedStreamsCannotStallChanges(t *testing.T) {
 	}()
 	select {
 	case took := <-done:
-		if took > 2*ackTimeout {
-			t.Errorf("Put took %v with silent sessions; want at most about %v", took, ackTimeout)
+		if took > 2*AckTimeout {
+			t.Errorf("Put took %v with silent sessions; want at most about %v", took, AckTimeout)
 		}
-	case <-time.After(10 * ackTimeout):
+	case <-time.After(10 * AckTimeout):
 		t.Fatal("Put hangs on sessions that never acknowledge")
 	}
 	for i, s := range subs {
@@ -197,7 +192,7 @@ func TestUnackedStreamsCannotStallChanges(t *testing.T) {
 	// The next change does not wait at all.
 	start := time.Now()
 	f.signIn(t)
-	if took := time.Since(start); took > ackTimeout/2 {
+	if took := time.Since(start); took > AckTimeout/2 {
 		t.Errorf("a change with no live session took %v", took)
 	}
 }
@@ -214,7 +209,7 @@ func TestStreamSeqIsPerStream(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 5; i++ {
-		f.b.Put(uid+1, "Test", Credentials{AccessToken: []byte("x")})
+		f.b.Put(uid+1, "Test", credential.Tokens{Access: []byte("x")})
 	}
 	go func() {
 		for ev := range mine.C {
@@ -255,139 +250,9 @@ func TestStreamsPerUserAreCapped(t *testing.T) {
 	}
 }
 
-// TestSignInCapIsPerUser: one user starting and cancelling sign-ins, or
-// holding many open, cannot stop another user from signing in.
-func TestSignInCapIsPerUser(t *testing.T) {
-	f := newSigninFixture(t)
-	for i := 0; i < maxSignIns/8; i++ { // well past the old global cap of 1,000
-		si, err := f.b.StartSignIn(uid, "Test")
-		if err != nil {
-			t.Fatalf("sign-in #%d = %v; finished ones must free their slot at once", i+1, err)
-		}
-		f.b.CancelSignIn(uid, si.ID)
-	}
-	for i := 0; i < maxSignInsPerUser; i++ {
-		if _, err := f.b.StartSignIn(uid, "Test"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := f.b.StartSignIn(uid, "Test"); !errors.Is(err, ErrSignIn) || !strings.Contains(err.Error(), "in progress") {
-		t.Errorf("a sign-in past the user's cap = %v; want refused", err)
-	}
-	if _, err := f.b.StartSignIn(uid+1, "Test"); err != nil {
-		t.Errorf("another user's sign-in = %v; want it to work", err)
-	}
-	if n := len(f.b.signins.ended); n > maxEnded {
-		t.Errorf("%d ended sign-ins kept; want at most %d", n, maxEnded)
-	}
-}
-
-// TestStartPageConfirmsWhoAndWhere: the start link shows whom the tokens
-// will go to before anything happens, and only its own form, from the
-// browser it was shown to, continues.
-func TestStartPageConfirmsWhoAndWhere(t *testing.T) {
-	f := newSigninFixture(t)
-	si, _ := f.b.StartSignIn(uid, "Test")
-	c := browser(false)
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	code, page := get(t, c, si.URL)
-	if code != 200 || !strings.Contains(page, "Sign in to Test for user "+userName(uid)+" on host "+hostName()) ||
-		f.p.LastAuthorize() != nil {
-		t.Fatalf("start page = %d %q; want the confirmation naming user and host, and no request to the provider yet", code, page)
-	}
-	fields := url.Values{}
-	for _, m := range hiddenRE.FindAllStringSubmatch(page, -1) {
-		fields.Set(m[1], m[2])
-	}
-	post := func(c *http.Client, form url.Values, origin string) int {
-		req, _ := http.NewRequest("POST", f.web.URL+"/start", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if origin != "" {
-			req.Header.Set("Origin", origin)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	noCSRF := url.Values{"state": {fields.Get("state")}, "action": {"continue"}}
-	if code := post(c, noCSRF, ""); code != 403 {
-		t.Errorf("POST without the csrf field = %d; want 403", code)
-	}
-	full := url.Values{"state": {fields.Get("state")}, "csrf": {fields.Get("csrf")}, "action": {"continue"}}
-	if code := post(c, full, "https://evil.example"); code != 403 {
-		t.Errorf("POST from a foreign origin = %d; want 403", code)
-	}
-	other := browser(false)
-	other.CheckRedirect = c.CheckRedirect
-	if code := post(other, full, ""); code != 403 {
-		t.Errorf("POST from another browser = %d; want 403", code)
-	}
-	if f.p.LastAuthorize() != nil {
-		t.Fatal("a refused POST reached the provider")
-	}
-	if code := post(c, full, f.web.URL); code != http.StatusSeeOther {
-		t.Errorf("Continue = %d; want 303 to the provider", code)
-	}
-}
-
-// TestStartLinkWorksForOneBrowser: a second browser opening the start link
-// is refused, and the sign-in fails, so the waiting command says so.
-func TestStartLinkWorksForOneBrowser(t *testing.T) {
-	f := newSigninFixture(t)
-	si, _ := f.b.StartSignIn(uid, "Test")
-	first := browser(true)
-	if code, _ := get(t, first, si.URL); code != 200 {
-		t.Fatalf("first visit = %d", code)
-	}
-	if code, _ := get(t, first, si.URL); code != 200 {
-		t.Errorf("a reload in the same browser = %d; want the page again", code)
-	}
-	code, page := get(t, browser(true), si.URL)
-	if code != 400 || !strings.Contains(page, "already opened in another browser") {
-		t.Errorf("second browser = %d %q; want it refused", code, page)
-	}
-	st := f.status(t, uid, si)
-	if st.Status != credential.SignInFailed || !strings.Contains(st.Message, "second browser") {
-		t.Errorf("sign-in status = %+v; want failed, naming the second browser", st)
-	}
-}
-
-// TestSignInNamesTheAccount: the waiting command and the callback page say
-// which provider account signed in.
-func TestSignInNamesTheAccount(t *testing.T) {
-	f := newSigninFixture(t)
-	f.b.mu.Lock()
-	for _, in := range f.b.integrations {
-		in.cfg.UserinfoURL = f.p.URL + "/userinfo"
-	}
-	f.b.mu.Unlock()
-	si, _ := f.b.StartSignIn(uid, "Test")
-	code, page := signInAll(t, si.URL)
-	if code != 200 || !strings.Contains(page, "Signed in to Test as dev-user") {
-		t.Errorf("callback page = %d %q; want it to name the account", code, page)
-	}
-	if st := f.status(t, uid, si); st.Account != "dev-user" {
-		t.Errorf("sign-in status = %+v; want account dev-user", st)
-	}
-	if m, _ := f.b.Integration(uid, "Test"); m.Account == nil || *m.Account != "dev-user" {
-		t.Errorf("meta account = %v; want dev-user", m.Account)
-	}
-}
-
-func TestAccountName(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{`{"sub":"abc","email":"alice@example.com"}`, "alice@example.com"},
-		{`{"login":"octocat","id":1}`, "octocat"},
-		{`{"sub":"248289761001"}`, "248289761001"},
-		{`{"email":"a\u001b[2J@x"}`, "a [2J@x"},
-		{`{"id":5}`, ""},
-		{`not json`, ""},
-	} {
-		if got := accountName([]byte(tc.in)); got != tc.want {
-			t.Errorf("accountName(%s) = %q; want %q", tc.in, got, tc.want)
-		}
+// setTokenURL points every integration of b at the token endpoint u.
+func setTokenURL(b *Broker, u string) {
+	for _, p := range b.reg.all() {
+		p.Config().TokenURL = u
 	}
 }

@@ -3,12 +3,10 @@ package broker
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/store"
 )
 
 // persistent builds a broker with a store in dir on provider p.
@@ -46,7 +45,11 @@ token_url = "%s/token"
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(cfg, Options{})
+	st, err := store.OpenFile(*cfg.Settings.StateDir, cfg.Settings.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return New(cfg, Options{Store: st})
 }
 
 func mustPersistent(t *testing.T, p *localprovider.Provider, dir string) *Broker {
@@ -65,7 +68,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	b := mustPersistent(t, p, dir)
 	a, r, exp := p.Grant()
-	if err := b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp, Scopes: []string{"read", "write"}}); err != nil {
+	if err := b.Put(uid, "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp, Scopes: []string{"read", "write"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -103,7 +106,7 @@ func TestStoreRoundTrip(t *testing.T) {
 
 	// A rotated refresh token is what the next process uses.
 	p.SetLifetime(time.Second)
-	b2.Put(uid, "Test", Credentials{AccessToken: []byte("x"), RefreshToken: []byte(r), Expiry: time.Now().Add(-time.Second)})
+	b2.Put(uid, "Test", credential.Tokens{Access: []byte("x"), Refresh: []byte(r), Expiry: time.Now().Add(-time.Second)})
 	_, err = b2.Token(context.Background(), uid, "Test")
 	if err != nil || p.AcceptsRefresh(r) {
 		t.Fatalf("refresh = %v; want a rotation", err)
@@ -127,7 +130,7 @@ func TestStoreExpiredStateIsPersisted(t *testing.T) {
 	dir := t.TempDir()
 	b := mustPersistent(t, p, dir)
 	a, r, _ := p.Grant()
-	b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: time.Now().Add(-time.Minute)})
+	b.Put(uid, "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: time.Now().Add(-time.Minute)})
 	p.SetMode(localprovider.InvalidGrant)
 	if _, err := b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrExpired) {
 		t.Fatalf("Token = %v", err)
@@ -141,7 +144,7 @@ func TestStoreExpiredStateIsPersisted(t *testing.T) {
 func TestStoreMemoryOnlyWritesNothing(t *testing.T) {
 	f := newFixture(t, time.Second) // state_dir = ""
 	f.signIn(t)
-	if f.b.store != nil {
+	if f.b.store != nil { // New without a store keeps credentials in memory
 		t.Errorf("memory-only broker has a store")
 	}
 }
@@ -192,8 +195,8 @@ func TestStoreDamage(t *testing.T) {
 			dir := t.TempDir()
 			b := mustPersistent(t, p, dir)
 			a, r, exp := p.Grant()
-			b.Put(uid, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp})
-			b.Put(uid+1, "Test", Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp})
+			b.Put(uid, "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp})
+			b.Put(uid+1, "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp})
 			file := recordFile(t, b, dir)
 			tc.damage(t, dir, file)
 			victim := file
@@ -211,16 +214,16 @@ func TestStoreDamage(t *testing.T) {
 				vuid = uid + 1
 			}
 			err := b2.Load(vuid)
-			if !errors.Is(err, ErrStore) || !strings.Contains(err.Error(), victim) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Load = %v; want ErrStore naming %s and %q", err, victim, tc.want)
+			if !errors.Is(err, store.ErrUnusable) || !strings.Contains(err.Error(), victim) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v; want store.ErrUnusable naming %s and %q", err, victim, tc.want)
 			}
-			if _, err := b2.Token(context.Background(), vuid, "Test"); !errors.Is(err, ErrStore) || !errors.Is(err, credential.ErrUnavailable) {
+			if _, err := b2.Token(context.Background(), vuid, "Test"); !errors.Is(err, store.ErrUnusable) || !errors.Is(err, credential.ErrUnavailable) {
 				t.Errorf("Token = %v; want the store error (EIO)", err)
 			}
-			if err := b2.Put(vuid, "Test", Credentials{AccessToken: []byte("new")}); !errors.Is(err, ErrStore) {
+			if err := b2.Put(vuid, "Test", credential.Tokens{Access: []byte("new")}); !errors.Is(err, store.ErrUnusable) {
 				t.Errorf("Put = %v; want it refused", err)
 			}
-			if _, err := b2.Forget(vuid, "Test"); !errors.Is(err, ErrStore) {
+			if _, err := b2.Forget(vuid, "Test"); !errors.Is(err, store.ErrUnusable) {
 				t.Errorf("Forget = %v; want it refused", err)
 			}
 			m, _ := b2.Integration(vuid, "Test")
@@ -240,10 +243,10 @@ func TestStoreKeyFile(t *testing.T) {
 	t.Run("missing key with stores present", func(t *testing.T) {
 		dir := t.TempDir()
 		b := mustPersistent(t, p, dir)
-		b.Put(uid, "Test", Credentials{AccessToken: []byte("a")})
+		b.Put(uid, "Test", credential.Tokens{Access: []byte("a")})
 		os.Remove(filepath.Join(dir, "key"))
 		_, err := persistent(t, p, dir)
-		if !errors.Is(err, ErrStore) || !strings.Contains(err.Error(), "key_file") || !strings.Contains(err.Error(), "restore the key file") {
+		if !errors.Is(err, store.ErrKeyMissing) || !strings.Contains(err.Error(), "key_file") || !strings.Contains(err.Error(), "is missing") {
 			t.Errorf("New = %v; want a refusal naming key_file", err)
 		}
 		if _, err := os.Stat(filepath.Join(dir, "key")); err == nil {
@@ -273,121 +276,6 @@ func TestStoreKeyFile(t *testing.T) {
 	})
 }
 
-// sealV1 writes recs in the first store format (one file per user), as
-// oauthfs did before per-record files.
-func sealV1(t *testing.T, s *store, uid int, recs []struct{ guid, access, refresh string }) {
-	t.Helper()
-	var p []byte
-	p = binary.BigEndian.AppendUint32(p, uint32(len(recs)))
-	for _, r := range recs {
-		p = appendStr16(p, r.guid)
-		p = append(p, 1) // signed in
-		p = binary.BigEndian.AppendUint64(p, uint64(time.Now().Add(time.Hour).UnixNano()))
-		p = binary.BigEndian.AppendUint64(p, uint64(time.Now().UnixNano()))
-		p = binary.BigEndian.AppendUint32(p, uint32(len(r.access)))
-		p = append(p, r.access...)
-		p = binary.BigEndian.AppendUint32(p, uint32(len(r.refresh)))
-		p = append(p, r.refresh...)
-		p = appendStr16(p, "read")
-		p = appendStr16(p, "")
-	}
-	aead, err := s.aead()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, aead.NonceSize())
-	out := append([]byte(storeMagicV1), nonce...)
-	out = aead.Seal(out, nonce, p, []byte(storeMagicV1+" uid="+strconv.Itoa(uid)))
-	if err := os.WriteFile(filepath.Join(s.dir, strconv.Itoa(uid)+".store"), out, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestStoreMigratesTheFirstFormat(t *testing.T) {
-	p := localprovider.New()
-	defer p.Close()
-	dir := t.TempDir()
-	b := mustPersistent(t, p, dir)
-	m, _ := b.Integration(uid, "Test")
-	a, r, _ := p.Grant()
-	sealV1(t, b.store, uid, []struct{ guid, access, refresh string }{
-		{m.GUID, a, r},
-		{"11111111-2222-4333-8444-555555555555", "removed-at", "removed-rt"}, // an integration no longer configured
-	})
-	b2 := mustPersistent(t, p, dir)
-	tok, err := b2.Token(context.Background(), uid, "Test")
-	if err != nil || read(t, tok) != a {
-		t.Fatalf("Token after migration = %v; want the token of the old store", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "1000.store")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the old store file is still there after migration: %v", err)
-	}
-	for _, g := range []string{m.GUID, "11111111-2222-4333-8444-555555555555"} {
-		if _, err := os.Stat(filepath.Join(dir, "1000", g+".cred")); err != nil {
-			t.Errorf("record %s after migration: %v", g, err)
-		}
-	}
-	// And it all survives one more restart, in the new format.
-	if tok, err := mustPersistent(t, p, dir).Token(context.Background(), uid, "Test"); err != nil || read(t, tok) != a {
-		t.Errorf("Token after a second restart = %v", err)
-	}
-}
-
-// TestStoreRefusesPlantedState plays another user who prepared the state
-// directory or the key: the broker refuses them with a reason and a fix.
-func TestStoreRefusesPlantedState(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to give files to another user")
-	}
-	p := localprovider.New()
-	defer p.Close()
-	const other = 65534 // nobody
-	for _, tc := range []struct {
-		name  string
-		plant func(t *testing.T, dir string)
-		want  []string
-	}{
-		{"state_dir owned by another user", func(t *testing.T, dir string) {
-			os.Chown(dir, other, other)
-		}, []string{"state_dir", "belongs to uid 65534", "planted"}},
-		{"state_dir writable by others", func(t *testing.T, dir string) {
-			os.Chmod(dir, 0o777)
-		}, []string{"state_dir", "mode 0777", "chmod 0755"}},
-		{"key owned by another user", func(t *testing.T, dir string) {
-			os.WriteFile(filepath.Join(dir, "key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o600)
-			os.Chown(filepath.Join(dir, "key"), other, other)
-		}, []string{"key_file", "belongs to uid 65534"}},
-		{"key readable by others", func(t *testing.T, dir string) {
-			os.WriteFile(filepath.Join(dir, "key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o644)
-		}, []string{"key_file", "mode 0644", "chmod 0600"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			tc.plant(t, dir)
-			_, err := persistent(t, p, dir)
-			if err == nil {
-				t.Fatal("New accepted the planted state")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("New = %v; want it to say %q", err, w)
-				}
-			}
-		})
-	}
-	t.Run("record planted by another user", func(t *testing.T) {
-		dir := t.TempDir()
-		b := mustPersistent(t, p, dir)
-		b.Put(uid, "Test", Credentials{AccessToken: []byte("mine")})
-		f := recordFile(t, b, dir)
-		os.Chown(f, other, other)
-		err := mustPersistent(t, p, dir).Load(uid)
-		if !errors.Is(err, ErrStore) || !strings.Contains(err.Error(), "belongs to uid 65534") {
-			t.Errorf("Load = %v; want the planted record refused", err)
-		}
-	})
-}
-
 // TestStoreSaveTouchesOneRecord shows that a save does not depend on the
 // other credentials a user holds: it writes its own file only.
 func TestStoreSaveTouchesOneRecord(t *testing.T) {
@@ -396,7 +284,7 @@ func TestStoreSaveTouchesOneRecord(t *testing.T) {
 	dir := t.TempDir()
 	b := manyIntegrations(t, p, dir, 50)
 	for i := 0; i < 50; i++ {
-		if err := b.Put(uid, fmt.Sprintf("I%d", i), Credentials{AccessToken: []byte(fmt.Sprintf("at-%d", i))}); err != nil {
+		if err := b.Put(uid, fmt.Sprintf("I%d", i), credential.Tokens{Access: []byte(fmt.Sprintf("at-%d", i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -407,7 +295,7 @@ func TestStoreSaveTouchesOneRecord(t *testing.T) {
 		before[f] = st.ModTime()
 	}
 	time.Sleep(20 * time.Millisecond)
-	if err := b.Put(uid, "I7", Credentials{AccessToken: []byte("new")}); err != nil {
+	if err := b.Put(uid, "I7", credential.Tokens{Access: []byte("new")}); err != nil {
 		t.Fatal(err)
 	}
 	changed := 0
@@ -433,7 +321,11 @@ func manyIntegrations(t testing.TB, p *localprovider.Provider, dir string, n int
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(cfg, Options{})
+	st, err := store.OpenFile(dir, filepath.Join(dir, "key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, Options{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,24 +342,26 @@ func BenchmarkSave(b *testing.B) {
 		dir := b.TempDir()
 		br := manyIntegrations(b, p, dir, n)
 		for i := 0; i < n; i++ {
-			if err := br.Put(uid, fmt.Sprintf("I%d", i), Credentials{AccessToken: []byte("at"), Expiry: time.Now().Add(time.Hour)}); err != nil {
+			if err := br.Put(uid, fmt.Sprintf("I%d", i), credential.Tokens{Access: []byte("at"), Expiry: time.Now().Add(time.Hour)}); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.Run(fmt.Sprintf("put/creds=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				if err := br.Put(uid, "I1", Credentials{AccessToken: []byte("at-new")}); err != nil {
+				if err := br.Put(uid, "I1", credential.Tokens{Access: []byte("at-new")}); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 		b.Run(fmt.Sprintf("refresh/creds=%d", n), func(b *testing.B) {
 			_, rt, _ := p.Grant()
-			br.Put(uid, "I2", Credentials{AccessToken: []byte("old"), RefreshToken: []byte(rt), Expiry: time.Now().Add(-time.Second)})
+			br.Put(uid, "I2", credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Second)})
+			i2, _ := br.Provider("I2")
+			g := i2.Config().GUID.String()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				br.mu.Lock()
-				br.users[uid][br.byName["I2"].cfg.GUID.String()].access = nil // due now
+				br.users[uid][g].access = nil // due now
 				br.mu.Unlock()
 				if _, err := br.Token(context.Background(), uid, "I2"); err != nil {
 					b.Fatal(err)

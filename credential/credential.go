@@ -29,6 +29,9 @@ var (
 	ErrPermission = errors.New("permission denied")
 	// ErrSignIn: a sign-in could not be started or completed.
 	ErrSignIn = errors.New("sign-in failed")
+	// ErrBadRequest: a request is malformed (a body that does not parse,
+	// an empty or oversized token).
+	ErrBadRequest = errors.New("bad request")
 )
 
 // Status is the sign-in status shown in meta.json.
@@ -231,58 +234,32 @@ func (t *Token) Valid(now time.Time, margin time.Duration) bool {
 	return t != nil && (t.expiry.IsZero() || now.Add(margin).Before(t.expiry))
 }
 
-// SignInStatus is the state of one sign-in as seen by the user waiting on
-// it.
-type SignInStatus struct {
-	Status  string `json:"status"` // SignInPending, SignInSignedIn or SignInFailed
-	Message string `json:"message,omitempty"`
-	Name    string `json:"name"`
-	GUID    string `json:"guid"`
-	// Account names the provider account that signed in, when the
-	// provider said (an email, a login or an OIDC sub).
-	Account string `json:"account,omitempty"`
+// Tokens are what a sign-in, or an import, gives the broker to keep for
+// a user. Whoever takes them wipes the byte slices (Broker.Put does).
+type Tokens struct {
+	Access  []byte
+	Refresh []byte    // may be empty
+	Expiry  time.Time // zero: the token does not expire
+	Scopes  []string  // granted scopes, if the provider said
+	// Account names the provider account that signed in (an email, a
+	// login or an OIDC sub), when the provider said; shown, never trusted.
+	Account string
 }
 
-// The values of SignInStatus.Status.
-const (
-	SignInPending  = "pending"
-	SignInSignedIn = "signed_in"
-	SignInFailed   = "failed"
-)
+// MaxLifetime bounds a token's expires_in: a larger value (or one that
+// would overflow a time.Duration) is taken to mean ten years.
+const MaxLifetime = 10 * 365 * 24 * time.Hour
 
-// SignIn is a started sign-in: the link to open and how to wait for it.
-type SignIn struct {
-	ID      string    `json:"login_id"`
-	URL     string    `json:"url"`
-	Expires time.Time `json:"expires"`
-	Name    string    `json:"name"`
-	GUID    string    `json:"guid"`
+// ExpiryFrom turns a token response's expires_in (seconds; 0 or less: no
+// expiry) into a time after now, clamped to MaxLifetime. Expiries count
+// from the broker's clock, not x/oauth2's, so that the margin rule and
+// tests share one notion of now.
+func ExpiryFrom(expiresIn int64, now time.Time) time.Time {
+	if expiresIn <= 0 {
+		return time.Time{}
+	}
+	if expiresIn > int64(MaxLifetime/time.Second) {
+		return now.Add(MaxLifetime)
+	}
+	return now.Add(time.Duration(expiresIn) * time.Second)
 }
-
-// LogoutResult says what a sign-out did.
-type LogoutResult struct {
-	// SignedOut is true when there were tokens to forget.
-	SignedOut bool `json:"signed_out"`
-	// Revoked is true when the provider confirmed the revocation of the
-	// refresh token (or, without one, of the access token).
-	Revoked bool `json:"revoked"`
-	// RevocationError says why revocation failed or was skipped; the
-	// tokens are forgotten locally in any case.
-	RevocationError string `json:"revocation_error,omitempty"`
-}
-
-// Event tells a session that what it may have cached about a user's
-// credentials is stale: one integration's (GUID), or everything's (a
-// reload, GUID empty). The first event of a stream is a "hello".
-type Event struct {
-	Seq  uint64 `json:"seq"`  // counts the events of one stream
-	Kind string `json:"kind"` // EventHello, EventChanged or EventReload
-	GUID string `json:"guid,omitempty"`
-}
-
-// The values of Event.Kind.
-const (
-	EventHello   = "hello"
-	EventChanged = "changed"
-	EventReload  = "reload"
-)

@@ -18,6 +18,10 @@ import (
 // ErrMountpoint is wrapped by every error about an unusable mount point.
 var ErrMountpoint = errors.New("unusable mount point")
 
+// ErrNoFUSE is wrapped when a normal user cannot
+// mount: fusermount3 is missing or /dev/fuse is not open to them.
+var ErrNoFUSE = errors.New("FUSE unavailable to this user")
+
 // Mount mounts root at dir and returns the running server; the caller
 // unmounts it with server.Unmount. A stale mount left at dir by a killed
 // process is cleared first; a live one is refused.
@@ -53,15 +57,15 @@ func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, er
 	if err != nil {
 		if os.Geteuid() != 0 {
 			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
-				return nil, fmt.Errorf("fs: mount %s: %w (fusermount3 is missing: install the fuse3 package)", dir, err)
+				return nil, fmt.Errorf("fusefs: mount %s: %w (fusermount3 is missing): %w", dir, err, ErrNoFUSE)
 			}
 			if f, oerr := os.OpenFile("/dev/fuse", os.O_RDWR, 0); oerr != nil {
-				return nil, fmt.Errorf("fs: mount %s: %w (%v: on Debian /dev/fuse is mode 0666; ask your administrator)", dir, err, oerr)
+				return nil, fmt.Errorf("fusefs: mount %s: %w (%v): %w", dir, err, oerr, ErrNoFUSE)
 			} else {
 				f.Close()
 			}
 		}
-		return nil, fmt.Errorf("fs: mount %s: %w", dir, err)
+		return nil, fmt.Errorf("fusefs: mount %s: %w", dir, err)
 	}
 	return server, nil
 }
@@ -77,10 +81,10 @@ func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, er
 func PrepareMountpoint(dir string) error {
 	if fstype, ok := mountedAt(dir); ok {
 		if !strings.HasPrefix(fstype, "fuse") || !dead(dir) {
-			return fmt.Errorf("fs: %s is already mounted (%s); unmount it first (umount %s): %w", dir, fstype, dir, ErrMountpoint)
+			return fmt.Errorf("fusefs: %s is already mounted (%s); unmount it first (umount %s): %w", dir, fstype, dir, ErrMountpoint)
 		}
 		if err := unmountStale(dir); err != nil {
-			return fmt.Errorf("fs: %s holds a stale mount that could not be cleared: %w: %w", dir, err, ErrMountpoint)
+			return fmt.Errorf("fusefs: %s holds a stale mount that could not be cleared: %w: %w", dir, err, ErrMountpoint)
 		}
 	}
 	st, err := os.Stat(dir)
@@ -88,20 +92,20 @@ func PrepareMountpoint(dir string) error {
 		// Dead, but not in our mount table (another mount namespace's
 		// view, or a race with its unmount).
 		if err := unmountStale(dir); err != nil {
-			return fmt.Errorf("fs: %s holds a stale mount that could not be cleared: %w: %w", dir, err, ErrMountpoint)
+			return fmt.Errorf("fusefs: %s holds a stale mount that could not be cleared: %w: %w", dir, err, ErrMountpoint)
 		}
 		st, err = os.Stat(dir)
 	}
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("fs: mount point %s does not exist (create it with mkdir -p %s): %w", dir, dir, ErrMountpoint)
+		return fmt.Errorf("fusefs: mount point %s does not exist (create it with mkdir -p %s): %w", dir, dir, ErrMountpoint)
 	case err != nil:
-		return fmt.Errorf("fs: mount point %s: %w: %w", dir, err, ErrMountpoint)
+		return fmt.Errorf("fusefs: mount point %s: %w: %w", dir, err, ErrMountpoint)
 	case !st.IsDir():
-		return fmt.Errorf("fs: mount point %s is not a directory: %w", dir, ErrMountpoint)
+		return fmt.Errorf("fusefs: mount point %s is not a directory: %w", dir, ErrMountpoint)
 	}
 	if fstype, ok := mountedAt(dir); ok {
-		return fmt.Errorf("fs: %s is already mounted (%s); unmount it first (umount %s): %w", dir, fstype, dir, ErrMountpoint)
+		return fmt.Errorf("fusefs: %s is already mounted (%s); unmount it first (umount %s): %w", dir, fstype, dir, ErrMountpoint)
 	}
 	return nil
 }
@@ -113,13 +117,36 @@ func dead(dir string) bool {
 	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
 
-func unmountStale(dir string) error {
+func unmountStale(dir string) error { return Detach(dir) }
+
+// Detach unmounts dir lazily: the mount point is usable again at once,
+// and files still open on the old mount keep working until they are
+// closed. root uses umount2(MNT_DETACH); others need fusermount3.
+func Detach(dir string) error {
 	if os.Geteuid() == 0 {
 		return syscall.Unmount(dir, syscall.MNT_DETACH)
 	}
 	out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("fusermount3 -u -z: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Unmount unmounts the filesystem server serves at dir cleanly, waiting
+// up to five seconds for done (closed when the server has stopped), or,
+// when files are still open, detaches it so that the process can exit and
+// the mount point is usable again.
+func Unmount(server *fuse.Server, dir string, done <-chan struct{}) error {
+	if err := server.Unmount(); err != nil {
+		if derr := Detach(dir); derr != nil {
+			return fmt.Errorf("fusefs: unmount %s: %w; detach: %w", dir, err, derr)
+		}
+		return nil
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
 	}
 	return nil
 }

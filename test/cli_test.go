@@ -306,6 +306,9 @@ func TestCLI(t *testing.T) {
 				if code != tc.code || out != "" {
 					t.Errorf("%v: exit %d, stdout %q; want exit %d and no output", tc.args, code, out, tc.code)
 				}
+				if strings.Count(errOut, "oauthfs login") > 1 || strings.Count(errOut, "oauthfs list") > 1 {
+					t.Errorf("%v: stderr %q gives its advice twice", tc.args, errOut)
+				}
 				for _, w := range tc.want {
 					if !strings.Contains(errOut, w) {
 						t.Errorf("%v: stderr %q lacks %q", tc.args, errOut, w)
@@ -547,6 +550,9 @@ func TestCLINoBroker(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 6 || !strings.Contains(string(out), "no broker is running") || !strings.Contains(string(out), "hint: is 'oauthfs mount' running?") {
 		t.Errorf("token without a broker = %q, %v", out, err)
+	}
+	if n := strings.Count(string(out), "oauthfs mount"); n != 1 {
+		t.Errorf("token without a broker gives its advice %d times; want once:\n%s", n, out)
 	}
 }
 

@@ -15,22 +15,22 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/broker"
-	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/session"
 )
 
 // clientStack is a broker serving its socket, and a filesystem mounted
 // over a caching client of that socket: a session mount.
 type clientStack struct {
 	b      *broker.Broker
-	srv    *broker.Server
+	srv    *session.Server
 	socket string
 	p      *localprovider.Provider
-	c      *client.Cached
+	c      *session.Cached
 	dir    string
 	guid   string
 }
@@ -58,7 +58,7 @@ func newClientStack(t *testing.T) *clientStack {
 	}
 	s.socket = filepath.Join(t.TempDir(), "broker.sock")
 	s.serve(t)
-	s.c = client.NewCached(client.New(s.socket, 5*time.Second), nil)
+	s.c = session.NewCached(session.NewClient(s.socket, 5*time.Second), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go s.c.Watch(ctx)
@@ -70,11 +70,11 @@ func newClientStack(t *testing.T) *clientStack {
 
 // serve (re)starts the socket server.
 func (s *clientStack) serve(t *testing.T) {
-	l, err := broker.Listen(s.socket, 0o600, 0o700)
+	l, err := session.Listen(s.socket, 0o600, 0o700)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.srv = &broker.Server{B: s.b, Owner: -1}
+	s.srv = &session.Server{B: s.b, Owner: -1}
 	go s.srv.Serve(l)
 	t.Cleanup(func() { s.srv.Close() })
 }
@@ -87,7 +87,7 @@ func (s *clientStack) read() (string, error) {
 func (s *clientStack) put(t *testing.T, lifetime time.Duration) string {
 	t.Helper()
 	a, r, _ := s.p.Grant()
-	if err := s.b.Put(os.Getuid(), "Test", broker.Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: time.Now().Add(lifetime)}); err != nil {
+	if err := s.b.Put(os.Getuid(), "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: time.Now().Add(lifetime)}); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -110,7 +110,7 @@ func TestClientMountServesFromCache(t *testing.T) {
 // seen by the very next open, however warm the cache.
 func TestClientMountSeesChangesAtOnce(t *testing.T) {
 	s := newClientStack(t)
-	c := client.New(s.socket, 5*time.Second)
+	c := session.NewClient(s.socket, 5*time.Second)
 	for i := 0; i < 30; i++ {
 		a := s.put(t, time.Hour)
 		if got, err := s.read(); err != nil || got != a {
@@ -215,7 +215,7 @@ func TestSocketRefusesNonBrokers(t *testing.T) {
 	}
 	defer l.Close()
 	go http.Serve(l, http.NotFoundHandler()) // some other HTTP service
-	_, err = client.New(sock, time.Second).Integrations(context.Background())
+	_, err = session.NewClient(sock, time.Second).Integrations(context.Background())
 	if err == nil || !errors.Is(err, errUnavailable()) || !containsAll(err.Error(), "does not answer like an oauthfs broker") {
 		t.Errorf("Integrations from a non-broker = %v", err)
 	}

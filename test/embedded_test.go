@@ -16,6 +16,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
@@ -75,7 +76,7 @@ token_url = "%s"
 func (s *stack) signIn(t *testing.T) (access, refresh string) {
 	t.Helper()
 	a, r, exp := s.p.Grant()
-	if err := s.b.Put(os.Getuid(), "Test", broker.Credentials{AccessToken: []byte(a), RefreshToken: []byte(r), Expiry: exp}); err != nil {
+	if err := s.b.Put(os.Getuid(), "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp}); err != nil {
 		t.Fatal(err)
 	}
 	return a, r

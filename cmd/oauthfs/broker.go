@@ -1,20 +1,15 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/host"
 )
 
 // systemConfig is the system broker's default configuration file.
@@ -44,64 +39,18 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer memguard.Purge()
-	cfg, err := config.Load(*cfgFile)
-	if err != nil {
-		return configError(err)
-	}
-	for _, w := range cfg.Warnings {
-		log.Warn(w)
-	}
-	br, err := broker.New(cfg, broker.Options{Logger: log})
+	cfg, err := loadConfig(*cfgFile, log)
 	if err != nil {
 		return err
 	}
-	sock := cfg.Settings.SocketFor(true)
 	// Every user connects; SO_PEERCRED tells them apart.
-	l, err := broker.Listen(sock, 0o666, 0o755)
+	h, err := startHost(cfg, host.Options{Owner: -1, Socket: cfg.Settings.SocketFor(true), SocketMode: 0o666, DirMode: 0o755, Log: log})
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	web, err := net.Listen("tcp", cfg.Settings.Listen)
-	if err != nil {
-		return withHint(fmt.Errorf("broker: sign-in web server: %w", err), "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
-	}
-	webSrv := broker.NewWebServer(br.SignInHandler(), log)
-	go webSrv.Serve(broker.CapConns(web, broker.MaxWebConns, false, log))
-	defer webSrv.Close()
-	srv := &broker.Server{B: br, Owner: -1, Log: log}
-	go srv.Serve(l)
-	defer srv.Close()
-	log.Info("broker listening", "socket", sock, "sign_in", cfg.Settings.CallbackURL,
-		"integrations", len(cfg.Integrations), "state_dir", *cfg.Settings.StateDir)
-
-	// Reloads run beside the signal loop, one at a time, so that a
-	// shutdown never waits for one.
-	reloads := make(chan struct{}, 1)
-	go func() {
-		for range reloads {
-			reload(log, br, *cfgFile)
-		}
-	}()
-	defer close(reloads)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	for s := range sigs {
-		if s == syscall.SIGHUP {
-			select {
-			case reloads <- struct{}{}:
-			default: // one is pending already; it will read the newest file
-			}
-			continue
-		}
-		log.Info("stopping", "signal", s.String())
-		br.Close() // no change waits for a session from here on
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		webSrv.Shutdown(ctx)
-		cancel()
-		return nil
-	}
+	defer h.Stop()
+	s := waitForStop(nil, func() { reload(log, h.Broker, *cfgFile) })
+	log.Info("stopping", "signal", s.String())
 	return nil
 }
 

@@ -11,7 +11,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -23,10 +22,12 @@ import (
 
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
-	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
+	"github.com/oauthfs/oauthfs/host"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/session"
+	"github.com/oauthfs/oauthfs/signin"
 )
 
 // The dev mode's integrations.
@@ -114,23 +115,13 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	br, err := broker.New(cfg, broker.Options{Logger: log})
-	if err != nil {
-		return err
-	}
-	l, err := broker.Listen(sock, 0o600, 0o700)
-	if err != nil {
-		return err
-	}
-	srv := &broker.Server{B: br, Owner: os.Getuid(), Log: log}
-	go srv.Serve(l)
-	defer srv.Close()
-	webSrv := broker.NewWebServer(br.SignInHandler(), log)
-	go webSrv.Serve(broker.CapConns(web, broker.MaxWebConns, false, log))
-	defer webSrv.Close()
-
 	uid, gid := os.Getuid(), os.Getgid()
-	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: br, UID: uid}, UID: uint32(uid), GID: uint32(gid),
+	h, err := startHost(cfg, host.Options{Owner: uid, Socket: sock, SocketMode: 0o600, DirMode: 0o700, Web: web, Log: log})
+	if err != nil {
+		return err
+	}
+	defer h.Stop()
+	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: h.Broker, UID: uid}, UID: uint32(uid), GID: uint32(gid),
 		Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log})
 	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
@@ -142,24 +133,20 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 		select {
 		case <-done:
 		default:
-			unmount(log, server.Unmount, mountpoint, done)
+			fusefs.Unmount(server, mountpoint, done)
 		}
 	}()
 
-	if err := devSignIn(br, uid); err != nil {
+	if err := devSignIn(h.SignIn, uid); err != nil {
 		return fmt.Errorf("dev: the automatic sign-in to %s failed: %w", devSignedIn, err)
 	}
 	printDevGuide(stdout, mountpoint, prov.URL, sock, *lifetime)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	select {
-	case <-done:
-		log.Info("unmounted", "mountpoint", mountpoint)
-	case s := <-sigs:
+	if s := waitForStop(done, nil); s != nil {
 		log.Info("stopping", "signal", s.String())
-		unmount(log, server.Unmount, mountpoint, done)
+		fusefs.Unmount(server, mountpoint, done)
+	} else {
+		log.Info("unmounted", "mountpoint", mountpoint)
 	}
 	fmt.Fprintln(stdout, "oauthfs dev: stopped and cleaned up.")
 	return nil
@@ -169,14 +156,14 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 // link, Continue on its confirmation page, the provider's authorization
 // endpoint (which approves at once), the callback with code and state,
 // the PKCE exchange.
-func devSignIn(br *broker.Broker, uid int) error {
-	si, err := br.StartSignIn(uid, devSignedIn)
+func devSignIn(si *signin.Table, uid int) error {
+	link, err := si.Start(uid, devSignedIn)
 	if err != nil {
 		return err
 	}
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 15 * time.Second}
-	resp, err := c.Get(si.URL)
+	resp, err := c.Get(link.URL)
 	if err != nil {
 		return err
 	}
@@ -186,7 +173,7 @@ func devSignIn(br *broker.Broker, uid int) error {
 	for _, m := range hiddenRE.FindAllSubmatch(page, -1) {
 		form.Set(string(m[1]), html.UnescapeString(string(m[2])))
 	}
-	start, _ := url.Parse(si.URL)
+	start, _ := url.Parse(link.URL)
 	start.RawQuery = ""
 	if resp, err = c.PostForm(start.String(), form); err != nil {
 		return err
@@ -194,11 +181,11 @@ func devSignIn(br *broker.Broker, uid int) error {
 	resp.Body.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	st, err := br.WaitSignIn(ctx, uid, si.ID)
+	st, err := si.Wait(ctx, uid, link.ID)
 	if err != nil {
 		return err
 	}
-	if st.Status != credential.SignInSignedIn {
+	if st.Status != signin.SignedIn {
 		return fmt.Errorf("%s (HTTP %d)", st.Message, resp.StatusCode)
 	}
 	return nil
@@ -271,8 +258,8 @@ func devLock(mnt string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
-	if err := broker.CheckSocketDir(dir); err != nil {
-		return nil, withHint(fmt.Errorf("dev: %w", err), "remove %s if you do not know it, or set XDG_RUNTIME_DIR to a directory of your own", dir)
+	if err := session.CheckSocketDir(dir); err != nil {
+		return nil, withHint(fmt.Errorf("dev: %w", err), "set XDG_RUNTIME_DIR to a directory of your own (usually /run/user/%d); %s is not yours", os.Getuid(), dir)
 	}
 	path := filepath.Join(dir, "dev.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/session"
 )
 
 func runLogin(args []string, stdout, stderr io.Writer) error {
@@ -64,19 +65,19 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("sign-in to %s cancelled", si.Name)
 		case err != nil:
 			return explain(err, id)
-		case st.Status == credential.SignInSignedIn:
+		case st.Status == session.SignInSignedIn:
 			if st.Account != "" {
 				fmt.Fprintf(stdout, "signed in to %s as %s\n", si.Name, printable.String(st.Account, 200))
 			} else {
 				fmt.Fprintf(stdout, "signed in to %s\n", si.Name)
 			}
 			return nil
-		case st.Status == credential.SignInFailed:
-			return withHint(fmt.Errorf("sign-in to %s failed: %s: %w", si.Name, st.Message, credential.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
+		case st.Status == session.SignInFailed:
+			return explain(fmt.Errorf("sign-in to %s failed: %s: %w", si.Name, st.Message, credential.ErrSignIn), si.Name)
 		}
 		if time.Now().After(deadline) {
 			c.CancelLogin(context.Background(), si.ID)
-			return withHint(fmt.Errorf("sign-in to %s did not complete within %v: %w", si.Name, *timeout, credential.ErrSignIn), "run 'oauthfs login %s' to try again", si.Name)
+			return explain(fmt.Errorf("sign-in to %s did not complete within %v: %w", si.Name, *timeout, credential.ErrSignIn), si.Name)
 		}
 		// A broker that answers at once without waiting must not make
 		// this loop spin.

@@ -90,6 +90,7 @@ func report(stderr io.Writer, err error) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
+	err = explain(err, "")
 	msg, hint := err.Error(), ""
 	var he *hintError
 	if errors.As(err, &he) {

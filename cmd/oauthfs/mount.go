@@ -4,24 +4,19 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/broker"
-	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/fusefs"
+	"github.com/oauthfs/oauthfs/host"
+	"github.com/oauthfs/oauthfs/session"
 )
 
 // fuseSlack is added to the broker's request timeout for the deadline of
@@ -72,114 +67,93 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 
 	uid, gid := os.Getuid(), os.Getgid()
 	var (
-		b       fusefs.Source
+		src     fusefs.Source
 		timeout time.Duration
 		stop    = func() {}
 	)
 	if *sock != "" {
-		c := client.New(*sock, config.DefaultRequestTimeout+fuseSlack)
+		c := session.NewClient(*sock, config.DefaultRequestTimeout+fuseSlack)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := c.Integrations(ctx)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("mount: %w", err)
+			return explain(err, "")
 		}
 		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
 			return err
 		}
-		cached := client.NewCached(c, log)
+		cached := session.NewCached(c, log)
 		watchCtx, stopWatch := context.WithCancel(context.Background())
 		go cached.Watch(watchCtx)
 		stop = stopWatch
-		b, timeout = cached, config.DefaultRequestTimeout+2*fuseSlack
+		src, timeout = cached, config.DefaultRequestTimeout+2*fuseSlack
 		log.Info("using the broker", "socket", *sock)
 	} else {
 		if *cfgFile == "" {
 			*cfgFile = config.DefaultFile()
 		}
-		cfg, err := config.Load(*cfgFile)
+		cfg, err := loadConfig(*cfgFile, log)
 		if err != nil {
-			return configError(err)
-		}
-		for _, w := range cfg.Warnings {
-			log.Warn(w)
+			return err
 		}
 		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
 			return err
 		}
-		br, err := broker.New(cfg, broker.Options{Logger: log})
+		h, err := startHost(cfg, host.Options{Owner: uid, Socket: cfg.Settings.Socket, SocketMode: 0o600, DirMode: 0o700, Log: log})
 		if err != nil {
 			return err
 		}
-		if err := br.Load(uid); err != nil {
-			return err
+		stop = h.Stop
+		if err := h.Broker.Load(uid); err != nil {
+			h.Stop()
+			return explain(err, "")
 		}
-		l, err := broker.Listen(cfg.Settings.Socket, 0o600, 0o700)
-		if err != nil {
-			return err
-		}
-		web, err := net.Listen("tcp", cfg.Settings.Listen)
-		if err != nil {
-			l.Close()
-			return withHint(fmt.Errorf("mount: sign-in web server: %w", err), "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
-		}
-		srv := &broker.Server{B: br, Owner: uid, Log: log}
-		go srv.Serve(l)
-		webSrv := broker.NewWebServer(br.SignInHandler(), log)
-		go webSrv.Serve(broker.CapConns(web, broker.MaxWebConns, false, log))
-		stop = func() { br.Close(); l.Close(); webSrv.Close() }
-		b, timeout = broker.Session{B: br, UID: uid}, cfg.Settings.RequestTimeout+fuseSlack
-		log.Info("broker listening", "socket", cfg.Settings.Socket, "sign_in", cfg.Settings.CallbackURL,
-			"integrations", len(cfg.Integrations), "state_dir", *cfg.Settings.StateDir)
+		src, timeout = broker.Session{B: h.Broker, UID: uid}, cfg.Settings.RequestTimeout+fuseSlack
 	}
 	defer stop()
 
-	root := fusefs.NewRoot(fusefs.Options{Source: b, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log})
+	root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log})
 	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
 		return err
 	}
 	log.Info("mounted", "mountpoint", mountpoint)
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	go func() { server.Wait(); close(done) }()
-	select {
-	case <-done:
-		log.Info("unmounted", "mountpoint", mountpoint)
-	case s := <-sigs:
+	if s := waitForStop(done, nil); s != nil {
 		log.Info("unmounting", "signal", s.String(), "mountpoint", mountpoint)
-		unmount(log, server.Unmount, mountpoint, done)
+		if err := fusefs.Unmount(server, mountpoint, done); err != nil {
+			log.Error("unmount failed", "mountpoint", mountpoint, "err", err)
+		}
+	} else {
+		log.Info("unmounted", "mountpoint", mountpoint)
 	}
 	return nil
 }
 
-// unmount unmounts cleanly, or, when files are still open, detaches the
-// mount so that the process can exit and the mount point is usable again.
-func unmount(log *slog.Logger, clean func() error, dir string, done <-chan struct{}) {
-	err := clean()
-	if err == nil {
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-		}
-		return
-	}
-	log.Warn("clean unmount failed; detaching", "mountpoint", dir, "err", err)
-	if os.Geteuid() == 0 {
-		err = syscall.Unmount(dir, syscall.MNT_DETACH)
-	} else {
-		var out []byte
-		out, err = exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
-		}
-	}
+// loadConfig loads the configuration file and logs its warnings.
+func loadConfig(file string, log *slog.Logger) (*config.Config, error) {
+	cfg, err := config.Load(file)
 	if err != nil {
-		log.Error("detach failed", "mountpoint", dir, "err", err)
+		return nil, configError(err)
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	return cfg, nil
+}
+
+// startHost starts a broker host, with the advice a user needs when it
+// cannot.
+func startHost(cfg *config.Config, opts host.Options) (*host.Host, error) {
+	h, err := host.Start(cfg, opts)
+	switch {
+	case errors.Is(err, host.ErrWebListen):
+		return nil, withHint(err, "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
+	case err != nil:
+		return nil, explain(err, "")
+	}
+	return h, nil
 }
 
 func configError(err error) error {

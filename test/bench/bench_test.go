@@ -17,10 +17,11 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/oauthfs/oauthfs/broker"
-	"github.com/oauthfs/oauthfs/broker/client"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/session"
 )
 
 // token is a typical access token length (GitHub's are 40, Google's
@@ -87,14 +88,14 @@ func BenchmarkOpenReadClose(b *testing.B) {
 	b.Run("client", func(b *testing.B) {
 		br, cfg := benchBroker(b)
 		sock := filepath.Join(b.TempDir(), "broker.sock")
-		l, err := broker.Listen(sock, 0o600, 0o700)
+		l, err := session.Listen(sock, 0o600, 0o700)
 		if err != nil {
 			b.Fatal(err)
 		}
-		srv := &broker.Server{B: br, Owner: -1}
+		srv := &session.Server{B: br, Owner: -1}
 		go srv.Serve(l)
 		defer srv.Close()
-		c := client.NewCached(client.New(sock, 12*time.Second), nil)
+		c := session.NewCached(session.NewClient(sock, 12*time.Second), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go c.Watch(ctx)
@@ -129,7 +130,7 @@ token_url = "https://example.com/token"
 		b.Fatal(err)
 	}
 	tok := append([]byte(nil), token...)
-	if err := br.Put(os.Getuid(), "Bench", broker.Credentials{AccessToken: tok, Expiry: time.Now().Add(24 * time.Hour)}); err != nil {
+	if err := br.Put(os.Getuid(), "Bench", credential.Tokens{Access: tok, Expiry: time.Now().Add(24 * time.Hour)}); err != nil {
 		b.Fatal(err)
 	}
 	return br, cfg

@@ -1,8 +1,4 @@
-// Package client talks to a broker's session API over its Unix socket. A
-// [Client] implements the filesystem's broker interface, so a mount can be
-// served by a remote broker, and it backs the token, list, login and
-// logout commands.
-package client
+package session
 
 import (
 	"bytes"
@@ -13,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -34,9 +29,9 @@ type Client struct {
 	stream *http.Client // no overall timeout: for the event stream
 }
 
-// New returns a client for the broker listening on the Unix socket path.
+// NewClient returns a client for the broker listening on the Unix socket path.
 // Every request is bounded by timeout.
-func New(socket string, timeout time.Duration) *Client {
+func NewClient(socket string, timeout time.Duration) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dial(ctx, socket)
@@ -53,13 +48,13 @@ func (c *Client) Socket() string { return c.socket }
 // Integrations lists every integration the caller can see.
 func (c *Client) Integrations(ctx context.Context) ([]credential.Integration, error) {
 	var out []credential.Integration
-	return out, c.do(ctx, http.MethodGet, "/v1/integrations", nil, &out)
+	return out, c.do(ctx, http.MethodGet, PathIntegrations, nil, &out)
 }
 
 // Integration describes one integration by guid or name.
 func (c *Client) Integration(ctx context.Context, id string) (credential.Integration, error) {
 	var out credential.Integration
-	return out, c.do(ctx, http.MethodGet, "/v1/integrations/"+url.PathEscape(id), nil, &out)
+	return out, c.do(ctx, http.MethodGet, path(PathIntegration, id), nil, &out)
 }
 
 // Token returns a valid access token, refreshed by the broker if needed.
@@ -74,37 +69,32 @@ func (c *Client) token(ctx context.Context, id string) (*credential.Token, time.
 	// The answer is read into a locked buffer on a connection of its
 	// own, not through net/http, whose buffers are recycled unwiped; the
 	// token goes from there into its enclave.
-	resp, err := c.rawGet(ctx, "/v1/integrations/"+url.PathEscape(id)+"/token")
+	resp, err := c.rawGet(ctx, path(PathToken, id))
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	defer resp.Destroy()
 	status, body, err := splitResponse(resp.Bytes())
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker (%v): %w", c.socket, err, credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("session: %s does not answer like an oauthfs broker (%v): %w", c.socket, err, credential.ErrUnavailable)
 	}
 	if status >= 300 {
 		return nil, time.Time{}, c.remoteError(status, body)
 	}
-	var out struct {
-		AccessToken json.RawMessage `json:"access_token"`
-		Expiry      *string         `json:"expiry"`
-		Obtained    *string         `json:"obtained"`
-		RefreshAt   *string         `json:"refresh_at"`
-	}
+	var out TokenAnswer
 	if err := json.Unmarshal(body, &out); err != nil {
-		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("session: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
 	}
 	defer memguard.WipeBytes(out.AccessToken)
 	n, err := wirejson.UnquotedLen(out.AccessToken)
 	if err != nil || n == 0 {
-		return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("session: the broker sent a malformed token: %w", credential.ErrUnavailable)
 	}
 	value := make([]byte, n)
 	wirejson.Unquote(value, out.AccessToken)
 	t, err := credential.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
 	}
 	return t, parseTime(out.RefreshAt), nil
 }
@@ -133,19 +123,19 @@ func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error
 	// says) moves to one of its exact size.
 	buf, err := secmem.NewBuffer(8 << 10)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
+		return nil, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
 	}
 	n, total := 0, -1
 	for total < 0 || n < total {
 		if n == buf.Size() {
 			if total < 0 || total > maxTokenResponse {
 				buf.Destroy()
-				return nil, fmt.Errorf("client: the broker's answer is longer than %d bytes: %w", maxTokenResponse, credential.ErrUnavailable)
+				return nil, fmt.Errorf("session: the broker's answer is longer than %d bytes: %w", maxTokenResponse, credential.ErrUnavailable)
 			}
 			bigger, err := secmem.NewBuffer(total)
 			if err != nil {
 				buf.Destroy()
-				return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
+				return nil, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
 			}
 			copy(bigger.Bytes(), buf.Bytes()[:n])
 			buf.Destroy()
@@ -170,7 +160,7 @@ func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error
 	out, err := secmem.NewBuffer(max(1, n))
 	if err != nil {
 		buf.Destroy()
-		return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
+		return nil, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
 	}
 	copy(out.Bytes(), buf.Bytes()[:n])
 	buf.Destroy()
@@ -234,22 +224,10 @@ func parseTime(s *string) time.Time {
 
 // Logout forgets the caller's credentials for the integration, and
 // revokes them at the provider when the broker is configured to.
-func (c *Client) Logout(ctx context.Context, id string) (credential.LogoutResult, error) {
-	var out credential.LogoutResult
-	err := c.do(ctx, http.MethodDelete, "/v1/integrations/"+url.PathEscape(id)+"/credentials", nil, &out)
+func (c *Client) Logout(ctx context.Context, id string) (LogoutResult, error) {
+	var out LogoutResult
+	err := c.do(ctx, http.MethodDelete, path(PathCredentials, id), nil, &out)
 	return out, err
-}
-
-// codes maps session API error codes back to the sentinels.
-var codes = map[string]error{
-	"not_found":      credential.ErrNotFound,
-	"not_signed_in":  credential.ErrNotSignedIn,
-	"expired":        credential.ErrExpired,
-	"forbidden":      credential.ErrPermission,
-	"sign_in_failed": credential.ErrSignIn,
-	"unavailable":    credential.ErrUnavailable,
-	"timeout":        credential.ErrUnavailable,
-	"store":          credential.ErrUnavailable,
 }
 
 // ErrNoBroker is wrapped when nothing answers on the socket.
@@ -261,7 +239,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return err
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
+		return fmt.Errorf("session: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
 	}
 	return nil
 }
@@ -278,7 +256,7 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://oauthfs"+path, rd)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, fmt.Errorf("session: %w", err)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -287,7 +265,7 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return nil, fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
+		return nil, fmt.Errorf("session: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 	}
 	if resp.StatusCode >= 300 {
 		return nil, c.remoteError(resp.StatusCode, data)
@@ -300,10 +278,10 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 func (c *Client) remoteError(status int, data []byte) error {
 	var e struct{ Error, Message string }
 	if json.Unmarshal(data, &e) != nil || e.Error == "" {
-		return fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, status, credential.ErrUnavailable)
+		return fmt.Errorf("session: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, status, credential.ErrUnavailable)
 	}
 	msg := printable.String(e.Message, 1000)
-	if s, ok := codes[e.Error]; ok {
+	if s := meaning(e.Error); s != nil {
 		return &RemoteError{Code: e.Error, Message: msg, sentinel: s}
 	}
 	return &RemoteError{Code: printable.Code(e.Error, 64), Message: msg}
@@ -318,9 +296,9 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
-		return fmt.Errorf("client: %w at %s (start one with 'oauthfs mount --config FILE MOUNTPOINT' or 'oauthfs broker'): %w", ErrNoBroker, c.socket, credential.ErrUnavailable)
+		return fmt.Errorf("session: %w at %s: %w", ErrNoBroker, c.socket, credential.ErrUnavailable)
 	}
-	return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
+	return fmt.Errorf("session: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 }
 
 // RemoteError is an error answered by the broker. It unwraps to the
@@ -334,20 +312,20 @@ func (e *RemoteError) Error() string { return e.Message }
 func (e *RemoteError) Unwrap() error { return e.sentinel }
 
 // Login starts a sign-in and returns the link to open.
-func (c *Client) Login(ctx context.Context, id string) (*credential.SignIn, error) {
-	var out credential.SignIn
-	return &out, c.do(ctx, http.MethodPost, "/v1/integrations/"+url.PathEscape(id)+"/login", nil, &out)
+func (c *Client) Login(ctx context.Context, id string) (*SignIn, error) {
+	var out SignIn
+	return &out, c.do(ctx, http.MethodPost, path(PathLogin, id), nil, &out)
 }
 
 // WaitLogin waits up to wait (at most a minute) for the sign-in to end and
 // returns its status, which is still "pending" if it has not.
-func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (credential.SignInStatus, error) {
-	var out credential.SignInStatus
-	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/logins/%s?wait=%d", url.PathEscape(loginID), int(wait/time.Second)), nil, &out)
+func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (SignInStatus, error) {
+	var out SignInStatus
+	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("%s?wait=%d", path(PathLoginStatus, loginID), int(wait/time.Second)), nil, &out)
 }
 
 // CancelLogin ends a pending sign-in.
 func (c *Client) CancelLogin(ctx context.Context, loginID string) error {
 	var out map[string]bool
-	return c.do(ctx, http.MethodDelete, "/v1/logins/"+url.PathEscape(loginID), nil, &out)
+	return c.do(ctx, http.MethodDelete, path(PathLoginStatus, loginID), nil, &out)
 }

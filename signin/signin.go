@@ -1,15 +1,14 @@
-package broker
+package signin
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,17 +19,19 @@ import (
 	"time"
 
 	"github.com/awnumar/memguard"
-	"golang.org/x/oauth2"
 
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
-	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/provider"
 )
+
+// maxBody bounds request bodies of the sign-in pages.
+const maxBody = 64 << 10
 
 // Sign-in limits.
 const (
-	// SignInLifetime is how long a sign-in's state stays usable.
-	SignInLifetime = 10 * time.Minute
+	// Lifetime is how long a sign-in's state stays usable.
+	Lifetime = 10 * time.Minute
 	// maxSignInsPerUser bounds one user's pending sign-ins; maxSignIns
 	// bounds everyone's, generously. Finished and cancelled sign-ins do
 	// not count.
@@ -41,8 +42,49 @@ const (
 	maxEnded = 4096
 )
 
-// ErrSignIn is credential.ErrSignIn, wrapped by errors about a sign-in attempt.
-var ErrSignIn = credential.ErrSignIn
+// Keeper is what sign-in needs from a broker: the integrations, where
+// the tokens of a completed sign-in go, and the clock. Implementations
+// are safe for concurrent use.
+type Keeper interface {
+	// Provider returns the integration with guid or name id, or an error
+	// wrapping credential.ErrNotFound.
+	Provider(id string) (*provider.Client, error)
+	// Put stores t for user uid and integration guid, and wipes its byte
+	// slices.
+	Put(uid int, guid string, t credential.Tokens) error
+	// Now is the broker's clock.
+	Now() time.Time
+}
+
+// State is how a sign-in stands, as the waiting command sees it.
+type State string
+
+// The values of State.
+const (
+	Pending  State = "pending"
+	SignedIn State = "signed_in"
+	Failed   State = "failed"
+)
+
+// Result is the state of one sign-in as seen by the user waiting on it.
+type Result struct {
+	Status  State  `json:"status"`
+	Message string `json:"message,omitempty"`
+	Name    string `json:"name"`
+	GUID    string `json:"guid"`
+	// Account names the provider account that signed in, when the
+	// provider said (an email, a login or an OIDC sub).
+	Account string `json:"account,omitempty"`
+}
+
+// Link is a started sign-in: the link to open and how to wait for it.
+type Link struct {
+	ID      string    `json:"login_id"`
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
+	Name    string    `json:"name"`
+	GUID    string    `json:"guid"`
+}
 
 // Phases of a sign-in in the browser.
 const (
@@ -53,12 +95,12 @@ const (
 )
 
 // signin is one pending (or recently finished) sign-in. Its mutable fields
-// are guarded by signins.mu; the others are set at creation.
+// are guarded by Table.mu; the others are set at creation.
 type signin struct {
 	id, state, binding, csrf string
 	uid                      int
 	user                     string // the local user's name, for the pages
-	in                       *integration
+	in                       *provider.Client
 	// verifier is the PKCE verifier; owned here, wiped by memguard.Purge
 	// and dropped when the sign-in ends.
 	verifier *memguard.Enclave
@@ -66,14 +108,20 @@ type signin struct {
 
 	phase  int
 	ended  bool
-	result credential.SignInStatus
+	result Result
 	done   chan struct{} // closed when result is final
 }
 
-// signins holds the sign-ins in progress and the recently ended ones. It
-// has its own lock, so that sign-in traffic never waits for credentials.
-type signins struct {
-	mu      sync.Mutex
+// Table holds the sign-ins in progress and the recently ended ones, and
+// serves their pages. It has its own lock, so that sign-in traffic never
+// waits for credentials. It is safe for concurrent use.
+type Table struct {
+	k        Keeper
+	log      *slog.Logger
+	callback *url.URL // where the provider sends the browser back; nil: no sign-in
+	host     string   // this host's name, shown on the pages
+
+	mu      sync.Mutex // guards the fields below and each signin's mutable fields
 	byState map[string]*signin
 	byLogin map[string]*signin
 	pending map[int]int // uid -> pending sign-ins
@@ -81,8 +129,22 @@ type signins struct {
 	ended   []*signin   // oldest first, at most maxEnded
 }
 
-func newSignins() *signins {
-	return &signins{byState: map[string]*signin{}, byLogin: map[string]*signin{}, pending: map[int]int{}}
+// New returns the sign-in table of a broker whose sign-in web server is
+// reached at callbackURL (the provider's redirect URI; "" disables
+// sign-in). log may be nil.
+func New(k Keeper, callbackURL string, log *slog.Logger) (*Table, error) {
+	t := &Table{k: k, log: log, host: hostName(), byState: map[string]*signin{}, byLogin: map[string]*signin{}, pending: map[int]int{}}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	if callbackURL != "" {
+		u, err := url.Parse(callbackURL)
+		if err != nil {
+			return nil, fmt.Errorf("signin: callback_url: %w", err)
+		}
+		t.callback = u
+	}
+	return t, nil
 }
 
 func randomID(n int) string {
@@ -99,61 +161,59 @@ func userName(uid int) string {
 	return "uid " + strconv.Itoa(uid)
 }
 
-// StartSignIn begins a sign-in to the integration with guid or name id
-// for user uid, and returns the link the user opens in a browser.
-func (b *Broker) StartSignIn(uid int, id string) (*credential.SignIn, error) {
-	if b.callback == nil {
-		return nil, fmt.Errorf("broker: sign-in needs [broker] callback_url: %w", ErrSignIn)
+// Start begins a sign-in to the integration with guid or name id for user
+// uid, and returns the link the user opens in a browser.
+func (t *Table) Start(uid int, id string) (*Link, error) {
+	if t.callback == nil {
+		return nil, fmt.Errorf("signin: sign-in needs [broker] callback_url: %w", credential.ErrSignIn)
 	}
-	b.mu.Lock()
-	in, err := b.find(id)
-	b.mu.Unlock()
+	in, err := t.k.Provider(id)
 	if err != nil {
 		return nil, err
 	}
-	verifier, err := secmem.Seal([]byte(oauth2.GenerateVerifier()))
+	verifier, err := provider.NewVerifier()
 	if err != nil {
-		return nil, fmt.Errorf("broker: start sign-in: %w: %w", err, credential.ErrUnavailable)
+		return nil, fmt.Errorf("signin: start: %w: %w", err, credential.ErrUnavailable)
 	}
-	now := b.now()
+	cfg := in.Config()
+	now := t.k.Now()
 	s := &signin{
 		id: randomID(16), state: randomID(32), binding: randomID(32), csrf: randomID(32),
-		uid: uid, user: userName(uid), in: in, expires: now.Add(SignInLifetime),
+		uid: uid, user: userName(uid), in: in, expires: now.Add(Lifetime),
 		verifier: verifier,
 		done:     make(chan struct{}),
-		result:   credential.SignInStatus{Status: credential.SignInPending, Name: in.cfg.Name, GUID: in.cfg.GUID.String()},
+		result:   Result{Status: Pending, Name: cfg.Name, GUID: cfg.GUID.String()},
 	}
-	t := b.signins
 	t.mu.Lock()
 	t.pruneLocked(now)
 	if t.pending[uid] >= maxSignInsPerUser {
 		t.mu.Unlock()
-		return nil, fmt.Errorf("broker: you have %d sign-ins in progress, the most one user may have; finish or cancel one (Ctrl-C its oauthfs login), or wait for them to expire: %w", maxSignInsPerUser, ErrSignIn)
+		return nil, fmt.Errorf("signin: uid %d has %d sign-ins in progress, the most one user may have: %w", uid, maxSignInsPerUser, credential.ErrSignIn)
 	}
 	if t.total >= maxSignIns {
 		t.mu.Unlock()
-		return nil, fmt.Errorf("broker: %d sign-ins are in progress on this broker, the most it takes; try again in a minute: %w", maxSignIns, ErrSignIn)
+		return nil, fmt.Errorf("signin: %d sign-ins are in progress on this broker, the most it takes: %w", maxSignIns, credential.ErrSignIn)
 	}
 	t.byState[s.state] = s
 	t.byLogin[s.id] = s
 	t.pending[uid]++
 	t.total++
 	t.mu.Unlock()
-	start := *b.callback
+	start := *t.callback
 	start.Path, start.RawQuery = "/start", url.Values{"state": {s.state}}.Encode()
-	b.log.Info("sign-in started", "uid", uid, "integration", in.cfg.Name, "guid", in.cfg.GUID.String())
-	return &credential.SignIn{ID: s.id, URL: start.String(), Expires: s.expires, Name: in.cfg.Name, GUID: in.cfg.GUID.String()}, nil
+	t.log.Info("sign-in started", "uid", uid, "integration", cfg.Name, "guid", cfg.GUID.String())
+	return &Link{ID: s.id, URL: start.String(), Expires: s.expires, Name: cfg.Name, GUID: cfg.GUID.String()}, nil
 }
 
 // pruneLocked ends sign-ins whose state expired; it keeps the ended list
 // bounded. Callers hold t.mu.
-func (t *signins) pruneLocked(now time.Time) {
+func (t *Table) pruneLocked(now time.Time) {
 	for _, s := range t.byState {
 		if !s.ended && now.After(s.expires) {
-			t.finishLocked(s, credential.SignInFailed, "the sign-in link expired after "+SignInLifetime.String()+"; run 'oauthfs login "+s.in.cfg.Name+"' again")
+			t.finishLocked(s, Failed, "the sign-in link expired after "+Lifetime.String())
 		}
 	}
-	for len(t.ended) > 0 && (len(t.ended) > maxEnded || now.After(t.ended[0].expires.Add(SignInLifetime))) {
+	for len(t.ended) > 0 && (len(t.ended) > maxEnded || now.After(t.ended[0].expires.Add(Lifetime))) {
 		old := t.ended[0]
 		t.ended = t.ended[1:]
 		delete(t.byState, old.state)
@@ -163,7 +223,7 @@ func (t *signins) pruneLocked(now time.Time) {
 
 // finishLocked records the final result of s, frees its slot and wakes its
 // waiters. Callers hold t.mu.
-func (t *signins) finishLocked(s *signin, status, msg string) {
+func (t *Table) finishLocked(s *signin, status State, msg string) {
 	if s.ended {
 		return
 	}
@@ -179,21 +239,20 @@ func (t *signins) finishLocked(s *signin, status, msg string) {
 	t.ended = append(t.ended, s)
 }
 
-func (t *signins) finish(s *signin, status, msg string) {
+func (t *Table) finish(s *signin, status State, msg string) {
 	t.mu.Lock()
 	t.finishLocked(s, status, msg)
 	t.mu.Unlock()
 }
 
-// WaitSignIn waits until the sign-in loginID of user uid ends or ctx is
-// done, and returns its status. Another user's sign-in is ErrNotFound.
-func (b *Broker) WaitSignIn(ctx context.Context, uid int, loginID string) (credential.SignInStatus, error) {
-	t := b.signins
+// Wait waits until the sign-in loginID of user uid ends or ctx is done,
+// and returns its status. Another user's sign-in is not found.
+func (t *Table) Wait(ctx context.Context, uid int, loginID string) (Result, error) {
 	t.mu.Lock()
 	s := t.byLogin[loginID]
 	if s == nil || s.uid != uid {
 		t.mu.Unlock()
-		return credential.SignInStatus{}, fmt.Errorf("broker: sign-in %q: %w", printable.String(loginID, 64), credential.ErrNotFound)
+		return Result{}, fmt.Errorf("signin: sign-in %q: %w", printable.String(loginID, 64), credential.ErrNotFound)
 	}
 	expires, done := s.expires, s.done
 	t.mu.Unlock()
@@ -203,37 +262,36 @@ func (b *Broker) WaitSignIn(ctx context.Context, uid int, loginID string) (crede
 	case <-done:
 	case <-ctx.Done():
 	case <-timer.C:
-		t.finish(s, credential.SignInFailed, "the sign-in link expired after "+SignInLifetime.String()+"; run 'oauthfs login "+s.in.cfg.Name+"' again")
+		t.finish(s, Failed, "the sign-in link expired after "+Lifetime.String())
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return s.result, nil
 }
 
-// CancelSignIn ends user uid's pending sign-in loginID.
-func (b *Broker) CancelSignIn(uid int, loginID string) error {
-	t := b.signins
+// Cancel ends user uid's pending sign-in loginID.
+func (t *Table) Cancel(uid int, loginID string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.byLogin[loginID]
 	if s == nil || s.uid != uid {
-		return fmt.Errorf("broker: sign-in %q: %w", printable.String(loginID, 64), credential.ErrNotFound)
+		return fmt.Errorf("signin: sign-in %q: %w", printable.String(loginID, 64), credential.ErrNotFound)
 	}
-	t.finishLocked(s, credential.SignInFailed, "cancelled")
+	t.finishLocked(s, Failed, "cancelled")
 	return nil
 }
 
-// SignInHandler serves the start link (/start), its confirmation form and
-// the callback (the path of callback_url) for browsers.
-func (b *Broker) SignInHandler() http.Handler {
+// Handler serves the start link (/start), its confirmation form and the
+// callback (the path of callback_url) for browsers.
+func (t *Table) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /start", b.startPage)
-	mux.HandleFunc("POST /start", b.startContinue)
+	mux.HandleFunc("GET /start", t.startPage)
+	mux.HandleFunc("POST /start", t.startContinue)
 	cb := "/callback"
-	if b.callback != nil && b.callback.Path != "" {
-		cb = b.callback.Path
+	if t.callback != nil && t.callback.Path != "" {
+		cb = t.callback.Path
 	}
-	mux.HandleFunc("GET "+cb, b.callbackHandler)
+	mux.HandleFunc("GET "+cb, t.callbackHandler)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		mux.ServeHTTP(w, r)
@@ -249,18 +307,18 @@ func boundTo(r *http.Request, s *signin) bool {
 }
 
 // lookup finds the pending sign-in of state, or says why there is none.
-func (t *signins) lookupLocked(state string, now time.Time) (*signin, string) {
+func (t *Table) lookupLocked(state string, now time.Time) (*signin, string) {
 	s := t.byState[state]
 	switch {
 	case s == nil:
 		return nil, "This sign-in link is unknown: it was not issued by this broker, or it was forgotten. Start again with oauthfs login."
-	case s.ended && s.result.Status == credential.SignInSignedIn:
-		return nil, "This sign-in was already completed; a link works once. Run oauthfs login " + s.in.cfg.Name + " again if needed."
+	case s.ended && s.result.Status == SignedIn:
+		return nil, "This sign-in was already completed; a link works once. Run oauthfs login " + s.in.Config().Name + " again if needed."
 	case s.ended:
-		return nil, "This sign-in has ended (" + s.result.Message + "). Start again with oauthfs login " + s.in.cfg.Name + "."
+		return nil, "This sign-in has ended (" + s.result.Message + "). Start again with oauthfs login " + s.in.Config().Name + "."
 	case now.After(s.expires):
-		t.finishLocked(s, credential.SignInFailed, "the sign-in link expired")
-		return nil, "This sign-in link expired (they last " + SignInLifetime.String() + "). Start again with oauthfs login " + s.in.cfg.Name + "."
+		t.finishLocked(s, Failed, "the sign-in link expired")
+		return nil, "This sign-in link expired (they last " + Lifetime.String() + "). Start again with oauthfs login " + s.in.Config().Name + "."
 	}
 	return s, ""
 }
@@ -269,13 +327,12 @@ func (t *signins) lookupLocked(state string, now time.Time) (*signin, string) {
 // to the sign-in (a cookie) and shown who the sign-in is for, with a
 // Continue button; a second browser is refused and the sign-in fails, so
 // a link that leaked cannot be used behind its owner's back.
-func (b *Broker) startPage(w http.ResponseWriter, r *http.Request) {
-	t := b.signins
+func (t *Table) startPage(w http.ResponseWriter, r *http.Request) {
 	t.mu.Lock()
-	s, fail := t.lookupLocked(r.URL.Query().Get("state"), b.now())
+	s, fail := t.lookupLocked(r.URL.Query().Get("state"), t.k.Now())
 	if s != nil && s.phase != phaseNew && !boundTo(r, s) {
-		t.finishLocked(s, credential.SignInFailed, "the sign-in link was opened in a second browser, so someone else may have it; start again, and open the link only in your own browser")
-		b.log.Warn("sign-in link opened by a second browser; the sign-in failed", "uid", s.uid, "integration", s.in.cfg.Name)
+		t.finishLocked(s, Failed, "the sign-in link was opened in a second browser, so someone else may have it; start again, and open the link only in your own browser")
+		t.log.Warn("sign-in link opened by a second browser; the sign-in failed", "uid", s.uid, "integration", s.in.Config().Name)
 		s, fail = nil, "This sign-in link was already opened in another browser. For your safety the sign-in was stopped; start again with oauthfs login."
 	}
 	if s != nil && s.phase == phaseNew {
@@ -288,40 +345,39 @@ func (b *Broker) startPage(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName(s), Value: s.binding, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteLaxMode, Secure: b.callback.Scheme == "https", MaxAge: int(SignInLifetime / time.Second),
+		SameSite: http.SameSiteLaxMode, Secure: t.callback.Scheme == "https", MaxAge: int(Lifetime / time.Second),
 	})
 	authOrigin := ""
-	if u, err := url.Parse(s.in.cfg.AuthURL); err == nil {
+	if u, err := url.Parse(s.in.Config().AuthURL); err == nil {
 		authOrigin = u.Scheme + "://" + u.Host
 	}
 	securityHeaders(w, "form-action 'self' "+authOrigin)
 	w.Header().Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(http.StatusOK)
 	confirmTmpl.Execute(w, map[string]string{
-		"Integration": s.in.cfg.DisplayName, "User": s.user, "Host": b.host,
-		"Name": s.in.cfg.Name, "State": s.state, "CSRF": s.csrf,
+		"Integration": s.in.Config().DisplayName, "User": s.user, "Host": t.host,
+		"Name": s.in.Config().Name, "State": s.state, "CSRF": s.csrf,
 	})
 }
 
 // startContinue answers the confirmation form: Continue sends the browser
 // to the provider; Cancel ends the sign-in.
-func (b *Broker) startContinue(w http.ResponseWriter, r *http.Request) {
+func (t *Table) startContinue(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		page(w, http.StatusBadRequest, "Sign-in failed", "The form could not be read.")
 		return
 	}
-	if o := r.Header.Get("Origin"); o != "" && o != b.origin() {
+	if o := r.Header.Get("Origin"); o != "" && o != t.origin() {
 		page(w, http.StatusForbidden, "Sign-in failed", "This form was sent from another site.")
 		return
 	}
-	t := b.signins
 	t.mu.Lock()
-	s, fail := t.lookupLocked(r.PostForm.Get("state"), b.now())
+	s, fail := t.lookupLocked(r.PostForm.Get("state"), t.k.Now())
 	if s != nil && (!boundTo(r, s) || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.csrf)) != 1) {
 		s, fail = nil, "This form did not come from the sign-in page that this browser opened."
 	}
 	if s != nil && r.PostForm.Get("action") == "cancel" {
-		t.finishLocked(s, credential.SignInFailed, "cancelled in the browser")
+		t.finishLocked(s, Failed, "cancelled in the browser")
 		t.mu.Unlock()
 		page(w, http.StatusOK, "Sign-in cancelled", "Nothing was changed. You can close this window.")
 		return
@@ -336,36 +392,30 @@ func (b *Broker) startContinue(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusForbidden, "Sign-in failed", fail)
 		return
 	}
-	v, err := secmem.Open(verifier)
+	target, err := s.in.AuthCodeURL(s.state, verifier)
 	if err != nil {
 		page(w, http.StatusServiceUnavailable, "Sign-in failed", "The broker is too busy right now; try again in a moment.")
 		return
 	}
-	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(string(v.Bytes()))}
-	v.Destroy()
-	for k, val := range s.in.cfg.AuthParams {
-		opts = append(opts, oauth2.SetAuthURLParam(k, val))
-	}
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, b.oauthConfig(s.in, "").AuthCodeURL(s.state, opts...), http.StatusSeeOther)
+	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
 // origin is the sign-in web server's public origin, from callback_url.
-func (b *Broker) origin() string { return b.callback.Scheme + "://" + b.callback.Host }
+func (t *Table) origin() string { return t.callback.Scheme + "://" + t.callback.Host }
 
 // callbackHandler completes a sign-in: it checks the state, its binding
 // to the browser, exchanges the code with the PKCE verifier and stores
 // the tokens.
-func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
+func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" {
 		page(w, http.StatusBadRequest, "Sign-in failed", "The callback has no state parameter: it did not come from a sign-in started by oauthfs.")
 		return
 	}
-	t := b.signins
 	t.mu.Lock()
-	s, fail := t.lookupLocked(state, b.now())
+	s, fail := t.lookupLocked(state, t.k.Now())
 	status := http.StatusBadRequest
 	if s != nil && s.phase == phaseExchanging {
 		s, fail = nil, "This sign-in is already being completed; a callback cannot be used twice."
@@ -376,21 +426,21 @@ func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	if fail != "" {
 		t.mu.Unlock()
-		b.log.Warn("sign-in callback refused", "reason", fail)
+		t.log.Warn("sign-in callback refused", "reason", fail)
 		page(w, status, "Sign-in failed", fail)
 		return
 	}
 	in, uid := s.in, s.uid
-	name := in.cfg.Name
+	name := in.Config().Name
 	if e := q.Get("error"); e != "" {
-		pe := providerError(e, q.Get("error_description"))
+		pe := provider.NewError(0, e, q.Get("error_description"))
 		msg := "the provider refused the sign-in: " + pe.Code
 		if pe.Description != "" {
 			msg += " (" + pe.Description + ")"
 		}
-		t.finishLocked(s, credential.SignInFailed, msg)
+		t.finishLocked(s, Failed, msg)
 		t.mu.Unlock()
-		b.log.Warn("sign-in refused by the provider", "uid", uid, "integration", name, "error", pe.Code)
+		t.log.Warn("sign-in refused by the provider", "uid", uid, "integration", name, "error", pe.Code)
 		status := http.StatusForbidden
 		if pe.Code == "server_error" || pe.Code == "temporarily_unavailable" {
 			status = http.StatusBadGateway
@@ -400,7 +450,7 @@ func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	code := q.Get("code")
 	if code == "" {
-		t.finishLocked(s, credential.SignInFailed, "the provider sent no authorization code")
+		t.finishLocked(s, Failed, "the provider sent no authorization code")
 		t.mu.Unlock()
 		page(w, http.StatusBadRequest, "Sign-in to "+name+" failed", "The provider sent no authorization code.")
 		return
@@ -410,134 +460,42 @@ func (b *Broker) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	// learns the result when it is final.
 	s.phase, s.verifier = phaseExchanging, nil
 	t.mu.Unlock()
-	tok, account, err := b.exchangeCode(r.Context(), in, code, verifier)
+	ans, err := in.Exchange(r.Context(), code, verifier)
 	if err != nil {
-		var pe *ProviderError
+		var pe *provider.Error
 		status := http.StatusBadGateway
 		if errors.As(err, &pe) && pe.Status >= 400 && pe.Status < 500 {
 			status = http.StatusBadRequest
 		}
 		msg := "the token endpoint failed: " + err.Error()
-		t.finish(s, credential.SignInFailed, msg)
-		b.log.Warn("sign-in code exchange failed", "uid", uid, "integration", name, "err", err)
+		t.finish(s, Failed, msg)
+		t.log.Warn("sign-in code exchange failed", "uid", uid, "integration", name, "err", err)
 		page(w, status, "Sign-in to "+name+" failed", "The "+msg+".")
 		return
 	}
-	scopes := grantedScopes(tok)
+	scopes := ans.Scopes
 	if scopes == nil {
-		scopes = in.cfg.Scopes // RFC 6749 §5.1: no scope means the requested ones
+		scopes = in.Config().Scopes // RFC 6749 §5.1: no scope means the requested ones
 	}
-	access, refresh := []byte(tok.AccessToken), []byte(tok.RefreshToken)
-	err = b.Put(uid, in.cfg.GUID.String(), Credentials{
-		AccessToken: access, RefreshToken: refresh, Expiry: expiryFrom(tok.ExpiresIn, b.now()), Scopes: scopes, Account: account,
+	account, hadRefresh := ans.Account, ans.Refresh != nil
+	err = t.k.Put(uid, in.Config().GUID.String(), credential.Tokens{
+		Access: ans.Access, Refresh: ans.Refresh, Expiry: credential.ExpiryFrom(ans.ExpiresIn, t.k.Now()), Scopes: scopes, Account: account,
 	})
 	if err != nil {
-		t.finish(s, credential.SignInFailed, "the tokens could not be saved: "+err.Error())
+		t.finish(s, Failed, "the tokens could not be saved: "+err.Error())
 		page(w, http.StatusInternalServerError, "Sign-in to "+name+" failed", "The tokens could not be saved: "+err.Error())
 		return
 	}
 	t.mu.Lock()
 	s.result.Account = account
-	t.finishLocked(s, credential.SignInSignedIn, "")
+	t.finishLocked(s, SignedIn, "")
 	t.mu.Unlock()
-	b.log.Info("signed in", "uid", uid, "integration", name, "guid", in.cfg.GUID.String(), "account", account, "refresh_token", tok.RefreshToken != "")
+	t.log.Info("signed in", "uid", uid, "integration", name, "guid", in.Config().GUID.String(), "account", account, "refresh_token", hadRefresh)
 	as := ""
 	if account != "" {
 		as = " as " + account
 	}
-	page(w, http.StatusOK, "Signed in to "+name+as, "oauthfs now has your credentials for "+name+as+", for user "+s.user+" on host "+b.host+". You can close this window.")
-}
-
-// exchangeCode trades an authorization code for tokens with the PKCE
-// verifier, and finds out which account signed in.
-func (b *Broker) exchangeCode(ctx context.Context, in *integration, code string, verifier *memguard.Enclave) (*oauth2.Token, string, error) {
-	v, err := secmem.Open(verifier)
-	if err != nil {
-		return nil, "", err
-	}
-	defer v.Destroy()
-	secret, err := secmem.Open(in.secret)
-	if err != nil {
-		return nil, "", err
-	}
-	defer secret.Destroy()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
-	defer cancel()
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, b.client)
-	// Copies, not LockedBuffer.String(): see exchangeRefresh.
-	tok, err := b.oauthConfig(in, string(secret.Bytes())).Exchange(ctx, code, oauth2.VerifierOption(string(v.Bytes())))
-	if err != nil {
-		return nil, "", classify(ctx, err, b.timeout, "token endpoint")
-	}
-	switch {
-	case tok.AccessToken == "":
-		return nil, "", errors.New("token endpoint sent no access token")
-	case len(tok.AccessToken) > maxTokenLen || len(tok.RefreshToken) > maxTokenLen:
-		return nil, "", fmt.Errorf("token endpoint sent a token longer than %d KiB", maxTokenLen>>10)
-	}
-	return tok, b.accountOf(ctx, in, tok), nil
-}
-
-// accountOf names the provider account behind tok, for people to read:
-// from the OIDC id_token's claims, the token response, or the
-// integration's userinfo_url. It returns "" when none says. The id_token
-// is not verified: it came straight from the token endpoint, and the name
-// is only shown (OpenID Connect Core §3.1.3.7 allows TLS in place of the
-// signature for this flow).
-func (b *Broker) accountOf(ctx context.Context, in *integration, tok *oauth2.Token) string {
-	if idt, ok := tok.Extra("id_token").(string); ok {
-		if parts := strings.Split(idt, "."); len(parts) == 3 && len(parts[1]) < maxBody {
-			if raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "=")); err == nil {
-				if a := accountName(raw); a != "" {
-					return a
-				}
-			}
-		}
-	}
-	for _, k := range []string{"email", "username", "login", "user_id"} {
-		if v, ok := tok.Extra(k).(string); ok && v != "" {
-			return printable.String(v, maxAccount)
-		}
-	}
-	if in.cfg.UserinfoURL == "" {
-		return ""
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.cfg.UserinfoURL, nil)
-	if err != nil {
-		return ""
-	}
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-	req.Header.Set("Accept", "application/json")
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return ""
-	}
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	return accountName(raw)
-}
-
-// accountName picks the most readable account name from a JSON object of
-// claims or user details.
-func accountName(raw []byte) string {
-	var claims map[string]any
-	if json.Unmarshal(raw, &claims) != nil {
-		return ""
-	}
-	for _, k := range []string{"email", "preferred_username", "login", "username", "name", "sub"} {
-		switch v := claims[k].(type) {
-		case string:
-			if v != "" {
-				return printable.String(v, maxAccount)
-			}
-		case float64:
-			return strconv.FormatFloat(v, 'f', -1, 64)
-		}
-	}
-	return ""
+	page(w, http.StatusOK, "Signed in to "+name+as, "oauthfs now has your credentials for "+name+as+", for user "+s.user+" on host "+t.host+". You can close this window.")
 }
 
 var confirmTmpl = template.Must(template.New("confirm").Parse(`<!doctype html>
@@ -598,3 +556,32 @@ func hostName() string {
 	}
 	return printable.String(h, 64)
 }
+
+// NewServer returns the HTTP server for the sign-in pages: timeouts on
+// every phase of a request, small headers, and bodies bounded by h. Serve
+// it on a listener wrapped with session.CapConns(l, MaxConns, false, log).
+func NewServer(h http.Handler, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      readTimeout + 2*time.Minute, // a code exchange fits
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// MaxConns caps the sign-in web server's connections, all callers
+// together: they have no uid to count by.
+const MaxConns = 512
+
+// Timeouts of the sign-in web server.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	idleTimeout       = 15 * time.Second // browsers reconnect cheaply
+)

@@ -1,4 +1,4 @@
-package broker
+package signin
 
 import (
 	"bytes"
@@ -18,21 +18,38 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
+const uid = 1000
+
+func read(t *testing.T, tok *credential.Token) string {
+	t.Helper()
+	buf := make([]byte, tok.Len()+10)
+	n, err := tok.ReadAt(buf, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
 type signinFixture struct {
-	b    *Broker
+	b    *broker.Broker
+	s    *Table
 	p    *localprovider.Provider
 	web  *httptest.Server
 	clk  testutil.Clock
 	logs *testutil.SyncBuffer
 }
 
-func newSigninFixture(t *testing.T) *signinFixture {
+// newSigninFixture is a broker and its sign-in table, on a test provider;
+// extra lines go into the integration's table, with {provider} standing
+// for the provider's URL.
+func newSigninFixture(t *testing.T, extra ...string) *signinFixture {
 	t.Helper()
 	f := &signinFixture{p: localprovider.New(), logs: &testutil.SyncBuffer{}}
 	t.Cleanup(f.p.Close)
@@ -43,7 +60,7 @@ func newSigninFixture(t *testing.T) *signinFixture {
 	t.Cleanup(f.web.Close)
 	src := fmt.Sprintf(`
 [broker]
-state_dir = %q
+state_dir = ""
 callback_url = "%s/callback"
 request_timeout = "2s"
 [[integration]]
@@ -55,19 +72,20 @@ token_url = "%s/token"
 revocation_url = "%s/revoke"
 scopes = ["read"]
 auth_params = { access_type = "offline", prompt = "consent" }
-`, t.TempDir(), f.web.URL, f.p.URL, f.p.URL, f.p.URL)
+%s
+`, f.web.URL, f.p.URL, f.p.URL, f.p.URL, strings.ReplaceAll(strings.Join(extra, "\n"), "{provider}", f.p.URL))
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.b, err = New(cfg, Options{
-		Now:    f.clk.Now,
-		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
-	if err != nil {
+	log := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if f.b, err = broker.New(cfg, broker.Options{Now: f.clk.Now, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
-	handler.Store(f.b.SignInHandler())
+	if f.s, err = New(f.b, cfg.Settings.CallbackURL, log); err != nil {
+		t.Fatal(err)
+	}
+	handler.Store(f.s.Handler())
 	return f
 }
 
@@ -139,9 +157,9 @@ func signInAll(t *testing.T, u string) (int, string) {
 
 // startTo runs a sign-in up to the redirect back to the broker and
 // returns the browser, the callback URL and the sign-in.
-func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *credential.SignIn) {
+func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *Link) {
 	t.Helper()
-	si, err := f.b.StartSignIn(uid, "Test")
+	si, err := f.s.Start(uid, "Test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,11 +172,11 @@ func (f *signinFixture) startTo(t *testing.T, uid int) (*http.Client, string, *c
 	return c, resp.Header.Get("Location"), si
 }
 
-func (f *signinFixture) status(t *testing.T, uid int, si *credential.SignIn) credential.SignInStatus {
+func (f *signinFixture) status(t *testing.T, uid int, si *Link) Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st, err := f.b.WaitSignIn(ctx, uid, si.ID)
+	st, err := f.s.Wait(ctx, uid, si.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +185,7 @@ func (f *signinFixture) status(t *testing.T, uid int, si *credential.SignIn) cre
 
 func TestSignIn(t *testing.T) {
 	f := newSigninFixture(t)
-	si, err := f.b.StartSignIn(uid, "Test")
+	si, err := f.s.Start(uid, "Test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,20 +233,20 @@ func TestSignIn(t *testing.T) {
 func TestSignInRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		run    func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn)
+		run    func(t *testing.T, f *signinFixture) (int, string, *Link)
 		code   int
 		page   string
-		status string // of the sign-in afterwards
+		status State // of the sign-in afterwards
 	}{
-		{"missing state", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"missing state", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			c, b := get(t, browser(true), f.web.URL+"/callback?code=x")
 			return c, b, nil
 		}, 400, "no state parameter", ""},
-		{"forged state", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"forged state", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			c, b := get(t, browser(true), f.web.URL+"/callback?code=x&state=forged")
 			return c, b, nil
 		}, 400, "unknown", ""},
-		{"replayed", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"replayed", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			if c, _ := get(t, br, cb); c != 200 {
 				t.Fatalf("first callback = %d", c)
@@ -236,7 +254,7 @@ func TestSignInRefusals(t *testing.T) {
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 400, "already completed", "signed_in"},
-		{"another browser", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"another browser", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			c, b := get(t, browser(true), cb)
 			// Not consumed: the right browser still finishes it.
@@ -245,19 +263,19 @@ func TestSignInRefusals(t *testing.T) {
 			}
 			return c, b, si
 		}, 403, "started in another browser", "signed_in"},
-		{"expired", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"expired", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
-			f.clk.Advance(SignInLifetime + time.Minute)
+			f.clk.Advance(Lifetime + time.Minute)
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 400, "expired", "failed"},
-		{"access denied", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"access denied", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			f.p.SetDeny(true)
 			br, cb, si := f.startTo(t, uid)
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 403, "access_denied (The user said no)", "failed"},
-		{"code rejected", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"code rejected", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			u, _ := url.Parse(cb)
 			q := u.Query()
@@ -266,13 +284,13 @@ func TestSignInRefusals(t *testing.T) {
 			c, b := get(t, br, u.String())
 			return c, b, si
 		}, 400, "invalid_grant", "failed"},
-		{"provider down", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"provider down", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			f.p.Close()
 			c, b := get(t, br, cb)
 			return c, b, si
 		}, 502, "token endpoint unreachable", "failed"},
-		{"provider error page", func(t *testing.T, f *signinFixture) (int, string, *credential.SignIn) {
+		{"provider error page", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			f.p.SetMode(localprovider.HTML)
 			c, b := get(t, br, cb)
@@ -301,11 +319,11 @@ func TestSignInRefusals(t *testing.T) {
 
 func TestSignInBoundToUser(t *testing.T) {
 	f := newSigninFixture(t)
-	si, _ := f.b.StartSignIn(uid, "Test")
-	if _, err := f.b.WaitSignIn(context.Background(), uid+1, si.ID); !errors.Is(err, credential.ErrNotFound) {
+	si, _ := f.s.Start(uid, "Test")
+	if _, err := f.s.Wait(context.Background(), uid+1, si.ID); !errors.Is(err, credential.ErrNotFound) {
 		t.Errorf("another user's WaitSignIn = %v; want ErrNotFound", err)
 	}
-	if err := f.b.CancelSignIn(uid+1, si.ID); !errors.Is(err, credential.ErrNotFound) {
+	if err := f.s.Cancel(uid+1, si.ID); !errors.Is(err, credential.ErrNotFound) {
 		t.Errorf("another user's CancelSignIn = %v; want ErrNotFound", err)
 	}
 	signInAll(t, si.URL)
@@ -340,7 +358,7 @@ func TestSignInsRacing(t *testing.T) {
 func TestCancelSignIn(t *testing.T) {
 	f := newSigninFixture(t)
 	br, cb, si := f.startTo(t, uid)
-	if err := f.b.CancelSignIn(uid, si.ID); err != nil {
+	if err := f.s.Cancel(uid, si.ID); err != nil {
 		t.Fatal(err)
 	}
 	if st := f.status(t, uid, si); st.Status != "failed" || st.Message != "cancelled" {
@@ -353,7 +371,7 @@ func TestCancelSignIn(t *testing.T) {
 
 func TestLogoutRevocationFailureStillSignsOut(t *testing.T) {
 	f := newSigninFixture(t)
-	si, _ := f.b.StartSignIn(uid, "Test")
+	si, _ := f.s.Start(uid, "Test")
 	signInAll(t, si.URL)
 	f.p.Close()
 	res, err := f.b.Logout(context.Background(), uid, "Test")
@@ -362,5 +380,122 @@ func TestLogoutRevocationFailureStillSignsOut(t *testing.T) {
 	}
 	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("Token = %v; want ErrNotSignedIn", err)
+	}
+}
+
+// TestSignInCapIsPerUser: one user starting and cancelling sign-ins, or
+// holding many open, cannot stop another user from signing in.
+func TestSignInCapIsPerUser(t *testing.T) {
+	f := newSigninFixture(t)
+	for i := 0; i < maxSignIns/8; i++ { // well past the old global cap of 1,000
+		si, err := f.s.Start(uid, "Test")
+		if err != nil {
+			t.Fatalf("sign-in #%d = %v; finished ones must free their slot at once", i+1, err)
+		}
+		f.s.Cancel(uid, si.ID)
+	}
+	for i := 0; i < maxSignInsPerUser; i++ {
+		if _, err := f.s.Start(uid, "Test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.s.Start(uid, "Test"); !errors.Is(err, credential.ErrSignIn) || !strings.Contains(err.Error(), "in progress") {
+		t.Errorf("a sign-in past the user's cap = %v; want refused", err)
+	}
+	if _, err := f.s.Start(uid+1, "Test"); err != nil {
+		t.Errorf("another user's sign-in = %v; want it to work", err)
+	}
+	if n := len(f.s.ended); n > maxEnded {
+		t.Errorf("%d ended sign-ins kept; want at most %d", n, maxEnded)
+	}
+}
+
+// TestStartPageConfirmsWhoAndWhere: the start link shows whom the tokens
+// will go to before anything happens, and only its own form, from the
+// browser it was shown to, continues.
+func TestStartPageConfirmsWhoAndWhere(t *testing.T) {
+	f := newSigninFixture(t)
+	si, _ := f.s.Start(uid, "Test")
+	c := browser(false)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	code, page := get(t, c, si.URL)
+	if code != 200 || !strings.Contains(page, "Sign in to Test for user "+userName(uid)+" on host "+hostName()) ||
+		f.p.LastAuthorize() != nil {
+		t.Fatalf("start page = %d %q; want the confirmation naming user and host, and no request to the provider yet", code, page)
+	}
+	fields := url.Values{}
+	for _, m := range hiddenRE.FindAllStringSubmatch(page, -1) {
+		fields.Set(m[1], m[2])
+	}
+	post := func(c *http.Client, form url.Values, origin string) int {
+		req, _ := http.NewRequest("POST", f.web.URL+"/start", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	noCSRF := url.Values{"state": {fields.Get("state")}, "action": {"continue"}}
+	if code := post(c, noCSRF, ""); code != 403 {
+		t.Errorf("POST without the csrf field = %d; want 403", code)
+	}
+	full := url.Values{"state": {fields.Get("state")}, "csrf": {fields.Get("csrf")}, "action": {"continue"}}
+	if code := post(c, full, "https://evil.example"); code != 403 {
+		t.Errorf("POST from a foreign origin = %d; want 403", code)
+	}
+	other := browser(false)
+	other.CheckRedirect = c.CheckRedirect
+	if code := post(other, full, ""); code != 403 {
+		t.Errorf("POST from another browser = %d; want 403", code)
+	}
+	if f.p.LastAuthorize() != nil {
+		t.Fatal("a refused POST reached the provider")
+	}
+	if code := post(c, full, f.web.URL); code != http.StatusSeeOther {
+		t.Errorf("Continue = %d; want 303 to the provider", code)
+	}
+}
+
+// TestStartLinkWorksForOneBrowser: a second browser opening the start link
+// is refused, and the sign-in fails, so the waiting command says so.
+func TestStartLinkWorksForOneBrowser(t *testing.T) {
+	f := newSigninFixture(t)
+	si, _ := f.s.Start(uid, "Test")
+	first := browser(true)
+	if code, _ := get(t, first, si.URL); code != 200 {
+		t.Fatalf("first visit = %d", code)
+	}
+	if code, _ := get(t, first, si.URL); code != 200 {
+		t.Errorf("a reload in the same browser = %d; want the page again", code)
+	}
+	code, page := get(t, browser(true), si.URL)
+	if code != 400 || !strings.Contains(page, "already opened in another browser") {
+		t.Errorf("second browser = %d %q; want it refused", code, page)
+	}
+	st := f.status(t, uid, si)
+	if st.Status != Failed || !strings.Contains(st.Message, "second browser") {
+		t.Errorf("sign-in status = %+v; want failed, naming the second browser", st)
+	}
+}
+
+// TestSignInNamesTheAccount: the waiting command and the callback page say
+// which provider account signed in.
+func TestSignInNamesTheAccount(t *testing.T) {
+	f := newSigninFixture(t, `userinfo_url = "{provider}/userinfo"`)
+	si, _ := f.s.Start(uid, "Test")
+	code, page := signInAll(t, si.URL)
+	if code != 200 || !strings.Contains(page, "Signed in to Test as dev-user") {
+		t.Errorf("callback page = %d %q; want it to name the account", code, page)
+	}
+	if st := f.status(t, uid, si); st.Account != "dev-user" {
+		t.Errorf("sign-in status = %+v; want account dev-user", st)
+	}
+	if m, _ := f.b.Integration(uid, "Test"); m.Account == nil || *m.Account != "dev-user" {
+		t.Errorf("meta account = %v; want dev-user", m.Account)
 	}
 }

@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"bufio"
@@ -127,7 +127,7 @@ func (s *Cached) Watch(ctx context.Context) {
 func (s *Cached) watchOnce(ctx context.Context) error {
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://oauthfs/v1/events", pr)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://oauthfs"+PathEvents, pr)
 	if err != nil {
 		return err
 	}
@@ -141,16 +141,16 @@ func (s *Cached) watchOnce(ctx context.Context) error {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		var ev credential.Event
+		var ev Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return err
 		}
 		switch ev.Kind {
-		case credential.EventHello:
+		case EventHello:
 			s.invalidate("", true)
 			s.log.Debug("event stream up", "socket", s.socket)
 			continue
-		case credential.EventChanged:
+		case EventChanged:
 			s.invalidate(ev.GUID, true)
 		default: // reload, or anything newer: drop everything
 			s.invalidate("", true)

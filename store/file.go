@@ -1,4 +1,4 @@
-package broker
+package store
 
 import (
 	"crypto/aes"
@@ -24,44 +24,35 @@ import (
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
-// ErrStore is wrapped by every error about a store file that exists but
-// cannot be used (corrupt, truncated, sealed with another key, or owned by
-// someone else). Such a file is never discarded or overwritten.
-var ErrStore = errors.New("credential store unusable")
-
 // Magic strings start every store file; the digit is the format version.
 const (
 	storeMagicV1 = "OAUTHFS1" // one file per user, every credential in it
 	storeMagic   = "OAUTHFS2" // one file per user and integration
 )
 
-// Bounds on what a record holds. Tokens longer than maxTokenLen are
-// refused where they enter, so encoding never meets one.
-const (
-	maxTokenLen = 64 << 10
-	maxText     = 4 << 10 // scopes, error, account: clipped to this
-)
+// maxText bounds the text a record holds (scopes, error, account): it is
+// clipped to this when written.
+const maxText = 4 << 10
 
-// store keeps one AEAD-sealed file per user and integration:
-// STATE_DIR/UID/GUID.cred. A change writes only its own record, so the
-// cost of a save does not grow with the number of credentials a user
-// holds. It is safe for concurrent use, but callers serialise saves of one
-// record (see Broker.persist) so that a later state is never overwritten
-// by an earlier one.
-type store struct {
+// File keeps one AEAD-sealed file per user and integration:
+// STATE_DIR/UID/GUID.cred (docs/store-format.md). A change writes only its
+// own record, so the cost of a save does not grow with the number of
+// credentials a user holds. It keys users by UID. It is safe for
+// concurrent use; callers serialise saves of one record.
+type File struct {
 	dir string
 	// key is the AES-256 key; owned by the store, wiped by memguard.Purge.
 	key *memguard.Enclave
 }
 
-// openStore opens the store in dir with the key in keyFile. A missing key
+// OpenFile opens the store in dir with the key in keyFile. A missing key
 // file is created (0600) when the directory holds no store file yet; if
 // store files exist, a missing key is an error, since a new key could not
 // open them. The directory and the key file must belong to this user or
 // root and not be open to others: anything else could have been planted.
-func openStore(dir, keyFile string) (*store, error) {
+func OpenFile(dir, keyFile string) (*File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("broker: state_dir: %w", err)
+		return nil, fmt.Errorf("store: state_dir: %w", err)
 	}
 	if err := checkOwned("state_dir", dir, 0o022); err != nil {
 		return nil, err
@@ -69,15 +60,15 @@ func openStore(dir, keyFile string) (*store, error) {
 	key, err := loadKey(keyFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		if n := countStores(dir); n > 0 {
-			return nil, fmt.Errorf("broker: key_file %s is missing but %s holds %d store file(s) sealed with it; restore the key file, or move the store files away to start afresh: %w",
-				keyFile, dir, n, ErrStore)
+			return nil, fmt.Errorf("store: key_file %s is missing but %s holds %d store file(s) sealed with it: %w",
+				keyFile, dir, n, ErrKeyMissing)
 		}
 		key, err = createKey(keyFile)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &store{dir: dir, key: key}, nil
+	return &File{dir: dir, key: key}, nil
 }
 
 // countStores counts the users with credentials in dir, in either format.
@@ -90,9 +81,15 @@ func countStores(dir string) int {
 // checkOwned refuses path unless it belongs to this user or root and has
 // none of the permission bits in forbidden. what names it in the error.
 func checkOwned(what, path string, forbidden os.FileMode) error {
+	if lst, err := os.Lstat(path); err == nil && lst.Mode()&os.ModeSymlink != 0 {
+		if sys, ok := lst.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && sys.Uid != 0 {
+			return fmt.Errorf("store: %s %s is a symbolic link made by uid %d, not by you or root: another user could have planted it: %w",
+				what, path, sys.Uid, ErrNotPrivate)
+		}
+	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("broker: %s: %w", what, err)
+		return fmt.Errorf("store: %s: %w", what, err)
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
@@ -100,12 +97,12 @@ func checkOwned(what, path string, forbidden os.FileMode) error {
 	}
 	me := os.Geteuid()
 	if int(sys.Uid) != me && sys.Uid != 0 {
-		return fmt.Errorf("broker: %s %s belongs to uid %d, not to you (uid %d) or root: another user could have planted it; use one you own (or chown it): %w",
-			what, path, sys.Uid, me, ErrStore)
+		return fmt.Errorf("store: %s %s belongs to uid %d, not to you (uid %d) or root: another user could have planted it: %w",
+			what, path, sys.Uid, me, ErrNotPrivate)
 	}
 	if p := st.Mode().Perm(); p&forbidden != 0 {
-		return fmt.Errorf("broker: %s %s has mode %04o, open to group or others: run chmod %04o %s: %w",
-			what, path, p, p&^forbidden, path, ErrStore)
+		return fmt.Errorf("store: %s %s has mode %04o, open to group or others (it must not have %04o): %w",
+			what, path, p, p&forbidden, ErrNotPrivate)
 	}
 	return nil
 }
@@ -116,16 +113,16 @@ func loadKey(path string) (*memguard.Enclave, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("broker: key_file: %w", err)
+		return nil, fmt.Errorf("store: key_file: %w", err)
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("broker: key_file %s is not a regular file: %w", path, ErrStore)
+		return nil, fmt.Errorf("store: key_file %s is not a regular file: %w", path, ErrUnusable)
 	}
 	if err := checkOwned("key_file", path, 0o077); err != nil {
 		return nil, err
 	}
-	bad := fmt.Errorf("broker: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrStore)
+	bad := fmt.Errorf("store: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrUnusable)
 	text, err := secmem.NewBuffer(2*32 + 2)
 	if err != nil {
 		return nil, err
@@ -148,7 +145,7 @@ func loadKey(path string) (*memguard.Enclave, error) {
 
 func createKey(path string) (*memguard.Enclave, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("broker: key_file: %w", err)
+		return nil, fmt.Errorf("store: key_file: %w", err)
 	}
 	key, err := secmem.Random(32)
 	if err != nil {
@@ -165,7 +162,7 @@ func createKey(path string) (*memguard.Enclave, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		key.Destroy()
-		return nil, fmt.Errorf("broker: create key_file: %w", err)
+		return nil, fmt.Errorf("store: create key_file: %w", err)
 	}
 	_, werr := f.Write(text.Bytes())
 	serr := f.Sync()
@@ -178,23 +175,23 @@ func createKey(path string) (*memguard.Enclave, error) {
 	if werr != nil {
 		key.Destroy()
 		os.Remove(path)
-		return nil, fmt.Errorf("broker: write key_file %s: %w", path, werr)
+		return nil, fmt.Errorf("store: write key_file %s: %w", path, werr)
 	}
 	return key.Seal()
 }
 
-func (s *store) userDir(uid int) string { return filepath.Join(s.dir, strconv.Itoa(uid)) }
+func (s *File) userDir(uid int) string { return filepath.Join(s.dir, strconv.Itoa(uid)) }
 
-func (s *store) path(uid int, guid string) string {
+func (s *File) path(uid int, guid string) string {
 	return filepath.Join(s.userDir(uid), guid+".cred")
 }
 
 // aead returns the cipher for the store key. The expanded key schedule
 // lives on the Go heap for the duration of one seal or open.
-func (s *store) aead() (cipher.AEAD, error) {
+func (s *File) aead() (cipher.AEAD, error) {
 	k, err := secmem.Open(s.key)
 	if err != nil {
-		return nil, fmt.Errorf("broker: open store key: %w", err)
+		return nil, fmt.Errorf("store: open store key: %w", err)
 	}
 	defer k.Destroy()
 	block, err := aes.NewCipher(k.Bytes())
@@ -210,23 +207,11 @@ func additional(uid int, guid string) []byte {
 	return []byte(storeMagic + " uid=" + strconv.Itoa(uid) + " guid=" + guid)
 }
 
-// record is one credential as stored.
-type record struct {
-	guid     string
-	access   *credential.Token
-	refresh  *memguard.Enclave
-	scopes   []string
-	status   credential.Status
-	lastErr  string
-	account  string
-	expiry   time.Time
-	obtained time.Time
-}
-
-// save seals r into its file atomically: a temporary file is written and
+// Save seals r into its file atomically: a temporary file is written and
 // fsynced, renamed over the old one, and the directory is fsynced, so a
 // crash leaves the old or the new state, never a torn one.
-func (s *store) save(uid int, r record) error {
+func (s *File) Save(u User, r Record) error {
+	uid := u.UID
 	plain, err := encodeRecord(r)
 	if err != nil {
 		return err
@@ -241,22 +226,23 @@ func (s *store) save(uid int, r record) error {
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
 	out = append(out, nonce...)
-	out = aead.Seal(out, nonce, plain.Bytes(), additional(uid, r.guid))
+	out = aead.Seal(out, nonce, plain.Bytes(), additional(uid, r.GUID))
 	dir := s.userDir(uid)
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("broker: save credentials: %w", err)
+		return fmt.Errorf("store: save credentials: %w", err)
 	}
-	return writeAtomic(dir, s.path(uid, r.guid), out)
+	return writeAtomic(dir, s.path(uid, r.GUID), out)
 }
 
-// remove deletes the record of guid, if there is one, durably.
-func (s *store) remove(uid int, guid string) error {
+// Remove deletes the record of guid, if there is one, durably.
+func (s *File) Remove(u User, guid string) error {
+	uid := u.UID
 	err := os.Remove(s.path(uid, guid))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("broker: remove credentials: %w", err)
+		return fmt.Errorf("store: remove credentials: %w", err)
 	}
 	return syncDir(s.userDir(uid))
 }
@@ -266,7 +252,7 @@ func (s *store) remove(uid int, guid string) error {
 func writeAtomic(dir, final string, data []byte) error {
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(final)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("broker: save credentials: %w", err)
+		return fmt.Errorf("store: save credentials: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	_, werr := tmp.Write(data)
@@ -277,10 +263,10 @@ func writeAtomic(dir, final string, data []byte) error {
 		werr = cerr
 	}
 	if werr != nil {
-		return fmt.Errorf("broker: save credentials to %s: %w", final, werr)
+		return fmt.Errorf("store: save credentials to %s: %w", final, werr)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return fmt.Errorf("broker: save credentials to %s: %w", final, err)
+		return fmt.Errorf("store: save credentials to %s: %w", final, err)
 	}
 	return syncDir(dir)
 }
@@ -288,20 +274,21 @@ func writeAtomic(dir, final string, data []byte) error {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("broker: sync %s: %w", dir, err)
+		return fmt.Errorf("store: sync %s: %w", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("broker: sync %s: %w", dir, err)
+		return fmt.Errorf("store: sync %s: %w", dir, err)
 	}
 	return nil
 }
 
-// load opens the user's records. A user with none is an empty store; a
-// file that exists but does not open is an ErrStore error naming it. A
+// Load opens the user's records. A user with none is an empty store; a
+// file that exists but does not open is an ErrUnusable error naming it. A
 // store in the first format (one file per user) is converted: every record
 // is written in the new format before the old file goes.
-func (s *store) load(uid int) ([]record, error) {
+func (s *File) Load(u User) ([]Record, error) {
+	uid := u.UID
 	old := filepath.Join(s.dir, strconv.Itoa(uid)+".store")
 	if _, err := os.Lstat(old); err == nil {
 		return s.migrate(uid, old)
@@ -316,13 +303,13 @@ func (s *store) load(uid int) ([]record, error) {
 	removeStaleTemps(dir)
 	names, err := filepath.Glob(filepath.Join(dir, "*.cred"))
 	if err != nil {
-		return nil, fmt.Errorf("broker: read credential store: %w", err)
+		return nil, fmt.Errorf("store: read credential store: %w", err)
 	}
 	aead, err := s.aead()
 	if err != nil {
 		return nil, err
 	}
-	var recs []record
+	var recs []Record
 	for _, name := range names {
 		guid := strings.TrimSuffix(filepath.Base(name), ".cred")
 		if u, err := uuid.Parse(guid); err != nil || u.String() != guid {
@@ -337,38 +324,38 @@ func (s *store) load(uid int) ([]record, error) {
 	return recs, nil
 }
 
-func (s *store) loadRecord(aead cipher.AEAD, uid int, guid, path string) (record, error) {
+func (s *File) loadRecord(aead cipher.AEAD, uid int, guid, path string) (Record, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("broker: credential store %s %s; it was left untouched (restore it, or move it away to sign in afresh): %w", path, why, ErrStore)
+		return fmt.Errorf("store: credential store %s %s; it was left untouched: %w", path, why, ErrUnusable)
 	}
 	if err := checkOwned("credential file", path, 0o022); err != nil {
-		return record{}, err
+		return Record{}, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return record{}, fmt.Errorf("broker: read credential store: %w", err)
+		return Record{}, fmt.Errorf("store: read credential store: %w", err)
 	}
 	if len(data) < len(storeMagic)+aead.NonceSize()+aead.Overhead() || string(data[:len(storeMagic)]) != storeMagic {
-		return record{}, bad("is truncated or not an oauthfs store")
+		return Record{}, bad("is truncated or not an oauthfs store")
 	}
 	nonce := data[len(storeMagic) : len(storeMagic)+aead.NonceSize()]
 	ct := data[len(storeMagic)+aead.NonceSize():]
 	if len(ct) == aead.Overhead() {
-		return record{}, bad("is empty")
+		return Record{}, bad("is empty")
 	}
 	plain, err := secmem.NewBuffer(len(ct) - aead.Overhead())
 	if err != nil {
-		return record{}, err
+		return Record{}, err
 	}
 	defer plain.Destroy()
 	if _, err := aead.Open(plain.Bytes()[:0], nonce, ct, additional(uid, guid)); err != nil {
-		return record{}, bad("does not open with the key in key_file (corrupt, sealed with another key, or copied from another user or integration)")
+		return Record{}, bad("does not open with the key in key_file (corrupt, sealed with another key, or copied from another user or integration)")
 	}
 	r, err := decodeRecord(plain.Bytes())
 	if err != nil {
-		return record{}, bad("is corrupt (" + err.Error() + ")")
+		return Record{}, bad("is corrupt (" + err.Error() + ")")
 	}
-	r.guid = guid
+	r.GUID = guid
 	return r, nil
 }
 
@@ -387,16 +374,16 @@ func removeStaleTemps(dir string) {
 // migrate converts the first format's file at old into per-record files
 // and then removes it. A crash on the way leaves old in place, and the
 // next load converts it again from the start.
-func (s *store) migrate(uid int, old string) ([]record, error) {
+func (s *File) migrate(uid int, old string) ([]Record, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("broker: credential store %s %s; it was left untouched (restore it, or move it away to sign in afresh): %w", old, why, ErrStore)
+		return fmt.Errorf("store: credential store %s %s; it was left untouched: %w", old, why, ErrUnusable)
 	}
 	if err := checkOwned("credential file", old, 0o022); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(old)
 	if err != nil {
-		return nil, fmt.Errorf("broker: read credential store: %w", err)
+		return nil, fmt.Errorf("store: read credential store: %w", err)
 	}
 	aead, err := s.aead()
 	if err != nil {
@@ -420,12 +407,12 @@ func (s *store) migrate(uid int, old string) ([]record, error) {
 		return nil, bad("is corrupt (" + err.Error() + ")")
 	}
 	for _, r := range recs {
-		if err := s.save(uid, r); err != nil {
+		if err := s.Save(User{UID: uid}, r); err != nil {
 			return nil, err
 		}
 	}
 	if err := os.Remove(old); err != nil {
-		return nil, fmt.Errorf("broker: remove the converted store %s: %w", old, err)
+		return nil, fmt.Errorf("store: remove the converted store %s: %w", old, err)
 	}
 	if err := syncDir(s.dir); err != nil {
 		return nil, err
@@ -438,31 +425,33 @@ func (s *store) migrate(uid int, old string) ([]record, error) {
 // expiry, i64 obtained (unix ns, 0 = none), bytes32 access, bytes32
 // refresh, str16 scopes, str16 error, str16 account. Text is clipped to
 // maxText, so no accepted value can make encoding fail.
-func encodeRecord(r record) (*secmem.Buffer, error) {
+func encodeRecord(r Record) (*secmem.Buffer, error) {
 	var access, refresh *secmem.Buffer
 	var err error
-	if r.access != nil {
-		if access, err = r.access.Open(); err != nil {
+	var expiry, obtained time.Time
+	if r.Access != nil {
+		if access, err = r.Access.Open(); err != nil {
 			return nil, err
 		}
 		defer access.Destroy()
+		expiry, obtained = r.Access.Expiry(), r.Access.Obtained()
 	}
-	if r.refresh != nil {
-		if refresh, err = secmem.Open(r.refresh); err != nil {
+	if r.Refresh != nil {
+		if refresh, err = secmem.Open(r.Refresh); err != nil {
 			return nil, err
 		}
 		defer refresh.Destroy()
 	}
-	scopes, lastErr, account := clip(strings.Join(r.scopes, " ")), clip(r.lastErr), clip(r.account)
+	scopes, lastErr, account := clip(strings.Join(r.Scopes, " ")), clip(r.Error), clip(r.Account)
 	size := 1 + 8 + 8 + 4 + bufLen(access) + 4 + bufLen(refresh) + 2 + len(scopes) + 2 + len(lastErr) + 2 + len(account)
 	out, err := secmem.NewBuffer(size)
 	if err != nil {
 		return nil, err
 	}
 	b := out.Bytes()[:0]
-	b = append(b, statusByte[r.status])
-	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(r.expiry)))
-	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(r.obtained)))
+	b = append(b, statusByte[r.Status])
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(expiry)))
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(obtained)))
 	b = appendBytes32(b, access)
 	b = appendBytes32(b, refresh)
 	b = appendStr16(b, scopes)
@@ -470,7 +459,7 @@ func encodeRecord(r record) (*secmem.Buffer, error) {
 	b = appendStr16(b, account)
 	if len(b) != size { // cannot happen: every length above is the clipped one
 		out.Destroy()
-		return nil, fmt.Errorf("broker: encode credentials: size %d, want %d", len(b), size)
+		return nil, fmt.Errorf("store: encode credentials: size %d, want %d", len(b), size)
 	}
 	return out, nil
 }
@@ -528,43 +517,43 @@ func appendBytes32(b []byte, lb *secmem.Buffer) []byte {
 
 // decodeRecord parses what encodeRecord wrote. Token bytes go straight
 // from the locked plaintext into new enclaves.
-func decodeRecord(p []byte) (record, error) {
+func decodeRecord(p []byte) (Record, error) {
 	d := decoder{p: p}
-	var r record
+	var r Record
 	sb := d.u8()
-	r.status = statusOf(sb)
-	r.expiry, r.obtained = fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
+	r.Status = statusOf(sb)
+	expiry, obtained := fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
 	access, refresh := d.bytes32(), d.bytes32()
-	r.scopes = strings.Fields(d.str16())
-	r.lastErr = d.str16()
-	r.account = d.str16()
-	if d.err == nil && r.status == "" {
+	r.Scopes = strings.Fields(d.str16())
+	r.Error = d.str16()
+	r.Account = d.str16()
+	if d.err == nil && r.Status == "" {
 		d.err = fmt.Errorf("unknown status %d", sb)
 	}
 	if d.err == nil && len(d.p) != 0 {
 		d.err = errors.New("trailing bytes")
 	}
 	if d.err != nil {
-		return record{}, d.err
+		return Record{}, d.err
 	}
-	return r, r.seal(access, refresh)
+	return r, r.seal(access, refresh, expiry, obtained)
 }
 
 // seal puts copies of the token bytes into r's enclaves.
-func (r *record) seal(access, refresh []byte) error {
+func (r *Record) seal(access, refresh []byte, expiry, obtained time.Time) error {
 	if len(access) > 0 {
-		t, err := credential.NewToken(append([]byte(nil), access...), r.expiry, r.obtained)
+		t, err := credential.NewToken(append([]byte(nil), access...), expiry, obtained)
 		if err != nil {
 			return err
 		}
-		r.access = t
+		r.Access = t
 	}
 	if len(refresh) > 0 {
 		e, err := secmem.Seal(append([]byte(nil), refresh...))
 		if err != nil {
 			return err
 		}
-		r.refresh = e
+		r.Refresh = e
 	}
 	return nil
 }
@@ -581,31 +570,31 @@ func statusOf(b byte) credential.Status {
 // decodeV1 parses the first format: u32 count; per record: str16 guid, u8
 // status, i64 expiry, i64 obtained, bytes32 access, bytes32 refresh, str16
 // scopes, str16 error.
-func decodeV1(p []byte) ([]record, error) {
+func decodeV1(p []byte) ([]Record, error) {
 	d := decoder{p: p}
 	n := d.u32()
 	if d.err == nil && n > 1<<16 {
 		d.err = errors.New("implausible record count")
 	}
-	var recs []record
+	var recs []Record
 	for i := uint32(0); i < n && d.err == nil; i++ {
-		r := record{guid: d.str16()}
+		r := Record{GUID: d.str16()}
 		sb := d.u8()
-		r.status = statusOf(sb)
-		r.expiry, r.obtained = fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
+		r.Status = statusOf(sb)
+		expiry, obtained := fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
 		access, refresh := d.bytes32(), d.bytes32()
-		r.scopes = strings.Fields(d.str16())
-		r.lastErr = d.str16()
+		r.Scopes = strings.Fields(d.str16())
+		r.Error = d.str16()
 		if d.err != nil {
 			break
 		}
-		if u, err := uuid.Parse(r.guid); err != nil || u.String() != r.guid {
+		if u, err := uuid.Parse(r.GUID); err != nil || u.String() != r.GUID {
 			return nil, fmt.Errorf("record %d: bad guid", i)
 		}
-		if r.status == "" {
+		if r.Status == "" {
 			return nil, fmt.Errorf("record %d: unknown status %d", i, sb)
 		}
-		if err := r.seal(access, refresh); err != nil {
+		if err := r.seal(access, refresh, expiry, obtained); err != nil {
 			return nil, err
 		}
 		recs = append(recs, r)
@@ -669,7 +658,7 @@ func (d *decoder) bytes32() []byte {
 		return nil
 	}
 	n := binary.BigEndian.Uint32(b)
-	if n > maxTokenLen {
+	if n > MaxTokenLen {
 		d.err = errors.New("token longer than the limit")
 		return nil
 	}

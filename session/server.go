@@ -1,4 +1,4 @@
-package broker
+package session
 
 import (
 	"bufio"
@@ -10,49 +10,45 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/awnumar/memguard"
 
+	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/internal/wirejson"
+	"github.com/oauthfs/oauthfs/provider"
+	"github.com/oauthfs/oauthfs/signin"
 )
 
-// maxBody bounds request bodies on the session socket and the sign-in web
-// server.
+// maxBody bounds request bodies on the session socket.
 const maxBody = 64 << 10
 
-// Timeouts of both servers. The event stream, which lives as long as its
+// Timeouts of the session socket. The event stream, which lives as long as its
 // session, clears the read and write deadlines for itself.
 const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
 	writeTimeout      = maxWait + 30*time.Second // a sign-in's long poll fits
 	idleTimeout       = 60 * time.Second         // session mounts reuse connections
-	webIdleTimeout    = 15 * time.Second         // browsers reconnect cheaply
 )
 
-// Connection caps: one user may hold maxConnsPerUser connections to the
-// session socket (each session mount keeps a few); the sign-in web server,
-// where callers have no uid, takes maxWebConns in all.
-const (
-	maxConnsPerUser = 256
-	maxWebConns     = 512
-)
+// maxConnsPerUser caps one user's connections to the session socket (each
+// session mount keeps a few).
+const maxConnsPerUser = 256
 
 // Server serves the session API (docs/api.md) on a Unix socket. The
 // caller's identity is its uid from SO_PEERCRED; a caller only ever sees
 // and uses its own credentials. A Server is safe for concurrent use.
 type Server struct {
-	B *Broker
+	B      *broker.Broker
+	SignIn *signin.Table // nil: sign-in is not offered
 	// Owner, when >= 0, is the only uid allowed to connect (the embedded
 	// broker of one user's mount). -1 allows every uid, each to its own
 	// credentials (the system daemon).
@@ -81,175 +77,6 @@ func (s *Server) log() *slog.Logger {
 	return s.Log
 }
 
-type peerKey struct{}
-
-// peer returns the uid of the connection's peer, as recorded by
-// connContext.
-func peer(ctx context.Context) (int, bool) {
-	uid, ok := ctx.Value(peerKey{}).(int)
-	return uid, ok
-}
-
-// connContext records the peer's uid, which the listener read with
-// SO_PEERCRED. A connection whose credentials could not be read gets no
-// uid and every request is refused.
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	if pc, ok := c.(*capConn); ok && pc.uid >= 0 {
-		return context.WithValue(ctx, peerKey{}, pc.uid)
-	}
-	return ctx
-}
-
-// PeerUID returns the uid of the process at the other end of a Unix
-// socket connection, from SO_PEERCRED.
-func PeerUID(c net.Conn) (int, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return -1, errors.New("not a Unix socket")
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	var cred *syscall.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return -1, err
-	}
-	if cerr != nil {
-		return -1, cerr
-	}
-	return int(cred.Uid), nil
-}
-
-// capListener caps the connections it hands out: per peer uid on a Unix
-// socket, in all (uid -1) elsewhere. A connection over the cap is closed
-// at once, so one user's flood cannot take the file descriptors that
-// other users' reads need.
-type capListener struct {
-	net.Listener
-	max  int
-	byID bool // count per peer uid
-	log  *slog.Logger
-
-	mu     sync.Mutex
-	held   map[int]int
-	warned map[int]time.Time
-}
-
-type capConn struct {
-	net.Conn
-	uid  int
-	l    *capListener
-	once sync.Once
-}
-
-func (c *capConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		if c.l.held[c.uid]--; c.l.held[c.uid] <= 0 {
-			delete(c.l.held, c.uid)
-		}
-		c.l.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		uid := -1
-		if l.byID {
-			if uid, err = PeerUID(c); err != nil {
-				uid = -2 // no credentials: refused by the handler
-			}
-		}
-		l.mu.Lock()
-		if l.held[uid] >= l.max {
-			if time.Since(l.warned[uid]) > time.Minute {
-				l.warned[uid] = time.Now()
-				l.log.Warn("connection refused: too many open connections", "uid", uid, "max", l.max)
-			}
-			l.mu.Unlock()
-			c.Close()
-			continue
-		}
-		l.held[uid]++
-		l.mu.Unlock()
-		return &capConn{Conn: c, uid: uid, l: l}, nil
-	}
-}
-
-// CapConns wraps l so that each peer uid (perUser) or everyone together
-// holds at most max connections.
-func CapConns(l net.Listener, max int, perUser bool, log *slog.Logger) net.Listener {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &capListener{Listener: l, max: max, byID: perUser, log: log, held: map[int]int{}, warned: map[int]time.Time{}}
-}
-
-// Listen creates the Unix socket at path with mode, and its directory
-// with dirMode when it does not exist. An existing directory must belong
-// to this user or root and not be writable by others, so nobody else can
-// swap the socket. A socket left by a dead process is replaced; one that a
-// live process still answers on is refused.
-func Listen(path string, mode, dirMode os.FileMode) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return nil, fmt.Errorf("broker: socket directory: %w", err)
-	}
-	if err := CheckSocketDir(dir); err != nil {
-		return nil, err
-	}
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("broker: %s exists and is not a socket; remove it or choose another socket path", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("broker: a broker is already listening on %s; stop it first or choose another socket path", path)
-		}
-		os.Remove(path) // left by a dead process
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("broker: listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("broker: chmod %s: %w", path, err)
-	}
-	return l, nil
-}
-
-// CheckSocketDir refuses a socket directory that belongs to someone other
-// than this user or root, or that others may write to: whoever can write
-// there can put their own socket in place of the broker's.
-func CheckSocketDir(dir string) error {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("broker: socket directory: %w", err)
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	me := os.Geteuid()
-	switch {
-	case int(sys.Uid) != me && sys.Uid != 0:
-		return fmt.Errorf("broker: socket directory %s belongs to uid %d, not to you (uid %d) or root, so its socket cannot be trusted; use a directory only you (or root) can write", dir, sys.Uid, me)
-	case st.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("broker: socket directory %s is writable by others (mode %04o), so its socket cannot be trusted; use a directory only you (or root) can write", dir, st.Mode().Perm())
-	}
-	return nil
-}
-
 // Serve answers session API requests on l until l is closed. Each peer uid
 // holds at most maxConnsPerUser connections.
 func (s *Server) Serve(l net.Listener) error {
@@ -273,52 +100,31 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
-// NewWebServer returns the HTTP server for the sign-in pages: timeouts on
-// every phase of a request, small headers, and bodies bounded by h. Serve
-// it on a listener wrapped with CapConns(l, MaxWebConns, false, log).
-func NewWebServer(h http.Handler, log *slog.Logger) *http.Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      readTimeout + 2*time.Minute, // a code exchange fits
-		IdleTimeout:       webIdleTimeout,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-}
-
-// MaxWebConns is the sign-in web server's connection cap.
-const MaxWebConns = maxWebConns
-
 // Handler returns the session API's HTTP handler. Requests must carry a
 // peer uid from [Serve]'s connection context.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/integrations", s.list)
-	mux.HandleFunc("GET /v1/integrations/{id}", s.get)
-	mux.HandleFunc("GET /v1/integrations/{id}/token", s.token)
-	mux.HandleFunc("PUT /v1/integrations/{id}/credentials", s.put)
-	mux.HandleFunc("DELETE /v1/integrations/{id}/credentials", s.forget)
-	mux.HandleFunc("POST /v1/integrations/{id}/login", s.login)
-	mux.HandleFunc("GET /v1/logins/{login}", s.loginStatus)
-	mux.HandleFunc("DELETE /v1/logins/{login}", s.loginCancel)
-	mux.HandleFunc("POST /v1/events", s.events)
+	mux.HandleFunc("GET "+PathIntegrations, s.list)
+	mux.HandleFunc("GET "+PathIntegration, s.get)
+	mux.HandleFunc("GET "+PathToken, s.token)
+	mux.HandleFunc("PUT "+PathCredentials, s.put)
+	mux.HandleFunc("DELETE "+PathCredentials, s.forget)
+	mux.HandleFunc("POST "+PathLogin, s.login)
+	mux.HandleFunc("GET "+PathLoginStatus, s.loginStatus)
+	mux.HandleFunc("DELETE "+PathLoginStatus, s.loginCancel)
+	mux.HandleFunc("POST "+PathEvents, s.events)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uid, ok := peer(r.Context())
 		switch {
 		case !ok:
-			writeError(w, fmt.Errorf("broker: the caller's credentials could not be read: %w", credential.ErrPermission))
+			writeError(w, fmt.Errorf("session: the caller's credentials could not be read: %w", credential.ErrPermission))
 			return
 		case s.Owner >= 0 && uid != s.Owner:
 			s.log().Warn("refused a session API caller who is not the owner", "uid", uid, "owner", s.Owner)
-			writeError(w, fmt.Errorf("broker: this broker serves uid %d only: %w", s.Owner, credential.ErrPermission))
+			writeError(w, fmt.Errorf("session: this broker serves uid %d only: %w", s.Owner, credential.ErrPermission))
 			return
 		}
-		if r.URL.Path != "/v1/events" { // the event stream's body is a stream of acks
+		if r.URL.Path != PathEvents { // the event stream's body is a stream of acks
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		}
 		mux.ServeHTTP(w, r)
@@ -358,7 +164,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	plain, release, err := t.View()
 	if err != nil {
-		writeError(w, fmt.Errorf("broker: open token: %w: %w", err, credential.ErrUnavailable))
+		writeError(w, fmt.Errorf("session: open token: %w: %w", err, credential.ErrUnavailable))
 		return
 	}
 	tail := make([]byte, 0, 160)
@@ -372,7 +178,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	body, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(plain) + 2 + len(tail))
 	if err != nil {
 		release()
-		writeError(w, fmt.Errorf("broker: %w: %w", err, credential.ErrUnavailable))
+		writeError(w, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable))
 		return
 	}
 	defer body.Destroy()
@@ -423,7 +229,7 @@ func appendTime(b []byte, t time.Time) []byte {
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	if err := rc.EnableFullDuplex(); err != nil {
-		writeError(w, fmt.Errorf("broker: event stream: %w", err))
+		writeError(w, fmt.Errorf("session: event stream: %w", err))
 		return
 	}
 	sub, err := s.B.Subscribe(uidOf(r))
@@ -448,13 +254,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	if enc.Encode(Event{Kind: credential.EventHello}) != nil || rc.Flush() != nil {
+	if enc.Encode(Event{Kind: EventHello}) != nil || rc.Flush() != nil {
 		return
 	}
 	for {
 		select {
 		case ev := <-sub.C:
-			rc.SetWriteDeadline(time.Now().Add(ackTimeout))
+			rc.SetWriteDeadline(time.Now().Add(broker.AckTimeout))
 			if enc.Encode(ev) != nil || rc.Flush() != nil {
 				return
 			}
@@ -488,7 +294,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if cr.expiresIn > 0 {
-		cr.c.Expiry = expiryFrom(cr.expiresIn, s.B.now())
+		cr.c.Expiry = credential.ExpiryFrom(cr.expiresIn, s.B.Now())
 	}
 	if err := s.B.Put(uidOf(r), r.PathValue("id"), cr.c); err != nil {
 		writeError(w, err)
@@ -515,7 +321,7 @@ func readBody(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *sec
 	}
 	buf, err := secmem.NewBuffer(int(n))
 	if err != nil {
-		return w, nil, fmt.Errorf("broker: %w: %w", err, credential.ErrUnavailable)
+		return w, nil, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
 	}
 	conn, brw, herr := http.NewResponseController(w).Hijack()
 	if herr != nil { // a test's recorder
@@ -587,7 +393,7 @@ func (w *hijackedWriter) finish() {
 // credentialsRequest is a parsed PUT body. The byte slices of c are wiped
 // by Broker.Put.
 type credentialsRequest struct {
-	c         Credentials
+	c         credential.Tokens
 	expiresIn int64
 }
 
@@ -607,9 +413,7 @@ func parseCredentials(body []byte) (credentialsRequest, error) {
 		}
 	}()
 	for k := range fields {
-		switch k {
-		case "access_token", "refresh_token", "expires_in", "scope":
-		default:
+		if !slices.Contains(CredentialsKeys, k) {
 			return out, badRequest("%s: unknown field %q (names are case-sensitive)", want, printableKey(k))
 		}
 	}
@@ -622,27 +426,27 @@ func parseCredentials(body []byte) (credentialsRequest, error) {
 		if err != nil {
 			return nil, badRequest("%s: %s must be a string", want, key)
 		}
-		if n > maxTokenLen {
-			return nil, badRequest("%s is longer than %d KiB", key, maxTokenLen>>10)
+		if n > provider.MaxTokenLen {
+			return nil, badRequest("%s is longer than %d KiB", key, provider.MaxTokenLen>>10)
 		}
 		v := make([]byte, n)
 		wirejson.Unquote(v, raw)
 		return v, nil
 	}
 	var err error
-	if out.c.AccessToken, err = str("access_token"); err != nil {
+	if out.c.Access, err = str("access_token"); err != nil {
 		return out, err
 	}
-	if out.c.RefreshToken, err = str("refresh_token"); err != nil {
-		memguard.WipeBytes(out.c.AccessToken)
+	if out.c.Refresh, err = str("refresh_token"); err != nil {
+		memguard.WipeBytes(out.c.Access)
 		return out, err
 	}
 	fail := func(err error) (credentialsRequest, error) {
-		memguard.WipeBytes(out.c.AccessToken)
-		memguard.WipeBytes(out.c.RefreshToken)
+		memguard.WipeBytes(out.c.Access)
+		memguard.WipeBytes(out.c.Refresh)
 		return credentialsRequest{}, err
 	}
-	if len(out.c.AccessToken) == 0 {
+	if len(out.c.Access) == 0 {
 		return fail(badRequest("access_token must be a non-empty string"))
 	}
 	if raw, ok := fields["expires_in"]; ok {
@@ -655,7 +459,7 @@ func parseCredentials(body []byte) (credentialsRequest, error) {
 		if err := json.Unmarshal(raw, &scope); err != nil {
 			return fail(badRequest("scope must be a string of space-separated scopes"))
 		}
-		out.c.Scopes = strings.Fields(printable.String(scope, maxScopes))
+		out.c.Scopes = strings.Fields(printable.String(scope, provider.MaxScopes))
 	}
 	return out, nil
 }
@@ -671,8 +475,16 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// noSignIn is the error of the sign-in endpoints of a server without
+// sign-in.
+var noSignIn = fmt.Errorf("session: this broker offers no sign-in: %w", credential.ErrSignIn)
+
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	si, err := s.B.StartSignIn(uidOf(r), r.PathValue("id"))
+	if s.SignIn == nil {
+		writeError(w, noSignIn)
+		return
+	}
+	si, err := s.SignIn.Start(uidOf(r), r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -702,7 +514,11 @@ func (s *Server) loginStatus(w http.ResponseWriter, r *http.Request) {
 		cancel() // answer at once
 	}
 	defer cancel()
-	st, err := s.B.WaitSignIn(ctx, uidOf(r), r.PathValue("login"))
+	if s.SignIn == nil {
+		writeError(w, noSignIn)
+		return
+	}
+	st, err := s.SignIn.Wait(ctx, uidOf(r), r.PathValue("login"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -711,7 +527,11 @@ func (s *Server) loginStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) loginCancel(w http.ResponseWriter, r *http.Request) {
-	if err := s.B.CancelSignIn(uidOf(r), r.PathValue("login")); err != nil {
+	if s.SignIn == nil {
+		writeError(w, noSignIn)
+		return
+	}
+	if err := s.SignIn.Cancel(uidOf(r), r.PathValue("login")); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -735,46 +555,13 @@ func jsonProblem(err error) string {
 	}
 }
 
-// ErrBadRequest marks a malformed session API request.
-var ErrBadRequest = errors.New("bad request")
-
 func badRequest(format string, args ...any) error {
-	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrBadRequest)
-}
-
-// ErrorResponse is the body of every session API error.
-type ErrorResponse struct {
-	Error   string `json:"error"`   // a code from ErrorCode
-	Message string `json:"message"` // human-readable, no secrets
-}
-
-// ErrorCode returns the session API code and HTTP status for err.
-func ErrorCode(err error) (string, int) {
-	switch {
-	case errors.Is(err, credential.ErrNotFound):
-		return "not_found", http.StatusNotFound
-	case errors.Is(err, credential.ErrNotSignedIn):
-		return "not_signed_in", http.StatusUnauthorized
-	case errors.Is(err, credential.ErrExpired):
-		return "expired", http.StatusUnauthorized
-	case errors.Is(err, credential.ErrPermission):
-		return "forbidden", http.StatusForbidden
-	case errors.Is(err, ErrBadRequest):
-		return "bad_request", http.StatusBadRequest
-	case errors.Is(err, ErrSignIn):
-		return "sign_in_failed", http.StatusConflict
-	case errors.Is(err, ErrStore):
-		return "store", http.StatusInternalServerError
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return "timeout", http.StatusGatewayTimeout
-	default:
-		return "unavailable", http.StatusBadGateway
-	}
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), credential.ErrBadRequest)
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	code, status := ErrorCode(err)
-	writeJSON(w, status, ErrorResponse{Error: code, Message: err.Error()})
+	c := codeOf(err)
+	writeJSON(w, c.Status, ErrorAnswer{Error: c.Code, Message: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

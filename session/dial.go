@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/credential"
 )
 
@@ -21,22 +20,22 @@ var ErrUntrusted = errors.New("untrusted broker socket")
 // caller or root can have put the socket there, and then that the process
 // answering runs as the caller or as root (SO_PEERCRED).
 func dial(ctx context.Context, socket string) (net.Conn, error) {
-	if err := broker.CheckSocketDir(filepath.Dir(socket)); err != nil {
-		return nil, fmt.Errorf("client: refusing %s: %w: %w: %w", socket, err, ErrUntrusted, credential.ErrUnavailable)
+	if err := CheckSocketDir(filepath.Dir(socket)); err != nil {
+		return nil, fmt.Errorf("session: refusing %s: %w: %w", socket, err, credential.ErrUnavailable)
 	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
 		return nil, err
 	}
-	uid, err := broker.PeerUID(c)
+	uid, err := PeerUID(c)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("client: refusing %s: the credentials of the process answering there cannot be read (%v): %w: %w", socket, err, ErrUntrusted, credential.ErrUnavailable)
+		return nil, fmt.Errorf("session: refusing %s: the credentials of the process answering there cannot be read (%v): %w: %w", socket, err, ErrUntrusted, credential.ErrUnavailable)
 	}
 	if me := os.Geteuid(); uid != me && uid != 0 {
 		c.Close()
-		return nil, fmt.Errorf("client: refusing %s: the process answering there runs as uid %d, not as you (uid %d) or root: %w: %w", socket, uid, me, ErrUntrusted, credential.ErrUnavailable)
+		return nil, fmt.Errorf("session: refusing %s: the process answering there runs as uid %d, not as you (uid %d) or root: %w: %w", socket, uid, me, ErrUntrusted, credential.ErrUnavailable)
 	}
 	return c, nil
 }

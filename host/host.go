@@ -1,0 +1,117 @@
+// Package host assembles a broker host from a configuration: the store,
+// the broker, sign-in, the session API on its Unix socket, and the
+// sign-in web server. 'oauthfs mount' (one user), 'oauthfs broker' (every
+// user of the machine) and 'oauthfs dev' all start their broker here.
+//
+// It owns no state of its own beyond the listeners; it must never import
+// go-fuse.
+package host
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/session"
+	"github.com/oauthfs/oauthfs/signin"
+	"github.com/oauthfs/oauthfs/store"
+)
+
+// ErrWebListen is wrapped when the sign-in web server cannot listen on
+// the configured address.
+var ErrWebListen = errors.New("sign-in web server cannot listen")
+
+// Options say who a host serves and where.
+type Options struct {
+	// Owner is the only uid the session socket serves (one user's embedded
+	// broker), or -1 for every uid, each to its own credentials (the
+	// daemon).
+	Owner int
+	// Socket is the session socket's path.
+	Socket string
+	// SocketMode and DirMode are the modes of the socket and of its
+	// directory when it is created.
+	SocketMode, DirMode os.FileMode
+	// Web, when set, is where the sign-in web server listens instead of
+	// the configuration's listen address.
+	Web net.Listener
+	// Log receives the host's events; nil discards.
+	Log *slog.Logger
+}
+
+// Host is a running broker host. Its methods are safe for concurrent use.
+type Host struct {
+	Broker *broker.Broker
+	SignIn *signin.Table
+	// Socket is the session socket's path.
+	Socket string
+
+	sock net.Listener
+	srv  *session.Server
+	web  *http.Server
+	once sync.Once
+}
+
+// Start builds a broker host for cfg and serves its session socket and
+// sign-in web server until Stop.
+func Start(cfg *config.Config, opts Options) (*Host, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var st store.Store
+	if !cfg.Settings.MemoryOnly() {
+		f, err := store.OpenFile(*cfg.Settings.StateDir, cfg.Settings.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		st = f
+	}
+	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st})
+	if err != nil {
+		return nil, err
+	}
+	si, err := signin.New(br, cfg.Settings.CallbackURL, log)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := session.Listen(opts.Socket, opts.SocketMode, opts.DirMode)
+	if err != nil {
+		return nil, err
+	}
+	web := opts.Web
+	if web == nil {
+		if web, err = net.Listen("tcp", cfg.Settings.Listen); err != nil {
+			sock.Close()
+			return nil, fmt.Errorf("host: %w on %s: %w", ErrWebListen, cfg.Settings.Listen, err)
+		}
+	}
+	h := &Host{
+		Broker: br, SignIn: si, Socket: opts.Socket,
+		sock: sock,
+		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log},
+		web:  signin.NewServer(si.Handler(), log),
+	}
+	go h.srv.Serve(sock)
+	go h.web.Serve(session.CapConns(web, signin.MaxConns, false, log))
+	log.Info("broker listening", "socket", opts.Socket, "sign_in", cfg.Settings.CallbackURL,
+		"integrations", len(cfg.Integrations), "state_dir", *cfg.Settings.StateDir)
+	return h, nil
+}
+
+// Stop ends every event stream, so that no change waits for a session,
+// and closes both servers. It may be called more than once.
+func (h *Host) Stop() {
+	h.once.Do(func() {
+		h.Broker.Close()
+		h.srv.Close()
+		h.sock.Close()
+		h.web.Close()
+	})
+}

@@ -1,0 +1,321 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/awnumar/memguard"
+	"golang.org/x/oauth2"
+
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/secmem"
+)
+
+// Client talks to the provider of one integration. It is safe for
+// concurrent use by multiple goroutines.
+type Client struct {
+	cfg *config.Integration
+	// secret is the client secret; owned by the Client, wiped by
+	// memguard.Purge at exit.
+	secret   *memguard.Enclave
+	http     *http.Client
+	timeout  time.Duration
+	callback string // the redirect URI of sign-ins
+}
+
+// New reads the integration's client secret into an enclave and returns
+// a client that sends every request through hc, each bounded by timeout.
+// callback is the broker's callback_url.
+func New(cfg *config.Integration, callback string, timeout time.Duration, hc *http.Client) (*Client, error) {
+	s, err := cfg.Secret()
+	if err != nil {
+		return nil, err
+	}
+	sec, err := secmem.Seal(s)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, secret: sec, http: hc, timeout: timeout, callback: callback}, nil
+}
+
+// Config returns the integration's configuration.
+func (c *Client) Config() *config.Integration { return c.cfg }
+
+// NewHTTPClient returns the HTTP client for requests to providers. It
+// never follows a redirect, which would carry a refresh token, a code or
+// the client secret to another host (and past the https-only rule): a 3xx
+// answer is an error. Its pool keeps connections to each provider for
+// storms of refreshes.
+func NewHTTPClient(timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	tr.ResponseHeaderTimeout = timeout
+	return &http.Client{
+		Transport: tr,
+		Timeout:   timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// oauthConfig is the x/oauth2 view of the integration, with secret (a
+// copy the caller makes from a locked buffer; x/oauth2 takes Go strings).
+func (c *Client) oauthConfig(secret string) *oauth2.Config {
+	style := oauth2.AuthStyleInHeader
+	if c.cfg.AuthStyle == config.AuthStylePost {
+		style = oauth2.AuthStyleInParams
+	}
+	return &oauth2.Config{
+		ClientID:     c.cfg.ClientID,
+		ClientSecret: secret,
+		// Set, never detected: x/oauth2's detection retries a refused
+		// request with the secret in the other place.
+		Endpoint:    oauth2.Endpoint{AuthURL: c.cfg.AuthURL, TokenURL: c.cfg.TokenURL, AuthStyle: style},
+		Scopes:      c.cfg.Scopes,
+		RedirectURL: c.callback,
+	}
+}
+
+// Answer is a token endpoint's successful answer. The caller owns the
+// byte slices and wipes them (Wipe, or by sealing them into enclaves).
+type Answer struct {
+	Access []byte
+	// Refresh is the refresh token the provider sent; for a refresh, only
+	// when it rotated (differs from the one used), else nil.
+	Refresh   []byte
+	ExpiresIn int64    // seconds; 0 when the answer has none
+	Scopes    []string // the granted scopes, or nil when the answer has none
+	Account   string   // the account that signed in, when known (sign-in only)
+}
+
+// Wipe clears the answer's tokens.
+func (a *Answer) Wipe() {
+	memguard.WipeBytes(a.Access)
+	memguard.WipeBytes(a.Refresh)
+}
+
+// answer checks a token response and copies what oauthfs keeps of it.
+func answer(tok *oauth2.Token) (*Answer, error) {
+	switch {
+	case tok.AccessToken == "":
+		return nil, errors.New("token endpoint sent no access token")
+	case len(tok.AccessToken) > MaxTokenLen || len(tok.RefreshToken) > MaxTokenLen:
+		return nil, fmt.Errorf("token endpoint sent a token longer than %d KiB", MaxTokenLen>>10)
+	}
+	a := &Answer{Access: []byte(tok.AccessToken), ExpiresIn: tok.ExpiresIn}
+	if tok.RefreshToken != "" {
+		a.Refresh = []byte(tok.RefreshToken)
+	}
+	if s, ok := tok.Extra("scope").(string); ok && s != "" {
+		a.Scopes = strings.Fields(printable.String(s, MaxScopes))
+	}
+	return a, nil
+}
+
+// Refresh asks the token endpoint for a new access token with the refresh
+// token in rt. It is bounded by the request timeout, whatever its caller
+// does: a refresh that a reader gave up on still completes for the next.
+func (c *Client) Refresh(rt *memguard.Enclave) (*Answer, error) {
+	rtBuf, err := secmem.Open(rt)
+	if err != nil {
+		return nil, fmt.Errorf("open refresh token: %w", err)
+	}
+	defer rtBuf.Destroy()
+	secret, err := secmem.Open(c.secret)
+	if err != nil {
+		return nil, fmt.Errorf("open client secret: %w", err)
+	}
+	defer secret.Destroy()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
+	// x/oauth2 takes and returns Go strings, so these are copies: never
+	// LockedBuffer.String(), which aliases memory that Destroy unmaps
+	// while x/oauth2 may still hold the string. The copies are
+	// short-lived and reclaimed by the garbage collector
+	// (docs/security.md).
+	tok, err := c.oauthConfig(string(secret.Bytes())).TokenSource(ctx, &oauth2.Token{RefreshToken: string(rtBuf.Bytes())}).Token()
+	if err != nil {
+		return nil, classify(ctx, err, c.timeout, "token endpoint")
+	}
+	a, err := answer(tok)
+	if err != nil {
+		return nil, err
+	}
+	if a.Refresh != nil && bytes.Equal(a.Refresh, rtBuf.Bytes()) {
+		memguard.WipeBytes(a.Refresh)
+		a.Refresh = nil // not rotated
+	}
+	return a, nil
+}
+
+// AuthCodeURL returns where a sign-in sends the browser: the
+// authorization endpoint with state, the PKCE challenge of the verifier in
+// v, and the integration's auth_params.
+func (c *Client) AuthCodeURL(state string, v *memguard.Enclave) (string, error) {
+	buf, err := secmem.Open(v)
+	if err != nil {
+		return "", err
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(string(buf.Bytes()))}
+	buf.Destroy()
+	for k, val := range c.cfg.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, val))
+	}
+	return c.oauthConfig("").AuthCodeURL(state, opts...), nil
+}
+
+// NewVerifier returns a new PKCE verifier, sealed.
+func NewVerifier() (*memguard.Enclave, error) {
+	return secmem.Seal([]byte(oauth2.GenerateVerifier()))
+}
+
+// Exchange trades an authorization code for tokens with the PKCE verifier
+// in v, and finds out which account signed in. ctx may end early; the
+// request is bounded by the request timeout either way.
+func (c *Client) Exchange(ctx context.Context, code string, v *memguard.Enclave) (*Answer, error) {
+	vb, err := secmem.Open(v)
+	if err != nil {
+		return nil, err
+	}
+	defer vb.Destroy()
+	secret, err := secmem.Open(c.secret)
+	if err != nil {
+		return nil, err
+	}
+	defer secret.Destroy()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
+	// Copies, not LockedBuffer.String(): see Refresh.
+	tok, err := c.oauthConfig(string(secret.Bytes())).Exchange(ctx, code, oauth2.VerifierOption(string(vb.Bytes())))
+	if err != nil {
+		return nil, classify(ctx, err, c.timeout, "token endpoint")
+	}
+	a, err := answer(tok)
+	if err != nil {
+		return nil, err
+	}
+	a.Account = c.account(ctx, tok)
+	return a, nil
+}
+
+// account names the provider account behind tok, for people to read:
+// from the OIDC id_token's claims, the token response, or the
+// integration's userinfo_url. It returns "" when none says. The id_token
+// is not verified: it came straight from the token endpoint, and the name
+// is only shown (OpenID Connect Core §3.1.3.7 allows TLS in place of the
+// signature for this flow).
+func (c *Client) account(ctx context.Context, tok *oauth2.Token) string {
+	if idt, ok := tok.Extra("id_token").(string); ok {
+		if parts := strings.Split(idt, "."); len(parts) == 3 && len(parts[1]) < maxUserinfo {
+			if raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "=")); err == nil {
+				if a := AccountName(raw); a != "" {
+					return a
+				}
+			}
+		}
+	}
+	for _, k := range []string{"email", "username", "login", "user_id"} {
+		if v, ok := tok.Extra(k).(string); ok && v != "" {
+			return printable.String(v, MaxAccount)
+		}
+	}
+	if c.cfg.UserinfoURL == "" {
+		return ""
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.UserinfoURL, nil)
+	if err != nil {
+		return ""
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxUserinfo))
+	return AccountName(raw)
+}
+
+// maxUserinfo bounds a userinfo answer or id_token payload.
+const maxUserinfo = 64 << 10
+
+// AccountName picks the most readable account name from a JSON object of
+// claims or user details: email, preferred_username, login, username,
+// name, sub. It returns "" when none is there.
+func AccountName(raw []byte) string {
+	var claims map[string]any
+	if json.Unmarshal(raw, &claims) != nil {
+		return ""
+	}
+	for _, k := range []string{"email", "preferred_username", "login", "username", "name", "sub"} {
+		switch v := claims[k].(type) {
+		case string:
+			if v != "" {
+				return printable.String(v, MaxAccount)
+			}
+		case float64:
+			return strconv.FormatFloat(v, 'f', -1, 64)
+		}
+	}
+	return ""
+}
+
+// Revoke posts an RFC 7009 revocation request for the token in tok (which
+// it destroys) to the integration's revocation_url, authenticating as
+// auth_style says.
+func (c *Client) Revoke(ctx context.Context, tok *secmem.Buffer, hint string) error {
+	defer tok.Destroy()
+	secret, err := secmem.Open(c.secret)
+	if err != nil {
+		return err
+	}
+	defer secret.Destroy()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	form := url.Values{"token": {string(tok.Bytes())}, "token_type_hint": {hint}}
+	post := c.cfg.AuthStyle == config.AuthStylePost
+	if post {
+		form.Set("client_id", c.cfg.ClientID)
+		form.Set("client_secret", string(secret.Bytes()))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.RevocationURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if !post {
+		// client_secret_basic, with the RFC 6749 §2.3.1 form encoding.
+		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(string(secret.Bytes())))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return classify(ctx, err, c.timeout, "revocation endpoint")
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		return fmt.Errorf("revocation endpoint answered HTTP %d, a redirect, which oauthfs does not follow", resp.StatusCode)
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("revocation endpoint answered HTTP %d", resp.StatusCode)
+	}
+	return nil
+}

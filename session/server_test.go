@@ -1,0 +1,121 @@
+package session
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/config"
+)
+
+const uid = 1000
+
+func newBroker(t *testing.T) *broker.Broker {
+	t.Helper()
+	cfg, err := config.Parse("test.toml", []byte(`
+[broker]
+state_dir = ""
+[[integration]]
+name = "Test"
+client_id = "test-client"
+client_secret = "test-secret"
+auth_url = "http://127.0.0.1:1/authorize"
+token_url = "http://127.0.0.1:1/token"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(cfg, broker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestServerRefusesUnknownPeers(t *testing.T) {
+	b := newBroker(t)
+	for _, tc := range []struct {
+		name  string
+		owner int
+		ctx   context.Context
+		code  int
+		want  string
+	}{
+		{"no peer credentials", -1, context.Background(), 403, "credentials could not be read"},
+		{"not the owner", uid, context.WithValue(context.Background(), peerKey{}, uid+1), 403, "serves uid 1000 only"},
+		{"the owner", uid, context.WithValue(context.Background(), peerKey{}, uid), 200, `"name": "Test"`},
+		{"any user of the daemon", -1, context.WithValue(context.Background(), peerKey{}, uid+7), 200, `"status": "not_signed_in"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Server{B: b, Owner: tc.owner}
+			w := httptest.NewRecorder()
+			s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, PathIntegrations, nil).WithContext(tc.ctx))
+			if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.want) {
+				t.Errorf("GET %s = %d %s; want %d with %q", PathIntegrations, w.Code, w.Body, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+// TestEveryErrorCodeHasAClientMeaning: each code the server can answer
+// with maps back to a sentinel in the client, so that the command line
+// gives the right exit code.
+func TestEveryErrorCodeHasAClientMeaning(t *testing.T) {
+	seen := map[string]bool{}
+	for _, c := range errorCodes {
+		if seen[c.Code] {
+			t.Errorf("code %q appears twice", c.Code)
+		}
+		seen[c.Code] = true
+		if meaning(c.Code) == nil {
+			t.Errorf("the server can answer %q, which the client does not map to a sentinel", c.Code)
+		}
+		if c.Status < 400 {
+			t.Errorf("code %q has status %d; want an error status", c.Code, c.Status)
+		}
+	}
+	if last := errorCodes[len(errorCodes)-1]; last.Is != nil {
+		t.Errorf("the last row %q must match every error", last.Code)
+	}
+}
+
+// TestAPIDocMatchesTheProtocol: docs/api.md's error table and endpoint
+// headings list exactly what protocol.go declares.
+func TestAPIDocMatchesTheProtocol(t *testing.T) {
+	doc, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| (\\d+) \\|").FindAllStringSubmatch(string(doc), -1) {
+		documented = append(documented, m[1]+" "+m[2])
+	}
+	var declared []string
+	for _, c := range errorCodes {
+		declared = append(declared, c.Code+" "+strconv.Itoa(c.Status))
+	}
+	slices.Sort(documented)
+	slices.Sort(declared)
+	if !slices.Equal(documented, declared) {
+		t.Errorf("docs/api.md's error table = %v; protocol.go declares %v", documented, declared)
+	}
+	for _, p := range []string{"GET " + PathIntegrations, "GET " + PathIntegration, "GET " + PathToken, "PUT " + PathCredentials,
+		"DELETE " + PathCredentials, "POST " + PathLogin, "GET " + PathLoginStatus, "DELETE " + PathLoginStatus, "POST " + PathEvents} {
+		p = strings.ReplaceAll(strings.ReplaceAll(p, "{login}", "{login_id}"), "{id}", "{id}")
+		if !strings.Contains(string(doc), "### `"+p) {
+			t.Errorf("docs/api.md has no section for %s", p)
+		}
+	}
+	for _, k := range CredentialsKeys {
+		if !strings.Contains(string(doc), `"`+k+`"`) {
+			t.Errorf("docs/api.md does not show the key %s", k)
+		}
+	}
+}

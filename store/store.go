@@ -1,0 +1,68 @@
+// Package store keeps users' credentials across restarts: the [Store]
+// interface the broker saves to, and [File], its implementation in
+// encrypted files (docs/store-format.md). Records hold their tokens in
+// memguard enclaves; what reaches the disk is ciphertext only.
+//
+// It owns the key file, the AEAD, the record codec and atomic writes. It
+// must never import the broker, the session API or the filesystem.
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/oauthfs/oauthfs/credential"
+)
+
+// ErrUnusable is wrapped by every error about stored credentials that
+// exist but cannot be used (corrupt, truncated, sealed with another key,
+// owned by someone else). They are never discarded or overwritten.
+var ErrUnusable = errors.New("credential store unusable")
+
+// ErrNotPrivate is wrapped (with ErrUnusable) when a state directory, key
+// file or record belongs to another user or is open to others: another
+// user could have planted it.
+var ErrNotPrivate = fmt.Errorf("not private: %w", ErrUnusable)
+
+// ErrKeyMissing is wrapped (with ErrUnusable) when the key file is gone
+// but records sealed with it remain.
+var ErrKeyMissing = fmt.Errorf("key missing: %w", ErrUnusable)
+
+// MaxTokenLen bounds a stored token; the broker refuses longer ones where
+// they enter.
+const MaxTokenLen = 64 << 10
+
+// User names the owner of stored credentials. The file store keys users
+// by UID.
+type User struct {
+	UID  int
+	Name string
+}
+
+// Record is one user's credentials for one integration, as stored.
+type Record struct {
+	GUID string
+	// Access is the access token with its expiry and the time it was
+	// obtained; nil after the provider refused the grant.
+	Access *credential.Token
+	// Refresh is the refresh token; nil when there is none.
+	Refresh *memguard.Enclave
+	Scopes  []string
+	Status  credential.Status
+	Error   string // why Status is expired or error
+	Account string // the provider account that signed in
+}
+
+// Store keeps records. Implementations are safe for concurrent use by
+// multiple goroutines; callers serialise the saves of one record, so that
+// a later state is never overwritten by an earlier one. Load of a user
+// with nothing stored returns no records and no error.
+type Store interface {
+	Load(u User) ([]Record, error)
+	Save(u User, r Record) error
+	Remove(u User, guid string) error
+}
+
+var _ Store = (*File)(nil)
