@@ -306,8 +306,11 @@ func TestCLI(t *testing.T) {
 				if code != tc.code || out != "" {
 					t.Errorf("%v: exit %d, stdout %q; want exit %d and no output", tc.args, code, out, tc.code)
 				}
-				if strings.Count(errOut, "oauthfs login") > 1 || strings.Count(errOut, "oauthfs list") > 1 {
-					t.Errorf("%v: stderr %q gives its advice twice", tc.args, errOut)
+				// Advice comes once, on the hint line, not in the error too.
+				for _, l := range strings.Split(errOut, "\n") {
+					if strings.HasPrefix(l, "oauthfs: error:") && strings.Contains(l, "'oauthfs ") {
+						t.Errorf("%v: the error line gives advice: %q", tc.args, l)
+					}
 				}
 				for _, w := range tc.want {
 					if !strings.Contains(errOut, w) {
