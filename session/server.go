@@ -43,6 +43,45 @@ const (
 // session mount keeps a few).
 const maxConnsPerUser = 256
 
+// bodyPagesPerUser caps the locked pages one user's request bodies hold
+// at once (four bodies of the largest size); bodyTimeout bounds how long a
+// body may take to arrive.
+const (
+	bodyPagesPerUser = 4 * maxBody / pageSize
+	bodyTimeout      = 10 * time.Second
+	pageSize         = 4096
+)
+
+// quota counts, per uid, the locked pages held by request bodies. It is
+// safe for concurrent use.
+type quota struct {
+	mu   sync.Mutex
+	held map[int]int64
+}
+
+// take reserves n pages for uid, or reports false when that would pass
+// bodyPagesPerUser.
+func (q *quota) take(uid int, n int64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.held == nil {
+		q.held = map[int]int64{}
+	}
+	if q.held[uid]+n > bodyPagesPerUser {
+		return false
+	}
+	q.held[uid] += n
+	return true
+}
+
+func (q *quota) give(uid int, n int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.held[uid] -= n; q.held[uid] <= 0 {
+		delete(q.held, uid)
+	}
+}
+
 // Server serves the session API (docs/api.md) on a Unix socket. The
 // caller's identity is its uid from SO_PEERCRED; a caller only ever sees
 // and uses its own credentials. A Server is safe for concurrent use.
@@ -54,6 +93,8 @@ type Server struct {
 	// credentials (the system daemon).
 	Owner int
 	Log   *slog.Logger
+
+	bodies quota // locked pages of request bodies, per uid
 
 	mu sync.Mutex
 	hs *http.Server // set by Serve
@@ -279,16 +320,31 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 // (seconds; 0 = no expiry) and scope, all but access_token optional. It is
 // read into a locked buffer, and the tokens never become Go strings.
 func (s *Server) put(w http.ResponseWriter, r *http.Request) {
+	// A body's locked pages count against its user's quota, so that one
+	// user sending slow bodies cannot spend the locked memory every other
+	// user's reads need.
+	if r.ContentLength > maxBody {
+		writeError(w, badRequest("the body is larger than %d KiB", maxBody>>10))
+		return
+	}
+	pages := max(0, (r.ContentLength+pageSize-1)/pageSize)
+	if !s.bodies.take(uidOf(r), pages) {
+		writeError(w, fmt.Errorf("session: uid %d has %d KiB of request bodies in progress, the most one user may have: %w",
+			uidOf(r), bodyPagesPerUser*pageSize>>10, credential.ErrUnavailable))
+		return
+	}
 	w, body, err := readBody(w, r)
 	if hw, ok := w.(*hijackedWriter); ok {
 		defer hw.finish()
 	}
 	if err != nil {
+		s.bodies.give(uidOf(r), pages)
 		writeError(w, err)
 		return
 	}
-	defer body.Destroy()
 	cr, err := parseCredentials(body.Bytes())
+	body.Destroy() // before the save, which may wait
+	s.bodies.give(uidOf(r), pages)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -339,7 +395,7 @@ func readBody(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *sec
 		clear(p) // wipes net/http's buffer in place
 		brw.Reader.Discard(k)
 	}
-	conn.SetReadDeadline(time.Now().Add(readTimeout))
+	conn.SetReadDeadline(time.Now().Add(bodyTimeout))
 	if _, err := io.ReadFull(conn, buf.Bytes()[k:]); err != nil {
 		buf.Destroy()
 		return hw, nil, badRequest("the body could not be read: %v", err)

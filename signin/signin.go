@@ -22,6 +22,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/provider"
 )
 
@@ -92,6 +93,7 @@ const (
 	phaseShown             // the confirmation page was shown to one browser
 	phaseContinued         // that browser chose Continue and went to the provider
 	phaseExchanging        // the callback came; the code is being exchanged
+	phaseConfirming        // the tokens wait for the final confirmation
 )
 
 // signin is one pending (or recently finished) sign-in. Its mutable fields
@@ -110,6 +112,20 @@ type signin struct {
 	ended  bool
 	result Result
 	done   chan struct{} // closed when result is final
+
+	// Between the callback and the final confirmation: the tokens (sealed,
+	// owned here and dropped when the sign-in ends) and the nonce that
+	// only the confirmation page carries.
+	held    *held
+	confirm string
+}
+
+// held is a token answer waiting for the final confirmation.
+type held struct {
+	access, refresh *memguard.Enclave
+	expiresIn       int64
+	scopes          []string
+	account         string
 }
 
 // Table holds the sign-ins in progress and the recently ended ones, and
@@ -228,7 +244,7 @@ func (t *Table) finishLocked(s *signin, status State, msg string) {
 		return
 	}
 	s.ended = true
-	s.verifier = nil
+	s.verifier, s.held = nil, nil
 	s.result.Status, s.result.Message = status, msg
 	close(s.done)
 	t.pending[s.uid]--
@@ -292,6 +308,7 @@ func (t *Table) Handler() http.Handler {
 		cb = t.callback.Path
 	}
 	mux.HandleFunc("GET "+cb, t.callbackHandler)
+	mux.HandleFunc("POST /confirm", t.confirmPost)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		mux.ServeHTTP(w, r)
@@ -367,7 +384,7 @@ func (t *Table) startContinue(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusBadRequest, "Sign-in failed", "The form could not be read.")
 		return
 	}
-	if o := r.Header.Get("Origin"); o != "" && o != t.origin() {
+	if o := r.Header.Get("Origin"); o != "" && !t.sameOrigin(o) {
 		page(w, http.StatusForbidden, "Sign-in failed", "This form was sent from another site.")
 		return
 	}
@@ -401,12 +418,33 @@ func (t *Table) startContinue(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
-// origin is the sign-in web server's public origin, from callback_url.
-func (t *Table) origin() string { return t.callback.Scheme + "://" + t.callback.Host }
+// sameOrigin reports whether the Origin header o is the sign-in web
+// server's public origin, that of callback_url (default ports aside).
+func (t *Table) sameOrigin(o string) bool {
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme != t.callback.Scheme || !strings.EqualFold(u.Hostname(), t.callback.Hostname()) {
+		return false
+	}
+	return port(u) == port(t.callback)
+}
 
-// callbackHandler completes a sign-in: it checks the state, its binding
-// to the browser, exchanges the code with the PKCE verifier and stores
-// the tokens.
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// callbackHandler takes the provider's answer: it checks the state and
+// its binding to the browser, exchanges the code with the PKCE verifier,
+// and holds the tokens for the final confirmation. It stores nothing: a
+// browser can be bound to a sign-in it never started (another local user
+// can set cookies for the broker's host from any port of it), so only a
+// same-origin form that the confirmation page alone carries, naming the
+// account and the local user, gives the tokens away.
 func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
@@ -417,7 +455,7 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	t.mu.Lock()
 	s, fail := t.lookupLocked(state, t.k.Now())
 	status := http.StatusBadRequest
-	if s != nil && s.phase == phaseExchanging {
+	if s != nil && (s.phase == phaseExchanging || s.phase == phaseConfirming) {
 		s, fail = nil, "This sign-in is already being completed; a callback cannot be used twice."
 	}
 	if s != nil && (!boundTo(r, s) || s.phase != phaseContinued) {
@@ -477,26 +515,126 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	if scopes == nil {
 		scopes = in.Config().Scopes // RFC 6749 §5.1: no scope means the requested ones
 	}
-	account, hadRefresh := ans.Account, ans.Refresh != nil
-	err = t.k.Put(uid, in.Config().GUID.String(), credential.Tokens{
-		Access: ans.Access, Refresh: ans.Refresh, Expiry: credential.ExpiryFrom(ans.ExpiresIn, t.k.Now()), Scopes: scopes, Account: account,
-	})
+	h := &held{expiresIn: ans.ExpiresIn, scopes: scopes, account: ans.Account}
+	if h.access, err = secmem.Seal(ans.Access); err == nil {
+		h.refresh, err = secmem.Seal(ans.Refresh)
+	}
+	ans.Wipe()
 	if err != nil {
+		t.finish(s, Failed, "the broker is too busy: "+err.Error())
+		page(w, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again in a moment.")
+		return
+	}
+	t.mu.Lock()
+	if s.ended { // cancelled meanwhile
+		t.mu.Unlock()
+		page(w, http.StatusBadRequest, "Sign-in to "+name+" failed", "This sign-in was cancelled.")
+		return
+	}
+	s.phase, s.held, s.confirm = phaseConfirming, h, randomID(32)
+	nonce := s.confirm
+	t.mu.Unlock()
+	account := h.account
+	if account == "" {
+		account = "the account you signed in with"
+	}
+	securityHeaders(w, "'self'")
+	w.Header().Set("Referrer-Policy", "same-origin")
+	w.WriteHeader(http.StatusOK)
+	finalTmpl.Execute(w, map[string]string{
+		"Integration": in.Config().DisplayName, "Account": account, "User": s.user, "Host": t.host,
+		"Name": in.Config().Name, "State": s.state, "Confirm": nonce,
+	})
+}
+
+// confirmPost answers the final confirmation: Yes stores the tokens held
+// since the callback for the user who started the sign-in; No drops them.
+// It needs the browser's own Origin (a page elsewhere cannot send it), the
+// browser's binding cookie, and the nonce of the confirmation page.
+func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		page(w, http.StatusBadRequest, "Sign-in failed", "The form could not be read.")
+		return
+	}
+	if o := r.Header.Get("Origin"); !t.sameOrigin(o) && r.Header.Get("Sec-Fetch-Site") != "same-origin" {
+		page(w, http.StatusForbidden, "Sign-in failed", "This form was not sent from the sign-in page: nothing was stored.")
+		return
+	}
+	t.mu.Lock()
+	s, fail := t.lookupLocked(r.PostForm.Get("state"), t.k.Now())
+	if s != nil && (s.phase != phaseConfirming || !boundTo(r, s) || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("confirm")), []byte(s.confirm)) != 1) {
+		s, fail = nil, "This form did not come from the confirmation page of this sign-in: nothing was stored."
+	}
+	if s != nil && r.PostForm.Get("action") != "confirm" {
+		t.finishLocked(s, Failed, "the tokens were refused in the browser")
+		t.mu.Unlock()
+		page(w, http.StatusOK, "Sign-in cancelled", "Nothing was stored. You can close this window.")
+		return
+	}
+	var h *held
+	if s != nil {
+		h, s.held, s.confirm = s.held, nil, ""
+		s.phase = phaseExchanging // single use
+	}
+	t.mu.Unlock()
+	if fail != "" {
+		page(w, http.StatusForbidden, "Sign-in failed", fail)
+		return
+	}
+	in, uid, name := s.in, s.uid, s.in.Config().Name
+	access, err := secmem.Open(h.access)
+	if err != nil {
+		t.finish(s, Failed, "the broker is too busy: "+err.Error())
+		page(w, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
+		return
+	}
+	tokens := credential.Tokens{Access: append([]byte(nil), access.Bytes()...), Expiry: credential.ExpiryFrom(h.expiresIn, t.k.Now()), Scopes: h.scopes, Account: h.account}
+	access.Destroy()
+	if h.refresh != nil {
+		refresh, err := secmem.Open(h.refresh)
+		if err != nil {
+			memguard.WipeBytes(tokens.Access)
+			t.finish(s, Failed, "the broker is too busy: "+err.Error())
+			page(w, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
+			return
+		}
+		tokens.Refresh = append([]byte(nil), refresh.Bytes()...)
+		refresh.Destroy()
+	}
+	hadRefresh := h.refresh != nil
+	if err := t.k.Put(uid, in.Config().GUID.String(), tokens); err != nil { // wipes tokens
 		t.finish(s, Failed, "the tokens could not be saved: "+err.Error())
 		page(w, http.StatusInternalServerError, "Sign-in to "+name+" failed", "The tokens could not be saved: "+err.Error())
 		return
 	}
 	t.mu.Lock()
-	s.result.Account = account
+	s.result.Account = h.account
 	t.finishLocked(s, SignedIn, "")
 	t.mu.Unlock()
-	t.log.Info("signed in", "uid", uid, "integration", name, "guid", in.Config().GUID.String(), "account", account, "refresh_token", hadRefresh)
+	t.log.Info("signed in", "uid", uid, "integration", name, "guid", in.Config().GUID.String(), "account", h.account, "refresh_token", hadRefresh)
 	as := ""
-	if account != "" {
-		as = " as " + account
+	if h.account != "" {
+		as = " as " + h.account
 	}
 	page(w, http.StatusOK, "Signed in to "+name+as, "oauthfs now has your credentials for "+name+as+", for user "+s.user+" on host "+t.host+". You can close this window.")
 }
+
+var finalTmpl = template.Must(template.New("final").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Confirm the sign-in to {{.Integration}} · oauthfs</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;line-height:1.5;color:#1f2328}
+h1{font-size:1.4em}.who{background:#fff8c5;border:1px solid #d4a72c;padding:.8em 1em;border-radius:6px}
+button{font-size:1em;padding:.5em 1.2em;margin-right:.6em;border-radius:6px;border:1px solid #1f2328;background:#fff;cursor:pointer}
+button.go{background:#1f6feb;color:#fff;border-color:#1f6feb}button:focus{outline:3px solid #0969da;outline-offset:2px}</style></head>
+<body><h1>Give {{.Integration}} access as {{.Account}} to user {{.User}} on host {{.Host}}?</h1>
+<p class="who">Every program of the local user <strong>{{.User}}</strong> on <strong>{{.Host}}</strong> will be able to use
+<strong>{{.Account}}</strong>'s access to {{.Integration}}.
+Say yes only if you are {{.User}} and you started this sign-in yourself (with <code>oauthfs login {{.Name}}</code>).
+If you did not, say no: someone may be trying to get your account's tokens.</p>
+<form method="post" action="/confirm"><input type="hidden" name="state" value="{{.State}}"><input type="hidden" name="confirm" value="{{.Confirm}}">
+<button class="go" type="submit" name="action" value="confirm">Yes, sign in</button><button type="submit" name="action" value="refuse">No</button></form>
+</body></html>
+`))
 
 var confirmTmpl = template.Must(template.New("confirm").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">

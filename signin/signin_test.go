@@ -145,11 +145,48 @@ func press(t *testing.T, c *http.Client, u, action string) *http.Response {
 	return resp
 }
 
-// signInAll completes a sign-in from its start link in a new browser and
-// returns the callback page.
+// signInAll completes a sign-in from its start link in a new browser,
+// saying yes to the final confirmation, and returns the last page.
 func signInAll(t *testing.T, u string) (int, string) {
 	t.Helper()
-	resp := press(t, browser(true), u, "continue")
+	c := browser(true)
+	resp := press(t, c, u, "continue")
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`action="/confirm"`)) {
+		return resp.StatusCode, string(b)
+	}
+	return confirm(t, c, resp.Request.URL, string(b), "confirm")
+}
+
+// callback follows the provider's redirect back to the broker (cb) in
+// browser c and, when the broker asks for the final confirmation, says
+// yes, as the user would. It returns the last page.
+func callback(t *testing.T, c *http.Client, cb string) (int, string) {
+	t.Helper()
+	code, page := get(t, c, cb)
+	if code != 200 || !strings.Contains(page, `action="/confirm"`) {
+		return code, page
+	}
+	u, _ := url.Parse(cb)
+	return confirm(t, c, u, page, "confirm")
+}
+
+// confirm presses the button action (confirm or refuse) of the final
+// confirmation page, shown at u, as the browser would: with its Origin.
+func confirm(t *testing.T, c *http.Client, u *url.URL, page, action string) (int, string) {
+	t.Helper()
+	form := url.Values{"action": {action}}
+	for _, m := range hiddenRE.FindAllStringSubmatch(page, -1) {
+		form.Set(m[1], m[2])
+	}
+	req, _ := http.NewRequest("POST", u.Scheme+"://"+u.Host+"/confirm", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", u.Scheme+"://"+u.Host)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
@@ -248,17 +285,17 @@ func TestSignInRefusals(t *testing.T) {
 		}, 400, "unknown", ""},
 		{"replayed", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
-			if c, _ := get(t, br, cb); c != 200 {
+			if c, _ := callback(t, br, cb); c != 200 {
 				t.Fatalf("first callback = %d", c)
 			}
-			c, b := get(t, br, cb)
+			c, b := callback(t, br, cb)
 			return c, b, si
 		}, 400, "already completed", "signed_in"},
 		{"another browser", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
-			c, b := get(t, browser(true), cb)
+			c, b := callback(t, browser(true), cb)
 			// Not consumed: the right browser still finishes it.
-			if c2, b2 := get(t, br, cb); c2 != 200 || !strings.Contains(b2, "Signed in") {
+			if c2, b2 := callback(t, br, cb); c2 != 200 || !strings.Contains(b2, "Signed in") {
 				t.Errorf("the starting browser after a refused one: %d %q", c2, b2)
 			}
 			return c, b, si
@@ -266,13 +303,13 @@ func TestSignInRefusals(t *testing.T) {
 		{"expired", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			f.clk.Advance(Lifetime + time.Minute)
-			c, b := get(t, br, cb)
+			c, b := callback(t, br, cb)
 			return c, b, si
 		}, 400, "expired", "failed"},
 		{"access denied", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			f.p.SetDeny(true)
 			br, cb, si := f.startTo(t, uid)
-			c, b := get(t, br, cb)
+			c, b := callback(t, br, cb)
 			return c, b, si
 		}, 403, "access_denied (The user said no)", "failed"},
 		{"code rejected", func(t *testing.T, f *signinFixture) (int, string, *Link) {
@@ -281,19 +318,19 @@ func TestSignInRefusals(t *testing.T) {
 			q := u.Query()
 			q.Set("code", "code-forged")
 			u.RawQuery = q.Encode()
-			c, b := get(t, br, u.String())
+			c, b := callback(t, br, u.String())
 			return c, b, si
 		}, 400, "invalid_grant", "failed"},
 		{"provider down", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			f.p.Close()
-			c, b := get(t, br, cb)
+			c, b := callback(t, br, cb)
 			return c, b, si
 		}, 502, "token endpoint unreachable", "failed"},
 		{"provider error page", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
 			f.p.SetMode(localprovider.HTML)
-			c, b := get(t, br, cb)
+			c, b := callback(t, br, cb)
 			return c, b, si
 		}, 502, "malformed", "failed"},
 	} {
@@ -339,11 +376,11 @@ func TestSignInsRacing(t *testing.T) {
 	f := newSigninFixture(t)
 	b1, cb1, si1 := f.startTo(t, uid)
 	b2, cb2, si2 := f.startTo(t, uid)
-	if c, _ := get(t, b2, cb2); c != 200 {
+	if c, _ := callback(t, b2, cb2); c != 200 {
 		t.Fatalf("second sign-in = %d", c)
 	}
 	first, _ := f.b.Token(context.Background(), uid, "Test")
-	if c, _ := get(t, b1, cb1); c != 200 {
+	if c, _ := callback(t, b1, cb1); c != 200 {
 		t.Fatalf("first sign-in = %d", c)
 	}
 	last, err := f.b.Token(context.Background(), uid, "Test")
@@ -364,7 +401,7 @@ func TestCancelSignIn(t *testing.T) {
 	if st := f.status(t, uid, si); st.Status != "failed" || st.Message != "cancelled" {
 		t.Errorf("status = %+v", st)
 	}
-	if c, b := get(t, br, cb); c != 400 || !bytes.Contains([]byte(b), []byte("has ended (cancelled)")) {
+	if c, b := callback(t, br, cb); c != 400 || !bytes.Contains([]byte(b), []byte("has ended (cancelled)")) {
 		t.Errorf("callback after cancel = %d %q", c, b)
 	}
 }
@@ -497,5 +534,124 @@ func TestSignInNamesTheAccount(t *testing.T) {
 	}
 	if m, _ := f.b.Integration(uid, "Test"); m.Account == nil || *m.Account != "dev-user" {
 		t.Errorf("meta account = %v; want dev-user", m.Account)
+	}
+}
+
+// TestCallbackStoresNothingUntilConfirmed: the provider's answer is held
+// until the browser's user says yes on the final page, from that page.
+func TestCallbackStoresNothingUntilConfirmed(t *testing.T) {
+	f := newSigninFixture(t)
+	br, cb, si := f.startTo(t, uid)
+	code, page := get(t, br, cb)
+	if code != 200 || !strings.Contains(page, `action="/confirm"`) || !strings.Contains(page, "to user "+userName(uid)+" on host "+hostName()) {
+		t.Fatalf("callback = %d %q; want the final confirmation naming user and host", code, page)
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
+		t.Fatalf("Token before the confirmation = %v; want nothing stored", err)
+	}
+	u, _ := url.Parse(cb)
+	fields := url.Values{"action": {"confirm"}}
+	for _, m := range hiddenRE.FindAllStringSubmatch(page, -1) {
+		fields.Set(m[1], m[2])
+	}
+	post := func(c *http.Client, form url.Values, origin string) int {
+		req, _ := http.NewRequest("POST", f.web.URL+"/confirm", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	origin := u.Scheme + "://" + u.Host
+	wrong := url.Values{"action": {"confirm"}, "state": {fields.Get("state")}, "confirm": {"forged"}}
+	for _, tc := range []struct {
+		name   string
+		c      *http.Client
+		form   url.Values
+		origin string
+	}{
+		{"no Origin", br, fields, ""},
+		{"a foreign Origin", br, fields, "http://127.0.0.1:1"},
+		{"a forged nonce", br, wrong, origin},
+		{"another browser", browser(true), fields, origin},
+	} {
+		if code := post(tc.c, tc.form, tc.origin); code != 403 {
+			t.Errorf("confirmation with %s = %d; want 403", tc.name, code)
+		}
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
+		t.Fatalf("Token after refused confirmations = %v; want nothing stored", err)
+	}
+	if code := post(br, fields, origin); code != 200 {
+		t.Fatalf("the confirmation = %d", code)
+	}
+	if st := f.status(t, uid, si); st.Status != SignedIn {
+		t.Errorf("status = %+v; want signed in", st)
+	}
+	if code := post(br, fields, origin); code != 400 && code != 403 {
+		t.Errorf("a second confirmation = %d; want it refused", code)
+	}
+}
+
+// TestConfirmationRefusedDropsTheTokens: No on the final page stores
+// nothing and ends the sign-in.
+func TestConfirmationRefusedDropsTheTokens(t *testing.T) {
+	f := newSigninFixture(t)
+	br, cb, si := f.startTo(t, uid)
+	_, page := get(t, br, cb)
+	u, _ := url.Parse(cb)
+	if code, body := confirm(t, br, u, page, "refuse"); code != 200 || !strings.Contains(body, "Nothing was stored") {
+		t.Errorf("refusing = %d %q", code, body)
+	}
+	if st := f.status(t, uid, si); st.Status != Failed || !strings.Contains(st.Message, "refused in the browser") {
+		t.Errorf("status = %+v; want failed, refused", st)
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
+		t.Errorf("Token after refusing = %v; want nothing stored", err)
+	}
+}
+
+// TestPlantedCookieCannotStealAnAccount replays a review's attack: another
+// local user starts their own sign-in, presses Continue themselves, plants
+// its binding cookie in the victim's browser (cookies do not tell ports
+// apart) and sends the victim to the provider. The victim's browser comes
+// back with the attacker's state and cookie, and the broker only asks,
+// naming the attacker's user; the attacker cannot answer for the victim.
+func TestPlantedCookieCannotStealAnAccount(t *testing.T) {
+	f := newSigninFixture(t)
+	const mallory = uid + 1
+	attacker := browser(false)
+	attacker.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	si, _ := f.s.Start(mallory, "Test")
+	resp := press(t, attacker, si.URL, "continue")
+	resp.Body.Close()
+	authorize := resp.Header.Get("Location")
+	web, _ := url.Parse(f.web.URL)
+	victim := browser(true)
+	victim.Jar.SetCookies(web, attacker.Jar.Cookies(web)) // planted from another port of the host
+	resp, err := victim.Get(authorize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "to user "+userName(mallory)) {
+		t.Fatalf("the victim's browser after the provider = %d %q; want the confirmation naming the attacker's user", resp.StatusCode, page)
+	}
+	// The attacker has the cookie and the state, but not the page's nonce.
+	form := url.Values{"action": {"confirm"}, "state": {hiddenRE.FindStringSubmatch(string(page))[2]}, "confirm": {"guess"}}
+	req, _ := http.NewRequest("POST", f.web.URL+"/confirm", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", f.web.URL)
+	if resp, err := attacker.Do(req); err != nil || resp.StatusCode != 403 {
+		t.Errorf("the attacker's own confirmation = %v, %v; want 403", resp.StatusCode, err)
+	}
+	if _, err := f.b.Token(context.Background(), mallory, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
+		t.Errorf("the attacker got the victim's tokens: %v", err)
 	}
 }

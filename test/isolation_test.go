@@ -49,6 +49,9 @@ func (u unixUser) as(ctx context.Context, name string, args ...string) *exec.Cmd
 	all := append([]string{"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--clear-groups", name}, args...)
 	cmd := exec.CommandContext(ctx, "setpriv", all...)
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent"}
+	if d := os.Getenv("TMPDIR"); d != "" { // make test's own, so leftovers show
+		cmd.Env = append(cmd.Env, "TMPDIR="+d)
+	}
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,7 +169,11 @@ func submitForm(t *testing.T, c *http.Client, resp *http.Response, fields url.Va
 		all[k] = v
 	}
 	action, _ := url.Parse(html.UnescapeString(string(m[1])))
-	next, err := c.PostForm(resp.Request.URL.ResolveReference(action).String(), all)
+	// As a browser does, with the page's origin.
+	req, _ := http.NewRequest("POST", resp.Request.URL.ResolveReference(action).String(), strings.NewReader(all.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", resp.Request.URL.Scheme+"://"+resp.Request.URL.Host)
+	next, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,13 +198,29 @@ func signInWithForms(t *testing.T, u string, stopAtCallback bool) (*http.Client,
 	resp := openSignIn(t, c, u)
 	resp = submitForm(t, c, resp, url.Values{"prompt": {"login"}, "login": {"alice"}, "password": {"wonderland"}})
 	resp = submitForm(t, c, resp, url.Values{"prompt": {"consent"}})
+	if !stopAtCallback {
+		resp = confirmSignIn(t, c, resp)
+	}
 	return c, resp
 }
 
+// confirmSignIn says yes on oauthfs's final confirmation page in resp, if
+// that is the page, and returns the page after it.
+func confirmSignIn(t *testing.T, c *http.Client, resp *http.Response) *http.Response {
+	t.Helper()
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`action="/confirm"`)) {
+		return resp
+	}
+	return submitForm(t, c, resp, url.Values{"action": {"confirm"}})
+}
+
 // openSignIn opens the sign-in link u in browser c and presses Continue on
-// oauthfs's confirmation page, as its user would. It returns the response
-// after that: the provider's page, or, with a provider that approves at
-// once, oauthfs's callback page.
+// oauthfs's start page, as its user would. It returns the response after
+// that: the provider's page, or, with a provider that approves at once,
+// oauthfs's final confirmation page.
 func openSignIn(t *testing.T, c *http.Client, u string) *http.Response {
 	t.Helper()
 	resp, err := c.Get(u)
@@ -214,11 +235,13 @@ func openSignIn(t *testing.T, c *http.Client, u string) *http.Response {
 }
 
 // browse opens the sign-in link u in a new browser that follows every
-// redirect, presses Continue, and returns the last page's status and body.
+// redirect, presses Continue and then Yes on the final confirmation, and
+// returns the last page's status and body.
 func browse(t *testing.T, u string) (int, string) {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
-	resp := openSignIn(t, &http.Client{Jar: jar}, u)
+	c := &http.Client{Jar: jar}
+	resp := confirmSignIn(t, c, openSignIn(t, c, u))
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
@@ -355,11 +378,15 @@ func TestConformanceOIDCProvider(t *testing.T) {
 		if resp, _ := http.Get(cb); resp.StatusCode != 403 {
 			t.Errorf("callback from another browser = %d; want 403", resp.StatusCode)
 		}
-		if resp, _ := c.Get(cb); resp.StatusCode != 200 {
-			t.Errorf("callback from the starting browser = %d; want 200", resp.StatusCode)
+		final, _ := c.Get(cb)
+		if final.StatusCode != 200 {
+			t.Errorf("callback from the starting browser = %d; want 200", final.StatusCode)
 		}
 		if resp, _ := c.Get(cb); resp.StatusCode != 400 {
 			t.Errorf("replayed callback = %d; want 400", resp.StatusCode)
+		}
+		if resp := confirmSignIn(t, c, final); resp.StatusCode != 200 {
+			t.Errorf("confirmation = %d; want 200", resp.StatusCode)
 		}
 		cmd.Wait()
 	})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -658,5 +659,55 @@ func TestSecEmbeddedMountWithSmallMemlock(t *testing.T) {
 	}
 	if strings.Contains(m.stderr.String(), "panic") {
 		t.Errorf("the mount panicked:\n%s", m.stderr)
+	}
+}
+
+// TestSecPlantedCookieCannotStealAnAccount replays an attack a review
+// found: mallory starts a sign-in of their own, presses its Continue
+// themselves, and lures the victim to a page on another loopback port that
+// plants the sign-in's binding cookie (cookies do not tell ports apart)
+// and sends the victim to the provider. The victim's browser comes back
+// with mallory's state and cookie; the broker stores nothing and asks,
+// naming mallory's user, and mallory cannot answer for the victim.
+func TestSecPlantedCookieCannotStealAnAccount(t *testing.T) {
+	e := newSecEnv(t)
+	e.startBroker(t)
+	_, out := e.py(t, e.mallory, "plant", e.socket, "Test")
+	waitFor(t, func() bool { return strings.Contains(out.String(), "READY") })
+	lure := strings.TrimSpace(strings.TrimPrefix(out.String(), "READY "))
+	jar, _ := cookiejar.New(nil)
+	victim := &http.Client{Jar: jar}
+	resp, err := victim.Get(lure) // the provider approves at once, as GitHub does for an app already authorised
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "to user "+e.mallory.name) || !strings.Contains(string(page), `action="/confirm"`) {
+		t.Errorf("the victim's browser after the lure = %d:\n%s\nwant the final confirmation naming mallory's user", resp.StatusCode, page)
+	}
+	if got := e.apiAs(t, e.mallory, "GET", "/v1/integrations/Test", ""); !strings.Contains(got, `"not_signed_in"`) {
+		t.Errorf("mallory's credentials after the lure: %s; want none", got)
+	}
+}
+
+// TestSecSlowBodiesCannotStarveOthers: one user announcing large request
+// bodies and never sending them cannot spend the locked memory that other
+// users' reads and sign-ins need.
+func TestSecSlowBodiesCannotStarveOthers(t *testing.T) {
+	e := newSecEnv(t)
+	e.startBrokerWith(t, "prlimit", "--memlock=8388608:8388608", "--")
+	at, _, _ := e.p.Grant()
+	e.apiAs(t, e.victim, "PUT", "/v1/integrations/Test/credentials", fmt.Sprintf(`{"access_token":%q}`, at))
+	_, ready := e.py(t, e.mallory, "slow-bodies", e.socket, "200")
+	waitFor(t, func() bool { return strings.Contains(ready.String(), "READY") })
+	for i := 0; i < 10; i++ {
+		out, err := e.victim.run(t, e.bin, "token", "--broker", e.socket, "Test")
+		if err != nil || out != at {
+			t.Fatalf("the victim's token while mallory holds slow bodies = %q, %v", out, err)
+		}
+	}
+	if got := e.apiAs(t, e.victim, "POST", "/v1/integrations/Test/login", ""); !strings.Contains(got, "login_id") {
+		t.Errorf("the victim's sign-in while mallory holds slow bodies = %q", got)
 	}
 }

@@ -30,7 +30,7 @@ func dial(flagSock, flagCfg string) (*session.Client, context.Context, context.C
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	return session.NewClient(sock, clientTimeout), ctx, cancel, nil
 }
 

@@ -153,9 +153,9 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 }
 
 // devSignIn signs in to devSignedIn the way a browser would: the start
-// link, Continue on its confirmation page, the provider's authorization
-// endpoint (which approves at once), the callback with code and state,
-// the PKCE exchange.
+// link, Continue on its page, the provider's authorization endpoint (which
+// approves at once), the callback with code and state and the PKCE
+// exchange, and Yes on the final confirmation.
 func devSignIn(si *signin.Table, uid int) error {
 	link, err := si.Start(uid, devSignedIn)
 	if err != nil {
@@ -169,16 +169,22 @@ func devSignIn(si *signin.Table, uid int) error {
 	}
 	page, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
-	form := url.Values{"action": {"continue"}}
-	for _, m := range hiddenRE.FindAllSubmatch(page, -1) {
-		form.Set(string(m[1]), html.UnescapeString(string(m[2])))
+	// Continue on the start page, then Yes on the final confirmation.
+	for _, step := range []struct{ path, action string }{{"/start", "continue"}, {"/confirm", "confirm"}} {
+		form := url.Values{"action": {step.action}}
+		for _, m := range hiddenRE.FindAllSubmatch(page, -1) {
+			form.Set(string(m[1]), html.UnescapeString(string(m[2])))
+		}
+		start, _ := url.Parse(link.URL)
+		req, _ := http.NewRequest("POST", start.Scheme+"://"+start.Host+step.path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", start.Scheme+"://"+start.Host)
+		if resp, err = c.Do(req); err != nil {
+			return err
+		}
+		page, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
 	}
-	start, _ := url.Parse(link.URL)
-	start.RawQuery = ""
-	if resp, err = c.PostForm(start.String(), form); err != nil {
-		return err
-	}
-	resp.Body.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	st, err := si.Wait(ctx, uid, link.ID)

@@ -3,7 +3,8 @@
 // sign-in link, which never appears on a command line) in headless
 // Chromium (Debian's /usr/bin/chromium through playwright-core), presses
 // Continue on oauthfs's confirmation page, signs in on oidc-provider's real
-// login page, consents, and waits for oauthfs's callback page.
+// login page, consents, says yes on oauthfs's final confirmation, and
+// waits for its last page.
 //
 // Environment: BROWSER_LOG (a file for progress and errors), CHROMIUM
 // (default /usr/bin/chromium), SCREENSHOT (optional PNG of the last page).
@@ -32,6 +33,9 @@ try {
   log('signed in at the provider');
   await page.click('button:has-text("Continue")');
   log('consented');
+  await page.waitForSelector('form[action="/confirm"] button.go', { timeout: 15000 });
+  log(`final confirmation: ${await page.textContent('h1')}`);
+  await page.click('form[action="/confirm"] button.go');
   await page.waitForSelector('h1', { timeout: 15000 });
   const heading = await page.textContent('h1');
   log(`callback page: ${heading}`);

@@ -14,6 +14,14 @@ fails. Standard library only.
   never-ack SOCKET N          open N event streams that never acknowledge
   signins SOCKET N NAME       start and cancel N sign-ins to NAME; print
                               the last answer
+  plant SOCKET NAME           start our own sign-in to NAME, press its
+                              Continue ourselves, and serve a page on a
+                              loopback port that plants its binding cookie
+                              and sends the visitor to the provider; print
+                              "READY url"
+  slow-bodies SOCKET N        open N connections that each announce a
+                              64 KiB PUT body and never send it; print
+                              "READY"
 """
 import http.client
 import http.server
@@ -142,7 +150,68 @@ def signins(path, n, name):
     print(last, flush=True)
 
 
+def plant(path, name):
+    import json, re, urllib.parse
+    c = UnixHTTPConnection(path)
+    c.request("POST", f"/v1/integrations/{name}/login")
+    link = json.loads(c.getresponse().read())["url"]
+    u = urllib.parse.urlsplit(link)
+    web = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    web.request("GET", u.path + "?" + u.query)
+    r = web.getresponse()
+    cookie = r.getheader("Set-Cookie").split(";")[0]
+    page = r.read().decode()
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    fields["action"] = "continue"
+    body = urllib.parse.urlencode(fields)
+    web.request("POST", "/start", body, {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    r = web.getresponse()
+    r.read()
+    authorize = r.getheader("Location")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Set-Cookie", cookie + "; Path=/; SameSite=Lax")
+            self.send_header("Location", authorize)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    print(f"READY http://127.0.0.1:{srv.server_address[1]}/", flush=True)
+    srv.serve_forever()
+
+
+def slow_bodies(path, n):
+    socks = []
+    for _ in range(int(n)):
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.sendall(b"PUT /v1/integrations/Test/credentials HTTP/1.1\r\nHost: oauthfs\r\nContent-Length: 65536\r\n\r\n{")
+            socks.append(s)
+        except OSError:
+            break
+    print("READY", flush=True)
+    while True:  # keep them coming back as the server closes them
+        time.sleep(1)
+        for i, s in enumerate(socks):
+            try:
+                s.send(b" ")
+            except OSError:
+                try:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.connect(path)
+                    s.sendall(b"PUT /v1/integrations/Test/credentials HTTP/1.1\r\nHost: oauthfs\r\nContent-Length: 65536\r\n\r\n{")
+                    socks[i] = s
+                except OSError:
+                    pass
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"scan-proc": scan_proc, "fake-broker": fake_broker, "flood": flood,
-     "never-ack": never_ack, "signins": signins}[cmd](*args)
+     "never-ack": never_ack, "signins": signins, "plant": plant,
+     "slow-bodies": slow_bodies}[cmd](*args)
