@@ -42,10 +42,15 @@ bench:
 	@echo
 	@awk -f test/bench/ratios.awk bench.out
 
+# lint checks what the compiler does not: vet, gofmt, go.mod tidy,
+# staticcheck with every check, and code nothing reaches.
 lint:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || (echo "gofmt would change:"; gofmt -l .; exit 1)
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	$(GO) mod tidy -diff
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -checks all ./...
+	@out=$$($(GO) run golang.org/x/tools/cmd/deadcode@v0.38.0 -test ./...); \
+	  test -z "$$out" || (echo "unreachable code:"; echo "$$out"; exit 1)
 
 fmt:
 	gofmt -w .

@@ -37,8 +37,8 @@ const AckTimeout = 2 * time.Second
 // mount).
 const maxStreamsPerUser = 64
 
-// ErrTooManyStreams is returned by Subscribe past maxStreamsPerUser.
-var ErrTooManyStreams = errors.New("too many event streams")
+// errTooManyStreams is returned by Subscribe past maxStreamsPerUser.
+var errTooManyStreams = errors.New("too many event streams")
 
 // Subscription is one session's event stream. Events arrive on C; the
 // session calls Ack with each event's Seq once it has acted on it. Seq
@@ -98,7 +98,7 @@ func (b *Broker) Subscribe(uid int) (*Subscription, error) {
 		h.subs, h.perUID = map[*Subscription]bool{}, map[int]int{}
 	}
 	if h.perUID[uid] >= maxStreamsPerUser {
-		return nil, fmt.Errorf("broker: uid %d already has %d event streams (session mounts), the most one user may have: %w", uid, maxStreamsPerUser, ErrTooManyStreams)
+		return nil, fmt.Errorf("broker: uid %d already has %d event streams (session mounts), the most one user may have: %w", uid, maxStreamsPerUser, errTooManyStreams)
 	}
 	h.subs[s] = true
 	h.perUID[uid]++

@@ -211,18 +211,15 @@ func TestStreamSeqIsPerStream(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		f.b.Put(uid+1, "Test", credential.Tokens{Access: []byte("x")})
 	}
+	first := make(chan uint64, 1)
 	go func() {
-		for ev := range mine.C {
-			mine.Ack(ev.Seq)
-			if ev.Seq != 1 {
-				t.Errorf("my first event has seq %d; want 1 whatever others did", ev.Seq)
-			}
-			return
-		}
+		ev := <-mine.C
+		mine.Ack(ev.Seq)
+		first <- ev.Seq
 	}()
 	f.signIn(t)
-	if n, _ := f.b.Subscribe(uid + 2); n == nil {
-		t.Fatal("Subscribe failed")
+	if seq := <-first; seq != 1 {
+		t.Errorf("my first event has seq %d; want 1 whatever others did", seq)
 	}
 }
 
@@ -238,8 +235,8 @@ func TestStreamsPerUserAreCapped(t *testing.T) {
 		}
 		last = s
 	}
-	if _, err := f.b.Subscribe(uid); !errors.Is(err, ErrTooManyStreams) {
-		t.Errorf("Subscribe past the cap = %v; want ErrTooManyStreams", err)
+	if _, err := f.b.Subscribe(uid); !errors.Is(err, errTooManyStreams) {
+		t.Errorf("Subscribe past the cap = %v; want errTooManyStreams", err)
 	}
 	if _, err := f.b.Subscribe(uid + 1); err != nil {
 		t.Errorf("another user's Subscribe = %v", err)

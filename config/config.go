@@ -21,12 +21,12 @@ import (
 const (
 	DefaultRefreshMargin  = 5 * time.Minute
 	DefaultRequestTimeout = 10 * time.Second
-	DefaultListen         = "127.0.0.1:8400"
+	defaultListen         = "127.0.0.1:8400"
 	// SystemSocket is where the system broker daemon listens by default.
 	SystemSocket = "/run/oauthfs/broker.sock"
-	// MaxNameLen is the longest integration name, in bytes: a file name
+	// maxNameLen is the longest integration name, in bytes: a file name
 	// under by-name/ cannot be longer.
-	MaxNameLen = 255
+	maxNameLen = 255
 )
 
 // The values of Integration.AuthStyle.
@@ -35,9 +35,9 @@ const (
 	AuthStylePost  = "post"
 )
 
-// ReservedPaths are the sign-in web server's own pages: callback_url
+// reservedPaths are the sign-in web server's own pages: callback_url
 // must not use them.
-var ReservedPaths = []string{"/start"}
+var reservedPaths = []string{"/start"}
 
 // guidNamespace is the UUIDv5 namespace for guids derived from names. It is
 // fixed forever: changing it would change every default guid.
@@ -266,16 +266,16 @@ func (c *Config) defaults(md toml.MetaData) error {
 		}
 	}
 	if b.Listen == "" {
-		b.Listen = DefaultListen
+		b.Listen = defaultListen
 	}
 	if b.CallbackURL == "" {
 		b.CallbackURL = "http://" + b.Listen + "/callback"
 	}
 	if b.Socket == "" {
-		b.Socket, b.socketDefaulted = DefaultSocket(), true
+		b.Socket, b.socketDefaulted = defaultSocket(), true
 	}
 	if b.StateDir == nil {
-		d := DefaultStateDir()
+		d := defaultStateDir()
 		b.StateDir = &d
 	}
 	if b.KeyFile == "" && *b.StateDir != "" {
@@ -318,8 +318,8 @@ var providers = map[string]struct{ auth, token, userinfo string }{
 	"zoom":      {endpoints.Zoom.AuthURL, endpoints.Zoom.TokenURL, ""},
 }
 
-// Providers returns the known provider keys, sorted.
-func Providers() []string {
+// providerNames returns the known provider keys, sorted.
+func providerNames() []string {
 	out := make([]string, 0, len(providers))
 	for k := range providers {
 		out = append(out, k)
@@ -360,8 +360,8 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 	switch {
 	case in.Name == "":
 		return c.integrationErr(in, i, "name is missing")
-	case len(in.Name) > MaxNameLen:
-		return c.integrationErr(in, i, "name is %d bytes long; the limit is %d", len(in.Name), MaxNameLen)
+	case len(in.Name) > maxNameLen:
+		return c.integrationErr(in, i, "name is %d bytes long; the limit is %d", len(in.Name), maxNameLen)
 	case strings.ContainsAny(in.Name, "/\x00"):
 		return c.integrationErr(in, i, "name must not contain '/' or NUL")
 	case in.Name == "." || in.Name == "..":
@@ -389,7 +389,7 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 	if in.Provider != "" {
 		p, ok := providers[strings.ToLower(in.Provider)]
 		if !ok {
-			return c.integrationErr(in, i, "unknown provider %q (known: %s); or set auth_url and token_url", in.Provider, strings.Join(Providers(), ", "))
+			return c.integrationErr(in, i, "unknown provider %q (known: %s); or set auth_url and token_url", in.Provider, strings.Join(providerNames(), ", "))
 		}
 		if in.AuthURL == "" {
 			in.AuthURL = p.auth
@@ -487,7 +487,7 @@ func checkCallbackPath(s string) error {
 	if u.Path == "" || u.Path == "/" {
 		return fmt.Errorf("%q has no path; use one such as /callback", s)
 	}
-	for _, p := range ReservedPaths {
+	for _, p := range reservedPaths {
 		if u.Path == p || strings.HasPrefix(u.Path, p+"/") {
 			return fmt.Errorf("%q uses the path %s, which the sign-in web server serves itself; use another, such as /callback", s, p)
 		}
@@ -510,9 +510,9 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// DefaultSocket is the embedded broker's socket path:
+// defaultSocket is the embedded broker's socket path:
 // RuntimeDir()/broker.sock.
-func DefaultSocket() string { return filepath.Join(RuntimeDir(), "broker.sock") }
+func defaultSocket() string { return filepath.Join(RuntimeDir(), "broker.sock") }
 
 // RuntimeDir is this user's private directory for sockets and locks:
 // $XDG_RUNTIME_DIR/oauthfs, or, when XDG_RUNTIME_DIR is unset (cron, su,
@@ -532,8 +532,8 @@ func TempRuntimeDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("oauthfs-%d", os.Getuid()))
 }
 
-// DefaultStateDir is $XDG_STATE_HOME/oauthfs, or ~/.local/state/oauthfs.
-func DefaultStateDir() string {
+// defaultStateDir is $XDG_STATE_HOME/oauthfs, or ~/.local/state/oauthfs.
+func defaultStateDir() string {
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "oauthfs")
 	}

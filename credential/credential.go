@@ -45,16 +45,16 @@ const (
 	StatusError       Status = "error"
 )
 
-// TimeFormat is how expiry times are written: RFC 3339 in UTC with second
+// timeFormat is how expiry times are written: RFC 3339 in UTC with second
 // precision.
-const TimeFormat = "2006-01-02T15:04:05Z"
+const timeFormat = "2006-01-02T15:04:05Z"
 
-// FormatTime formats t as [TimeFormat] in UTC, or "" for the zero time.
+// FormatTime formats t as [timeFormat] in UTC, or "" for the zero time.
 func FormatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(TimeFormat)
+	return t.UTC().Format(timeFormat)
 }
 
 // Integration is one integration as a user sees it: the object in
@@ -69,7 +69,7 @@ type Integration struct {
 	Scopes        []string `json:"scopes"`
 	Authenticated bool     `json:"authenticated"`
 	Status        Status   `json:"status"`
-	// Expiry is the access token's expiry in [TimeFormat], or nil.
+	// Expiry is the access token's expiry in [timeFormat], or nil.
 	Expiry        *string  `json:"expiry"`
 	GrantedScopes []string `json:"granted_scopes"`
 	// Error is a human-readable reason for an expired or error status.
@@ -84,9 +84,9 @@ type Integration struct {
 // The token bytes rest in a memguard Enclave owned by the Token. Reads
 // decrypt them into one guarded, locked buffer, also owned by the Token,
 // which stays open while reads keep coming and is destroyed (wiped) once
-// no read has used it for [PlainIdle] and nobody borrows it: a burst of
+// no read has used it for [plainIdle] and nobody borrows it: a burst of
 // reads decrypts once, and an idle token is ciphertext again within a
-// second. At most [MaxPlain] such buffers are open in the process, and
+// second. At most [maxPlain] such buffers are open in the process, and
 // their pages count against the locked-memory budget (package secmem);
 // beyond either bound a read decrypts into a temporary buffer and destroys
 // it at once, so locked memory stays bounded however many files are open.
@@ -105,12 +105,12 @@ type Token struct {
 	idle    *time.Timer // destroys plain once idle
 }
 
-// PlainIdle is how long a token's decrypted buffer outlives its last read.
-const PlainIdle = time.Second
+// plainIdle is how long a token's decrypted buffer outlives its last read.
+const plainIdle = time.Second
 
-// MaxPlain bounds the decrypted token buffers open at once in a process,
+// maxPlain bounds the decrypted token buffers open at once in a process,
 // well below what RLIMIT_MEMLOCK (8 MiB for a normal user) allows.
-const MaxPlain = 256
+const maxPlain = 256
 
 // plainOpen counts the decrypted token buffers open now.
 var plainOpen atomic.Int64
@@ -148,7 +148,7 @@ func (t *Token) View() ([]byte, func(), error) {
 	if t.plain == nil {
 		var b *secmem.Buffer
 		var err error
-		if plainOpen.Add(1) <= MaxPlain {
+		if plainOpen.Add(1) <= maxPlain {
 			b, err = secmem.TryOpen(t.value)
 		}
 		if b == nil {
@@ -164,7 +164,7 @@ func (t *Token) View() ([]byte, func(), error) {
 			return tmp.Bytes(), tmp.Destroy, nil
 		}
 		t.plain = b
-		t.idle = time.AfterFunc(PlainIdle, t.closeIdle)
+		t.idle = time.AfterFunc(plainIdle, t.closeIdle)
 	}
 	t.borrows++
 	t.lastUse = time.Now()
@@ -194,15 +194,15 @@ func (t *Token) ReadAt(dst []byte, off int64) (int, error) {
 }
 
 // closeIdle destroys the decrypted buffer once it has been idle for
-// PlainIdle with no View outstanding, or looks again later.
+// plainIdle with no View outstanding, or looks again later.
 func (t *Token) closeIdle() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.plain == nil {
 		return
 	}
-	if wait := PlainIdle - time.Since(t.lastUse); wait > 0 || t.borrows > 0 {
-		t.idle.Reset(max(wait, PlainIdle/4))
+	if wait := plainIdle - time.Since(t.lastUse); wait > 0 || t.borrows > 0 {
+		t.idle.Reset(max(wait, plainIdle/4))
 		return
 	}
 	t.plain.Destroy()

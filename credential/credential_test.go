@@ -54,10 +54,10 @@ func TestPlainBufferClosesWhenIdle(t *testing.T) {
 	if !tok.plainIsOpen() {
 		t.Fatal("after a read the decrypted buffer is closed; want it open for the burst")
 	}
-	deadline := time.Now().Add(10 * PlainIdle)
+	deadline := time.Now().Add(10 * plainIdle)
 	for tok.plainIsOpen() {
 		if time.Now().After(deadline) {
-			t.Fatal("decrypted buffer still open long after PlainIdle")
+			t.Fatal("decrypted buffer still open long after plainIdle")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -68,7 +68,7 @@ func TestPlainBufferClosesWhenIdle(t *testing.T) {
 
 func TestPlainBuffersAreBounded(t *testing.T) {
 	before := plainOpen.Load()
-	toks := make([]*Token, MaxPlain+50)
+	toks := make([]*Token, maxPlain+50)
 	var wg sync.WaitGroup
 	for i := range toks {
 		toks[i] = mustToken([]byte("token"), time.Time{}, time.Now())
@@ -82,8 +82,8 @@ func TestPlainBuffersAreBounded(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := plainOpen.Load(); n > MaxPlain || n < before {
-		t.Errorf("open decrypted buffers = %d; want at most %d", n, MaxPlain)
+	if n := plainOpen.Load(); n > maxPlain || n < before {
+		t.Errorf("open decrypted buffers = %d; want at most %d", n, maxPlain)
 	}
 }
 
@@ -118,7 +118,7 @@ func mustToken(value []byte, expiry, obtained time.Time) *Token {
 }
 
 func TestViewKeepsThePlainBufferWhileBorrowed(t *testing.T) {
-	for deadline := time.Now().Add(10 * PlainIdle); plainOpen.Load() >= MaxPlain; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * plainIdle); plainOpen.Load() >= maxPlain; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("other tests' decrypted buffers stay open")
 		}
@@ -128,13 +128,13 @@ func TestViewKeepsThePlainBufferWhileBorrowed(t *testing.T) {
 	if err != nil || string(b) != "borrowed" {
 		t.Fatalf("View = %q, %v", b, err)
 	}
-	time.Sleep(PlainIdle + PlainIdle/2)
+	time.Sleep(plainIdle + plainIdle/2)
 	if !tok.plainIsOpen() || string(b) != "borrowed" {
 		t.Fatal("the decrypted buffer was closed while a View was outstanding")
 	}
 	release()
 	release() // a second call is harmless
-	deadline := time.Now().Add(10 * PlainIdle)
+	deadline := time.Now().Add(10 * plainIdle)
 	for tok.plainIsOpen() {
 		if time.Now().After(deadline) {
 			t.Fatal("decrypted buffer still open long after its View was released")

@@ -117,12 +117,12 @@ func dead(dir string) bool {
 	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
 
-func unmountStale(dir string) error { return Detach(dir) }
+func unmountStale(dir string) error { return detach(dir) }
 
-// Detach unmounts dir lazily: the mount point is usable again at once,
+// detach unmounts dir lazily: the mount point is usable again at once,
 // and files still open on the old mount keep working until they are
 // closed. root uses umount2(MNT_DETACH); others need fusermount3.
-func Detach(dir string) error {
+func detach(dir string) error {
 	if os.Geteuid() == 0 {
 		return syscall.Unmount(dir, syscall.MNT_DETACH)
 	}
@@ -139,7 +139,7 @@ func Detach(dir string) error {
 // the mount point is usable again.
 func Unmount(server *fuse.Server, dir string, done <-chan struct{}) error {
 	if err := server.Unmount(); err != nil {
-		if derr := Detach(dir); derr != nil {
+		if derr := detach(dir); derr != nil {
 			return fmt.Errorf("fusefs: unmount %s: %w; detach: %w", dir, err, derr)
 		}
 		return nil

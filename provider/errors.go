@@ -49,8 +49,8 @@ func (e *Error) InvalidGrant() bool { return e.Code == "invalid_grant" }
 // Bounds on what a provider's answer may add to logs, meta.json and the
 // store.
 const (
-	MaxCode        = 64
-	MaxDescription = 200
+	maxCode        = 64
+	maxDescription = 200
 	MaxAccount     = 200
 	MaxScopes      = 2 << 10
 	// MaxTokenLen bounds a token: longer ones are refused where they
@@ -61,7 +61,7 @@ const (
 // NewError keeps a provider's error code and description, cleaned and
 // bounded. The sign-in callback uses it for the error in its query.
 func NewError(status int, code, description string) *Error {
-	return &Error{Status: status, Code: printable.Code(code, MaxCode), Description: printable.String(description, MaxDescription)}
+	return &Error{Status: status, Code: printable.Code(code, maxCode), Description: printable.String(description, maxDescription)}
 }
 
 // classify turns an error from x/oauth2 or net/http into one that is safe
@@ -93,5 +93,5 @@ func classify(ctx context.Context, err error, timeout time.Duration, endpoint st
 	}
 	// x/oauth2 reports unparsable bodies and missing fields with its own
 	// messages, which never quote the body.
-	return fmt.Errorf("%s sent a malformed answer (%s)", endpoint, printable.String(err.Error(), MaxDescription))
+	return fmt.Errorf("%s sent a malformed answer (%s)", endpoint, printable.String(err.Error(), maxDescription))
 }

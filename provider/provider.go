@@ -222,7 +222,7 @@ func (c *Client) account(ctx context.Context, tok *oauth2.Token) string {
 	if idt, ok := tok.Extra("id_token").(string); ok {
 		if parts := strings.Split(idt, "."); len(parts) == 3 && len(parts[1]) < maxUserinfo {
 			if raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "=")); err == nil {
-				if a := AccountName(raw); a != "" {
+				if a := accountName(raw); a != "" {
 					return a
 				}
 			}
@@ -251,16 +251,16 @@ func (c *Client) account(ctx context.Context, tok *oauth2.Token) string {
 		return ""
 	}
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxUserinfo))
-	return AccountName(raw)
+	return accountName(raw)
 }
 
 // maxUserinfo bounds a userinfo answer or id_token payload.
 const maxUserinfo = 64 << 10
 
-// AccountName picks the most readable account name from a JSON object of
+// accountName picks the most readable account name from a JSON object of
 // claims or user details: email, preferred_username, login, username,
 // name, sub. It returns "" when none is there.
-func AccountName(raw []byte) string {
+func accountName(raw []byte) string {
 	var claims map[string]any
 	if json.Unmarshal(raw, &claims) != nil {
 		return ""

@@ -11,8 +11,8 @@ func TestAccountName(t *testing.T) {
 		{`{"id":5}`, ""},
 		{`not json`, ""},
 	} {
-		if got := AccountName([]byte(tc.in)); got != tc.want {
-			t.Errorf("AccountName(%s) = %q; want %q", tc.in, got, tc.want)
+		if got := accountName([]byte(tc.in)); got != tc.want {
+			t.Errorf("accountName(%s) = %q; want %q", tc.in, got, tc.want)
 		}
 	}
 }

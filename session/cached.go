@@ -137,7 +137,7 @@ func (s *Cached) watchOnce(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return &RemoteError{Code: "unavailable", Message: "event stream refused: HTTP " + strconv.Itoa(resp.StatusCode), sentinel: credential.ErrUnavailable}
+		return &remoteErr{Code: "unavailable", Message: "event stream refused: HTTP " + strconv.Itoa(resp.StatusCode), sentinel: credential.ErrUnavailable}
 	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {

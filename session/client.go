@@ -273,7 +273,7 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 	return data, nil
 }
 
-// remoteError turns an error answer into a RemoteError that unwraps to
+// remoteError turns an error answer into a remoteErr that unwraps to
 // the sentinel of its code.
 func (c *Client) remoteError(status int, data []byte) error {
 	var e struct{ Error, Message string }
@@ -282,9 +282,9 @@ func (c *Client) remoteError(status int, data []byte) error {
 	}
 	msg := printable.String(e.Message, 1000)
 	if s := meaning(e.Error); s != nil {
-		return &RemoteError{Code: e.Error, Message: msg, sentinel: s}
+		return &remoteErr{Code: e.Error, Message: msg, sentinel: s}
 	}
-	return &RemoteError{Code: printable.Code(e.Error, 64), Message: msg}
+	return &remoteErr{Code: printable.Code(e.Error, 64), Message: msg}
 }
 
 func (c *Client) transportError(ctx context.Context, err error) error {
@@ -301,15 +301,15 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 	return fmt.Errorf("session: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 }
 
-// RemoteError is an error answered by the broker. It unwraps to the
+// remoteErr is an error answered by the broker. It unwraps to the
 // sentinel its code stands for.
-type RemoteError struct {
+type remoteErr struct {
 	Code, Message string
 	sentinel      error
 }
 
-func (e *RemoteError) Error() string { return e.Message }
-func (e *RemoteError) Unwrap() error { return e.sentinel }
+func (e *remoteErr) Error() string { return e.Message }
+func (e *remoteErr) Unwrap() error { return e.sentinel }
 
 // Login starts a sign-in and returns the link to open.
 func (c *Client) Login(ctx context.Context, id string) (*SignIn, error) {

@@ -28,7 +28,7 @@ func dial(ctx context.Context, socket string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	uid, err := PeerUID(c)
+	uid, err := peerUID(c)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("session: refusing %s: the credentials of the process answering there cannot be read (%v): %w: %w", socket, err, ErrUntrusted, credential.ErrUnavailable)

@@ -531,13 +531,13 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// noSignIn is the error of the sign-in endpoints of a server without
+// errNoSignIn is the error of the sign-in endpoints of a server without
 // sign-in.
-var noSignIn = fmt.Errorf("session: this broker offers no sign-in: %w", credential.ErrSignIn)
+var errNoSignIn = fmt.Errorf("session: this broker offers no sign-in: %w", credential.ErrSignIn)
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if s.SignIn == nil {
-		writeError(w, noSignIn)
+		writeError(w, errNoSignIn)
 		return
 	}
 	si, err := s.SignIn.Start(uidOf(r), r.PathValue("id"))
@@ -571,7 +571,7 @@ func (s *Server) loginStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	if s.SignIn == nil {
-		writeError(w, noSignIn)
+		writeError(w, errNoSignIn)
 		return
 	}
 	st, err := s.SignIn.Wait(ctx, uidOf(r), r.PathValue("login"))
@@ -584,7 +584,7 @@ func (s *Server) loginStatus(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) loginCancel(w http.ResponseWriter, r *http.Request) {
 	if s.SignIn == nil {
-		writeError(w, noSignIn)
+		writeError(w, errNoSignIn)
 		return
 	}
 	if err := s.SignIn.Cancel(uidOf(r), r.PathValue("login")); err != nil {

@@ -35,9 +35,9 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// PeerUID returns the uid of the process at the other end of a Unix
+// peerUID returns the uid of the process at the other end of a Unix
 // socket connection, from SO_PEERCRED.
-func PeerUID(c net.Conn) (int, error) {
+func peerUID(c net.Conn) (int, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return -1, errors.New("not a Unix socket")
@@ -100,7 +100,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		uid := -1
 		if l.byID {
-			if uid, err = PeerUID(c); err != nil {
+			if uid, err = peerUID(c); err != nil {
 				uid = -2 // no credentials: refused by the handler
 			}
 		}

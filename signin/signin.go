@@ -31,8 +31,8 @@ const maxBody = 64 << 10
 
 // Sign-in limits.
 const (
-	// Lifetime is how long a sign-in's state stays usable.
-	Lifetime = 10 * time.Minute
+	// lifetime is how long a sign-in's state stays usable.
+	lifetime = 10 * time.Minute
 	// maxSignInsPerUser bounds one user's pending sign-ins; maxSignIns
 	// bounds everyone's, generously. Finished and cancelled sign-ins do
 	// not count.
@@ -195,7 +195,7 @@ func (t *Table) Start(uid int, id string) (*Link, error) {
 	now := t.k.Now()
 	s := &signin{
 		id: randomID(16), state: randomID(32), binding: randomID(32), csrf: randomID(32),
-		uid: uid, user: userName(uid), in: in, expires: now.Add(Lifetime),
+		uid: uid, user: userName(uid), in: in, expires: now.Add(lifetime),
 		verifier: verifier,
 		done:     make(chan struct{}),
 		result:   Result{Status: Pending, Name: cfg.Name, GUID: cfg.GUID.String()},
@@ -226,10 +226,10 @@ func (t *Table) Start(uid int, id string) (*Link, error) {
 func (t *Table) pruneLocked(now time.Time) {
 	for _, s := range t.byState {
 		if !s.ended && now.After(s.expires) {
-			t.finishLocked(s, Failed, "the sign-in link expired after "+Lifetime.String())
+			t.finishLocked(s, Failed, "the sign-in link expired after "+lifetime.String())
 		}
 	}
-	for len(t.ended) > 0 && (len(t.ended) > maxEnded || now.After(t.ended[0].expires.Add(Lifetime))) {
+	for len(t.ended) > 0 && (len(t.ended) > maxEnded || now.After(t.ended[0].expires.Add(lifetime))) {
 		old := t.ended[0]
 		t.ended = t.ended[1:]
 		delete(t.byState, old.state)
@@ -278,7 +278,7 @@ func (t *Table) Wait(ctx context.Context, uid int, loginID string) (Result, erro
 	case <-done:
 	case <-ctx.Done():
 	case <-timer.C:
-		t.finish(s, Failed, "the sign-in link expired after "+Lifetime.String())
+		t.finish(s, Failed, "the sign-in link expired after "+lifetime.String())
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -335,7 +335,7 @@ func (t *Table) lookupLocked(state string, now time.Time) (*signin, string) {
 		return nil, "This sign-in has ended (" + s.result.Message + "). Start again with oauthfs login " + s.in.Config().Name + "."
 	case now.After(s.expires):
 		t.finishLocked(s, Failed, "the sign-in link expired")
-		return nil, "This sign-in link expired (they last " + Lifetime.String() + "). Start again with oauthfs login " + s.in.Config().Name + "."
+		return nil, "This sign-in link expired (they last " + lifetime.String() + "). Start again with oauthfs login " + s.in.Config().Name + "."
 	}
 	return s, ""
 }
@@ -362,7 +362,7 @@ func (t *Table) startPage(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName(s), Value: s.binding, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteLaxMode, Secure: t.callback.Scheme == "https", MaxAge: int(Lifetime / time.Second),
+		SameSite: http.SameSiteLaxMode, Secure: t.callback.Scheme == "https", MaxAge: int(lifetime / time.Second),
 	})
 	authOrigin := ""
 	if u, err := url.Parse(s.in.Config().AuthURL); err == nil {

@@ -302,7 +302,7 @@ func TestSignInRefusals(t *testing.T) {
 		}, 403, "started in another browser", "signed_in"},
 		{"expired", func(t *testing.T, f *signinFixture) (int, string, *Link) {
 			br, cb, si := f.startTo(t, uid)
-			f.clk.Advance(Lifetime + time.Minute)
+			f.clk.Advance(lifetime + time.Minute)
 			c, b := callback(t, br, cb)
 			return c, b, si
 		}, 400, "expired", "failed"},

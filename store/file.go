@@ -658,7 +658,7 @@ func (d *decoder) bytes32() []byte {
 		return nil
 	}
 	n := binary.BigEndian.Uint32(b)
-	if n > MaxTokenLen {
+	if n > maxTokenLen {
 		d.err = errors.New("token longer than the limit")
 		return nil
 	}

@@ -30,9 +30,9 @@ var ErrNotPrivate = fmt.Errorf("not private: %w", ErrUnusable)
 // but records sealed with it remain.
 var ErrKeyMissing = fmt.Errorf("key missing: %w", ErrUnusable)
 
-// MaxTokenLen bounds a stored token; the broker refuses longer ones where
+// maxTokenLen bounds a stored token; the broker refuses longer ones where
 // they enter.
-const MaxTokenLen = 64 << 10
+const maxTokenLen = 64 << 10
 
 // User names the owner of stored credentials. The file store keys users
 // by UID.

@@ -39,7 +39,6 @@ const (
 	Truncated                // 200 with JSON cut short
 	Slow                     // waits SlowDelay, then answers normally
 	Huge                     // 200 with a 4 MiB JSON body
-	NoExpiry                 // a token without expires_in
 	Redirect                 // 307 to the URL set with SetRedirect
 	HugeError                // 400 with a 70 KB error code and description
 	Unauthorized             // 401 invalid_client, whatever the credentials
@@ -65,7 +64,6 @@ type Provider struct {
 	deny      bool                 // /authorize answers access_denied
 	codes     map[string]codeGrant // authorization codes not yet used
 	lastAuth  url.Values           // the query of the last /authorize
-	revoked   int                  // successful revocations
 	redirect  string               // where Redirect sends the client
 	authStyle []string             // how each token request authenticated: basic or post
 	denyCode  string               // the error /authorize answers with SetDenyWith
@@ -148,9 +146,6 @@ func (p *Provider) AuthStyles() []string {
 // LastAuthorize returns the query of the last authorization request.
 func (p *Provider) LastAuthorize() url.Values { p.mu.Lock(); defer p.mu.Unlock(); return p.lastAuth }
 
-// Revocations returns how many revocation requests succeeded.
-func (p *Provider) Revocations() int { p.mu.Lock(); defer p.mu.Unlock(); return p.revoked }
-
 // ActiveRefreshTokens returns how many refresh tokens the provider accepts.
 func (p *Provider) ActiveRefreshTokens() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.refresh) }
 
@@ -201,7 +196,6 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 	tok := r.PostForm.Get("token")
 	delete(p.refresh, tok)
 	delete(p.access, tok)
-	p.revoked++
 	p.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
 }
@@ -260,12 +254,6 @@ func (p *Provider) Issued(at string) bool {
 	_, ok := p.access[at]
 	return ok
 }
-
-// Revoke makes the provider reject refresh token rt from now on.
-func (p *Provider) Revoke(rt string) { p.mu.Lock(); delete(p.refresh, rt); p.mu.Unlock() }
-
-// RevokeAll makes the provider reject every refresh token issued so far.
-func (p *Provider) RevokeAll() { p.mu.Lock(); p.refresh = map[string]bool{}; p.mu.Unlock() }
 
 func (p *Provider) newPairLocked() (string, string) {
 	a := p.prefix + "-at-" + random()
@@ -356,11 +344,7 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	a := p.prefix + "-at-" + random()
 	p.access[a] = time.Now().Add(p.lifetime)
 	resp["access_token"] = a
-	if mode != NoExpiry {
-		resp["expires_in"] = int(p.lifetime / time.Second)
-	} else {
-		p.access[a] = time.Time{}
-	}
+	resp["expires_in"] = int(p.lifetime / time.Second)
 	if p.rotate {
 		// Using rt retires whatever rt was issued in exchange for.
 		for old, next := range p.successor {

@@ -9,7 +9,7 @@
 // start: every buffer, every enclave sealed or opened, acquires its pages
 // here first (plus one page for the key view memguard makes while it
 // seals or opens). When the budget is spent, a caller waits at most
-// [MaxWait] and then gets an error wrapping [ErrExhausted] for that one
+// [maxWait] and then gets an error wrapping [ErrExhausted] for that one
 // request, never a panic, a hang or a lost key.
 //
 // Every function is safe for concurrent use.
@@ -30,11 +30,11 @@ import (
 )
 
 // ErrExhausted is wrapped when the locked-memory budget stays spent for
-// longer than [MaxWait].
+// longer than [maxWait].
 var ErrExhausted = errors.New("locked memory budget exhausted")
 
-// MaxWait bounds how long a caller waits for locked pages.
-const MaxWait = 2 * time.Second
+// maxWait bounds how long a caller waits for locked pages.
+const maxWait = 2 * time.Second
 
 // reserve is what the budget leaves to memguard's own key (three locked
 // pages) and to anything else in the process that locks memory.
@@ -68,26 +68,20 @@ func setup() {
 	})
 }
 
-// Capacity returns the budget, in pages.
-func Capacity() int64 { setup(); return capacity }
-
-// InUse returns how many pages of the budget are held now.
-func InUse() int64 { return inUse.Load() }
-
 // pages is how many locked pages memguard uses for a buffer of size bytes.
 func pages(size int) int64 { return max(1, (int64(size)+pageSize-1)/pageSize) }
 
-// acquire takes n pages, waiting at most MaxWait.
+// acquire takes n pages, waiting at most maxWait.
 func acquire(n int64) error {
 	setup()
 	if n > capacity {
 		return fmt.Errorf("secmem: %d pages wanted, the budget is %d: %w", n, capacity, ErrExhausted)
 	}
 	if !pool.TryAcquire(n) {
-		ctx, cancel := context.WithTimeout(context.Background(), MaxWait)
+		ctx, cancel := context.WithTimeout(context.Background(), maxWait)
 		defer cancel()
 		if pool.Acquire(ctx, n) != nil {
-			return fmt.Errorf("secmem: all %d pages of locked memory stayed in use for %v: %w", capacity, MaxWait, ErrExhausted)
+			return fmt.Errorf("secmem: all %d pages of locked memory stayed in use for %v: %w", capacity, maxWait, ErrExhausted)
 		}
 	}
 	inUse.Add(n)

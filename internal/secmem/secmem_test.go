@@ -38,8 +38,8 @@ func TestBudgetIsEnforced(t *testing.T) {
 	if !errors.Is(err, ErrExhausted) {
 		t.Fatalf("Open past the budget = %v; want ErrExhausted", err)
 	}
-	if waited := time.Since(start); waited < MaxWait/2 || waited > 3*MaxWait {
-		t.Errorf("Open past the budget waited %v; want about %v", waited, MaxWait)
+	if waited := time.Since(start); waited < maxWait/2 || waited > 3*maxWait {
+		t.Errorf("Open past the budget waited %v; want about %v", waited, maxWait)
 	}
 	if b, err := TryOpen(e); b != nil || err != nil {
 		t.Errorf("TryOpen past the budget = %v, %v; want nil, nil", b, err)
@@ -54,8 +54,8 @@ func TestBudgetIsEnforced(t *testing.T) {
 	for _, b := range held[1:] {
 		b.Destroy()
 	}
-	if n := InUse(); n != 0 {
-		t.Errorf("InUse after destroying everything = %d", n)
+	if n := inUse.Load(); n != 0 {
+		t.Errorf("pages in use after destroying everything = %d", n)
 	}
 }
 

@@ -28,8 +28,8 @@ func AppendQuoted(b, s []byte) []byte {
 	return append(b, '"')
 }
 
-// ErrSyntax is returned for a JSON string that is malformed.
-var ErrSyntax = errors.New("malformed JSON string")
+// errSyntax is returned for a JSON string that is malformed.
+var errSyntax = errors.New("malformed JSON string")
 
 // Bytes that are not valid UTF-8 pass through unchanged: tokens are opaque.
 
@@ -52,7 +52,7 @@ func Unquote(dst, raw []byte) error {
 // pieces are written through a stack array, never the heap.
 func unquote(raw []byte, emit func([]byte)) error {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
-		return ErrSyntax
+		return errSyntax
 	}
 	s := raw[1 : len(raw)-1]
 	var tmp [4]byte
@@ -60,7 +60,7 @@ func unquote(raw []byte, emit func([]byte)) error {
 		c := s[i]
 		switch {
 		case c == '"' || c < 0x20:
-			return ErrSyntax
+			return errSyntax
 		case c != '\\':
 			j := i
 			for j < len(s) && s[j] != '\\' && s[j] != '"' && s[j] >= 0x20 {
@@ -71,7 +71,7 @@ func unquote(raw []byte, emit func([]byte)) error {
 			continue
 		}
 		if i+1 >= len(s) {
-			return ErrSyntax
+			return errSyntax
 		}
 		switch e := s[i+1]; e {
 		case '"', '\\', '/':
@@ -85,7 +85,7 @@ func unquote(raw []byte, emit func([]byte)) error {
 		case 'u':
 			r, ok := hex4(s[i+2:])
 			if !ok {
-				return ErrSyntax
+				return errSyntax
 			}
 			i += 6
 			if utf16.IsSurrogate(r) {
@@ -106,7 +106,7 @@ func unquote(raw []byte, emit func([]byte)) error {
 			}
 			emit(tmp[:utf8.EncodeRune(tmp[:], r)])
 		default:
-			return ErrSyntax
+			return errSyntax
 		}
 	}
 	return nil

@@ -47,7 +47,7 @@ func TestUnquoteAgreesWithEncodingJSON(t *testing.T) {
 func TestUnquoteRefusesMalformed(t *testing.T) {
 	for _, raw := range []string{``, `"`, `abc`, `"a"b"`, `"\x"`, `"\u12"`, `"\u12zz"`, "\"a\x01\"", `"trailing\"`} {
 		if _, err := UnquotedLen([]byte(raw)); err == nil {
-			t.Errorf("UnquotedLen(%q) = nil error; want ErrSyntax", raw)
+			t.Errorf("UnquotedLen(%q) = nil error; want errSyntax", raw)
 		}
 	}
 }
