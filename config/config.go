@@ -37,7 +37,7 @@ const (
 
 // reservedPaths are the sign-in web server's own pages: callback_url
 // must not use them.
-var reservedPaths = []string{"/start"}
+var reservedPaths = []string{"/start", "/confirm"}
 
 // guidNamespace is the UUIDv5 namespace for guids derived from names. It is
 // fixed forever: changing it would change every default guid.

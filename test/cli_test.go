@@ -22,37 +22,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
-	"github.com/oauthfs/oauthfs/internal/testutil"
 )
-
-// binary is the oauthfs binary under test, built once by TestMain.
-var binary string
-
-func TestMain(m *testing.M) {
-	if b := os.Getenv("OAUTHFS_TEST_BINARY"); b != "" {
-		// A binary built elsewhere: to show that a test fails on an older
-		// oauthfs, for example.
-		binary = b
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "oauthfs-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "oauthfs")
-	args := []string{"build", "-o", binary}
-	if os.Getenv("OAUTHFS_RACE") == "1" {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, "../cmd/oauthfs")...).CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 const canarySecret = "CANARY-client-secret-91c2"
 
@@ -107,27 +77,6 @@ token_url = "%s"
 	return e
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// proc is a running oauthfs process. done is closed when it exits, after
-// err is set.
-type proc struct {
-	cmd    *exec.Cmd
-	stderr *testutil.SyncBuffer
-	done   chan struct{}
-	err    error
-}
-
 // startMount runs 'oauthfs mount' and waits until the mount answers.
 func (e *cliEnv) startMount(t *testing.T, extra ...string) *proc {
 	t.Helper()
@@ -136,43 +85,6 @@ func (e *cliEnv) startMount(t *testing.T, extra ...string) *proc {
 		_, err := os.Stat(filepath.Join(e.mnt, "integrations.json"))
 		return err == nil
 	})
-}
-
-// startProc starts cmd, and waits until ready holds, failing the test if
-// cmd exits first. When the test ends it stops cmd with stop (killing it
-// after 10 s) and detaches mnt, if given, in case it was left mounted.
-func startProc(t *testing.T, cmd *exec.Cmd, stop os.Signal, mnt string, ready func(*proc) bool) *proc {
-	t.Helper()
-	p := &proc{cmd: cmd, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
-	if cmd.Stderr == nil {
-		cmd.Stderr = p.stderr
-	} else if sb, ok := cmd.Stderr.(*testutil.SyncBuffer); ok {
-		p.stderr = sb
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(stop)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-		}
-		if mnt != "" {
-			syscall.Unmount(mnt, syscall.MNT_DETACH) // only if it was left behind
-		}
-	})
-	waitFor(t, func() bool {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited early: %v\n%s", strings.Join(cmd.Args, " "), p.err, p.stderr)
-		default:
-		}
-		return ready(p)
-	})
-	return p
 }
 
 // oauthfs runs a client command and returns stdout, stderr and exit code.
@@ -446,23 +358,6 @@ func TestCLI(t *testing.T) {
 			t.Errorf("mount logs contain %q", s)
 		}
 	}
-}
-
-// waitFor polls cond until it holds, failing after a generous deadline.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 20s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func isMounted(dir string) bool {
-	b, _ := os.ReadFile("/proc/self/mounts")
-	return strings.Contains(string(b), " "+dir+" ")
 }
 
 func TestCLIStaleMountIsRecovered(t *testing.T) {

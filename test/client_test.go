@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,84 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
-	"github.com/oauthfs/oauthfs/fusefs"
-	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/session"
 )
-
-// clientStack is a broker serving its socket, and a filesystem mounted
-// over a caching client of that socket: a session mount.
-type clientStack struct {
-	b      *broker.Broker
-	srv    *session.Server
-	socket string
-	p      *localprovider.Provider
-	c      *session.Cached
-	dir    string
-	guid   string
-}
-
-func configText(p *localprovider.Provider, names ...string) string {
-	s := "[broker]\nstate_dir = \"\"\nrequest_timeout = \"2s\"\n"
-	for _, n := range names {
-		s += fmt.Sprintf("[[integration]]\nname = %q\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n", n, p.URL, p.URL)
-	}
-	return s
-}
-
-func newClientStack(t *testing.T) *clientStack {
-	t.Helper()
-	fusetest.Require(t)
-	s := &clientStack{p: localprovider.New()}
-	t.Cleanup(s.p.Close)
-	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(configText(s.p, "Test", "Other")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.guid = cfg.Integrations[0].GUID.String()
-	if s.b, err = broker.New(cfg, broker.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	s.socket = filepath.Join(t.TempDir(), "broker.sock")
-	s.serve(t)
-	s.c = session.NewCached(session.NewClient(s.socket, 5*time.Second), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go s.c.Watch(ctx)
-	waitFor(t, s.c.Live)
-	uid := os.Getuid()
-	s.dir = fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second}))
-	return s
-}
-
-// serve (re)starts the socket server.
-func (s *clientStack) serve(t *testing.T) {
-	l, err := session.Listen(s.socket, 0o600, 0o700)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.srv = &session.Server{B: s.b, Owner: -1}
-	go s.srv.Serve(l)
-	t.Cleanup(func() { s.srv.Close() })
-}
-
-func (s *clientStack) read() (string, error) {
-	b, err := os.ReadFile(filepath.Join(s.dir, s.guid, "access_token"))
-	return string(b), err
-}
-
-func (s *clientStack) put(t *testing.T, lifetime time.Duration) string {
-	t.Helper()
-	a, r, _ := s.p.Grant()
-	if err := s.b.Put(os.Getuid(), "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: time.Now().Add(lifetime)}); err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
 
 func TestClientMountServesFromCache(t *testing.T) {
 	s := newClientStack(t)
@@ -132,7 +58,7 @@ func TestClientMountSeesReload(t *testing.T) {
 	s.read()
 	reload := func(names ...string) {
 		t.Helper()
-		cfg, err := config.Parse("c.toml", []byte(configText(s.p, names...)))
+		cfg, err := config.Parse("c.toml", []byte(configText(s.p, 2*time.Second, names...)))
 		if err != nil {
 			t.Fatal(err)
 		}

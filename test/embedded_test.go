@@ -1,10 +1,7 @@
 package test
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,88 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthfs/oauthfs/broker"
-	"github.com/oauthfs/oauthfs/config"
-	"github.com/oauthfs/oauthfs/credential"
-	"github.com/oauthfs/oauthfs/fusefs"
-	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
-	"github.com/oauthfs/oauthfs/internal/testutil"
 )
-
-// stack is a broker with one integration ("Test") on a test provider,
-// mounted through FUSE.
-type stack struct {
-	dir   string
-	b     *broker.Broker
-	p     *localprovider.Provider
-	guid  string
-	clock *testutil.Clock
-	logs  *testutil.SyncBuffer
-}
-
-func newStack(t *testing.T, timeout time.Duration) *stack {
-	t.Helper()
-	fusetest.Require(t)
-	p := localprovider.New()
-	t.Cleanup(p.Close)
-	src := fmt.Sprintf(`
-[broker]
-state_dir = ""
-request_timeout = %q
-[[integration]]
-name = "Test"
-client_id = "test-client"
-client_secret = "test-secret"
-auth_url = "%s/authorize"
-token_url = "%s"
-[[integration]]
-name = "Other"
-client_id = "test-client"
-client_secret = "test-secret"
-auth_url = "%s/authorize"
-token_url = "%s"
-`, timeout, p.URL, p.TokenURL(), p.URL, p.TokenURL())
-	cfg, err := config.Parse(filepath.Join(t.TempDir(), "config.toml"), []byte(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stack{p: p, clock: &testutil.Clock{}, logs: &testutil.SyncBuffer{}, guid: cfg.Integrations[0].GUID.String()}
-	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s.b, err = broker.New(cfg, broker.Options{Now: s.clock.Now, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid := os.Getuid()
-	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: s.b, UID: uid}, UID: uint32(uid), GID: uint32(os.Getgid()),
-		Timeout: timeout + 2*time.Second, Logger: log})
-	s.dir = fusetest.Mount(t, root)
-	return s
-}
-
-func (s *stack) signIn(t *testing.T) (access, refresh string) {
-	t.Helper()
-	a, r, exp := s.p.Grant()
-	if err := s.b.Put(os.Getuid(), "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp}); err != nil {
-		t.Fatal(err)
-	}
-	return a, r
-}
-
-func (s *stack) path(name string) string { return filepath.Join(s.dir, s.guid, name) }
-
-func (s *stack) meta(t *testing.T) map[string]any {
-	t.Helper()
-	raw, err := os.ReadFile(s.path("meta.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("meta.json = %s: %v", raw, err)
-	}
-	return m
-}
 
 func TestRefreshOnRead(t *testing.T) {
 	s := newStack(t, 5*time.Second)

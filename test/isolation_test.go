@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,53 +20,6 @@ import (
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/testutil"
 )
-
-// unixUser is a throwaway account made for one test.
-type unixUser struct {
-	name     string
-	uid, gid int
-}
-
-func addUser(t *testing.T, name string) unixUser {
-	t.Helper()
-	out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("useradd %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return unixUser{name, uid, gid}
-}
-
-// as returns a command that runs as u.
-func (u unixUser) as(ctx context.Context, name string, args ...string) *exec.Cmd {
-	all := append([]string{"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--clear-groups", name}, args...)
-	cmd := exec.CommandContext(ctx, "setpriv", all...)
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent"}
-	if d := os.Getenv("TMPDIR"); d != "" { // make test's own, so leftovers show
-		cmd.Env = append(cmd.Env, "TMPDIR="+d)
-	}
-	return cmd
-}
-
-func (u unixUser) run(t *testing.T, name string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := u.as(ctx, name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
-		return out.String() + errb.String(), err
-	}
-	return out.String(), nil
-}
 
 // TestIsolationBetweenUsers runs the broker daemon as root and three
 // session mounts for each of two real users.

@@ -2,11 +2,9 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -25,19 +23,6 @@ import (
 )
 
 const oidcSecret = "CANARY-oidc-client-secret-5e1d"
-
-// requireE2E skips, or fails under OAUTHFS_REQUIRE_E2E=1 (as .ci/run
-// sets), when a tool the end-to-end tests need is missing.
-func requireE2E(t *testing.T, ok bool, what string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("OAUTHFS_REQUIRE_E2E") == "1" {
-		t.Fatalf("%s is required (OAUTHFS_REQUIRE_E2E=1) but missing; run make deps", what)
-	}
-	t.Skipf("%s missing; run make deps", what)
-}
 
 // oidcServer is oidc-provider running from test/oidc.
 type oidcServer struct {
@@ -151,35 +136,6 @@ var (
 	hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)"`)
 )
 
-// submitForm posts the first form of the page in resp with its hidden
-// fields and fields.
-func submitForm(t *testing.T, c *http.Client, resp *http.Response, fields url.Values) *http.Response {
-	t.Helper()
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := actionRE.FindSubmatch(body)
-	if m == nil {
-		t.Fatalf("no form at %s (HTTP %d):\n%s", resp.Request.URL, resp.StatusCode, body)
-	}
-	all := url.Values{}
-	for _, h := range hiddenRE.FindAllSubmatch(body, -1) {
-		all.Set(string(h[1]), html.UnescapeString(string(h[2])))
-	}
-	for k, v := range fields {
-		all[k] = v
-	}
-	action, _ := url.Parse(html.UnescapeString(string(m[1])))
-	// As a browser does, with the page's origin.
-	req, _ := http.NewRequest("POST", resp.Request.URL.ResolveReference(action).String(), strings.NewReader(all.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", resp.Request.URL.Scheme+"://"+resp.Request.URL.Host)
-	next, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return next
-}
-
 // signInWithForms completes oidc-provider's login and consent forms for
 // the sign-in link u, as a browser would, and returns the last response:
 // the callback page, or, when stopAtCallback, the redirect to it.
@@ -202,49 +158,6 @@ func signInWithForms(t *testing.T, u string, stopAtCallback bool) (*http.Client,
 		resp = confirmSignIn(t, c, resp)
 	}
 	return c, resp
-}
-
-// confirmSignIn says yes on oauthfs's final confirmation page in resp, if
-// that is the page, and returns the page after it.
-func confirmSignIn(t *testing.T, c *http.Client, resp *http.Response) *http.Response {
-	t.Helper()
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`action="/confirm"`)) {
-		return resp
-	}
-	return submitForm(t, c, resp, url.Values{"action": {"confirm"}})
-}
-
-// openSignIn opens the sign-in link u in browser c and presses Continue on
-// oauthfs's start page, as its user would. It returns the response after
-// that: the provider's page, or, with a provider that approves at once,
-// oauthfs's final confirmation page.
-func openSignIn(t *testing.T, c *http.Client, u string) *http.Response {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("sign-in link = HTTP %d:\n%s", resp.StatusCode, b)
-	}
-	return submitForm(t, c, resp, url.Values{"action": {"continue"}})
-}
-
-// browse opens the sign-in link u in a new browser that follows every
-// redirect, presses Continue and then Yes on the final confirmation, and
-// returns the last page's status and body.
-func browse(t *testing.T, u string) (int, string) {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar}
-	resp := confirmSignIn(t, c, openSignIn(t, c, u))
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // login runs 'oauthfs login --no-browser' and completes the sign-in with
@@ -431,16 +344,4 @@ func TestConformanceOIDCProvider(t *testing.T) {
 			t.Errorf("mount logs contain the client secret")
 		}
 	}
-}
-
-// mustRead returns the rest of the line after prefix in file.
-func mustRead(t *testing.T, file, prefix string) string {
-	b, _ := os.ReadFile(file)
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return strings.TrimSuffix(strings.TrimPrefix(l, prefix), `"`)
-		}
-	}
-	t.Fatalf("%s has no %q", file, prefix)
-	return ""
 }

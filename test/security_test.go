@@ -77,18 +77,6 @@ func newSecEnv(t *testing.T) *secEnv {
 	return e
 }
 
-// fuseForUsers lets normal users open /dev/fuse for the test's duration.
-// Debian's udev makes it 0666; some container hosts do not.
-func fuseForUsers(t *testing.T) {
-	t.Helper()
-	_, err := exec.LookPath("fusermount3")
-	requireE2E(t, err == nil, "fusermount3")
-	if st, err := os.Stat("/dev/fuse"); err == nil && st.Mode().Perm() != 0o666 {
-		os.Chmod("/dev/fuse", 0o666)
-		t.Cleanup(func() { os.Chmod("/dev/fuse", st.Mode().Perm()) })
-	}
-}
-
 // py starts the attacker's script as u.
 func (e *secEnv) py(t *testing.T, u unixUser, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
@@ -210,18 +198,6 @@ func TestSecLinkOpenedFirstByAnotherFailsTheSignIn(t *testing.T) {
 	if strings.Contains(e.apiAs(t, e.victim, "GET", "/v1/integrations/Test", ""), `"signed_in"`) {
 		t.Errorf("the victim is signed in after the intrusion")
 	}
-}
-
-// browse0 opens a link in a new browser and returns the first page.
-func browse0(t *testing.T, u string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // TestSecPhishingLinkNamesItsOwner: a link mallory started and sent to
@@ -528,35 +504,6 @@ func TestSecNoTokenCopiesLinger(t *testing.T) {
 			t.Errorf("the %s holds %d copies of the token after use; want none", name, n)
 		}
 	}
-}
-
-// countInMemory counts occurrences of s in the readable memory of pid.
-func countInMemory(t *testing.T, pid int, s string) int {
-	t.Helper()
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	n := 0
-	for _, line := range strings.Split(string(maps), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[1][0] != 'r' {
-			continue
-		}
-		var lo, hi uint64
-		if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err != nil || hi-lo > 1<<30 {
-			continue
-		}
-		buf := make([]byte, hi-lo)
-		k, _ := mem.ReadAt(buf, int64(lo))
-		n += bytes.Count(buf[:k], []byte(s))
-	}
-	return n
 }
 
 // TestSecLockedMemoryRunsOut runs the daemon with a small RLIMIT_MEMLOCK

@@ -1,5 +1,5 @@
 // Command oauthfs gives every program in a user's session a valid OAuth
-// 2.0 access token as a plain file. See README.md.
+// 2.0 access token as a plain file. See README.md and docs/design.md.
 package main
 
 import (

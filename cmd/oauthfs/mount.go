@@ -158,14 +158,14 @@ func startHost(cfg *config.Config, opts host.Options) (*host.Host, error) {
 
 func configError(err error) error {
 	if errors.Is(err, os.ErrNotExist) {
-		return withHint(err, "write a configuration (see README, Configuration) or pass --config FILE")
+		return withHint(err, "write a configuration (docs/design.md, section 4) or pass --config FILE")
 	}
 	return err
 }
 
 // socketFlags adds --broker and --config to a client command.
 func socketFlags(fs *flag.FlagSet) (sock, cfg *string) {
-	sock = fs.String("broker", "", "the broker's `socket` (default: see README, Finding the broker)")
+	sock = fs.String("broker", "", "the broker's `socket` (default: the search order of docs/design.md, section 5)")
 	cfg = fs.String("config", "", "read the broker's socket from this configuration `file`")
 	return sock, cfg
 }

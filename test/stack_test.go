@@ -1,0 +1,145 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/fusefs"
+	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
+	"github.com/oauthfs/oauthfs/session"
+)
+
+// stack is a broker in this process, with the integrations "Test" and
+// "Other" on a test provider, mounted through FUSE: with the broker
+// embedded (newStack), or as a session mount over the broker's socket
+// (newClientStack).
+type stack struct {
+	dir   string
+	b     *broker.Broker
+	p     *localprovider.Provider
+	guid  string // of "Test"
+	clock *testutil.Clock
+	logs  *testutil.SyncBuffer
+
+	// Session mounts only: the socket's server and the mount's client.
+	srv    *session.Server
+	socket string
+	c      *session.Cached
+}
+
+// configText is a memory-only configuration with the integrations names
+// on p.
+func configText(p *localprovider.Provider, timeout time.Duration, names ...string) string {
+	s := fmt.Sprintf("[broker]\nstate_dir = \"\"\nrequest_timeout = %q\n", timeout)
+	for _, n := range names {
+		s += fmt.Sprintf("[[integration]]\nname = %q\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n", n, p.URL, p.URL)
+	}
+	return s
+}
+
+// newBrokerStack is the part of a stack that both kinds share: the
+// provider and the broker, not yet mounted.
+func newBrokerStack(t *testing.T, timeout time.Duration) *stack {
+	t.Helper()
+	fusetest.Require(t)
+	p := localprovider.New()
+	t.Cleanup(p.Close)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "config.toml"), []byte(configText(p, timeout, "Test", "Other")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{p: p, clock: &testutil.Clock{}, logs: &testutil.SyncBuffer{}, guid: cfg.Integrations[0].GUID.String()}
+	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if s.b, err = broker.New(cfg, broker.Options{Now: s.clock.Now, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newStack mounts the broker embedded, with request_timeout timeout.
+func newStack(t *testing.T, timeout time.Duration) *stack {
+	t.Helper()
+	s := newBrokerStack(t, timeout)
+	uid := os.Getuid()
+	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: s.b, UID: uid}, UID: uint32(uid), GID: uint32(os.Getgid()),
+		Timeout: timeout + 2*time.Second, Logger: slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	s.dir = fusetest.Mount(t, root)
+	return s
+}
+
+// newClientStack serves the broker's socket and mounts a caching client
+// of it, as a session mount does.
+func newClientStack(t *testing.T) *stack {
+	t.Helper()
+	s := newBrokerStack(t, 2*time.Second)
+	s.socket = filepath.Join(t.TempDir(), "broker.sock")
+	s.serve(t)
+	s.c = session.NewCached(session.NewClient(s.socket, 5*time.Second), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.c.Watch(ctx)
+	waitFor(t, s.c.Live)
+	uid := os.Getuid()
+	s.dir = fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second}))
+	return s
+}
+
+// serve (re)starts the socket server.
+func (s *stack) serve(t *testing.T) {
+	l, err := session.Listen(s.socket, 0o600, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.srv = &session.Server{B: s.b, Owner: -1}
+	go s.srv.Serve(l)
+	t.Cleanup(func() { s.srv.Close() })
+}
+
+func (s *stack) read() (string, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, s.guid, "access_token"))
+	return string(b), err
+}
+
+func (s *stack) put(t *testing.T, lifetime time.Duration) string {
+	t.Helper()
+	a, r, _ := s.p.Grant()
+	if err := s.b.Put(os.Getuid(), "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: time.Now().Add(lifetime)}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (s *stack) signIn(t *testing.T) (access, refresh string) {
+	t.Helper()
+	a, r, exp := s.p.Grant()
+	if err := s.b.Put(os.Getuid(), "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	return a, r
+}
+
+func (s *stack) path(name string) string { return filepath.Join(s.dir, s.guid, name) }
+
+func (s *stack) meta(t *testing.T) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(s.path("meta.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("meta.json = %s: %v", raw, err)
+	}
+	return m
+}
