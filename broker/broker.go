@@ -67,10 +67,17 @@ type grant struct {
 	account string
 	status  credential.Status
 	lastErr string
-	// After a transient failure no refresh is tried before retryAt:
-	// readers get the cached token, or the last error, at once.
-	retryAt  time.Time
-	failures int
+
+	// read is set when the current access token was handed to a reader
+	// (or a filesystem said a read reached it); ahead is the timer that
+	// refreshes a read token shortly before its refresh time.
+	read  bool
+	ahead *time.Timer
+	// attempting is set while a refresh is on its way. After a transient
+	// failure (failing), no attempt starts before retryAt.
+	attempting bool
+	failing    bool
+	retryAt    time.Time
 }
 
 // New builds a broker for the integrations of cfg, reading every client
@@ -224,6 +231,8 @@ func (b *Broker) Put(uid int, id string, t credential.Tokens) error {
 		status:  credential.StatusSignedIn,
 	}
 	creds[g] = c
+	stopAhead(prev)
+	b.armAheadLocked(uid, g, c)
 	b.mu.Unlock()
 	if err := b.persist(uid, g); err != nil {
 		b.mu.Lock()
@@ -268,6 +277,7 @@ func (b *Broker) forget(uid int, id string) (bool, *grant, *provider.Client, err
 	}
 	old, had := creds[g]
 	delete(creds, g)
+	stopAhead(old)
 	b.mu.Unlock()
 	if !had {
 		return false, nil, p, nil
@@ -361,6 +371,7 @@ func (b *Broker) credsLocked(uid int) (map[string]*grant, error) {
 		}
 		for _, r := range recs {
 			u[r.GUID] = &grant{access: r.Access, refresh: r.Refresh, scopes: r.Scopes, account: r.Account, status: r.Status, lastErr: r.Error}
+			b.armAheadLocked(uid, r.GUID, u[r.GUID])
 		}
 		if len(recs) > 0 {
 			b.log.Info("credentials loaded", "uid", uid, "count", len(recs))
@@ -449,7 +460,54 @@ func (s Session) Integration(_ context.Context, id string) (credential.Integrati
 	return s.B.Integration(s.UID, id)
 }
 
-// Token returns a valid access token with refresh-on-read.
-func (s Session) Token(ctx context.Context, id string) (*credential.Token, error) {
-	return s.B.Token(ctx, s.UID, id)
+// Token returns a valid access token with refresh-on-read, and how long
+// it may be kept (until its refresh time).
+func (s Session) Token(ctx context.Context, id string) (*credential.Token, time.Duration, error) {
+	t, err := s.B.Token(ctx, s.UID, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	return t, s.B.keep(t), nil
+}
+
+// Peek returns the token Token would hand out now, without a network
+// call, and how long it may be kept; nil when there is none or it is due
+// for a refresh.
+func (s Session) Peek(guid string) (*credential.Token, time.Duration) { return s.B.Peek(s.UID, guid) }
+
+// Touch records that a read of guid's current token reached the
+// filesystem, so that the token is refreshed ahead of its refresh time.
+func (s Session) Touch(guid string) { s.B.Touch(s.UID, guid) }
+
+// Watch calls f with every change to the user's integrations until ctx
+// ends. A change completes only after f returns (or after the broker
+// stops waiting, AckTimeout).
+func (s Session) Watch(ctx context.Context, f func(credential.Change)) {
+	for ctx.Err() == nil {
+		sub, err := s.B.Subscribe(s.UID)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		f(credential.Change{Revoke: true}) // whatever happened before
+		s.watch(ctx, sub, f)
+		s.B.Unsubscribe(sub)
+	}
+}
+
+func (s Session) watch(ctx context.Context, sub *Subscription, f func(credential.Change)) {
+	for {
+		select {
+		case ev := <-sub.C:
+			f(ev.Change())
+			sub.Ack(ev.Seq)
+		case <-sub.Dead():
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }

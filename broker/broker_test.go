@@ -231,10 +231,10 @@ func TestFailures(t *testing.T) {
 			}
 
 			// A transient failure loses nothing: once the provider is
-			// back and the backoff has passed, the stored refresh token
+			// back and the next attempt is due, the stored refresh token
 			// still works.
 			f.p.SetMode(localprovider.OK)
-			f.clock.Advance(retryMax)
+			f.clock.Advance(retryInterval)
 			tok, err = f.b.Token(context.Background(), uid, "Test")
 			if tc.wantErr == credential.ErrExpired {
 				if !errors.Is(err, credential.ErrExpired) {
@@ -353,32 +353,142 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 }
 
-func TestBackoffAfterTransientFailure(t *testing.T) {
-	f := newFixture(t, time.Second)
+// TestOutageRules checks that nobody waits on a known outage: after a
+// failure a valid cached token is served at once while one attempt a
+// second retries in the background, an expired one fails at once, and the
+// first read once the provider is back gets a fresh token.
+func TestOutageRules(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
 	f.p.SetLifetime(20 * time.Second) // margin: a quarter, 5 s
 	first, _ := f.signIn(t)
 	f.p.SetMode(localprovider.ServerError)
 	f.clock.Advance(16 * time.Second) // inside the margin, still valid
-	for i := 0; i < 5; i++ {
+	for i := range 5 {
 		tok, err := f.b.Token(context.Background(), uid, "Test")
 		if err != nil || read(t, tok) != first {
 			t.Fatalf("Token #%d = %v; want the cached token", i, err)
 		}
 	}
-	if n := f.p.Requests(); n < 1 || n > 2 { // x/oauth2 may probe two auth styles once
-		t.Errorf("requests during backoff = %d; want one attempt", n)
+	if n := f.p.Requests(); n != 1 {
+		t.Errorf("requests within a second of a failure = %d; want 1", n)
 	}
-	f.clock.Advance(4500 * time.Millisecond) // expired, still backing off (5 s)
+
+	// A second later a read starts one attempt in the background and
+	// still gets the cached token at once.
+	f.clock.Advance(retryInterval)
+	if tok, err := f.b.Token(context.Background(), uid, "Test"); err != nil || read(t, tok) != first {
+		t.Fatalf("Token with an attempt due = %v; want the cached token", err)
+	}
+	waitUntil(t, "the background attempt", func() bool { return f.p.Requests() == 2 && !f.attempting() })
+
+	// Expired: the read that starts an attempt waits for it (briefly),
+	// the next one fails at once without a request.
+	f.clock.Advance(4 * time.Second)
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
+		t.Errorf("Token after expiry = %v; want ErrUnavailable with the provider's error", err)
+	}
 	before := f.p.Requests()
 	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrUnavailable) || !strings.Contains(err.Error(), "HTTP 500") {
-		t.Errorf("Token while backing off = %v; want ErrUnavailable with the last error", err)
+		t.Errorf("Token right after a failure = %v; want ErrUnavailable with the last error", err)
 	}
 	if f.p.Requests() != before {
-		t.Errorf("a request was made during the backoff")
+		t.Errorf("a request was made within a second of the last failure")
 	}
+
+	// A slow provider: the triggering reader waits at most triggerWait.
+	f.p.SetMode(localprovider.Slow)
+	f.p.SetSlowDelay(3 * time.Second)
+	f.clock.Advance(retryInterval)
+	start := time.Now()
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrUnavailable) {
+		t.Errorf("Token with a slow provider = %v; want ErrUnavailable", err)
+	}
+	if el := time.Since(start); el > triggerWait+2*time.Second {
+		t.Errorf("Token waited %v for a slow provider; want about %v", el, triggerWait)
+	}
+	waitUntil(t, "the slow attempt", func() bool { return !f.attempting() })
+
+	// Recovery: the first read after the provider is back and an attempt
+	// is due gets a fresh token.
 	f.p.SetMode(localprovider.OK)
-	f.clock.Advance(retryMax)
+	f.clock.Advance(retryInterval)
 	if tok, err := f.b.Token(context.Background(), uid, "Test"); err != nil || !f.p.Issued(read(t, tok)) {
-		t.Errorf("Token after the backoff = %v; want a fresh token", err)
+		t.Errorf("Token after recovery = %v; want a fresh token", err)
 	}
+}
+
+// attempting reports whether a refresh is on its way.
+func (f *fixture) attempting() bool {
+	f.b.mu.Lock()
+	defer f.b.mu.Unlock()
+	for _, cr := range f.b.users[uid] {
+		return cr.attempting
+	}
+	return false
+}
+
+// waitUntil polls cond for up to 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRefreshAhead checks that a token that was read is refreshed in the
+// background before its refresh time, so that a reader then finds a fresh
+// one without waiting, and that a token nobody read is left alone.
+func TestRefreshAhead(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	f.p.SetLifetime(2 * time.Second) // margin 0.5 s, ahead 0.25 s before that
+	f.signIn(t)
+	sub, err := f.b.Subscribe(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.b.Unsubscribe(sub)
+	tok, err := f.b.Token(context.Background(), uid, "Test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refreshAt := f.b.RefreshAt(tok)
+	waitUntil(t, "the refresh ahead", func() bool { return f.p.Refreshes() == 1 })
+	if now := f.b.Now(); !now.Before(refreshAt) {
+		t.Errorf("refreshed ahead at %v; want before the refresh time %v", now, refreshAt)
+	}
+	select {
+	case ev := <-sub.C:
+		if ev.Kind != EventUpdated || ev.Change().GUID == "" {
+			t.Errorf("event = %+v; want %q for the integration", ev, EventUpdated)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no event after the refresh ahead")
+	}
+	fresh, keep := f.b.Peek(uid, guidOf(t, f))
+	if fresh == nil || fresh.Equal(tok) || !f.p.Issued(read(t, fresh)) || keep <= 0 {
+		t.Fatalf("Peek after the refresh ahead = %v, %v; want the new token and a time to keep it", fresh, keep)
+	}
+
+	// Nobody reads the new token: it is not refreshed ahead, and once it
+	// is due Peek has nothing to offer.
+	time.Sleep(time.Until(f.b.RefreshAt(fresh)) + 100*time.Millisecond)
+	if n := f.p.Refreshes(); n != 1 {
+		t.Errorf("refreshes of a token nobody read = %d; want none after the first", n-1)
+	}
+	if tok, keep := f.b.Peek(uid, guidOf(t, f)); tok != nil || keep != 0 {
+		t.Errorf("Peek of a due token = %v, %v; want nothing", tok, keep)
+	}
+}
+
+// guidOf returns the guid of the fixture's one integration.
+func guidOf(t *testing.T, f *fixture) string {
+	t.Helper()
+	in, err := f.b.Integration(uid, "Test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in.GUID
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/oauthfs/oauthfs/credential"
 )
 
 // Event tells a session that what it may have cached about a user's
@@ -22,9 +24,21 @@ type EventKind string
 // The kinds of [Event].
 const (
 	EventHello   EventKind = "hello"   // the stream is live; drop everything cached
-	EventChanged EventKind = "changed" // one integration's credentials changed
+	EventChanged EventKind = "changed" // one integration's tokens are gone or replaced: drop them now
+	EventUpdated EventKind = "updated" // one integration was refreshed, or failed to: drop it soon
 	EventReload  EventKind = "reload"  // the configuration changed; drop everything
 )
+
+// Change is what an event means to a filesystem.
+func (e Event) Change() credential.Change {
+	switch e.Kind {
+	case EventChanged:
+		return credential.Change{GUID: e.GUID, Revoke: true}
+	case EventUpdated:
+		return credential.Change{GUID: e.GUID}
+	}
+	return credential.Change{Revoke: true}
+}
 
 // AckTimeout bounds how long a change waits for sessions to acknowledge
 // its event, all sessions together. A session that does not answer in
@@ -125,8 +139,16 @@ func (h *hub) dropLocked(s *Subscription) {
 }
 
 // Close ends every event stream and refuses new ones, so that nothing
-// waits for a session while the broker shuts down.
+// waits for a session while the broker shuts down, and stops refreshing
+// ahead.
 func (b *Broker) Close() {
+	b.mu.Lock()
+	for _, creds := range b.users {
+		for _, cr := range creds {
+			stopAhead(cr)
+		}
+	}
+	b.mu.Unlock()
 	h := &b.events
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -142,6 +164,17 @@ func (b *Broker) Close() {
 // acknowledge by then are dropped. When publish returns, no live session
 // serves what the event made stale.
 func (b *Broker) publish(uid int, kind EventKind, guid string) {
+	b.send(uid, kind, guid, true)
+}
+
+// notify sends an event like publish but does not wait for
+// acknowledgements: for changes that make nothing unsafe to keep (a
+// refreshed token's details), only out of date.
+func (b *Broker) notify(uid int, kind EventKind, guid string) {
+	b.send(uid, kind, guid, false)
+}
+
+func (b *Broker) send(uid int, kind EventKind, guid string, wait bool) {
 	h := &b.events
 	type waiter struct {
 		s   *Subscription
@@ -162,7 +195,7 @@ func (b *Broker) publish(uid int, kind EventKind, guid string) {
 		}
 	}
 	h.mu.Unlock()
-	if len(waiting) == 0 {
+	if len(waiting) == 0 || !wait {
 		return
 	}
 	deadline := time.NewTimer(AckTimeout)

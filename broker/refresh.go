@@ -9,14 +9,21 @@ import (
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/provider"
+	"golang.org/x/sync/singleflight"
 )
 
-// Backoff after transient refresh failures: retryBase, doubling per
-// consecutive failure, at most retryMax.
+// Outage rules. After a transient failure no attempt starts within
+// retryInterval of the last one's end; a reader that comes when one may
+// start waits at most triggerWait for it, and every other reader gets the
+// cached token or the error at once: nobody waits on a known outage.
 const (
-	retryBase = 5 * time.Second
-	retryMax  = time.Minute
+	retryInterval = time.Second
+	triggerWait   = time.Second
 )
+
+// noExpiryKeep is how long a filesystem may keep a token that does not
+// expire before asking again (changes reach it by events anyway).
+const noExpiryKeep = time.Hour
 
 // Now returns the broker's clock.
 func (b *Broker) Now() time.Time { return b.now() }
@@ -33,8 +40,9 @@ func (b *Broker) marginFor(t *credential.Token) time.Duration {
 	return b.margin
 }
 
-// RefreshAt returns when the broker stops handing out t (its expiry less
-// the refresh margin), or the zero time for a token without expiry.
+// RefreshAt returns t's refresh time (its expiry less the refresh margin),
+// until when whoever was handed t may keep it, or the zero time for a
+// token without expiry.
 func (b *Broker) RefreshAt(t *credential.Token) time.Time {
 	if t.Expiry().IsZero() {
 		return time.Time{}
@@ -42,10 +50,107 @@ func (b *Broker) RefreshAt(t *credential.Token) time.Time {
 	return t.Expiry().Add(-b.marginFor(t))
 }
 
+// handOutBy returns when the broker stops handing t out to readers: its
+// refresh time less credential.HandOverSlack, so that every reader may
+// keep it at least that long. A reader after it gets a refreshed token.
+func (b *Broker) handOutBy(t *credential.Token) time.Time {
+	return b.RefreshAt(t).Add(-credential.HandOverSlack(t))
+}
+
+// fresh reports whether t may still be handed out ahead from now: it does
+// not expire, or ahead from now is before its hand-out time.
+func (b *Broker) fresh(t *credential.Token, now time.Time, ahead time.Duration) bool {
+	return t != nil && (t.Expiry().IsZero() || now.Add(ahead).Before(b.handOutBy(t)))
+}
+
+// keep is how long a filesystem may cache t: until its refresh time.
+func (b *Broker) keep(t *credential.Token) time.Duration {
+	if t.Expiry().IsZero() {
+		return noExpiryKeep
+	}
+	return max(0, b.RefreshAt(t).Sub(b.now()))
+}
+
+// aheadFor is how long before its hand-out time a token that was read is
+// refreshed in the background: half its margin, at most 30 s.
+func (b *Broker) aheadFor(t *credential.Token) time.Duration {
+	return min(b.marginFor(t), time.Minute) / 2
+}
+
+// Peek returns the token Token would hand user uid for guid now, without
+// any network call, and how long it may be kept; nil when there is none or
+// it is due for a refresh. It does not count as a read.
+func (b *Broker) Peek(uid int, guid string) (*credential.Token, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	creds, err := b.credsLocked(uid)
+	if err != nil {
+		return nil, 0
+	}
+	cr := creds[guid]
+	if cr == nil || !b.fresh(cr.access, b.now(), 0) {
+		return nil, 0
+	}
+	return cr.access, b.keep(cr.access)
+}
+
+// Touch records that a read of user uid's current token for guid reached
+// a filesystem: the token will be refreshed ahead of its refresh time.
+func (b *Broker) Touch(uid int, guid string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cr := b.users[uid][guid]; cr != nil {
+		cr.read = true
+	}
+}
+
+// stopAhead stops cr's refresh-ahead timer, if it has one.
+func stopAhead(cr *grant) {
+	if cr != nil && cr.ahead != nil {
+		cr.ahead.Stop()
+		cr.ahead = nil
+	}
+}
+
+// armAheadLocked sets cr's refresh-ahead timer for its current token: at
+// the token's hand-out time less aheadFor, a token that was read is
+// refreshed in the background, so that its readers never wait for the
+// token endpoint; a token nobody read is left alone. Callers hold b.mu.
+func (b *Broker) armAheadLocked(uid int, guid string, cr *grant) {
+	stopAhead(cr)
+	t := cr.access
+	if t == nil || t.Expiry().IsZero() || cr.refresh == nil {
+		return
+	}
+	ahead := b.aheadFor(t)
+	at := b.handOutBy(t).Add(-ahead)
+	cr.ahead = time.AfterFunc(max(0, at.Sub(b.now())), func() {
+		b.mu.Lock()
+		due := b.users[uid][guid] == cr && cr.access == t && cr.read && !cr.attempting
+		b.mu.Unlock()
+		if !due {
+			return
+		}
+		p, err := b.reg.find(guid)
+		if err != nil {
+			return
+		}
+		b.flights.DoChan(fmt.Sprintf("%d/%s", uid, guid), func() (any, error) {
+			return b.refresh(uid, p, ahead)
+		})
+	})
+}
+
 // Token returns a valid access token for user uid and the integration with
-// guid or name id, refreshing it first when it expires within the margin.
+// guid or name id, refreshing it first once it is past its hand-out time
+// (its refresh time less credential.HandOverSlack).
 // Concurrent callers for the same user and integration share one refresh.
 // If ctx ends first, Token returns ctx.Err() and the refresh carries on.
+//
+// After a transient failure a caller whose cached token is still valid
+// gets it at once; one whose token expired gets the error at once, unless
+// a new attempt is due (at most one a second), which it starts and waits
+// for at most triggerWait.
 func (b *Broker) Token(ctx context.Context, uid int, id string) (*credential.Token, error) {
 	p, err := b.reg.find(id)
 	if err != nil {
@@ -64,37 +169,71 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*credential.Tok
 		b.mu.Unlock()
 		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
 	}
+	cr.read = true
 	now := b.now()
-	if t := cr.access; t.Valid(now, b.marginFor(t)) {
+	if t := cr.access; b.fresh(t, now, 0) {
 		b.mu.Unlock()
 		return t, nil
 	}
-	if now.Before(cr.retryAt) {
-		defer b.mu.Unlock()
-		if t := cr.access; t.Valid(now, 0) {
-			return t, nil
+	key := fmt.Sprintf("%d/%s", uid, g)
+	if cr.failing {
+		due := !cr.attempting && !now.Before(cr.retryAt)
+		cached, lastErr := cr.access, cr.lastErr
+		b.mu.Unlock()
+		var ch <-chan singleflight.Result
+		if due {
+			ch = b.flights.DoChan(key, func() (any, error) { return b.refresh(uid, p, 0) })
 		}
-		return nil, fmt.Errorf("broker: %s: %w: %s (next try in %v)", in.Name, credential.ErrUnavailable, cr.lastErr, cr.retryAt.Sub(now).Round(time.Second))
+		if cached.Valid(now, 0) {
+			return cached, nil
+		}
+		if ch == nil {
+			return nil, fmt.Errorf("broker: %s: %w: %s (retrying)", in.Name, credential.ErrUnavailable, lastErr)
+		}
+		wait := time.NewTimer(triggerWait)
+		defer wait.Stop()
+		select {
+		case r := <-ch:
+			return b.handedOut(uid, g, r)
+		case <-wait.C:
+			return nil, fmt.Errorf("broker: %s: %w: %s (retrying)", in.Name, credential.ErrUnavailable, lastErr)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	b.mu.Unlock()
 
-	ch := b.flights.DoChan(fmt.Sprintf("%d/%s", uid, g), func() (any, error) {
-		return b.refresh(uid, p)
+	ch := b.flights.DoChan(key, func() (any, error) {
+		return b.refresh(uid, p, 0)
 	})
 	select {
 	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*credential.Token), nil
+		return b.handedOut(uid, g, r)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
+// handedOut returns the result of a refresh to a reader, and records that
+// the new token was read, so that it is refreshed ahead in its turn.
+func (b *Broker) handedOut(uid int, guid string, r singleflight.Result) (*credential.Token, error) {
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	t := r.Val.(*credential.Token)
+	b.mu.Lock()
+	if cr := b.users[uid][guid]; cr != nil && cr.access == t {
+		cr.read = true
+	}
+	b.mu.Unlock()
+	return t, nil
+}
+
 // refresh runs at most once at a time per user and integration (under the
-// singleflight group) and returns the token to hand out.
-func (b *Broker) refresh(uid int, p *provider.Client) (*credential.Token, error) {
+// singleflight group) and returns the token to hand out. It refreshes
+// unless the current token may still be handed out ahead from now (a
+// flight that ended just before ours refreshed it).
+func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*credential.Token, error) {
 	in := p.Config()
 	name, g := in.Name, in.GUID.String()
 	b.mu.Lock()
@@ -104,7 +243,7 @@ func (b *Broker) refresh(uid int, p *provider.Client) (*credential.Token, error)
 		return nil, fmt.Errorf("broker: %s: %w", name, credential.ErrNotSignedIn)
 	}
 	now := b.now()
-	if t := cr.access; t.Valid(now, b.marginFor(t)) {
+	if t := cr.access; b.fresh(t, now, ahead) {
 		b.mu.Unlock()
 		return t, nil // refreshed by a flight that ended just before ours
 	}
@@ -123,19 +262,19 @@ func (b *Broker) refresh(uid int, p *provider.Client) (*credential.Token, error)
 		b.mu.Unlock()
 		if changed {
 			b.persist(uid, g)
+			b.notify(uid, EventUpdated, g)
 		}
 		return nil, err
 	}
+	cr.attempting = true
 	b.mu.Unlock()
 
 	ans, err := p.Refresh(rt)
 
 	b.mu.Lock()
+	cr.attempting = false
 	t, save, rerr := b.settleLocked(uid, in.Name, g, cr, cached, ans, err)
 	b.mu.Unlock()
-	if errors.Is(rerr, credential.ErrExpired) {
-		b.publish(uid, EventChanged, g) // sessions must drop the revoked token
-	}
 	if save {
 		// The new refresh token (or the expired state) is on disk before
 		// anyone gets the new access token: every reader waiting on this
@@ -148,6 +287,14 @@ func (b *Broker) refresh(uid int, p *provider.Client) (*credential.Token, error)
 			}
 			b.mu.Unlock()
 		}
+	}
+	if errors.Is(rerr, credential.ErrExpired) {
+		// Sessions must drop the revoked token, but the readers of this
+		// refresh must not wait for them: a session mount may be the
+		// one reading, and acts on the event only once its read ends.
+		go b.publish(uid, EventChanged, g)
+	} else {
+		b.notify(uid, EventUpdated, g) // a new expiry, or a failure to show
 	}
 	return t, rerr
 }
@@ -172,13 +319,14 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 		var pe *provider.Error
 		if errors.As(err, &pe) && pe.InvalidGrant() {
 			cr.access, cr.refresh = nil, nil
+			cr.failing = false
+			stopAhead(cr)
 			cr.status, cr.lastErr = credential.StatusExpired, "the provider rejected the refresh token ("+pe.Summary()+"); sign in again"
 			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", name, "guid", g, "err", err)
 			return nil, true, fmt.Errorf("broker: %s: %w: %v", name, credential.ErrExpired, err)
 		}
 		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
-		cr.failures++
-		cr.retryAt = now.Add(min(retryBase<<(cr.failures-1), retryMax))
+		cr.failing, cr.retryAt = true, now.Add(retryInterval)
 		if cached.Valid(now, 0) {
 			b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err,
 				"expiry", credential.FormatTime(cached.Expiry()))
@@ -189,6 +337,7 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 	}
 	fail := func(err error) (*credential.Token, bool, error) {
 		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
+		cr.failing, cr.retryAt = true, now.Add(retryInterval)
 		b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
 		if cached.Valid(now, 0) {
 			return cached, false, nil
@@ -215,7 +364,8 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 		cr.scopes = ans.Scopes
 	}
 	cr.status, cr.lastErr = credential.StatusSignedIn, ""
-	cr.failures, cr.retryAt = 0, time.Time{}
+	cr.failing, cr.retryAt, cr.read = false, time.Time{}, false
+	b.armAheadLocked(uid, g, cr)
 	b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g,
 		"expiry", credential.FormatTime(t.Expiry()), "rotated", rotated)
 	return t, true, nil

@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"sync"
@@ -48,6 +49,9 @@ const (
 // timeFormat is how expiry times are written: RFC 3339 in UTC with second
 // precision.
 const timeFormat = "2006-01-02T15:04:05Z"
+
+// TimeLen is the length of a time formatted by [FormatTime].
+const TimeLen = len(timeFormat)
 
 // FormatTime formats t as [timeFormat] in UTC, or "" for the zero time.
 func FormatTime(t time.Time) string {
@@ -221,6 +225,28 @@ func (t *Token) plainIsOpen() bool {
 // buffer and must Destroy it as soon as it is done.
 func (t *Token) Open() (*secmem.Buffer, error) { return secmem.Open(t.value) }
 
+// Equal reports whether t and u are the same token: the same bytes and
+// the same expiry. It compares the bytes in constant time.
+func (t *Token) Equal(u *Token) bool {
+	if t == u {
+		return true
+	}
+	if t == nil || u == nil || t.size != u.size || !t.expiry.Equal(u.expiry) {
+		return false
+	}
+	a, releaseA, err := t.View()
+	if err != nil {
+		return false
+	}
+	defer releaseA()
+	b, releaseB, err := u.View()
+	if err != nil {
+		return false
+	}
+	defer releaseB()
+	return subtle.ConstantTimeCompare(a, b) == 1
+}
+
 // String returns "[redacted]", so a Token printed by mistake leaks nothing.
 func (t *Token) String() string { return "[redacted]" }
 
@@ -232,6 +258,18 @@ func (t *Token) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 // it has no expiry or expires after now plus margin.
 func (t *Token) Valid(now time.Time, margin time.Duration) bool {
 	return t != nil && (t.expiry.IsZero() || now.Add(margin).Before(t.expiry))
+}
+
+// HandOverSlack is how long before its refresh time a token stops being
+// handed to new readers, so that whoever keeps it until its refresh time
+// (the kernel, for a filesystem) has that long to stop using it: a
+// second, or an eighth of the lifetime of a shorter-lived token; zero for
+// a token that does not expire.
+func HandOverSlack(t *Token) time.Duration {
+	if t.Expiry().IsZero() {
+		return 0
+	}
+	return max(0, min(time.Second, t.Expiry().Sub(t.Obtained())/8))
 }
 
 // Tokens are what a sign-in, or an import, gives the broker to keep for
@@ -262,4 +300,19 @@ func ExpiryFrom(expiresIn int64, now time.Time) time.Time {
 		return now.Add(MaxLifetime)
 	}
 	return now.Add(time.Duration(expiresIn) * time.Second)
+}
+
+// Change tells a filesystem that what it may have cached about a user's
+// integrations is out of date: one integration's tokens or details
+// changed, or, with an empty GUID, anything may have changed, names
+// included (a reload, or a session that lost its event stream and may
+// have missed changes).
+type Change struct {
+	GUID string
+	// Revoke says that the tokens cached must not be served any more:
+	// they were replaced or withdrawn (a sign-in, a sign-out, a
+	// revocation found on refresh, a reload). Otherwise (a refresh, or a
+	// failed one) they stay valid until their own refresh time, and only
+	// new opens need to see the change.
+	Revoke bool
 }

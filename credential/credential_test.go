@@ -142,3 +142,26 @@ func TestViewKeepsThePlainBufferWhileBorrowed(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestTokenEqual(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	a := mustToken([]byte("token-one"), exp, time.Now())
+	for _, tc := range []struct {
+		name string
+		b    *Token
+		want bool
+	}{
+		{"itself", a, true},
+		{"same bytes and expiry", mustToken([]byte("token-one"), exp, time.Now().Add(time.Minute)), true},
+		{"other bytes", mustToken([]byte("token-two"), exp, time.Now()), false},
+		{"other length", mustToken([]byte("token-one!"), exp, time.Now()), false},
+		{"other expiry", mustToken([]byte("token-one"), exp.Add(time.Second), time.Now()), false},
+		{"nil", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := a.Equal(tc.b); got != tc.want {
+				t.Errorf("Equal = %v; want %v", got, tc.want)
+			}
+		})
+	}
+}

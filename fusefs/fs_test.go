@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,14 +27,28 @@ const (
 	gB = "0b6f1e0c-9d4c-4c1e-8f7a-3f1d2e4c5b6a"
 )
 
-// fakeBroker serves fixed tokens and errors; it is safe for concurrent use.
+// fakeBroker serves fixed tokens and errors, and pushes changes to the
+// filesystem like a broker's event stream; it is safe for concurrent use.
 type fakeBroker struct {
 	mu     sync.Mutex
 	list   []credential.Integration
 	tokens map[string]string
 	expiry map[string]time.Time
 	errs   map[string]error
-	block  bool // Token waits for ctx to end
+	keep   time.Duration // how long the kernel may keep a token; 0: not at all
+	due    time.Time     // if set, gA's refresh time: keep runs until then
+	next   string        // gA's token from due on, kept for an hour
+	block  bool          // Token waits for ctx to end
+	made   map[string]*credential.Token
+
+	peeks, touches, calls atomic.Int64
+	changes               chan fakeChange
+	watching              chan struct{} // closed once the filesystem watches
+}
+
+type fakeChange struct {
+	c    credential.Change
+	done chan struct{}
 }
 
 func newFake() *fakeBroker {
@@ -41,9 +57,13 @@ func newFake() *fakeBroker {
 			{GUID: gA, Name: "GitHub", Status: credential.StatusSignedIn, Authenticated: true, Scopes: []string{"repo"}},
 			{GUID: gB, Name: "Google Drive", Status: credential.StatusNotSignedIn, Scopes: []string{}},
 		},
-		tokens: map[string]string{gA: "gho_token_A"},
-		expiry: map[string]time.Time{gA: time.Date(2026, 11, 27, 10, 15, 0, 0, time.UTC)},
-		errs:   map[string]error{gB: credential.ErrNotSignedIn},
+		tokens:   map[string]string{gA: "gho_token_A"},
+		expiry:   map[string]time.Time{gA: time.Date(2026, 11, 27, 10, 15, 0, 0, time.UTC)},
+		errs:     map[string]error{gB: credential.ErrNotSignedIn},
+		keep:     time.Hour,
+		made:     map[string]*credential.Token{},
+		changes:  make(chan fakeChange),
+		watching: make(chan struct{}),
 	}
 }
 
@@ -64,27 +84,120 @@ func (f *fakeBroker) Integration(_ context.Context, id string) (credential.Integ
 	return credential.Integration{}, fmt.Errorf("fake: %q: %w", id, credential.ErrNotFound)
 }
 
-func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token, error) {
-	if _, err := f.Integration(ctx, guid); err != nil {
+// tokenLocked returns guid's current token, the same one until set
+// changes something.
+func (f *fakeBroker) tokenLocked(guid string) (*credential.Token, error) {
+	if err := f.errs[guid]; err != nil {
 		return nil, err
 	}
-	f.mu.Lock()
-	block, err, tok, exp := f.block, f.errs[guid], f.tokens[guid], f.expiry[guid]
-	f.mu.Unlock()
-	if block {
-		<-ctx.Done()
-		return nil, ctx.Err()
+	if t := f.made[guid]; t != nil {
+		return t, nil
 	}
+	t, err := credential.NewToken([]byte(f.tokens[guid]), f.expiry[guid], time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC))
 	if err != nil {
 		return nil, err
 	}
-	return credential.NewToken([]byte(tok), exp, time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC))
+	f.made[guid] = t
+	return t, nil
 }
 
-func (f *fakeBroker) set(fn func()) { f.mu.Lock(); fn(); f.mu.Unlock() }
+func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token, time.Duration, error) {
+	f.calls.Add(1)
+	if _, err := f.Integration(ctx, guid); err != nil {
+		return nil, 0, err
+	}
+	f.mu.Lock()
+	block := f.block
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return nil, 0, ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tickLocked()
+	t, err := f.tokenLocked(guid)
+	return t, f.keepLocked(), err
+}
 
-func mount(t *testing.T, b fusefs.Source) string {
-	return fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: b, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Timeout: 5 * time.Second}))
+// tickLocked hands out the next token once the current one is due, a
+// hand-over slack before its refresh time, as a broker does.
+func (f *fakeBroker) tickLocked() {
+	if !f.due.IsZero() && !time.Now().Before(f.due.Add(-time.Second)) {
+		f.tokens[gA], f.due, f.keep = f.next, time.Time{}, time.Hour
+		clear(f.made)
+	}
+}
+
+func (f *fakeBroker) keepLocked() time.Duration {
+	if !f.due.IsZero() {
+		return max(0, time.Until(f.due))
+	}
+	return f.keep
+}
+
+func (f *fakeBroker) Peek(guid string) (*credential.Token, time.Duration) {
+	f.peeks.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tickLocked()
+	keep := f.keepLocked()
+	if keep <= 0 || f.block {
+		return nil, 0
+	}
+	t, err := f.tokenLocked(guid)
+	if err != nil {
+		return nil, 0
+	}
+	return t, keep
+}
+
+func (f *fakeBroker) Touch(string) { f.touches.Add(1) }
+
+func (f *fakeBroker) Watch(ctx context.Context, fn func(credential.Change)) {
+	fn(credential.Change{Revoke: true}) // watching from now on
+	close(f.watching)
+	for {
+		select {
+		case c := <-f.changes:
+			fn(c.c)
+			close(c.done)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// set changes the fake's state; the tokens it hands out are made anew.
+func (f *fakeBroker) set(fn func()) { f.mu.Lock(); fn(); clear(f.made); f.mu.Unlock() }
+
+// change tells the filesystem of a change, and returns once it has acted
+// on it, as a broker waits for a session's acknowledgement.
+func (f *fakeBroker) change(t *testing.T, c credential.Change) {
+	t.Helper()
+	done := make(chan struct{})
+	select {
+	case f.changes <- fakeChange{c, done}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the filesystem does not watch for changes")
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the filesystem did not finish acting on a change")
+	}
+}
+
+// mount mounts a filesystem of f, and returns once it watches f for
+// changes (until then the kernel keeps nothing).
+func mount(t *testing.T, f *fakeBroker) string {
+	dir := fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: f, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Timeout: 5 * time.Second, Context: t.Context()}))
+	select {
+	case <-f.watching:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the filesystem does not watch its source")
+	}
+	return dir
 }
 
 func TestLayout(t *testing.T) {
@@ -245,39 +358,212 @@ func TestErrnos(t *testing.T) {
 				if _, err := os.ReadFile(filepath.Join(dir, gB, "expiry")); !errors.Is(err, tc.want) {
 					t.Errorf("ReadFile(expiry) = %v; want %v", err, tc.want)
 				}
-				// stat still works, reporting an empty file.
-				if st, err := os.Stat(p); err != nil || st.Size() != 0 {
-					t.Errorf("stat = %v; want success with size 0", err)
+				// The error surfaces at open, and at stat.
+				if _, err := os.Open(p); !errors.Is(err, tc.want) {
+					t.Errorf("Open = %v; want %v", err, tc.want)
+				}
+				if _, err := os.Stat(p); !errors.Is(err, tc.want) {
+					t.Errorf("Stat = %v; want %v", err, tc.want)
 				}
 			}
 		})
 	}
 }
 
-func TestSnapshotPerOpen(t *testing.T) {
+// TestHeldFileDescriptors: a process that keeps a file descriptor open
+// sees every change at its next read: a sign-in or a sign-out at once, a
+// refresh once the old token is past its refresh time; and no read mixes
+// two tokens.
+func TestHeldFileDescriptors(t *testing.T) {
 	f := newFake()
 	dir := mount(t, f)
 	p := filepath.Join(dir, gA, "access_token")
-	f1, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
+	readAt := func(fd *os.File) (string, error) {
+		buf := make([]byte, 100)
+		n, err := fd.ReadAt(buf, 0)
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		return string(buf[:n]), err
 	}
-	defer f1.Close()
-	head := make([]byte, 4)
-	if _, err := f1.Read(head); err != nil || string(head) != "gho_" {
-		t.Fatalf("first read = %q, %v", head, err)
+	open := func() *os.File {
+		fd, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fd.Close() })
+		return fd
 	}
-	f.set(func() { f.tokens[gA] = "gho_NEW_TOKEN_longer_than_before" })
-	if got, _ := os.ReadFile(p); string(got) != "gho_NEW_TOKEN_longer_than_before" {
-		t.Errorf("new open = %q; want the new token", got)
+
+	t.Run("refresh", func(t *testing.T) {
+		fd := open()
+		if got, err := readAt(fd); got != "gho_token_A" || err != nil {
+			t.Fatalf("first read = %q, %v", got, err)
+		}
+		f.set(func() { f.tokens[gA] = "gho_refreshed_and_longer" })
+		f.change(t, credential.Change{GUID: gA})
+		if got, _ := os.ReadFile(p); string(got) != "gho_refreshed_and_longer" {
+			t.Errorf("a new open after a refresh = %q; want the new token", got)
+		}
+		// The old token is still valid until its refresh time: the old
+		// descriptor keeps reading it, whole.
+		if got, err := readAt(fd); got != "gho_token_A" || err != nil {
+			t.Errorf("the held descriptor after a refresh = %q, %v; want the old token", got, err)
+		}
+	})
+	t.Run("sign-in as someone else", func(t *testing.T) {
+		fd := open()
+		before, _ := readAt(fd)
+		f.set(func() { f.tokens[gA] = "gho_other_account" })
+		f.change(t, credential.Change{GUID: gA, Revoke: true})
+		if got, err := readAt(fd); !errors.Is(err, syscall.ESTALE) {
+			t.Errorf("the held descriptor after a sign-in = %q, %v (was %q); want ESTALE", got, err, before)
+		}
+		if got, _ := os.ReadFile(p); string(got) != "gho_other_account" {
+			t.Errorf("a new open after a sign-in = %q; want the new token", got)
+		}
+	})
+	t.Run("sign-out", func(t *testing.T) {
+		fd := open()
+		readAt(fd)
+		f.set(func() { f.errs[gA] = credential.ErrNotSignedIn })
+		f.change(t, credential.Change{GUID: gA, Revoke: true})
+		if got, err := readAt(fd); !errors.Is(err, syscall.ENOKEY) {
+			t.Errorf("the held descriptor after a sign-out = %q, %v; want ENOKEY", got, err)
+		}
+		if _, err := os.ReadFile(p); !errors.Is(err, syscall.ENOKEY) {
+			t.Errorf("a new open after a sign-out = %v; want ENOKEY", err)
+		}
+	})
+	t.Run("sign-in again", func(t *testing.T) {
+		f.set(func() { f.errs[gA] = nil; f.tokens[gA] = "gho_back_again" })
+		f.change(t, credential.Change{GUID: gA, Revoke: true})
+		if got, err := readAt(open()); got != "gho_back_again" || err != nil {
+			t.Errorf("read after a sign-in = %q, %v; want the new token", got, err)
+		}
+	})
+}
+
+// TestKernelServesHotReads: once a token has been read, further opens and
+// reads are served by the kernel without reaching the filesystem, and
+// stat never asks for a token.
+func TestKernelServesHotReads(t *testing.T) {
+	f := newFake()
+	dir := mount(t, f)
+	p := filepath.Join(dir, gA, "access_token")
+	if got, err := os.ReadFile(p); err != nil || string(got) != "gho_token_A" {
+		t.Fatalf("first read = %q, %v", got, err)
 	}
-	rest := make([]byte, 100)
-	n, _ := f1.Read(rest)
-	if string(head)+string(rest[:n]) != "gho_token_A" {
-		t.Errorf("earlier open read %q; want its snapshot gho_token_A", string(head)+string(rest[:n]))
+	if n := f.touches.Load(); n != 1 {
+		t.Errorf("the first read told the broker %d times; want once", n)
 	}
-	if st, _ := os.Stat(p); st.Size() != int64(len("gho_NEW_TOKEN_longer_than_before")) {
-		t.Errorf("stat size = %d; want the new token's length", st.Size())
+	peeks, touches, calls := f.peeks.Load(), f.touches.Load(), f.calls.Load()
+	for range 100 {
+		if got, err := os.ReadFile(p); err != nil || string(got) != "gho_token_A" {
+			t.Fatalf("hot read = %q, %v", got, err)
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := [3]int64{f.peeks.Load() - peeks, f.touches.Load() - touches, f.calls.Load() - calls}; d != [3]int64{} {
+		t.Errorf("100 hot reads made %d lookups, %d reads and %d token calls reach the filesystem; want none", d[0], d[1], d[2])
+	}
+}
+
+// TestNeverPastRefreshTime: the kernel keeps a token only until the time
+// the broker gives; the first read after it asks again.
+func TestNeverPastRefreshTime(t *testing.T) {
+	f := newFake()
+	due := time.Now().Add(1500 * time.Millisecond)
+	f.set(func() { f.due, f.next = due, "gho_token_B" })
+	dir := mount(t, f)
+	p := filepath.Join(dir, gA, "access_token")
+	if got, err := os.ReadFile(p); err != nil || string(got) != "gho_token_A" {
+		t.Fatalf("first read = %q, %v", got, err)
+	}
+	var old, fresh int
+	for time.Now().Before(due.Add(time.Second)) {
+		start := time.Now()
+		got, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch string(got) {
+		case "gho_token_A":
+			old++
+			if start.After(due) {
+				t.Fatalf("read the old token %v after its refresh time", start.Sub(due))
+			}
+		case "gho_token_B":
+			fresh++
+		default:
+			t.Fatalf("read %q", got)
+		}
+	}
+	if old == 0 || fresh == 0 {
+		t.Errorf("read the old token %d times and the new one %d times; want both", old, fresh)
+	}
+}
+
+// TestNoTornReads: with a new token, of another length, every few
+// milliseconds and readers spinning, every read returns one token whole.
+// A refresh makes no reader fail; a sign-in as someone else may make a
+// read that raced with it fail with ESTALE (its open came before the
+// change, its read after), never return a mix.
+func TestNoTornReads(t *testing.T) {
+	for _, revoke := range []bool{false, true} {
+		t.Run(fmt.Sprintf("revoke=%v", revoke), func(t *testing.T) {
+			f := newFake()
+			dir := mount(t, f)
+			p := filepath.Join(dir, gA, "access_token")
+			valid := map[string]bool{}
+			var versions []string
+			for i := range 40 {
+				v := fmt.Sprintf("gho_%d_%s", i, strings.Repeat("xyz"[i%3:i%3+1], 10+(i*7)%50))
+				valid[v] = true
+				versions = append(versions, v)
+			}
+			f.set(func() { f.tokens[gA] = versions[0] })
+			var reads, torn, stale atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 3 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						got, err := os.ReadFile(p)
+						switch {
+						case revoke && errors.Is(err, syscall.ESTALE):
+							stale.Add(1)
+							continue
+						case err != nil:
+							t.Error(err)
+							return
+						}
+						reads.Add(1)
+						if !valid[string(got)] {
+							torn.Add(1)
+						}
+					}
+				})
+			}
+			for _, v := range versions[1:] {
+				time.Sleep(20 * time.Millisecond)
+				f.set(func() { f.tokens[gA] = v })
+				f.change(t, credential.Change{GUID: gA, Revoke: revoke})
+			}
+			close(stop)
+			wg.Wait()
+			t.Logf("%d reads, %d ESTALE", reads.Load(), stale.Load())
+			if torn.Load() != 0 || reads.Load() < 100 {
+				t.Errorf("%d torn reads in %d; want none in at least 100", torn.Load(), reads.Load())
+			}
+		})
 	}
 }
 
@@ -339,25 +625,39 @@ func TestIntegrationsComeAndGo(t *testing.T) {
 		t.Errorf("added integration: %q, %v", got, err)
 	}
 	f.set(func() { f.list = f.list[:1] })
+	f.change(t, credential.Change{Revoke: true})
 	if _, err := os.ReadFile(filepath.Join(dir, gC, "access_token")); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("removed integration: %v; want ENOENT", err)
 	}
 	if _, err := os.ReadFile(filepath.Join(dir, gB, "meta.json")); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("removed integration meta: %v; want ENOENT", err)
 	}
+	if _, err := os.Lstat(filepath.Join(dir, "by-name", "Local")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("removed integration's link: %v; want ENOENT", err)
+	}
+	es, err := os.ReadDir(dir)
+	if err != nil || len(es) != 3 {
+		t.Errorf("ls after the removal = %d entries, %v; want by-name, integrations.json and one guid", len(es), err)
+	}
+	var list []credential.Integration
+	if raw, err := os.ReadFile(filepath.Join(dir, "integrations.json")); err != nil || json.Unmarshal(raw, &list) != nil || len(list) != 1 {
+		t.Errorf("integrations.json after the removal = %d entries, %v; want 1", len(list), err)
+	}
 }
 
-// TestInterrupt shows that a reader blocked in open is released with EINTR
-// by a signal, and that the filesystem keeps serving afterwards.
+// TestInterrupt shows that a reader blocked in open (where a token that
+// is due is refreshed) is released with EINTR by a signal, and that the
+// filesystem keeps serving afterwards.
 func TestInterrupt(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 not installed")
 	}
 	f := newFake()
+	f.set(func() { f.keep = 0 }) // every open asks for the token
 	dir := mount(t, f)
 	p := filepath.Join(dir, gA, "access_token")
-	os.ReadFile(p) // warm the lookup so the open itself blocks
+	os.ReadFile(p)
 	f.set(func() { f.block = true })
 	script := `
 import errno, signal, sys
@@ -422,14 +722,18 @@ print(a, b, [i["name"] for i in idx], err, sep="|")
 	}
 }
 
-// TestInodesComeFromTheRegistry: every node's inode number derives from a
-// small id the mount gives each guid, not from a hash of its name, so no
-// two nodes can share one.
+// TestInodesComeFromTheRegistry: every directory and link takes its
+// inode number from a small id the mount gives each guid, not from a hash
+// of its name, and every file version gets a number of its own above
+// them, so no two nodes can share one.
 func TestInodesComeFromTheRegistry(t *testing.T) {
 	f := newFake()
 	f.set(func() {
+		f.errs[gB], f.tokens[gB] = nil, "token_B"
 		for i := 0; i < 200; i++ {
-			f.list = append(f.list, credential.Integration{GUID: fmt.Sprintf("c0c0c0c0-1111-4222-8333-%012d", i), Name: fmt.Sprintf("N%d", i)})
+			g := fmt.Sprintf("c0c0c0c0-1111-4222-8333-%012d", i)
+			f.list = append(f.list, credential.Integration{GUID: g, Name: fmt.Sprintf("N%d", i)})
+			f.tokens[g] = "token_" + g
 		}
 	})
 	dir := mount(t, f)
@@ -444,8 +748,9 @@ func TestInodesComeFromTheRegistry(t *testing.T) {
 			if other, dup := seen[ino]; dup {
 				t.Fatalf("%s and %s share inode %d", p, other, ino)
 			}
-			if ino >= 1<<32 {
-				t.Fatalf("%s has inode %d; want a registry number, not a hash", p, ino)
+			file := st.Mode().IsRegular()
+			if !file && ino >= 1<<32 || file && ino < 1<<40 {
+				t.Fatalf("%s has inode %d; want a registry number (a version number for a file)", p, ino)
 			}
 			seen[ino] = p
 		}

@@ -24,19 +24,20 @@ var ErrNoFUSE = errors.New("FUSE unavailable to this user")
 
 // Mount mounts root at dir and returns the running server; the caller
 // unmounts it with server.Unmount. A stale mount left at dir by a killed
-// process is cleared first; a live one is refused.
+// process is cleared first; a live one is refused. A root made by NewRoot
+// starts watching its source for changes once the server is up.
 func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, error) {
 	if err := PrepareMountpoint(dir); err != nil {
 		return nil, err
 	}
-	entry := time.Second // names change only on a config reload
+	// Every node says how long the kernel may keep its name and
+	// attributes (a zero here keeps go-fuse from putting its default
+	// in place of a node's zero); a name that is not there is not kept,
+	// so a newly configured integration shows up at once.
 	zero := time.Duration(0)
 	opts := &fs.Options{
-		EntryTimeout: &entry,
-		// File sizes change with the token, so attributes are not cached;
-		// directories and symlinks set their own timeout.
-		AttrTimeout: &zero,
-		// A newly configured integration shows up at once.
+		EntryTimeout:    &zero,
+		AttrTimeout:     &zero,
 		NegativeTimeout: &zero,
 		UID:             uid,
 		GID:             gid,
@@ -66,6 +67,9 @@ func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, er
 			}
 		}
 		return nil, fmt.Errorf("fusefs: mount %s: %w", dir, err)
+	}
+	if r, ok := root.(*rootDir); ok {
+		go r.watch()
 	}
 	return server, nil
 }

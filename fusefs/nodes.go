@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,10 +23,44 @@ const (
 	linkMode = syscall.S_IFLNK | 0o777
 )
 
-// dirTimeout is how long the kernel may cache attributes of directories
-// and symlinks: they change only on a config reload. File attributes are
-// never cached (their size changes with the token).
-const dirTimeout = time.Second
+// dirKeep is how long the kernel may cache directories, names, links and
+// the JSON files: they change only on a reload or a change event, which
+// drop them from the kernel's caches at once.
+const dirKeep = time.Hour
+
+// The kernel keeps nothing until the filesystem watches its source (the
+// first change, which says that anything may have changed, arrives when
+// it does): a change before then would not reach it.
+
+// dirKeep returns how long the kernel may keep directories and names now.
+func (t *tree) dirKeep() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.live {
+		return 0
+	}
+	return dirKeep
+}
+
+// dirFlags returns the flags of a directory opening: its listing is
+// cached once the filesystem watches its source.
+func (t *tree) dirFlags() uint32 {
+	if t.dirKeep() == 0 {
+		return 0
+	}
+	return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+}
+
+// tokenKeep returns how long the kernel may keep a token the source says
+// may be kept for keep.
+func (t *tree) tokenKeep(keep time.Duration) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.live {
+		return 0
+	}
+	return keep
+}
 
 // Options configure a filesystem.
 type Options struct {
@@ -33,27 +68,51 @@ type Options struct {
 	Source Source
 	// UID and GID own every node; only UID may use the mount.
 	UID, GID uint32
-	// Timeout bounds every broker call made by a FUSE operation. It should
-	// exceed the broker's request timeout by a little, so the broker's own
-	// (more precise) error wins.
+	// Timeout bounds every call to the source made by a FUSE operation.
+	// It should exceed the broker's request timeout by a little, so the
+	// broker's own (more precise) error wins.
 	Timeout time.Duration
 	// Logger receives one line per failed operation; nil discards.
 	Logger *slog.Logger
+	// Context is the mount's lifetime: the filesystem watches its source
+	// for changes until it ends. Nil means context.Background().
+	Context context.Context
 }
 
-// tree is shared by every node of one mount. It is read-only after
-// construction.
+// tree is shared by every node of one mount. It is safe for concurrent
+// use.
 type tree struct {
 	Options
-	mounted time.Time
-	inos    inodes
+	mounted  time.Time
+	inos     inodes
+	versions atomic.Uint64 // inode numbers of versioned files
+
+	mu     sync.Mutex // guards the fields below
+	root   *fs.Inode
+	byName *fs.Inode
+	integs map[string]*integ // by guid
+	index  *jsonNode         // integrations.json now; nil: build at the next lookup
+	listed map[string]string // guid -> name of the last listing, for reload diffs
+	live   bool              // the filesystem watches its source
+}
+
+// integ is what the filesystem holds about one integration. Its fields
+// are guarded by tree.mu.
+type integ struct {
+	dir *fs.Inode // the <guid> directory, once looked up
+	// gen counts the changes of the integration's tokens: a token file of
+	// an older generation is retired.
+	gen uint64
+	// cached holds the token versions the kernel may still cache, to be
+	// dropped on a change.
+	cached map[*tokenNode]bool
+	meta   *jsonNode // meta.json now; nil: build at the next lookup
 }
 
 // call runs f with the per-operation deadline, after checking the caller.
 func (t *tree) call(ctx context.Context, op, id string, f func(ctx context.Context) error) syscall.Errno {
-	if c, ok := fuse.FromContext(ctx); ok && c.Uid != t.UID {
-		t.Logger.Debug("refused a caller who does not own the mount", "op", op, "uid", c.Uid)
-		return syscall.EACCES
+	if e := t.caller(ctx, op); e != 0 {
+		return e
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
@@ -70,6 +129,15 @@ func (t *tree) call(ctx context.Context, op, id string, f func(ctx context.Conte
 	return e
 }
 
+// caller refuses everyone but the mount's owner.
+func (t *tree) caller(ctx context.Context, op string) syscall.Errno {
+	if c, ok := fuse.FromContext(ctx); ok && c.Uid != t.UID {
+		t.Logger.Debug("refused a caller who does not own the mount", "op", op, "uid", c.Uid)
+		return syscall.EACCES
+	}
+	return 0
+}
+
 func (t *tree) attr(out *fuse.Attr, mode uint32, size int, mtime time.Time) {
 	out.Mode = mode
 	out.Size = uint64(size)
@@ -81,40 +149,40 @@ func (t *tree) attr(out *fuse.Attr, mode uint32, size int, mtime time.Time) {
 	out.Nlink = 1
 }
 
-// integrations lists the integrations for a readdir of dir.
-func (t *tree) integrations(ctx context.Context, dir string) ([]credential.Integration, syscall.Errno) {
-	var list []credential.Integration
-	e := t.call(ctx, "readdir", dir, func(ctx context.Context) (err error) {
-		list, err = t.Source.Integrations(ctx)
-		return err
-	})
-	return list, e
+// entry fills out for a Lookup of ch, which the kernel may keep for keep.
+func (t *tree) entry(ctx context.Context, ch *fs.Inode, out *fuse.EntryOut, keep time.Duration) {
+	var a fuse.AttrOut
+	if g, ok := ch.Operations().(fs.NodeGetattrer); ok {
+		g.Getattr(ctx, nil, &a)
+	}
+	out.Attr = a.Attr
+	out.SetAttrTimeout(a.Timeout())
+	out.SetEntryTimeout(keep)
 }
 
-// dirAttr fills the attributes of a directory, which the kernel may cache
-// for dirTimeout.
-func (t *tree) dirAttr(out *fuse.AttrOut) syscall.Errno {
-	t.attr(&out.Attr, dirMode, 0, time.Time{})
-	out.SetTimeout(dirTimeout)
-	return 0
+// state returns the integ of guid, creating it. Callers hold t.mu.
+func (t *tree) stateLocked(guid string) *integ {
+	st := t.integs[guid]
+	if st == nil {
+		st = &integ{cached: map[*tokenNode]bool{}}
+		t.integs[guid] = st
+	}
+	return st
 }
 
-// Inode numbers come from a registry of the guids the mount has seen:
-// each guid gets a small id once and keeps it while the mount lives, and
-// every node of that integration derives its number from the id. Unlike a
-// hash of the name, two integrations can never share a number.
+// Inode numbers: directories and links come from a registry of the guids
+// the mount has seen (each guid gets a small id once, and its nodes derive
+// their numbers from it, so no two integrations ever share one); each
+// version of a file gets a number of its own from a counter above them.
 const (
-	inoByName = 2
-	inoIndex  = 3
-	inoBase   = 16 // ids start here, 8 numbers each
+	inoByName   = 2
+	inoBase     = 16 // ids start here, 8 numbers each
+	versionBase = 1 << 40
 )
 
 // Node kinds within an integration's block of inode numbers.
 const (
 	kindDir = iota
-	kindToken
-	kindExpiry
-	kindMeta
 	kindLink
 )
 
@@ -139,6 +207,9 @@ func (t *tree) ino(guid string, kind int) uint64 {
 	return inoBase + id*8 + uint64(kind)
 }
 
+// version returns a new inode number for a version of a file.
+func (t *tree) version() uint64 { return versionBase + t.versions.Add(1) }
+
 // NewRoot returns the root node of a filesystem serving opts.Source.
 func NewRoot(opts Options) fs.InodeEmbedder {
 	if opts.Logger == nil {
@@ -147,76 +218,148 @@ func NewRoot(opts Options) fs.InodeEmbedder {
 	if opts.Timeout == 0 {
 		opts.Timeout = 12 * time.Second
 	}
-	return &rootDir{t: &tree{Options: opts, mounted: time.Now(), inos: inodes{ids: map[string]uint64{}}}}
+	if opts.Context == nil {
+		opts.Context = context.Background()
+	}
+	t := &tree{Options: opts, mounted: time.Now(), inos: inodes{ids: map[string]uint64{}}, integs: map[string]*integ{}}
+	return &rootDir{t: t}
 }
 
 // rootDir is the mount's root: by-name/, integrations.json and one
-// directory per integration, which come and go with the configuration.
+// directory per integration.
 type rootDir struct {
 	fs.Inode
 	t *tree
 }
 
 var (
-	_ = (fs.NodeOnAdder)((*rootDir)(nil))   // adds the static children
-	_ = (fs.NodeLookuper)((*rootDir)(nil))  // guid directories are dynamic
-	_ = (fs.NodeReaddirer)((*rootDir)(nil)) // lists them
-	_ = (fs.NodeGetattrer)((*rootDir)(nil)) // owner-only mode
+	_ = (fs.NodeOnAdder)((*rootDir)(nil))        // adds by-name/
+	_ = (fs.NodeLookuper)((*rootDir)(nil))       // guid directories and integrations.json are dynamic
+	_ = (fs.NodeOpendirHandler)((*rootDir)(nil)) // the listing, cached by the kernel
+	_ = (fs.NodeGetattrer)((*rootDir)(nil))      // owner-only mode
 )
 
 func (r *rootDir) OnAdd(ctx context.Context) {
-	r.AddChild("by-name", r.NewPersistentInode(ctx, &byNameDir{t: r.t},
-		fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoByName}), false)
-	r.AddChild("integrations.json", r.NewPersistentInode(ctx, indexFile(r.t),
-		fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoIndex}), false)
+	t := r.t
+	byName := r.NewPersistentInode(ctx, &byNameDir{t: t}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoByName})
+	r.AddChild("by-name", byName, false)
+	t.mu.Lock()
+	t.root, t.byName = r.EmbeddedInode(), byName
+	t.mu.Unlock()
 }
+
+// watch acts on the source's changes until the mount's context ends. It
+// starts once the server is up: the kernel cannot be told of a change
+// before.
+func (r *rootDir) watch() { r.t.Source.Watch(r.t.Context, r.t.changed) }
 
 func (r *rootDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return r.t.dirAttr(out)
 }
 
+// dirAttr fills the attributes of a directory, which the kernel may cache
+// until a change says otherwise.
+func (t *tree) dirAttr(out *fuse.AttrOut) syscall.Errno {
+	t.attr(&out.Attr, dirMode, 0, time.Time{})
+	out.SetTimeout(t.dirKeep())
+	return 0
+}
+
 func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if ch := r.GetChild(name); ch != nil {
-		return ch, getattr(ctx, ch, out)
+	t := r.t
+	if e := t.caller(ctx, "lookup"); e != 0 {
+		return nil, e
+	}
+	switch name {
+	case "by-name":
+		ch := r.GetChild(name)
+		t.entry(ctx, ch, out, t.dirKeep())
+		return ch, 0
+	case "integrations.json":
+		return t.indexFile(ctx, out)
 	}
 	// Only the canonical lowercase form names a directory, so that one
 	// integration has exactly one path.
 	if u, err := uuid.Parse(name); err != nil || u.String() != name {
 		return nil, syscall.ENOENT
 	}
-	if e := r.t.call(ctx, "lookup", name, func(ctx context.Context) error {
-		_, err := r.t.Source.Integration(ctx, name)
+	var in credential.Integration
+	if e := t.call(ctx, "lookup", name, func(ctx context.Context) (err error) {
+		in, err = t.Source.Integration(ctx, name)
 		return err
 	}); e != 0 {
 		return nil, e
 	}
-	ch := r.NewInode(ctx, &integrationDir{t: r.t, guid: name}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: r.t.ino(name, kindDir)})
-	return ch, getattr(ctx, ch, out)
+	t.remember([]credential.Integration{in})
+	ch := r.NewInode(ctx, &integrationDir{t: t, guid: name}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: t.ino(name, kindDir)})
+	t.mu.Lock()
+	t.stateLocked(name).dir = ch
+	t.mu.Unlock()
+	t.entry(ctx, ch, out, t.dirKeep())
+	return ch, 0
 }
 
-func (r *rootDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	list, e := r.t.integrations(ctx, "/")
-	if e != 0 {
-		return nil, e
+func (r *rootDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	t := r.t
+	var list []credential.Integration
+	if e := t.call(ctx, "opendir", "/", func(ctx context.Context) (err error) {
+		list, err = t.Source.Integrations(ctx)
+		return err
+	}); e != 0 {
+		return nil, 0, e
 	}
+	t.remember(list)
 	entries := []fuse.DirEntry{
 		{Name: "by-name", Mode: syscall.S_IFDIR, Ino: inoByName},
-		{Name: "integrations.json", Mode: syscall.S_IFREG, Ino: inoIndex},
+		{Name: "integrations.json", Mode: syscall.S_IFREG},
 	}
 	for _, in := range list {
-		entries = append(entries, fuse.DirEntry{Name: in.GUID, Mode: syscall.S_IFDIR, Ino: r.t.ino(in.GUID, kindDir)})
+		entries = append(entries, fuse.DirEntry{Name: in.GUID, Mode: syscall.S_IFDIR, Ino: t.ino(in.GUID, kindDir)})
 	}
-	return fs.NewListDirStream(entries), 0
+	return &dirHandle{entries: entries}, t.dirFlags(), 0
 }
 
-// getattr fills out with ch's attributes and timeouts, for a Lookup.
-func getattr(ctx context.Context, ch *fs.Inode, out *fuse.EntryOut) syscall.Errno {
-	var a fuse.AttrOut
-	if e := ch.Operations().(fs.NodeGetattrer).Getattr(ctx, nil, &a); e != 0 {
-		return e
+// remember keeps the names the kernel may have cached entries for, so
+// that a reload can drop the entries of names that came or went.
+func (t *tree) remember(list []credential.Integration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.listed == nil {
+		t.listed = map[string]string{}
 	}
-	out.Attr = a.Attr
-	out.SetAttrTimeout(a.Timeout())
+	for _, in := range list {
+		t.listed[in.GUID] = in.Name
+	}
+}
+
+// dirHandle is one opening of a directory: a snapshot of its entries,
+// which the kernel caches (FOPEN_CACHE_DIR) until a change drops them.
+type dirHandle struct {
+	mu      sync.Mutex
+	entries []fuse.DirEntry
+	next    int
+}
+
+var (
+	_ = (fs.FileReaddirenter)((*dirHandle)(nil)) // the entries
+	_ = (fs.FileSeekdirer)((*dirHandle)(nil))    // rewinddir
+)
+
+func (d *dirHandle) Readdirent(context.Context) (*fuse.DirEntry, syscall.Errno) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.next >= len(d.entries) {
+		return nil, 0
+	}
+	e := d.entries[d.next]
+	d.next++
+	return &e, 0
+}
+
+func (d *dirHandle) Seekdir(_ context.Context, off uint64) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.next = int(min(off, uint64(len(d.entries))))
 	return 0
 }
 
@@ -227,9 +370,9 @@ type byNameDir struct {
 }
 
 var (
-	_ = (fs.NodeLookuper)((*byNameDir)(nil))  // names come from the broker
-	_ = (fs.NodeReaddirer)((*byNameDir)(nil)) // and so does the listing
-	_ = (fs.NodeGetattrer)((*byNameDir)(nil)) // owner-only mode
+	_ = (fs.NodeLookuper)((*byNameDir)(nil))       // names come from the source
+	_ = (fs.NodeOpendirHandler)((*byNameDir)(nil)) // the listing, cached by the kernel
+	_ = (fs.NodeGetattrer)((*byNameDir)(nil))      // owner-only mode
 )
 
 func (d *byNameDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -247,23 +390,30 @@ func (d *byNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if in.Name != name { // a guid is not a name
 		return nil, syscall.ENOENT
 	}
+	d.t.remember([]credential.Integration{in})
 	// The link's number comes from its target's guid, so a name that
 	// moves to another integration gets another inode (the kernel caches
 	// a link's target per inode).
 	ch := d.NewInode(ctx, &symlink{t: d.t, target: "../" + in.GUID}, fs.StableAttr{Mode: syscall.S_IFLNK, Ino: d.t.ino(in.GUID, kindLink)})
-	return ch, getattr(ctx, ch, out)
+	d.t.entry(ctx, ch, out, d.t.dirKeep())
+	return ch, 0
 }
 
-func (d *byNameDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	list, e := d.t.integrations(ctx, "by-name")
-	if e != 0 {
-		return nil, e
+func (d *byNameDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	t := d.t
+	var list []credential.Integration
+	if e := t.call(ctx, "opendir", "by-name", func(ctx context.Context) (err error) {
+		list, err = t.Source.Integrations(ctx)
+		return err
+	}); e != 0 {
+		return nil, 0, e
 	}
+	t.remember(list)
 	entries := make([]fuse.DirEntry, 0, len(list))
 	for _, in := range list {
-		entries = append(entries, fuse.DirEntry{Name: in.Name, Mode: syscall.S_IFLNK, Ino: d.t.ino(in.GUID, kindLink)})
+		entries = append(entries, fuse.DirEntry{Name: in.Name, Mode: syscall.S_IFLNK, Ino: t.ino(in.GUID, kindLink)})
 	}
-	return fs.NewListDirStream(entries), 0
+	return &dirHandle{entries: entries}, t.dirFlags(), 0
 }
 
 // symlink is by-name/<name>, pointing at ../<guid>.
@@ -284,7 +434,7 @@ func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 func (l *symlink) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	l.t.attr(&out.Attr, linkMode, len(l.target), time.Time{})
-	out.SetTimeout(dirTimeout)
+	out.SetTimeout(l.t.dirKeep())
 	return 0
 }
 
@@ -296,126 +446,302 @@ type integrationDir struct {
 }
 
 var (
-	_ = (fs.NodeOnAdder)((*integrationDir)(nil))   // adds the three files
-	_ = (fs.NodeLookuper)((*integrationDir)(nil))  // vanishes on removal
-	_ = (fs.NodeGetattrer)((*integrationDir)(nil)) // owner-only mode
+	_ = (fs.NodeLookuper)((*integrationDir)(nil))       // each file's current version
+	_ = (fs.NodeOpendirHandler)((*integrationDir)(nil)) // the three names
+	_ = (fs.NodeGetattrer)((*integrationDir)(nil))      // owner-only mode
 )
-
-func (d *integrationDir) OnAdd(ctx context.Context) {
-	add := func(name string, kind int, n fs.InodeEmbedder) {
-		d.AddChild(name, d.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: d.t.ino(d.guid, kind)}), false)
-	}
-	src := tokenSource{t: d.t, guid: d.guid}
-	add("access_token", kindToken, &tokenFile{tokenSource: src})
-	add("expiry", kindExpiry, &expiryFile{tokenSource: src})
-	add("meta.json", kindMeta, metaFile(d.t, d.guid))
-}
 
 func (d *integrationDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return d.t.dirAttr(out)
 }
 
+func (d *integrationDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{entries: []fuse.DirEntry{
+		{Name: "access_token", Mode: syscall.S_IFREG},
+		{Name: "expiry", Mode: syscall.S_IFREG},
+		{Name: "meta.json", Mode: syscall.S_IFREG},
+	}}, d.t.dirFlags(), 0
+}
+
+// Lookup returns the current version of a file. A token file's version
+// holds the token the source hands out now, refreshed first when needed
+// (refresh-on-read happens here, so errors surface at open), and the
+// kernel may keep it until the token's refresh time. A version's size is
+// exact from the start: a size that were only a bound would let the
+// kernel pad a read with zeros when the file's attributes change while
+// the read is under way.
 func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	ch := d.GetChild(name)
-	if ch == nil {
-		return nil, syscall.ENOENT
-	}
-	return ch, getattr(ctx, ch, out)
-}
-
-// tokenSource is what access_token and expiry share: both ask the broker
-// for the current token (refresh-on-read) on stat and on open.
-type tokenSource struct {
-	t    *tree
-	guid string
-}
-
-func (s tokenSource) token(ctx context.Context, op string) (*credential.Token, syscall.Errno) {
-	var tok *credential.Token
-	e := s.t.call(ctx, op, s.guid+"/access_token", func(ctx context.Context) (err error) {
-		tok, err = s.t.Source.Token(ctx, s.guid)
-		return err
-	})
-	return tok, e
-}
-
-// open is the open of a token-backed file: read-only, refresh-on-read.
-func (s tokenSource) open(ctx context.Context, flags uint32) (*credential.Token, syscall.Errno) {
-	if e := readOnly(flags); e != 0 {
+	t := d.t
+	if e := t.caller(ctx, "lookup"); e != 0 {
 		return nil, e
 	}
-	return s.token(ctx, "open")
-}
-
-// readOnly refuses opens for writing. The "ro" mount option makes the
-// kernel refuse them first; this is the filesystem's own word on it.
-func readOnly(flags uint32) syscall.Errno {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return syscall.EROFS
-	}
-	return 0
-}
-
-// stat fills the attributes of a token-backed file whose content for tok
-// is size(tok) bytes long. Open handles are ignored on purpose: go-fuse
-// passes some open handle even for a path stat, and stat must describe
-// what a new open would read. A stat that cannot get a token reports an
-// empty file and succeeds, so `ls -l` works while signed out; the open
-// then fails with the errno.
-func (s tokenSource) stat(ctx context.Context, out *fuse.AttrOut, size func(*credential.Token) int) syscall.Errno {
-	tok, e := s.token(ctx, "getattr")
-	switch e {
-	case 0:
-		s.t.attr(&out.Attr, fileMode, size(tok), tok.Obtained())
-	case syscall.EINTR, syscall.EACCES:
-		return e
+	var kind int
+	switch name {
+	case "access_token":
+		kind = fileToken
+	case "expiry":
+		kind = fileExpiry
+	case "meta.json":
+		return t.metaFile(ctx, d, out)
 	default:
-		s.t.attr(&out.Attr, fileMode, 0, time.Time{})
+		return nil, syscall.ENOENT
 	}
-	return 0
+	// The generation is taken before the token, so that a change in
+	// between retires the version at once.
+	t.mu.Lock()
+	st := t.stateLocked(d.guid)
+	st.dir = d.EmbeddedInode()
+	n := &tokenNode{t: t, guid: d.guid, kind: kind, gen: st.gen}
+	t.mu.Unlock()
+	tok, keep := t.Source.Peek(d.guid)
+	if tok == nil || keep <= cacheSlack {
+		if e := t.call(ctx, "lookup", d.guid+"/"+name, func(ctx context.Context) (err error) {
+			tok, keep, err = t.Source.Token(ctx, d.guid)
+			return err
+		}); e != 0 {
+			return nil, e
+		}
+		n.touched = true // the source handed it out for this read
+	}
+	n.tok, n.until = tok, retireAt(t.tokenKeep(keep))
+	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
+	t.track(n)
+	t.entry(ctx, ch, out, lookupKeep(n.until))
+	return ch, 0
 }
 
-// tokenFile is <guid>/access_token. Opening it asks the broker for a valid
-// token and snapshots it in the handle.
-type tokenFile struct {
+// cacheSlack is how much sooner than its refresh time a version is
+// retired: the timer that drops it from the kernel's caches may fire a
+// little late.
+const cacheSlack = 100 * time.Millisecond
+
+// lookupSlack is how much sooner than a version is retired the kernel
+// stops using the name that leads to it, so that a process that opens the
+// file and reads it at once never meets a retired version.
+const lookupSlack = time.Second
+
+// retireAt returns when a version whose token may be kept for keep is
+// retired.
+func retireAt(keep time.Duration) time.Time {
+	now := time.Now()
+	if keep <= cacheSlack {
+		return now
+	}
+	return now.Add(keep - cacheSlack)
+}
+
+// lookupKeep is how long the kernel may keep the name and attributes of a
+// version retired at until.
+func lookupKeep(until time.Time) time.Duration { return max(0, time.Until(until)-lookupSlack) }
+
+// tokenNode is one version of access_token or expiry: one token, never
+// changed, so a read of it never mixes two tokens. The kernel may cache a
+// version until its token's refresh time; then, and on a change that
+// revokes the integration's tokens, the version is retired: the kernel
+// drops it, a new path lookup gets a new version, and a read through a
+// file descriptor still open on the old one asks the source again. If the
+// answer is the version's own token the read gets it (and the version
+// lives on); otherwise it fails with the errno of the new state, or with
+// ESTALE when there is another token: open the file again.
+type tokenNode struct {
 	fs.Inode
-	tokenSource
+	t    *tree
+	guid string
+	kind int
+	tok  *credential.Token
+
+	revalidating sync.Mutex // held while a read of a retired version asks the source
+
+	mu      sync.Mutex  // guards the fields below
+	gen     uint64      // the integration's generation the version belongs to
+	until   time.Time   // when the version retires
+	touched bool        // the source heard of a read of tok
+	timer   *time.Timer // drops the version from the kernel's caches at until
 }
 
 var (
-	_ = (fs.NodeOpener)((*tokenFile)(nil))    // refresh-on-read snapshot
-	_ = (fs.NodeGetattrer)((*tokenFile)(nil)) // exact current size
+	_ = (fs.NodeGetattrer)((*tokenNode)(nil))   // size and times, without a network call
+	_ = (fs.NodeOpener)((*tokenNode)(nil))      // ENOSYS: the kernel stops sending OPEN
+	_ = (fs.NodeFlusher)((*tokenNode)(nil))     // ENOSYS: and FLUSH
+	_ = (fs.NodeReader)((*tokenNode)(nil))      // refresh-on-read, then the version's bytes
+	_ = (fs.NodeOnForgetter)((*tokenNode)(nil)) // stop tracking
 )
 
-func (f *tokenFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return f.stat(ctx, out, (*credential.Token).Len)
-}
+// Files of a token version.
+const (
+	fileToken = iota
+	fileExpiry
+)
 
-func (f *tokenFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	tok, e := f.open(ctx, flags)
-	if e != 0 {
-		return nil, 0, e
+func (n *tokenNode) name() string {
+	if n.kind == fileExpiry {
+		return "expiry"
 	}
-	return &tokenHandle{tok: tok}, fuse.FOPEN_DIRECT_IO, 0
+	return "access_token"
 }
 
-// tokenHandle is one open of access_token: a snapshot of the token, so all
-// reads of one open file description see the same bytes. It holds only
-// the token's enclave, no locked memory between reads.
-type tokenHandle struct{ tok *credential.Token }
+func (n *tokenNode) size() int {
+	if n.kind == fileExpiry {
+		return len(credential.FormatTime(n.tok.Expiry()))
+	}
+	return n.tok.Len()
+}
 
-var _ = (fs.FileReader)((*tokenHandle)(nil)) // serves the snapshot
+// Getattr reports the version's exact size, and when its token was
+// obtained as its modification time. It never asks the source.
+func (n *tokenNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if e := n.t.caller(ctx, "getattr"); e != 0 {
+		return e
+	}
+	n.mu.Lock()
+	until := n.until
+	n.mu.Unlock()
+	n.t.attr(&out.Attr, fileMode, n.size(), n.tok.Obtained())
+	out.SetTimeout(lookupKeep(until))
+	return 0
+}
 
-func (h *tokenHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= int64(h.tok.Len()) {
+// Open returns ENOSYS: from then on the kernel opens every file of the
+// mount without asking (and keeps their pages cached), which is what
+// makes a read of a cached token as fast as tmpfs.
+func (n *tokenNode) Open(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, 0, syscall.ENOSYS
+}
+
+// Flush returns ENOSYS, so that close(2) does not reach the server.
+func (n *tokenNode) Flush(context.Context, fs.FileHandle) syscall.Errno { return syscall.ENOSYS }
+
+func (n *tokenNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	t := n.t
+	if e := t.caller(ctx, "read"); e != 0 {
+		return nil, e
+	}
+	if ok, first := n.current(); !ok {
+		if e := n.revalidate(ctx); e != 0 {
+			return nil, e
+		}
+	} else if first {
+		t.Source.Touch(n.guid) // the kernel serves the next reads itself
+	}
+	tok := n.tok
+	if n.kind == fileExpiry {
+		return bytesResult([]byte(credential.FormatTime(tok.Expiry())), dest, off), 0
+	}
+	if off >= int64(tok.Len()) {
 		return fuse.ReadResultData(nil), 0
 	}
-	b, release, err := h.tok.View()
+	b, release, err := tok.View()
 	if err != nil {
+		t.Logger.Warn("operation failed", "op", "read", "id", n.guid, "errno", syscall.EIO.Error(), "err", err)
 		return nil, syscall.EIO
 	}
 	end := min(int64(len(b)), off+int64(len(dest)))
 	return &lockedResult{data: b[off:end], release: release}, 0
+}
+
+// current reports whether the version may be served without asking the
+// source (it is not retired), and whether this is the first read of it.
+func (n *tokenNode) current() (ok, first bool) {
+	gen := n.t.gen(n.guid)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.gen != gen || !time.Now().Before(n.until) {
+		return false, false
+	}
+	first, n.touched = !n.touched, true
+	return true, first
+}
+
+// revalidate asks the source for the token of a retired version,
+// refreshing it first when needed: if it is still the version's own token
+// the version lives on, until the new time the source gives; otherwise
+// the read fails. Concurrent reads share one answer.
+func (n *tokenNode) revalidate(ctx context.Context) syscall.Errno {
+	n.revalidating.Lock()
+	defer n.revalidating.Unlock()
+	if ok, _ := n.current(); ok {
+		return 0 // another read revalidated it meanwhile
+	}
+	t := n.t
+	gen := t.gen(n.guid) // a change during the call retires the answer
+	var tok *credential.Token
+	var keep time.Duration
+	if e := t.call(ctx, "read", n.guid, func(ctx context.Context) (err error) {
+		tok, keep, err = t.Source.Token(ctx, n.guid)
+		return err
+	}); e != 0 {
+		return e
+	}
+	if !n.tok.Equal(tok) {
+		return syscall.ESTALE
+	}
+	n.mu.Lock()
+	n.gen, n.until, n.touched = gen, retireAt(t.tokenKeep(keep)), true
+	n.mu.Unlock()
+	t.track(n)
+	return 0
+}
+
+func (n *tokenNode) OnForget() {
+	n.mu.Lock()
+	if n.timer != nil {
+		n.timer.Stop()
+	}
+	n.mu.Unlock()
+	n.t.untrack(n)
+}
+
+// gen returns the generation of guid's integration: it grows with every
+// change.
+func (t *tree) gen(guid string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stateLocked(guid).gen
+}
+
+// track records a version whose token the kernel may cache, and drops it
+// from the kernel's caches at its refresh time: its pages (so that a file
+// descriptor still open on it reads again, and learns it is retired) and
+// its name (so that a new open gets the next version). A change drops it
+// sooner.
+func (t *tree) track(n *tokenNode) {
+	ch := n.EmbeddedInode()
+	t.mu.Lock()
+	st := t.stateLocked(n.guid)
+	n.mu.Lock()
+	wait := max(0, time.Until(n.until))
+	if st.gen == n.gen {
+		st.cached[n] = true
+	} else {
+		// A change came while the token was on its way, and has
+		// dropped what it found: drop this one at once too (after the
+		// read that brought it, which holds the page being dropped).
+		wait = 0
+	}
+	if n.timer != nil {
+		n.timer.Stop()
+	}
+	n.timer = time.AfterFunc(wait, func() {
+		ch.NotifyContent(0, 0)
+		t.mu.Lock()
+		dir := t.integs[n.guid].dir
+		t.mu.Unlock()
+		if dir != nil {
+			dir.NotifyEntry(n.name())
+		}
+		t.untrack(n)
+	})
+	n.mu.Unlock()
+	t.mu.Unlock()
+}
+
+// untrack forgets a version: it is retired, or the kernel dropped it.
+func (t *tree) untrack(n *tokenNode) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.integs[n.guid]; st != nil {
+		delete(st.cached, n)
+	}
 }
 
 // lockedResult hands the kernel token bytes straight from the token's
@@ -432,113 +758,111 @@ func (r *lockedResult) Bytes([]byte) ([]byte, fuse.Status) { return r.data, fuse
 func (r *lockedResult) Size() int                          { return len(r.data) }
 func (r *lockedResult) Done()                              { r.release() }
 
-// expiryFile is <guid>/expiry: the token's expiry as RFC 3339, or empty.
-// Like access_token it refreshes on open.
-type expiryFile struct {
+// bytesResult is the part of b a read at off of len(dest) bytes returns.
+func bytesResult(b, dest []byte, off int64) fuse.ReadResult {
+	if off >= int64(len(b)) {
+		return fuse.ReadResultData(nil)
+	}
+	end := min(int64(len(b)), off+int64(len(dest)))
+	return fuse.ReadResultData(b[off:end])
+}
+
+// jsonNode is one version of a JSON document about the integrations:
+// <guid>/meta.json or integrations.json. It is built once per change,
+// never with a network call, and never changes: a change makes a new
+// version.
+type jsonNode struct {
 	fs.Inode
-	tokenSource
+	t   *tree
+	doc []byte
 }
 
 var (
-	_ = (fs.NodeOpener)((*expiryFile)(nil))    // refresh-on-read snapshot
-	_ = (fs.NodeGetattrer)((*expiryFile)(nil)) // exact current size
+	_ = (fs.NodeGetattrer)((*jsonNode)(nil)) // its exact size
+	_ = (fs.NodeOpener)((*jsonNode)(nil))    // ENOSYS, like the token files
+	_ = (fs.NodeFlusher)((*jsonNode)(nil))   // ENOSYS
+	_ = (fs.NodeReader)((*jsonNode)(nil))    // the document
 )
 
-func expiryText(t *credential.Token) string { return credential.FormatTime(t.Expiry()) }
-
-func (f *expiryFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return f.stat(ctx, out, func(t *credential.Token) int { return len(expiryText(t)) })
-}
-
-func (f *expiryFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	tok, e := f.open(ctx, flags)
-	if e != 0 {
-		return nil, 0, e
-	}
-	return bytesHandle(expiryText(tok)), fuse.FOPEN_DIRECT_IO, 0
-}
-
-// bytesHandle is one open of a file whose content is not secret: a
-// snapshot of the bytes.
-type bytesHandle []byte
-
-var _ = (fs.FileReader)((bytesHandle)(nil)) // serves the snapshot
-
-func (h bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= int64(len(h)) {
-		return fuse.ReadResultData(nil), 0
-	}
-	end := off + int64(len(dest))
-	if end > int64(len(h)) {
-		end = int64(len(h))
-	}
-	return fuse.ReadResultData(h[off:end]), 0
-}
-
-// jsonFile is a JSON document about the integrations: <guid>/meta.json or
-// integrations.json. It never causes a refresh or a network call. Each
-// open snapshots the document.
-type jsonFile struct {
-	fs.Inode
-	t    *tree
-	name string                                 // for logs
-	doc  func(ctx context.Context) (any, error) // what the file shows now
-}
-
-var (
-	_ = (fs.NodeOpener)((*jsonFile)(nil))    // snapshot of the JSON
-	_ = (fs.NodeGetattrer)((*jsonFile)(nil)) // its exact size
-)
-
-// metaFile returns the node of <guid>/meta.json.
-func metaFile(t *tree, guid string) *jsonFile {
-	return &jsonFile{t: t, name: guid + "/meta.json", doc: func(ctx context.Context) (any, error) {
-		return t.Source.Integration(ctx, guid)
-	}}
-}
-
-// indexFile returns the node of integrations.json.
-func indexFile(t *tree) *jsonFile {
-	return &jsonFile{t: t, name: "integrations.json", doc: func(ctx context.Context) (any, error) {
-		list, err := t.Source.Integrations(ctx)
-		if list == nil {
-			list = []credential.Integration{}
-		}
-		return list, err
-	}}
-}
-
-func (f *jsonFile) content(ctx context.Context, op string) ([]byte, syscall.Errno) {
-	var b []byte
-	e := f.t.call(ctx, op, f.name, func(ctx context.Context) error {
-		v, err := f.doc(ctx)
-		if err != nil {
-			return err
-		}
-		b, err = marshal(v)
-		return err
-	})
-	return b, e
-}
-
-func (f *jsonFile) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	b, e := f.content(ctx, "getattr")
-	if e != 0 {
-		return e
-	}
-	f.t.attr(&out.Attr, fileMode, len(b), time.Time{})
+func (f *jsonNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.t.attr(&out.Attr, fileMode, len(f.doc), time.Time{})
+	out.SetTimeout(f.t.dirKeep())
 	return 0
 }
 
-func (f *jsonFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if e := readOnly(flags); e != 0 {
-		return nil, 0, e
+func (f *jsonNode) Open(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, 0, syscall.ENOSYS
+}
+
+func (f *jsonNode) Flush(context.Context, fs.FileHandle) syscall.Errno { return syscall.ENOSYS }
+
+func (f *jsonNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if e := f.t.caller(ctx, "read"); e != 0 {
+		return nil, e
 	}
-	b, e := f.content(ctx, "open")
-	if e != 0 {
-		return nil, 0, e
+	return bytesResult(f.doc, dest, off), 0
+}
+
+// metaFile returns the current version of <guid>/meta.json.
+func (t *tree) metaFile(ctx context.Context, d *integrationDir, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	t.mu.Lock()
+	st := t.stateLocked(d.guid)
+	st.dir = d.EmbeddedInode()
+	cur := st.meta
+	t.mu.Unlock()
+	if cur == nil {
+		var doc []byte
+		if e := t.call(ctx, "lookup", d.guid+"/meta.json", func(ctx context.Context) error {
+			in, err := t.Source.Integration(ctx, d.guid)
+			if err != nil {
+				return err
+			}
+			doc, err = marshal(in)
+			return err
+		}); e != 0 {
+			return nil, e
+		}
+		cur = &jsonNode{t: t, doc: doc}
+		d.NewInode(ctx, cur, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
+		t.mu.Lock()
+		st.meta = cur
+		t.mu.Unlock()
 	}
-	return bytesHandle(b), fuse.FOPEN_DIRECT_IO, 0
+	ch := cur.EmbeddedInode()
+	t.entry(ctx, ch, out, t.dirKeep())
+	return ch, 0
+}
+
+// indexFile returns the current version of integrations.json.
+func (t *tree) indexFile(ctx context.Context, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	t.mu.Lock()
+	cur, root := t.index, t.root
+	t.mu.Unlock()
+	if cur == nil {
+		var doc []byte
+		if e := t.call(ctx, "lookup", "integrations.json", func(ctx context.Context) error {
+			list, err := t.Source.Integrations(ctx)
+			if err != nil {
+				return err
+			}
+			if list == nil {
+				list = []credential.Integration{}
+			}
+			t.remember(list)
+			doc, err = marshal(list)
+			return err
+		}); e != 0 {
+			return nil, e
+		}
+		cur = &jsonNode{t: t, doc: doc}
+		root.NewInode(ctx, cur, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
+		t.mu.Lock()
+		t.index = cur
+		t.mu.Unlock()
+	}
+	ch := cur.EmbeddedInode()
+	t.entry(ctx, ch, out, t.dirKeep())
+	return ch, 0
 }
 
 // marshal is JSON with two-space indentation and a final newline.
@@ -548,4 +872,85 @@ func marshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// changed drops from the kernel's caches what a change made stale, before
+// the source completes the change. It runs beside the FUSE server, never
+// inside a FUSE operation: the kernel takes locks for an invalidation that
+// an operation in progress may hold.
+//
+// A change that revokes the tokens first retires every version made so
+// far and drops their pages: from then on a read through a file opened
+// before the change asks the source again. This never waits for an
+// operation. Then the names go, so that an open gets a new version; this
+// waits for lookups under way in the same directory (one may be
+// refreshing the token).
+func (t *tree) changed(c credential.Change) {
+	t.mu.Lock()
+	t.live = true
+	root, byName := t.root, t.byName
+	var guids []string
+	if c.GUID != "" {
+		guids = []string{c.GUID}
+	} else {
+		for g := range t.integs {
+			guids = append(guids, g)
+		}
+	}
+	var dirs []*fs.Inode
+	var cached []*tokenNode
+	for _, g := range guids {
+		st := t.stateLocked(g)
+		st.meta = nil
+		if st.dir != nil {
+			dirs = append(dirs, st.dir)
+		}
+		if c.Revoke {
+			st.gen++
+			for n := range st.cached {
+				cached = append(cached, n)
+			}
+			clear(st.cached)
+		}
+	}
+	t.index = nil
+	var names map[string]string
+	if c.GUID == "" {
+		names, t.listed = t.listed, nil
+	}
+	t.mu.Unlock()
+
+	for _, n := range cached {
+		n.EmbeddedInode().NotifyContent(0, 0)
+	}
+	for _, d := range dirs {
+		d.NotifyEntry("access_token")
+		d.NotifyEntry("expiry")
+		d.NotifyEntry("meta.json")
+	}
+	if root == nil {
+		return
+	}
+	root.NotifyEntry("integrations.json")
+	if c.GUID != "" {
+		return
+	}
+	// Anything may have changed, names too: drop the listings and every
+	// name, old or new, so that the kernel asks again.
+	ctx, cancel := context.WithTimeout(t.Context, t.Timeout)
+	defer cancel()
+	if list, err := t.Source.Integrations(ctx); err == nil {
+		if names == nil {
+			names = map[string]string{}
+		}
+		for _, in := range list {
+			names[in.GUID] = in.Name
+		}
+	}
+	root.NotifyContent(0, 0)
+	byName.NotifyContent(0, 0)
+	for g, name := range names {
+		root.NotifyEntry(g)
+		byName.NotifyEntry(name)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"syscall"
+	"time"
 
 	"github.com/oauthfs/oauthfs/credential"
 )
@@ -19,12 +20,25 @@ type Source interface {
 	// Integration describes one integration by guid, without any network
 	// call to a provider.
 	Integration(ctx context.Context, guid string) (credential.Integration, error)
-	// Token returns a valid access token, refreshing it first when needed.
-	Token(ctx context.Context, guid string) (*credential.Token, error)
+	// Token returns a valid access token, refreshing it first when needed,
+	// and how long the kernel may keep it (until its refresh time).
+	Token(ctx context.Context, guid string) (*credential.Token, time.Duration, error)
+	// Peek returns the token Token would return now without any network
+	// call, and how long it may be kept; nil when there is none or it is
+	// due for a refresh.
+	Peek(guid string) (*credential.Token, time.Duration)
+	// Touch says that a read of guid's current token reached the
+	// filesystem (the kernel serves the others from its cache), so that a
+	// busy token can be refreshed ahead of time. It must not block.
+	Touch(guid string)
+	// Watch calls f with every change until ctx ends. The source treats a
+	// change as done only once f has returned: f drops what the kernel
+	// caches.
+	Watch(ctx context.Context, f func(credential.Change))
 }
 
-// errno maps a broker error to the errno a reader sees (docs/design.md, "Errors a
-// reader sees"). It is the only such mapping in oauthfs.
+// errno maps a broker error to the errno a reader sees (docs/design.md,
+// "Errors a reader sees"). It is the only such mapping in oauthfs.
 func errno(err error) syscall.Errno {
 	switch {
 	case err == nil:

@@ -14,17 +14,18 @@ import (
 	"github.com/oauthfs/oauthfs/credential"
 )
 
-// Cached is a broker for the filesystem of a session mount: it asks the
-// broker for tokens over the socket, and reuses a token until the time the
-// broker says it would stop handing it out (refresh_at), but only while
-// its event stream is up. The broker pushes an event on every sign-in,
-// sign-out, revocation and reload and waits for Cached to drop what the
-// event names before the change completes, so the next open after
-// 'oauthfs logout' returns sees the sign-out. When the stream is down,
-// nothing is cached and every open asks the broker (and fails with EIO if
-// it is gone).
+// Cached is the source of a session mount's filesystem (a
+// fusefs.Source): it asks the broker for tokens over the socket, and keeps
+// a token until the time the broker says it would stop handing it out
+// (refresh_at), but only while its event stream is up. The broker pushes
+// an event on every sign-in, sign-out, refresh, revocation and reload, and
+// for all but refreshes waits for Cached, and the filesystem it serves,
+// to drop what the event names before the change completes: the next read
+// after 'oauthfs logout' returns sees the sign-out. When the stream is
+// down nothing is kept, here or in the kernel, and every read asks the
+// broker (and fails with EIO if it is gone).
 //
-// Cached is safe for concurrent use by multiple goroutines. Cached tokens
+// Cached is safe for concurrent use by multiple goroutines. Tokens kept
 // are credential.Tokens: their bytes rest in memguard enclaves.
 type Cached struct {
 	*Client
@@ -42,13 +43,12 @@ type cachedToken struct {
 	until time.Time
 }
 
-// maxCache bounds how long a token without expiry is reused between
-// events, as a safety net.
+// maxCache bounds how long a token without expiry is kept between events,
+// as a safety net.
 const maxCache = 5 * time.Minute
 
-// NewCached returns a caching client for the broker at socket. Run Watch
-// in a goroutine to keep its event stream up; without it nothing is
-// cached.
+// NewCached returns a caching client for the broker behind c. Nothing is
+// kept until Watch runs and its event stream is up.
 func NewCached(c *Client, log *slog.Logger) *Cached {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -56,35 +56,55 @@ func NewCached(c *Client, log *slog.Logger) *Cached {
 	return &Cached{Client: c, log: log, now: time.Now, tokens: map[string]cachedToken{}}
 }
 
-// Token returns a valid access token: from the cache while allowed, from
-// the broker otherwise.
-func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, error) {
-	now := s.now()
-	s.mu.Lock()
-	if e, ok := s.tokens[guid]; ok && s.live && now.Before(e.until) {
-		s.mu.Unlock()
-		return e.tok, nil
+// Token returns a valid access token, kept or from the broker (which
+// refreshes it first when needed), and how long it may be kept: until its
+// refresh time, and not at all while the event stream is down. A token
+// without expiry is kept for at most maxCache.
+func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, time.Duration, error) {
+	if tok, keep := s.Peek(guid); tok != nil {
+		return tok, keep, nil
 	}
+	s.mu.Lock()
 	gen := s.gen
 	s.mu.Unlock()
 	tok, refreshAt, err := s.token(ctx, guid)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	now := s.now()
 	until := now.Add(maxCache)
 	if !refreshAt.IsZero() && refreshAt.Before(until) {
 		until = refreshAt
 	}
 	s.mu.Lock()
-	if s.live && s.gen == gen && now.Before(until) {
-		s.tokens[guid] = cachedToken{tok: tok, until: until}
+	defer s.mu.Unlock()
+	if !s.live || s.gen != gen || !now.Before(until) {
+		return tok, 0, nil // a change came meanwhile, or nothing may be kept
 	}
-	s.mu.Unlock()
-	return tok, nil
+	s.tokens[guid] = cachedToken{tok: tok, until: until}
+	return tok, until.Sub(now), nil
 }
 
-// invalidate drops the cached token of guid, or every cached token when
-// guid is empty.
+// Peek returns the kept token of guid and how long it may still be kept,
+// or nil. Like the broker, it stops handing a token out a hand-over
+// slack before it must be dropped.
+func (s *Cached) Peek(guid string) (*credential.Token, time.Duration) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.tokens[guid]; ok && s.live && now.Before(e.until.Add(-credential.HandOverSlack(e.tok))) {
+		return e.tok, e.until.Sub(now)
+	}
+	return nil, 0
+}
+
+// Touch does nothing: a token is kept here only after a read fetched it
+// from the broker, which counts that as the read that makes it refresh
+// the token ahead.
+func (s *Cached) Touch(string) {}
+
+// invalidate drops the kept token of guid, or every kept token when guid
+// is empty.
 func (s *Cached) invalidate(guid string, live bool) {
 	s.mu.Lock()
 	s.gen++
@@ -101,12 +121,15 @@ func (s *Cached) invalidate(guid string, live bool) {
 func (s *Cached) Live() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.live }
 
 // Watch keeps the event stream open until ctx ends, reconnecting with a
-// backoff when the broker goes away.
-func (s *Cached) Watch(ctx context.Context) {
+// backoff when the broker goes away, and calls f with every change before
+// acknowledging its event: f drops what the kernel caches. When the stream
+// breaks, or comes up, f hears that anything may have changed.
+func (s *Cached) Watch(ctx context.Context, f func(credential.Change)) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.watchOnce(ctx)
+		err := s.watchOnce(ctx, f)
 		s.invalidate("", false)
+		f(credential.Change{Revoke: true})
 		if ctx.Err() != nil {
 			return
 		}
@@ -124,7 +147,7 @@ func (s *Cached) Watch(ctx context.Context) {
 }
 
 // watchOnce runs one event stream until it breaks.
-func (s *Cached) watchOnce(ctx context.Context) error {
+func (s *Cached) watchOnce(ctx context.Context, f func(credential.Change)) error {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://oauthfs"+PathEvents, pr)
@@ -145,16 +168,17 @@ func (s *Cached) watchOnce(ctx context.Context) error {
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return err
 		}
-		switch ev.Kind {
-		case EventHello:
+		c := ev.Change()
+		if ev.Kind == EventHello {
+			// Live only once the filesystem has dropped what it kept
+			// while the stream was down.
+			f(c)
 			s.invalidate("", true)
 			s.log.Debug("event stream up", "socket", s.socket)
 			continue
-		case EventChanged:
-			s.invalidate(ev.GUID, true)
-		default: // reload, or anything newer: drop everything
-			s.invalidate("", true)
 		}
+		s.invalidate(c.GUID, true)
+		f(c)
 		if _, err := io.WriteString(pw, strconv.FormatUint(ev.Seq, 10)+"\n"); err != nil {
 			return err
 		}

@@ -37,8 +37,9 @@ func path(pattern, arg string) string {
 }
 
 // Event is one line of the event stream. Its kinds are EventHello (the
-// stream is live), EventChanged (one integration's credentials changed)
-// and EventReload (drop everything). The session acknowledges an event by
+// stream is live), EventChanged (one integration's credentials were
+// replaced or withdrawn), EventUpdated (one integration was refreshed, or
+// failed to be) and EventReload (drop everything). The session acknowledges an event by
 // writing its Seq and a newline on the request body once it has dropped
 // what the event names.
 type Event = broker.Event
@@ -50,6 +51,7 @@ type EventKind = broker.EventKind
 const (
 	EventHello   = broker.EventHello
 	EventChanged = broker.EventChanged
+	EventUpdated = broker.EventUpdated
 	EventReload  = broker.EventReload
 )
 
@@ -76,8 +78,9 @@ type LogoutResult = broker.LogoutResult
 // buffer, with Content-Length, and closes the connection after it; the
 // client reads it on a connection of its own. AccessToken holds the JSON
 // string as sent, to be unquoted into a wiped buffer. Expiry and
-// RefreshAt are null for a token without expiry; RefreshAt is when the
-// broker stops handing the token out.
+// RefreshAt are null for a token without expiry; RefreshAt is the
+// token's expiry less the refresh margin, until when a session may keep
+// it.
 type TokenAnswer struct {
 	AccessToken RawString `json:"access_token"`
 	Expiry      *string   `json:"expiry"`

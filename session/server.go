@@ -191,9 +191,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 //
 //	{"access_token": "...", "expiry": "...", "obtained": "...", "refresh_at": "..."}
 //
-// refresh_at (null for a token without expiry) is when the broker will
-// stop handing this token out: a session may reuse it until then, as long
-// as its event stream is up. The body is built in a locked buffer and
+// refresh_at (null for a token without expiry) is the token's expiry less
+// the refresh margin: a session may reuse it until then, as long as its
+// event stream is up. The body is built in a locked buffer and
 // written straight to the connection, which is then closed: the token
 // never passes through net/http's buffers or a Go string, so no copy of it
 // outlives the request (docs/security.md).

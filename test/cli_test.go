@@ -81,10 +81,7 @@ token_url = "%s"
 func (e *cliEnv) startMount(t *testing.T, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"mount", "--config", e.cfg, "--log-level", "debug"}, extra...)
-	return startProc(t, exec.Command(binary, append(args, e.mnt)...), syscall.SIGTERM, e.mnt, func(*proc) bool {
-		_, err := os.Stat(filepath.Join(e.mnt, "integrations.json"))
-		return err == nil
-	})
+	return startProc(t, exec.Command(binary, append(args, e.mnt)...), syscall.SIGTERM, e.mnt, func(*proc) bool { return served(e.mnt) })
 }
 
 // oauthfs runs a client command and returns stdout, stderr and exit code.
@@ -365,8 +362,9 @@ func TestCLIStaleMountIsRecovered(t *testing.T) {
 	m := e.startMount(t)
 	m.cmd.Process.Kill()
 	<-m.done
-	if _, err := os.Stat(filepath.Join(e.mnt, "integrations.json")); !errors.Is(err, syscall.ENOTCONN) {
-		t.Fatalf("after SIGKILL stat = %v; want ENOTCONN (a stale mount)", err)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(e.mnt, &st); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after SIGKILL statfs = %v; want ENOTCONN (a stale mount)", err)
 	}
 	e.startMount(t)
 	if _, err := os.ReadFile(filepath.Join(e.mnt, "integrations.json")); err != nil {
@@ -481,10 +479,7 @@ func TestCLIRestartRightAfterKill(t *testing.T) {
 		// At once, like Restart=: the new process starts well within
 		// 50 ms of the kill (startProc fails the test if it exits).
 		cmd := exec.Command(binary, "mount", "--config", e.cfg, e.mnt)
-		m = startProc(t, cmd, syscall.SIGTERM, e.mnt, func(*proc) bool {
-			_, err := os.Stat(filepath.Join(e.mnt, "integrations.json"))
-			return err == nil
-		})
+		m = startProc(t, cmd, syscall.SIGTERM, e.mnt, func(*proc) bool { return served(e.mnt) })
 	}
 }
 

@@ -126,6 +126,14 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// served reports whether a live oauthfs serves dir: statfs(2) always
+// reaches the server, where a stat may be answered from the kernel's
+// caches of a mount whose server is gone.
+func served(dir string) bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(dir, &st) == nil && st.Type == 0x65735546 // FUSE_SUPER_MAGIC
+}
+
 func isMounted(dir string) bool {
 	b, _ := os.ReadFile("/proc/self/mounts")
 	return strings.Contains(string(b), " "+dir+" ")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,10 +33,57 @@ type stack struct {
 	clock *testutil.Clock
 	logs  *testutil.SyncBuffer
 
+	// Embedded mounts only: tells the filesystem the clock moved.
+	jumps chan chan struct{}
+
 	// Session mounts only: the socket's server and the mount's client.
 	srv    *session.Server
 	socket string
 	c      *session.Cached
+}
+
+// jumpSource is an embedded broker's session with one addition for tests
+// that move the broker's clock: the kernel may keep a token until its
+// refresh time by the real clock, so a jump forward must drop what it
+// keeps, as a change does.
+type jumpSource struct {
+	broker.Session
+	jumps    chan chan struct{}
+	watching chan struct{} // closed once the filesystem watches
+}
+
+func (j jumpSource) Watch(ctx context.Context, f func(credential.Change)) {
+	var once sync.Once
+	go j.Session.Watch(ctx, func(c credential.Change) {
+		f(c)
+		once.Do(func() { close(j.watching) })
+	})
+	for {
+		select {
+		case done := <-j.jumps:
+			f(credential.Change{Revoke: true})
+			close(done)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// advance moves the broker's clock forward by d and drops what the
+// kernel keeps of the mount.
+func (s *stack) advance(t *testing.T, d time.Duration) {
+	t.Helper()
+	s.clock.Advance(d)
+	if s.jumps == nil {
+		return
+	}
+	done := make(chan struct{})
+	select {
+	case s.jumps <- done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mount does not watch its source")
+	}
+	<-done
 }
 
 // configText is a memory-only configuration with the integrations names
@@ -72,9 +120,17 @@ func newStack(t *testing.T, timeout time.Duration) *stack {
 	t.Helper()
 	s := newBrokerStack(t, timeout)
 	uid := os.Getuid()
-	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: s.b, UID: uid}, UID: uint32(uid), GID: uint32(os.Getgid()),
-		Timeout: timeout + 2*time.Second, Logger: slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	s.jumps = make(chan chan struct{})
+	src := jumpSource{broker.Session{B: s.b, UID: uid}, s.jumps, make(chan struct{})}
+	root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(os.Getgid()),
+		Timeout: timeout + 2*time.Second, Logger: slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Context: t.Context()})
 	s.dir = fusetest.Mount(t, root)
+	select {
+	case <-src.watching:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mount does not watch the broker")
+	}
 	return s
 }
 
@@ -86,12 +142,9 @@ func newClientStack(t *testing.T) *stack {
 	s.socket = filepath.Join(t.TempDir(), "broker.sock")
 	s.serve(t)
 	s.c = session.NewCached(session.NewClient(s.socket, 5*time.Second), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go s.c.Watch(ctx)
-	waitFor(t, s.c.Live)
 	uid := os.Getuid()
-	s.dir = fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second}))
+	s.dir = fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second, Context: t.Context()}))
+	waitFor(t, s.c.Live)
 	return s
 }
 

@@ -121,8 +121,10 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer h.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: h.Broker, UID: uid}, UID: uint32(uid), GID: uint32(gid),
-		Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log})
+		Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log, Context: ctx})
 	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
 		return err

@@ -82,11 +82,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
 			return err
 		}
-		cached := session.NewCached(c, log)
-		watchCtx, stopWatch := context.WithCancel(context.Background())
-		go cached.Watch(watchCtx)
-		stop = stopWatch
-		src, timeout = cached, config.DefaultRequestTimeout+2*fuseSlack
+		src, timeout = session.NewCached(c, log), config.DefaultRequestTimeout+2*fuseSlack
 		log.Info("using the broker", "socket", *sock)
 	} else {
 		if *cfgFile == "" {
@@ -112,7 +108,11 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	defer stop()
 
-	root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log})
+	// The filesystem watches its source for changes until it is
+	// unmounted (or the broker stops).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log, Context: ctx})
 	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
 		return err

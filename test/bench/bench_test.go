@@ -96,14 +96,11 @@ func BenchmarkOpenReadClose(b *testing.B) {
 		go srv.Serve(l)
 		defer srv.Close()
 		c := session.NewCached(session.NewClient(sock, 12*time.Second), nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go c.Watch(ctx)
+		uid := os.Getuid()
+		dir := fusetest.Mount(b, fusefs.NewRoot(fusefs.Options{Source: c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 14 * time.Second, Context: b.Context()}))
 		for !c.Live() {
 			time.Sleep(time.Millisecond)
 		}
-		uid := os.Getuid()
-		dir := fusetest.Mount(b, fusefs.NewRoot(fusefs.Options{Source: c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 14 * time.Second}))
 		b.Run("guid", func(b *testing.B) {
 			openReadClose(b, filepath.Join(dir, cfg.Integrations[0].GUID.String(), "access_token"))
 		})
