@@ -34,10 +34,13 @@ test: deps
 fuzz:
 	scripts/fuzz
 
-# bench measures open+read+close of access_token against the FUSE floor
-# and tmpfs in one run and prints the ratios.
+# bench measures oauthfs against tmpfs and the other floors of
+# docs/performance.md in one run, and prints the table of ratios.
 bench:
-	$(GO) test -run '^$$' -bench . -count 7 -benchtime 3000x ./test/bench/ | tee bench.out
+	$(GO) test -run '^$$' -bench 'OpenReadClose' -count 7 -benchtime 3000x ./test/bench/ | tee bench.out
+	$(GO) test -run '^$$' -bench 'Cat' -count 5 -benchtime 300x ./test/bench/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'LsL|Index' -count 5 -benchtime 20x ./test/bench/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'ReadersAcrossRefresh|Storm|ProviderConns' -count 3 -benchtime 1x ./test/bench/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench BenchmarkSave -count 3 -benchtime 300x ./broker/ | tee -a bench.out
 	@echo
 	@awk -f test/bench/ratios.awk bench.out

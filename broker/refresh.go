@@ -289,10 +289,7 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		}
 	}
 	if errors.Is(rerr, credential.ErrExpired) {
-		// Sessions must drop the revoked token, but the readers of this
-		// refresh must not wait for them: a session mount may be the
-		// one reading, and acts on the event only once its read ends.
-		go b.publish(uid, EventChanged, g)
+		b.publish(uid, EventChanged, g) // sessions must drop the revoked token
 	} else {
 		b.notify(uid, EventUpdated, g) // a new expiry, or a failure to show
 	}

@@ -49,6 +49,10 @@ func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, er
 			// root mounts with mount(2); others need fusermount3.
 			DirectMountStrict: os.Geteuid() == 0,
 			DisableXAttrs:     true,
+			// The filesystem says when cached pages go (a file's
+			// version never changes); the kernel need not guess from
+			// attributes.
+			ExplicitDataCacheControl: true,
 			// A by-name link's target never changes for its inode (the
 			// inode number includes the guid), so the kernel may keep it.
 			EnableSymlinkCaching: true,

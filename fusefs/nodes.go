@@ -874,17 +874,23 @@ func marshal(v any) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+// notifyWait bounds how long a change waits for the kernel's
+// invalidations. An invalidation waits for the FUSE operations that hold
+// what it needs (a lookup in the same directory, a read of the same
+// page), and one of those may be a reader waiting for the very refresh
+// whose change this is. The versions are retired before, so a read that
+// reaches the filesystem meanwhile sees the change anyway.
+const notifyWait = 200 * time.Millisecond
+
 // changed drops from the kernel's caches what a change made stale, before
 // the source completes the change. It runs beside the FUSE server, never
-// inside a FUSE operation: the kernel takes locks for an invalidation that
-// an operation in progress may hold.
+// inside a FUSE operation.
 //
 // A change that revokes the tokens first retires every version made so
-// far and drops their pages: from then on a read through a file opened
-// before the change asks the source again. This never waits for an
-// operation. Then the names go, so that an open gets a new version; this
-// waits for lookups under way in the same directory (one may be
-// refreshing the token).
+// far: from then on a read that reaches the filesystem through a file
+// opened before the change asks the source again. Then the kernel drops
+// those versions' pages, so that every read reaches the filesystem, and
+// the names, so that an open gets a new version.
 func (t *tree) changed(c credential.Change) {
 	t.mu.Lock()
 	t.live = true
@@ -920,37 +926,50 @@ func (t *tree) changed(c credential.Change) {
 	}
 	t.mu.Unlock()
 
+	if c.GUID == "" && root != nil {
+		// Anything may have changed, names too: every name, old or new,
+		// must go.
+		ctx, cancel := context.WithTimeout(t.Context, t.Timeout)
+		if list, err := t.Source.Integrations(ctx); err == nil {
+			if names == nil {
+				names = map[string]string{}
+			}
+			for _, in := range list {
+				names[in.GUID] = in.Name
+			}
+		}
+		cancel()
+	}
+
+	var wg sync.WaitGroup
 	for _, n := range cached {
-		n.EmbeddedInode().NotifyContent(0, 0)
+		wg.Go(func() { n.EmbeddedInode().NotifyContent(0, 0) })
 	}
-	for _, d := range dirs {
-		d.NotifyEntry("access_token")
-		d.NotifyEntry("expiry")
-		d.NotifyEntry("meta.json")
-	}
-	if root == nil {
-		return
-	}
-	root.NotifyEntry("integrations.json")
-	if c.GUID != "" {
-		return
-	}
-	// Anything may have changed, names too: drop the listings and every
-	// name, old or new, so that the kernel asks again.
-	ctx, cancel := context.WithTimeout(t.Context, t.Timeout)
-	defer cancel()
-	if list, err := t.Source.Integrations(ctx); err == nil {
-		if names == nil {
-			names = map[string]string{}
+	wg.Go(func() {
+		for _, d := range dirs {
+			d.NotifyEntry("access_token")
+			d.NotifyEntry("expiry")
+			d.NotifyEntry("meta.json")
 		}
-		for _, in := range list {
-			names[in.GUID] = in.Name
+		if root == nil {
+			return
 		}
-	}
-	root.NotifyContent(0, 0)
-	byName.NotifyContent(0, 0)
-	for g, name := range names {
-		root.NotifyEntry(g)
-		byName.NotifyEntry(name)
+		root.NotifyEntry("integrations.json")
+		if c.GUID != "" {
+			return
+		}
+		root.NotifyContent(0, 0)
+		byName.NotifyContent(0, 0)
+		for g, name := range names {
+			root.NotifyEntry(g)
+			byName.NotifyEntry(name)
+		}
+	})
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(notifyWait):
+		t.Logger.Debug("the kernel's invalidations wait for operations under way; going on", "guid", c.GUID)
 	}
 }

@@ -52,6 +52,9 @@ func New(cfg *config.Integration, callback string, timeout time.Duration, hc *ht
 // Config returns the integration's configuration.
 func (c *Client) Config() *config.Integration { return c.cfg }
 
+// maxConnsPerHost bounds the connections to one provider.
+const maxConnsPerHost = 64
+
 // NewHTTPClient returns the HTTP client for requests to providers. It
 // never follows a redirect, which would carry a refresh token, a code or
 // the client secret to another host (and past the https-only rule): a 3xx
@@ -59,7 +62,13 @@ func (c *Client) Config() *config.Integration { return c.cfg }
 // storms of refreshes.
 func NewHTTPClient(timeout time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
+	// A storm of refreshes (every user's tokens expiring together) shares
+	// connections instead of opening one each: at most 64 to a provider,
+	// all kept for reuse. HTTP/2, where the provider offers it, carries
+	// many refreshes on one.
+	tr.MaxConnsPerHost = maxConnsPerHost
+	tr.MaxIdleConnsPerHost = maxConnsPerHost
+	tr.MaxIdleConns = 0 // no limit across providers
 	tr.ResponseHeaderTimeout = timeout
 	return &http.Client{
 		Transport: tr,

@@ -214,7 +214,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	tail = append(tail, `,"obtained":`...)
 	tail = appendTime(tail, t.Obtained())
 	tail = append(tail, `,"refresh_at":`...)
-	tail = appendTime(tail, s.B.RefreshAt(t))
+	tail = appendMillis(tail, s.B.RefreshAt(t))
 	tail = append(tail, "}\n"...)
 	body, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(plain) + 2 + len(tail))
 	if err != nil {
@@ -261,6 +261,15 @@ func appendTime(b []byte, t time.Time) []byte {
 		return append(b, "null"...)
 	}
 	return append(append(append(b, '"'), credential.FormatTime(t)...), '"')
+}
+
+// appendMillis is appendTime to the millisecond: a session keeps a token
+// until then, and a whole second less would cut its time short.
+func appendMillis(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, "null"...)
+	}
+	return append(t.UTC().AppendFormat(append(b, '"'), "2006-01-02T15:04:05.000Z"), '"')
 }
 
 // events streams change events to a session (POST /v1/events) and reads

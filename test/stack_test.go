@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,17 +46,12 @@ type stack struct {
 // refresh time by the real clock, so a jump forward must drop what it
 // keeps, as a change does.
 type jumpSource struct {
-	broker.Session
-	jumps    chan chan struct{}
-	watching chan struct{} // closed once the filesystem watches
+	*fusetest.Watched
+	jumps chan chan struct{}
 }
 
 func (j jumpSource) Watch(ctx context.Context, f func(credential.Change)) {
-	var once sync.Once
-	go j.Session.Watch(ctx, func(c credential.Change) {
-		f(c)
-		once.Do(func() { close(j.watching) })
-	})
+	go j.Watched.Watch(ctx, f)
 	for {
 		select {
 		case done := <-j.jumps:
@@ -89,7 +83,12 @@ func (s *stack) advance(t *testing.T, d time.Duration) {
 // configText is a memory-only configuration with the integrations names
 // on p.
 func configText(p *localprovider.Provider, timeout time.Duration, names ...string) string {
-	s := fmt.Sprintf("[broker]\nstate_dir = \"\"\nrequest_timeout = %q\n", timeout)
+	return configTextWith(p, timeout, "", names...)
+}
+
+// configTextWith is configText with more lines for the [broker] table.
+func configTextWith(p *localprovider.Provider, timeout time.Duration, settings string, names ...string) string {
+	s := fmt.Sprintf("[broker]\nstate_dir = \"\"\nrequest_timeout = %q\n%s\n", timeout, settings)
 	for _, n := range names {
 		s += fmt.Sprintf("[[integration]]\nname = %q\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n", n, p.URL, p.URL)
 	}
@@ -98,12 +97,12 @@ func configText(p *localprovider.Provider, timeout time.Duration, names ...strin
 
 // newBrokerStack is the part of a stack that both kinds share: the
 // provider and the broker, not yet mounted.
-func newBrokerStack(t *testing.T, timeout time.Duration) *stack {
+func newBrokerStack(t *testing.T, timeout time.Duration, settings string) *stack {
 	t.Helper()
 	fusetest.Require(t)
 	p := localprovider.New()
 	t.Cleanup(p.Close)
-	cfg, err := config.Parse(filepath.Join(t.TempDir(), "config.toml"), []byte(configText(p, timeout, "Test", "Other")))
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "config.toml"), []byte(configTextWith(p, timeout, settings, "Test", "Other")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,19 +117,21 @@ func newBrokerStack(t *testing.T, timeout time.Duration) *stack {
 // newStack mounts the broker embedded, with request_timeout timeout.
 func newStack(t *testing.T, timeout time.Duration) *stack {
 	t.Helper()
-	s := newBrokerStack(t, timeout)
+	return newStackWith(t, timeout, "")
+}
+
+// newStackWith is newStack with more lines for the [broker] table.
+func newStackWith(t *testing.T, timeout time.Duration, settings string) *stack {
+	t.Helper()
+	s := newBrokerStack(t, timeout, settings)
 	uid := os.Getuid()
 	s.jumps = make(chan chan struct{})
-	src := jumpSource{broker.Session{B: s.b, UID: uid}, s.jumps, make(chan struct{})}
+	src := jumpSource{fusetest.NewWatched(broker.Session{B: s.b, UID: uid}), s.jumps}
 	root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(os.Getgid()),
 		Timeout: timeout + 2*time.Second, Logger: slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Context: t.Context()})
 	s.dir = fusetest.Mount(t, root)
-	select {
-	case <-src.watching:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the mount does not watch the broker")
-	}
+	src.Wait(t)
 	return s
 }
 
@@ -138,7 +139,14 @@ func newStack(t *testing.T, timeout time.Duration) *stack {
 // of it, as a session mount does.
 func newClientStack(t *testing.T) *stack {
 	t.Helper()
-	s := newBrokerStack(t, 2*time.Second)
+	return newClientStackWith(t, "")
+}
+
+// newClientStackWith is newClientStack with more lines for the [broker]
+// table.
+func newClientStackWith(t *testing.T, settings string) *stack {
+	t.Helper()
+	s := newBrokerStack(t, 2*time.Second, settings)
 	s.socket = filepath.Join(t.TempDir(), "broker.sock")
 	s.serve(t)
 	s.c = session.NewCached(session.NewClient(s.socket, 5*time.Second), nil)

@@ -7,13 +7,17 @@
 package fusetest
 
 import (
+	"context"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
 )
 
@@ -56,4 +60,38 @@ func Mount(t testing.TB, root fs.InodeEmbedder) string {
 		}
 	})
 	return dir
+}
+
+// Watched is a filesystem source that tells when the filesystem started
+// watching it for changes: until then the kernel keeps nothing, so a test
+// of what it keeps, or a benchmark, waits for it.
+type Watched struct {
+	fusefs.Source
+	ready chan struct{}
+	once  sync.Once
+}
+
+// NewWatched wraps src.
+func NewWatched(src fusefs.Source) *Watched {
+	return &Watched{Source: src, ready: make(chan struct{})}
+}
+
+// Watch passes every change on to f, and marks the source watched after
+// the first.
+func (w *Watched) Watch(ctx context.Context, f func(credential.Change)) {
+	w.Source.Watch(ctx, func(c credential.Change) {
+		f(c)
+		w.once.Do(func() { close(w.ready) })
+	})
+}
+
+// Wait returns once the filesystem watches the source, and fails the
+// test after 10 s.
+func (w *Watched) Wait(t testing.TB) {
+	t.Helper()
+	select {
+	case <-w.ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the filesystem does not watch its source")
+	}
 }

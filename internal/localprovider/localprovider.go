@@ -61,6 +61,7 @@ type Provider struct {
 	access    map[string]time.Time // access tokens it issued, with their expiry
 	requests  int
 	refreshes int
+	conns     int // connections accepted
 	deny      bool                 // /authorize answers access_denied
 	codes     map[string]codeGrant // authorization codes not yet used
 	lastAuth  url.Values           // the query of the last /authorize
@@ -94,16 +95,24 @@ func Start(l net.Listener) *Provider {
 	mux.HandleFunc("/authorize", p.authorize)
 	mux.HandleFunc("/revoke", p.revoke)
 	mux.HandleFunc("/userinfo", p.userinfo)
-	if l == nil {
-		p.Server = httptest.NewServer(mux)
-		return p
-	}
 	p.Server = httptest.NewUnstartedServer(mux)
-	p.Server.Listener.Close()
-	p.Server.Listener = l
+	if l != nil {
+		p.Server.Listener.Close()
+		p.Server.Listener = l
+	}
+	p.Server.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			p.mu.Lock()
+			p.conns++
+			p.mu.Unlock()
+		}
+	}
 	p.Server.Start()
 	return p
 }
+
+// Conns returns how many connections the provider has accepted.
+func (p *Provider) Conns() int { p.mu.Lock(); defer p.mu.Unlock(); return p.conns }
 
 // userinfo answers 200 with {"sub": "dev-user"} for a bearer token the
 // provider issued and that has not expired, and 401 otherwise.
@@ -245,6 +254,24 @@ func (p *Provider) AcceptsRefresh(rt string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.refresh[rt]
+}
+
+// Accepts reports whether at is an access token the provider issued and
+// that has not expired.
+func (p *Provider) Accepts(at string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	exp, ok := p.access[at]
+	return ok && time.Now().Before(exp)
+}
+
+// Expiry returns when the access token at expires, by the provider's
+// clock, or false when the provider did not issue it.
+func (p *Provider) Expiry(at string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	exp, ok := p.access[at]
+	return exp, ok
 }
 
 // Issued reports whether the provider issued access token at.
