@@ -21,7 +21,7 @@ func TestRefreshOnRead(t *testing.T) {
 	if err != nil || string(got) != first {
 		t.Fatalf("read = %q, %v; want the stored token", got, err)
 	}
-	s.advance(t, 2 * time.Hour)
+	s.advance(t, 2*time.Hour)
 	out, err := exec.Command("cat", filepath.Join(s.dir, "by-name", "Test", "access_token")).Output()
 	if err != nil || string(out) == first || !s.p.Issued(string(out)) {
 		t.Fatalf("cat after expiry = %q, %v; want a new token from the provider", out, err)
@@ -43,7 +43,7 @@ func TestConcurrentReadersAtExpiry(t *testing.T) {
 	s.signIn(t)
 	s.p.SetSlowDelay(100 * time.Millisecond) // keep the refresh in flight while readers pile up
 	s.p.SetMode(localprovider.Slow)
-	s.advance(t, 2 * time.Hour)
+	s.advance(t, 2*time.Hour)
 	const readers = 200
 	var wg sync.WaitGroup
 	results := make([]string, readers)
@@ -124,7 +124,7 @@ func TestReadNeverHangsPastTimeout(t *testing.T) {
 	s := newStack(t, 500*time.Millisecond)
 	s.signIn(t)
 	s.p.SetMode(localprovider.Slow) // 30 s
-	s.advance(t, 2 * time.Hour)
+	s.advance(t, 2*time.Hour)
 	start := time.Now()
 	_, err := os.ReadFile(s.path("access_token"))
 	if el := time.Since(start); !errors.Is(err, syscall.EIO) || el > 5*time.Second {
@@ -135,7 +135,7 @@ func TestReadNeverHangsPastTimeout(t *testing.T) {
 func TestTransientFailureLosesNothing(t *testing.T) {
 	s := newStack(t, 500*time.Millisecond)
 	s.signIn(t)
-	s.advance(t, 2 * time.Hour)
+	s.advance(t, 2*time.Hour)
 	for _, m := range []localprovider.Mode{localprovider.ServerError, localprovider.HTML, localprovider.Truncated, localprovider.Huge} {
 		s.p.SetMode(m)
 		s.advance(t, time.Minute) // past the backoff, so each mode is tried
@@ -174,7 +174,7 @@ func TestLogsHoldNoSecretsThroughTheMount(t *testing.T) {
 	s.signIn(t)
 	for _, m := range []localprovider.Mode{localprovider.OK, localprovider.ServerError, localprovider.Truncated, localprovider.Slow, localprovider.InvalidGrant} {
 		s.p.SetMode(m)
-		s.advance(t, 2 * time.Hour)
+		s.advance(t, 2*time.Hour)
 		os.ReadFile(s.path("access_token"))
 		os.ReadFile(s.path("meta.json"))
 		os.ReadFile(filepath.Join(s.dir, "integrations.json"))

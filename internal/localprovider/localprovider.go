@@ -61,7 +61,7 @@ type Provider struct {
 	access    map[string]time.Time // access tokens it issued, with their expiry
 	requests  int
 	refreshes int
-	conns     int // connections accepted
+	conns     int                  // connections accepted
 	deny      bool                 // /authorize answers access_denied
 	codes     map[string]codeGrant // authorization codes not yet used
 	lastAuth  url.Values           // the query of the last /authorize
