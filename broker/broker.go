@@ -495,6 +495,7 @@ func (s Session) Watch(ctx context.Context, f func(credential.Change)) {
 		f(credential.Change{Revoke: true}) // whatever happened before
 		s.watch(ctx, sub, f)
 		s.B.Unsubscribe(sub)
+		f(credential.Change{Revoke: true, Unwatched: true})
 	}
 }
 

@@ -186,12 +186,18 @@ func (b *Broker) send(uid int, kind EventKind, guid string, wait bool) {
 		if uid != -1 && s.uid != uid {
 			continue
 		}
-		s.seq++
 		select {
-		case s.c <- Event{Seq: s.seq, Kind: kind, GUID: guid}:
+		case s.c <- Event{Seq: s.seq + 1, Kind: kind, GUID: guid}:
+			s.seq++
 			waiting = append(waiting, waiter{s, s.seq})
-		default: // the session is not keeping up: drop it
-			h.dropLocked(s)
+		default:
+			if wait {
+				// The session is not keeping up with changes it must
+				// act on: drop it (it keeps nothing until it is back).
+				h.dropLocked(s)
+			}
+			// An update it misses only delays the new token for new
+			// opens: what it keeps stays valid until its refresh time.
 		}
 	}
 	h.mu.Unlock()

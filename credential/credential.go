@@ -120,7 +120,8 @@ const maxPlain = 256
 var plainOpen atomic.Int64
 
 // NewToken seals value into a new Token and wipes value. A zero expiry
-// means the token does not expire. An empty value is an error, and so is
+// means the token does not expire. The times keep their wall-clock
+// reading only. An empty value is an error, and so is
 // a locked-memory budget that stays spent.
 func NewToken(value []byte, expiry, obtained time.Time) (*Token, error) {
 	n := len(value)
@@ -131,7 +132,9 @@ func NewToken(value []byte, expiry, obtained time.Time) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Token{value: e, size: n, expiry: expiry, obtained: obtained}, nil
+	// Wall-clock times only: a comparison with them after a suspend sees
+	// the time that passed, which Go's monotonic reading does not count.
+	return &Token{value: e, size: n, expiry: expiry.Round(0), obtained: obtained.Round(0)}, nil
 }
 
 // Len returns the length of the token in bytes.
@@ -315,4 +318,8 @@ type Change struct {
 	// failed one) they stay valid until their own refresh time, and only
 	// new opens need to see the change.
 	Revoke bool
+	// Unwatched says that the source can no longer report changes (its
+	// event stream is down): nothing may be kept until a change without
+	// it says that it can again.
+	Unwatched bool
 }

@@ -39,7 +39,10 @@ type fakeBroker struct {
 	due    time.Time     // if set, gA's refresh time: keep runs until then
 	next   string        // gA's token from due on, kept for an hour
 	block  bool          // Token waits for ctx to end
-	made   map[string]*credential.Token
+	peekNo bool          // Peek offers nothing, so lookups call Token
+	// The next Token and Integration calls sleep this long.
+	tokenDelay, integDelay time.Duration
+	made                   map[string]*credential.Token
 
 	peeks, touches, calls atomic.Int64
 	changes               chan fakeChange
@@ -73,9 +76,19 @@ func (f *fakeBroker) Integrations(context.Context) ([]credential.Integration, er
 	return append([]credential.Integration(nil), f.list...), nil
 }
 
+// Integration answers with what it finds now, after integDelay (as an
+// answer that takes long to arrive).
 func (f *fakeBroker) Integration(_ context.Context, id string) (credential.Integration, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	d := f.integDelay
+	f.integDelay = 0
+	in, err := f.integrationLocked(id)
+	f.mu.Unlock()
+	time.Sleep(d)
+	return in, err
+}
+
+func (f *fakeBroker) integrationLocked(id string) (credential.Integration, error) {
 	for _, in := range f.list {
 		if in.GUID == id || in.Name == id {
 			return in, nil
@@ -107,8 +120,10 @@ func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token,
 		return nil, 0, err
 	}
 	f.mu.Lock()
-	block := f.block
+	block, d := f.block, f.tokenDelay
+	f.tokenDelay = 0
 	f.mu.Unlock()
+	time.Sleep(d)
 	if block {
 		<-ctx.Done()
 		return nil, 0, ctx.Err()
@@ -142,7 +157,7 @@ func (f *fakeBroker) Peek(guid string) (*credential.Token, time.Duration) {
 	defer f.mu.Unlock()
 	f.tickLocked()
 	keep := f.keepLocked()
-	if keep <= 0 || f.block {
+	if keep <= 0 || f.block || f.peekNo {
 		return nil, 0
 	}
 	t, err := f.tokenLocked(guid)
@@ -378,14 +393,6 @@ func TestHeldFileDescriptors(t *testing.T) {
 	f := newFake()
 	dir := mount(t, f)
 	p := filepath.Join(dir, gA, "access_token")
-	readAt := func(fd *os.File) (string, error) {
-		buf := make([]byte, 100)
-		n, err := fd.ReadAt(buf, 0)
-		if errors.Is(err, io.EOF) {
-			err = nil
-		}
-		return string(buf[:n]), err
-	}
 	open := func() *os.File {
 		fd, err := os.Open(p)
 		if err != nil {
@@ -444,6 +451,87 @@ func TestHeldFileDescriptors(t *testing.T) {
 	})
 }
 
+// TestSignOutReachesARevivedVersion: a version past its refresh time
+// that a held file descriptor brought back (the same token, kept longer)
+// is dropped by a later sign-out, even when its first retirement had to
+// wait for a lookup in the same directory.
+func TestSignOutReachesARevivedVersion(t *testing.T) {
+	for _, busy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lookup under way=%v", busy), func(t *testing.T) {
+			f := newFake()
+			f.set(func() { f.expiry[gA], f.keep = time.Time{}, 700*time.Millisecond })
+			dir := mount(t, f)
+			p := filepath.Join(dir, gA, "access_token")
+			fd, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fd.Close()
+			start := time.Now()
+			if _, err := readAt(fd); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			if busy {
+				// A lookup that waits on the source holds the
+				// directory's lock, which the retirement's NotifyEntry
+				// needs.
+				f.mu.Lock()
+				f.peekNo, f.tokenDelay = true, 2*time.Second
+				f.mu.Unlock()
+				wg.Go(func() { os.Stat(filepath.Join(dir, gA, "expiry")) })
+				time.Sleep(100 * time.Millisecond)
+			}
+			f.mu.Lock()
+			f.keep = time.Hour
+			f.mu.Unlock()
+			time.Sleep(time.Until(start.Add(900 * time.Millisecond)))
+			if got, err := readAt(fd); err != nil || got != "gho_token_A" {
+				t.Fatalf("read after the refresh time = %q, %v; want the same token again", got, err)
+			}
+			wg.Wait()
+			f.set(func() { f.errs[gA] = credential.ErrNotSignedIn })
+			f.change(t, credential.Change{GUID: gA, Revoke: true})
+			if got, err := readAt(fd); !errors.Is(err, syscall.ENOKEY) {
+				t.Errorf("the held file after the sign-out = %q, %v; want ENOKEY", got, err)
+			}
+		})
+	}
+}
+
+// TestMetaBuiltAcrossAChangeIsNotKept: a meta.json built while a change
+// came is served once, not kept.
+func TestMetaBuiltAcrossAChangeIsNotKept(t *testing.T) {
+	f := newFake()
+	dir := mount(t, f)
+	p := filepath.Join(dir, gA, "meta.json")
+	os.Stat(filepath.Join(dir, gA))
+	f.mu.Lock()
+	f.integDelay = 500 * time.Millisecond
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() { os.ReadFile(p) })
+	time.Sleep(100 * time.Millisecond)
+	f.set(func() { f.list[0].Status = credential.StatusNotSignedIn })
+	f.change(t, credential.Change{GUID: gA, Revoke: true})
+	wg.Wait()
+	var m credential.Integration
+	if b, err := os.ReadFile(p); err != nil || json.Unmarshal(b, &m) != nil || m.Status != credential.StatusNotSignedIn {
+		t.Errorf("meta.json after the change = %+v, %v; want status not_signed_in", m, err)
+	}
+}
+
+// readAt reads fd from its start, as a program that keeps a file
+// descriptor open reads it again.
+func readAt(fd *os.File) (string, error) {
+	buf := make([]byte, 100)
+	n, err := fd.ReadAt(buf, 0)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return string(buf[:n]), err
+}
+
 // TestKernelServesHotReads: once a token has been read, further opens and
 // reads are served by the kernel without reaching the filesystem, and
 // stat never asks for a token.
@@ -468,6 +556,37 @@ func TestKernelServesHotReads(t *testing.T) {
 	}
 	if d := [3]int64{f.peeks.Load() - peeks, f.touches.Load() - touches, f.calls.Load() - calls}; d != [3]int64{} {
 		t.Errorf("100 hot reads made %d lookups, %d reads and %d token calls reach the filesystem; want none", d[0], d[1], d[2])
+	}
+}
+
+// TestNothingKeptWhileUnwatched: while the source cannot report changes
+// (a session's event stream is down), every read reaches the filesystem;
+// once it can again, the kernel keeps tokens again.
+func TestNothingKeptWhileUnwatched(t *testing.T) {
+	f := newFake()
+	dir := mount(t, f)
+	p := filepath.Join(dir, gA, "access_token")
+	reach := func() int64 {
+		before := f.peeks.Load() + f.touches.Load() + f.calls.Load()
+		for range 10 {
+			if got, err := os.ReadFile(p); err != nil || string(got) != "gho_token_A" {
+				t.Fatalf("read = %q, %v", got, err)
+			}
+		}
+		return f.peeks.Load() + f.touches.Load() + f.calls.Load() - before
+	}
+	reach()
+	if n := reach(); n != 0 {
+		t.Errorf("hot reads reached the filesystem %d times; want none", n)
+	}
+	f.change(t, credential.Change{Revoke: true, Unwatched: true})
+	if n := reach(); n < 10 {
+		t.Errorf("10 reads while unwatched reached the filesystem %d times; want every one", n)
+	}
+	f.change(t, credential.Change{Revoke: true})
+	reach()
+	if n := reach(); n != 0 {
+		t.Errorf("hot reads once watched again reached the filesystem %d times; want none", n)
 	}
 }
 

@@ -92,6 +92,7 @@ type tree struct {
 	byName *fs.Inode
 	integs map[string]*integ // by guid
 	index  *jsonNode         // integrations.json now; nil: build at the next lookup
+	docs   uint64            // counts every change, so that an index built across one is not kept
 	listed map[string]string // guid -> name of the last listing, for reload diffs
 	live   bool              // the filesystem watches its source
 }
@@ -107,6 +108,7 @@ type integ struct {
 	// dropped on a change.
 	cached map[*tokenNode]bool
 	meta   *jsonNode // meta.json now; nil: build at the next lookup
+	docs   uint64    // counts every change, so that a meta.json built across one is not kept
 }
 
 // call runs f with the per-operation deadline, after checking the caller.
@@ -251,7 +253,36 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 // watch acts on the source's changes until the mount's context ends. It
 // starts once the server is up: the kernel cannot be told of a change
 // before.
-func (r *rootDir) watch() { r.t.Source.Watch(r.t.Context, r.t.changed) }
+func (r *rootDir) watch() {
+	go r.t.watchClock()
+	r.t.Source.Watch(r.t.Context, r.t.changed)
+}
+
+// watchClock drops everything the kernel keeps when the wall clock runs
+// ahead of the monotonic clock (the machine was suspended, or the VM
+// paused): neither the kernel's timeouts nor the filesystem's timers
+// count that time, and tokens kept may be past their refresh time.
+func (t *tree) watchClock() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-t.Context.Done():
+			return
+		case now := <-tick.C:
+			if clockJumped(now.Round(0).Sub(last.Round(0)), now.Sub(last)) {
+				t.Logger.Info("the clock jumped ahead (a suspend?); dropping what the kernel keeps")
+				t.changed(credential.Change{Revoke: true})
+			}
+			last = now
+		}
+	}
+}
+
+// clockJumped reports whether wall, the wall-clock time that passed while
+// the monotonic clock counted mono, shows a jump ahead.
+func clockJumped(wall, mono time.Duration) bool { return wall-mono > 2*time.Second }
 
 func (r *rootDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return r.t.dirAttr(out)
@@ -522,8 +553,11 @@ const lookupSlack = time.Second
 
 // retireAt returns when a version whose token may be kept for keep is
 // retired.
+//
+// Times here are wall-clock times (without Go's monotonic reading), so
+// that a comparison after a suspend sees the time that passed.
 func retireAt(keep time.Duration) time.Time {
-	now := time.Now()
+	now := time.Now().Round(0)
 	if keep <= cacheSlack {
 		return now
 	}
@@ -557,6 +591,7 @@ type tokenNode struct {
 	until   time.Time   // when the version retires
 	touched bool        // the source heard of a read of tok
 	timer   *time.Timer // drops the version from the kernel's caches at until
+	stamp   uint64      // counts the trackings; the timer of the latest acts
 }
 
 var (
@@ -721,21 +756,42 @@ func (t *tree) track(n *tokenNode) {
 	if n.timer != nil {
 		n.timer.Stop()
 	}
-	n.timer = time.AfterFunc(wait, func() {
-		ch.NotifyContent(0, 0)
-		t.mu.Lock()
-		dir := t.integs[n.guid].dir
-		t.mu.Unlock()
-		if dir != nil {
-			dir.NotifyEntry(n.name())
-		}
-		t.untrack(n)
-	})
+	n.stamp++
+	stamp := n.stamp
+	n.timer = time.AfterFunc(wait, func() { t.retire(n, ch, stamp) })
 	n.mu.Unlock()
 	t.mu.Unlock()
 }
 
-// untrack forgets a version: it is retired, or the kernel dropped it.
+// retire drops a version from the kernel's caches at its retirement
+// time, and forgets it, unless a read brought it back meanwhile (track
+// again, with a later stamp): then the later timer does.
+func (t *tree) retire(n *tokenNode, ch *fs.Inode, stamp uint64) {
+	if !n.stamped(stamp) {
+		return
+	}
+	ch.NotifyContent(0, 0)
+	t.mu.Lock()
+	dir := t.integs[n.guid].dir
+	t.mu.Unlock()
+	if dir != nil {
+		dir.NotifyEntry(n.name())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n.stamped(stamp) {
+		delete(t.integs[n.guid].cached, n)
+	}
+}
+
+// stamped reports whether stamp is the version's latest tracking.
+func (n *tokenNode) stamped(stamp uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stamp == stamp
+}
+
+// untrack forgets a version the kernel dropped.
 func (t *tree) untrack(n *tokenNode) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -775,6 +831,9 @@ type jsonNode struct {
 	fs.Inode
 	t   *tree
 	doc []byte
+	// passing is set on a version built across a change: it is served
+	// once and not kept.
+	passing bool
 }
 
 var (
@@ -786,7 +845,7 @@ var (
 
 func (f *jsonNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	f.t.attr(&out.Attr, fileMode, len(f.doc), time.Time{})
-	out.SetTimeout(f.t.dirKeep())
+	out.SetTimeout(f.keep())
 	return 0
 }
 
@@ -808,7 +867,7 @@ func (t *tree) metaFile(ctx context.Context, d *integrationDir, out *fuse.EntryO
 	t.mu.Lock()
 	st := t.stateLocked(d.guid)
 	st.dir = d.EmbeddedInode()
-	cur := st.meta
+	cur, gen := st.meta, st.docs
 	t.mu.Unlock()
 	if cur == nil {
 		var doc []byte
@@ -825,18 +884,20 @@ func (t *tree) metaFile(ctx context.Context, d *integrationDir, out *fuse.EntryO
 		cur = &jsonNode{t: t, doc: doc}
 		d.NewInode(ctx, cur, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
 		t.mu.Lock()
-		st.meta = cur
+		if st.docs == gen {
+			st.meta = cur
+		} else {
+			cur.passing = true // a change came meanwhile: serve it, keep nothing
+		}
 		t.mu.Unlock()
 	}
-	ch := cur.EmbeddedInode()
-	t.entry(ctx, ch, out, t.dirKeep())
-	return ch, 0
+	return cur.entry(ctx, out)
 }
 
 // indexFile returns the current version of integrations.json.
 func (t *tree) indexFile(ctx context.Context, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	t.mu.Lock()
-	cur, root := t.index, t.root
+	cur, root, gen := t.index, t.root, t.docs
 	t.mu.Unlock()
 	if cur == nil {
 		var doc []byte
@@ -857,12 +918,29 @@ func (t *tree) indexFile(ctx context.Context, out *fuse.EntryOut) (*fs.Inode, sy
 		cur = &jsonNode{t: t, doc: doc}
 		root.NewInode(ctx, cur, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
 		t.mu.Lock()
-		t.index = cur
+		if t.docs == gen {
+			t.index = cur
+		} else {
+			cur.passing = true
+		}
 		t.mu.Unlock()
 	}
-	ch := cur.EmbeddedInode()
-	t.entry(ctx, ch, out, t.dirKeep())
+	return cur.entry(ctx, out)
+}
+
+// entry fills out for a lookup of f.
+func (f *jsonNode) entry(ctx context.Context, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ch := f.EmbeddedInode()
+	f.t.entry(ctx, ch, out, f.keep())
 	return ch, 0
+}
+
+// keep is how long the kernel may keep f.
+func (f *jsonNode) keep() time.Duration {
+	if f.passing {
+		return 0
+	}
+	return f.t.dirKeep()
 }
 
 // marshal is JSON with two-space indentation and a final newline.
@@ -893,7 +971,8 @@ const notifyWait = 200 * time.Millisecond
 // the names, so that an open gets a new version.
 func (t *tree) changed(c credential.Change) {
 	t.mu.Lock()
-	t.live = true
+	t.live = !c.Unwatched
+	t.docs++
 	root, byName := t.root, t.byName
 	var guids []string
 	if c.GUID != "" {
@@ -908,6 +987,7 @@ func (t *tree) changed(c credential.Change) {
 	for _, g := range guids {
 		st := t.stateLocked(g)
 		st.meta = nil
+		st.docs++
 		if st.dir != nil {
 			dirs = append(dirs, st.dir)
 		}
@@ -925,21 +1005,6 @@ func (t *tree) changed(c credential.Change) {
 		names, t.listed = t.listed, nil
 	}
 	t.mu.Unlock()
-
-	if c.GUID == "" && root != nil {
-		// Anything may have changed, names too: every name, old or new,
-		// must go.
-		ctx, cancel := context.WithTimeout(t.Context, t.Timeout)
-		if list, err := t.Source.Integrations(ctx); err == nil {
-			if names == nil {
-				names = map[string]string{}
-			}
-			for _, in := range list {
-				names[in.GUID] = in.Name
-			}
-		}
-		cancel()
-	}
 
 	var wg sync.WaitGroup
 	for _, n := range cached {

@@ -129,7 +129,7 @@ func (s *Cached) Watch(ctx context.Context, f func(credential.Change)) {
 	for ctx.Err() == nil {
 		err := s.watchOnce(ctx, f)
 		s.invalidate("", false)
-		f(credential.Change{Revoke: true})
+		f(credential.Change{Revoke: true, Unwatched: true})
 		if ctx.Err() != nil {
 			return
 		}
