@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/google/uuid"
+	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/endpoints"
 )
 
@@ -37,7 +38,7 @@ const (
 
 // reservedPaths are the sign-in web server's own pages: callback_url
 // must not use them.
-var reservedPaths = []string{"/start", "/confirm"}
+var reservedPaths = []string{"/start", "/confirm", "/settings"}
 
 // guidNamespace is the UUIDv5 namespace for guids derived from names. It is
 // fixed forever: changing it would change every default guid.
@@ -101,6 +102,9 @@ type Integration struct {
 	Provider         string            `toml:"provider"`
 	AuthParams       map[string]string `toml:"auth_params"`
 	RevocationURL    string            `toml:"revocation_url"`
+	// DeviceAuthURL is the device authorization endpoint (RFC 8628), for
+	// 'oauthfs login --device'.
+	DeviceAuthURL string `toml:"device_auth_url"`
 	// UserinfoURL, when set, is asked (with the new access token) which
 	// account signed in, when the token response does not say.
 	UserinfoURL string `toml:"userinfo_url"`
@@ -298,24 +302,28 @@ func (c *Config) defaults(md toml.MetaData) error {
 	return nil
 }
 
-// providers maps the provider key to its endpoints. Only providers whose
-// endpoints are fixed URLs are listed; others need auth_url and token_url.
-// Presets authenticate with client_secret_post, which every one of these
-// providers accepts (some refuse HTTP Basic).
-var providers = map[string]struct{ auth, token, userinfo string }{
-	"amazon":    {endpoints.Amazon.AuthURL, endpoints.Amazon.TokenURL, ""},
-	"bitbucket": {endpoints.Bitbucket.AuthURL, endpoints.Bitbucket.TokenURL, ""},
-	"discord":   {endpoints.Discord.AuthURL, endpoints.Discord.TokenURL, ""},
-	"dropbox":   {endpoints.Dropbox.AuthURL, endpoints.Dropbox.TokenURL, ""},
-	"facebook":  {endpoints.Facebook.AuthURL, endpoints.Facebook.TokenURL, ""},
-	"github":    {endpoints.GitHub.AuthURL, endpoints.GitHub.TokenURL, "https://api.github.com/user"},
-	"gitlab":    {endpoints.GitLab.AuthURL, endpoints.GitLab.TokenURL, ""},
-	"google":    {endpoints.Google.AuthURL, endpoints.Google.TokenURL, ""},
-	"linkedin":  {endpoints.LinkedIn.AuthURL, endpoints.LinkedIn.TokenURL, ""},
-	"microsoft": {endpoints.Microsoft.AuthURL, endpoints.Microsoft.TokenURL, ""},
-	"slack":     {endpoints.Slack.AuthURL, endpoints.Slack.TokenURL, ""},
-	"spotify":   {endpoints.Spotify.AuthURL, endpoints.Spotify.TokenURL, ""},
-	"zoom":      {endpoints.Zoom.AuthURL, endpoints.Zoom.TokenURL, ""},
+// providers maps the provider key to its endpoints (x/oauth2's, with the
+// device authorization endpoint where it has one). Only providers whose
+// endpoints are fixed URLs are listed; others need auth_url and
+// token_url. Presets authenticate with client_secret_post, which every
+// one of these providers accepts (some refuse HTTP Basic).
+var providers = map[string]struct {
+	endpoint oauth2.Endpoint
+	userinfo string
+}{
+	"amazon":    {endpoints.Amazon, ""},
+	"bitbucket": {endpoints.Bitbucket, ""},
+	"discord":   {endpoints.Discord, ""},
+	"dropbox":   {endpoints.Dropbox, ""},
+	"facebook":  {endpoints.Facebook, ""},
+	"github":    {endpoints.GitHub, "https://api.github.com/user"},
+	"gitlab":    {endpoints.GitLab, ""},
+	"google":    {endpoints.Google, ""},
+	"linkedin":  {endpoints.LinkedIn, ""},
+	"microsoft": {endpoints.Microsoft, ""},
+	"slack":     {endpoints.Slack, ""},
+	"spotify":   {endpoints.Spotify, ""},
+	"zoom":      {endpoints.Zoom, ""},
 }
 
 // providerNames returns the known provider keys, sorted.
@@ -392,10 +400,13 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 			return c.integrationErr(in, i, "unknown provider %q (known: %s); or set auth_url and token_url", in.Provider, strings.Join(providerNames(), ", "))
 		}
 		if in.AuthURL == "" {
-			in.AuthURL = p.auth
+			in.AuthURL = p.endpoint.AuthURL
 		}
 		if in.TokenURL == "" {
-			in.TokenURL = p.token
+			in.TokenURL = p.endpoint.TokenURL
+		}
+		if in.DeviceAuthURL == "" {
+			in.DeviceAuthURL = p.endpoint.DeviceAuthURL
 		}
 		if in.UserinfoURL == "" {
 			in.UserinfoURL = p.userinfo
@@ -419,7 +430,7 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 			return c.integrationErr(in, i, "%s: %v", u.key, err)
 		}
 	}
-	for _, u := range []struct{ key, val string }{{"revocation_url", in.RevocationURL}, {"userinfo_url", in.UserinfoURL}} {
+	for _, u := range []struct{ key, val string }{{"revocation_url", in.RevocationURL}, {"userinfo_url", in.UserinfoURL}, {"device_auth_url", in.DeviceAuthURL}} {
 		if u.val == "" {
 			continue
 		}

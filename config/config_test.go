@@ -178,6 +178,8 @@ func TestInvalid(t *testing.T) {
 		{"name shaped like a bare guid", "[[integration]]\nname = \"a3c4f5d6b8e94a1b9c2d3e4f5a6b7c8d\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\n", "has the shape of a guid"},
 		{"bad auth style", base("provider = \"github\"\nauth_style = \"header\"\n"), `auth_style "header": want "basic"`},
 		{"bad userinfo", base("provider = \"github\"\nuserinfo_url = \"http://example.com/u\"\n"), "userinfo_url"},
+		{"bad device url", base("provider = \"github\"\ndevice_auth_url = \"http://example.com/d\"\n"), "device_auth_url"},
+		{"callback on /settings", "[broker]\ncallback_url = \"http://127.0.0.1:8400/settings/cb\"\n", "uses the path /settings"},
 		{"wrong type", "[broker]\nsocket = 5\n", "c.toml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,6 +201,30 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := Load("/nonexistent/oauthfs.toml")
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/oauthfs.toml") {
 		t.Errorf("Load = %v; want an error naming the file", err)
+	}
+}
+
+// TestDeviceAuthURL: presets fill device_auth_url where x/oauth2 has one,
+// and a configured one wins.
+func TestDeviceAuthURL(t *testing.T) {
+	for _, tc := range []struct {
+		name, extra, want string
+	}{
+		{"github", `provider = "github"`, "https://github.com/login/device/code"},
+		{"google", `provider = "google"`, "https://oauth2.googleapis.com/device/code"},
+		{"microsoft (none in x/oauth2)", `provider = "microsoft"`, ""},
+		{"configured", `provider = "github"` + "\n" + `device_auth_url = "https://ghe.example/device"`, "https://ghe.example/device"},
+		{"custom without one", `auth_url = "https://a.example/a"` + "\n" + `token_url = "https://a.example/t"`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("c.toml", []byte("[[integration]]\nname = \"A\"\nclient_id = \"i\"\nclient_secret = \"s\"\n"+tc.extra+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Integrations[0].DeviceAuthURL; got != tc.want {
+				t.Errorf("device_auth_url = %q; want %q", got, tc.want)
+			}
+		})
 	}
 }
 

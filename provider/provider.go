@@ -91,7 +91,7 @@ func (c *Client) oauthConfig(secret string) *oauth2.Config {
 		ClientSecret: secret,
 		// Set, never detected: x/oauth2's detection retries a refused
 		// request with the secret in the other place.
-		Endpoint:    oauth2.Endpoint{AuthURL: c.cfg.AuthURL, TokenURL: c.cfg.TokenURL, AuthStyle: style},
+		Endpoint:    oauth2.Endpoint{AuthURL: c.cfg.AuthURL, TokenURL: c.cfg.TokenURL, DeviceAuthURL: c.cfg.DeviceAuthURL, AuthStyle: style},
 		Scopes:      c.cfg.Scopes,
 		RedirectURL: c.callback,
 	}

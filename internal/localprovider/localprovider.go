@@ -61,14 +61,19 @@ type Provider struct {
 	access    map[string]time.Time // access tokens it issued, with their expiry
 	requests  int
 	refreshes int
-	conns     int                  // connections accepted
-	deny      bool                 // /authorize answers access_denied
-	codes     map[string]codeGrant // authorization codes not yet used
-	lastAuth  url.Values           // the query of the last /authorize
-	redirect  string               // where Redirect sends the client
-	authStyle []string             // how each token request authenticated: basic or post
-	denyCode  string               // the error /authorize answers with SetDenyWith
-	denyDesc  string
+	conns     int // connections accepted
+
+	devices        map[string]*deviceGrant // by device code
+	deviceInterval time.Duration
+	deviceLife     time.Duration
+	slowDowns      int                  // device token requests still to answer slow_down
+	deny           bool                 // /authorize answers access_denied
+	codes          map[string]codeGrant // authorization codes not yet used
+	lastAuth       url.Values           // the query of the last /authorize
+	redirect       string               // where Redirect sends the client
+	authStyle      []string             // how each token request authenticated: basic or post
+	denyCode       string               // the error /authorize answers with SetDenyWith
+	denyDesc       string
 }
 
 // codeGrant is what an authorization code was issued for.
@@ -88,13 +93,16 @@ func Start(l net.Listener) *Provider {
 		lifetime: time.Hour, rotate: true, slowDelay: 30 * time.Second,
 		prefix:  "tok",
 		refresh: map[string]bool{}, access: map[string]time.Time{}, successor: map[string]string{},
-		codes: map[string]codeGrant{},
+		codes: map[string]codeGrant{}, devices: map[string]*deviceGrant{},
+		deviceInterval: time.Second, deviceLife: 5 * time.Minute,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", p.token)
 	mux.HandleFunc("/authorize", p.authorize)
 	mux.HandleFunc("/revoke", p.revoke)
 	mux.HandleFunc("/userinfo", p.userinfo)
+	mux.HandleFunc("/device/code", p.deviceCode)
+	mux.HandleFunc("/device", p.devicePage)
 	p.Server = httptest.NewUnstartedServer(mux)
 	if l != nil {
 		p.Server.Listener.Close()
@@ -351,8 +359,12 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if r.PostForm.Get("grant_type") == "authorization_code" {
+	switch r.PostForm.Get("grant_type") {
+	case "authorization_code":
 		p.exchange(w, r)
+		return
+	case "urn:ietf:params:oauth:grant-type:device_code":
+		p.deviceToken(w, r)
 		return
 	}
 	if r.PostForm.Get("grant_type") != "refresh_token" {
