@@ -340,6 +340,17 @@ func (b *Broker) Logout(ctx context.Context, uid int, id string) (LogoutResult, 
 	return res, err
 }
 
+// SignOut is Logout for the sign-in web server's settings page: note says,
+// for people, how revocation went ("" when the provider confirmed it or
+// none is configured).
+func (b *Broker) SignOut(ctx context.Context, uid int, guid string) (note string, err error) {
+	res, err := b.Logout(ctx, uid, guid)
+	if res.RevocationError != "" {
+		note = "The provider did not confirm the revocation (" + res.RevocationError + "); the tokens are forgotten here."
+	}
+	return note, err
+}
+
 // storeUser names uid for the store. Callers hold b.mu.
 func (b *Broker) storeUserLocked(uid int) store.User {
 	name, ok := b.names[uid]

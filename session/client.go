@@ -317,6 +317,26 @@ func (c *Client) Login(ctx context.Context, id string) (*SignIn, error) {
 	return &out, c.do(ctx, http.MethodPost, path(PathLogin, id), nil, &out)
 }
 
+// DeviceLogin starts a device sign-in and returns the page and code to
+// show the user.
+func (c *Client) DeviceLogin(ctx context.Context, id string) (*DeviceSignIn, error) {
+	var out DeviceSignIn
+	return &out, c.do(ctx, http.MethodPost, path(PathDeviceLogin, id), nil, &out)
+}
+
+// Settings returns a one-time link to the settings page.
+func (c *Client) Settings(ctx context.Context) (*SettingsLink, error) {
+	var out SettingsLink
+	return &out, c.do(ctx, http.MethodPost, PathSettings, nil, &out)
+}
+
+// EndSettings ends every settings session of the caller and returns how
+// many there were.
+func (c *Client) EndSettings(ctx context.Context) (int, error) {
+	var out SettingsEnded
+	return out.Ended, c.do(ctx, http.MethodDelete, PathSettings, nil, &out)
+}
+
 // WaitLogin waits up to wait (at most a minute) for the sign-in to end and
 // returns its status, which is still "pending" if it has not.
 func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (SignInStatus, error) {

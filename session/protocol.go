@@ -21,13 +21,15 @@ import (
 // Paths. {id} is a guid (any case) or an exact name, path-escaped;
 // {login} a login id.
 const (
-	PathIntegrations = "/v1/integrations"                  // GET: the index
-	PathIntegration  = "/v1/integrations/{id}"             // GET: one meta object
-	PathToken        = "/v1/integrations/{id}/token"       // GET: a TokenAnswer
-	PathCredentials  = "/v1/integrations/{id}/credentials" // PUT: import; DELETE: sign out
-	PathLogin        = "/v1/integrations/{id}/login"       // POST: start a sign-in
-	PathLoginStatus  = "/v1/logins/{login}"                // GET ?wait=SECONDS; DELETE: cancel
-	PathEvents       = "/v1/events"                        // POST: the full-duplex event stream
+	PathIntegrations = "/v1/integrations"                   // GET: the index
+	PathIntegration  = "/v1/integrations/{id}"              // GET: one meta object
+	PathToken        = "/v1/integrations/{id}/token"        // GET: a TokenAnswer
+	PathCredentials  = "/v1/integrations/{id}/credentials"  // PUT: import; DELETE: sign out
+	PathLogin        = "/v1/integrations/{id}/login"        // POST: start a sign-in
+	PathDeviceLogin  = "/v1/integrations/{id}/device-login" // POST: start a device sign-in
+	PathLoginStatus  = "/v1/logins/{login}"                 // GET ?wait=SECONDS; DELETE: cancel
+	PathEvents       = "/v1/events"                         // POST: the full-duplex event stream
+	PathSettings     = "/v1/settings"                       // POST: a one-time link to the settings page; DELETE: end every settings session
 )
 
 // path fills the {id} or {login} of a path pattern.
@@ -57,6 +59,18 @@ const (
 
 // SignIn answers POST PathLogin: the link to open and how to wait.
 type SignIn = signin.Link
+
+// DeviceSignIn answers POST PathDeviceLogin: the page to open on any
+// device, the code, and how to wait (PathLoginStatus).
+type DeviceSignIn = signin.DeviceLink
+
+// SettingsLink answers POST PathSettings.
+type SettingsLink = signin.SettingsLink
+
+// SettingsEnded answers DELETE PathSettings.
+type SettingsEnded struct {
+	Ended int `json:"ended"` // how many sessions were ended
+}
 
 // SignInStatus answers GET PathLoginStatus.
 type SignInStatus = signin.Result

@@ -141,19 +141,38 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
+// route is one endpoint of the session API: "METHOD path" and its handler.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
+
+// routes are the session API's endpoints; docs/api.md has a section for
+// each (a test checks).
+func (s *Server) routes() []route {
+	return []route{
+		{"GET " + PathIntegrations, s.list},
+		{"GET " + PathIntegration, s.get},
+		{"GET " + PathToken, s.token},
+		{"PUT " + PathCredentials, s.put},
+		{"DELETE " + PathCredentials, s.forget},
+		{"POST " + PathLogin, s.login},
+		{"POST " + PathDeviceLogin, s.deviceLogin},
+		{"GET " + PathLoginStatus, s.loginStatus},
+		{"DELETE " + PathLoginStatus, s.loginCancel},
+		{"POST " + PathEvents, s.events},
+		{"POST " + PathSettings, s.settingsLink},
+		{"DELETE " + PathSettings, s.settingsEnd},
+	}
+}
+
 // Handler returns the session API's HTTP handler. Requests must carry a
 // peer uid from [Serve]'s connection context.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathIntegrations, s.list)
-	mux.HandleFunc("GET "+PathIntegration, s.get)
-	mux.HandleFunc("GET "+PathToken, s.token)
-	mux.HandleFunc("PUT "+PathCredentials, s.put)
-	mux.HandleFunc("DELETE "+PathCredentials, s.forget)
-	mux.HandleFunc("POST "+PathLogin, s.login)
-	mux.HandleFunc("GET "+PathLoginStatus, s.loginStatus)
-	mux.HandleFunc("DELETE "+PathLoginStatus, s.loginCancel)
-	mux.HandleFunc("POST "+PathEvents, s.events)
+	for _, r := range s.routes() {
+		mux.HandleFunc(r.pattern, r.handler)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uid, ok := peer(r.Context())
 		switch {
@@ -555,6 +574,40 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, si)
+}
+
+func (s *Server) deviceLogin(w http.ResponseWriter, r *http.Request) {
+	if s.SignIn == nil {
+		writeError(w, errNoSignIn)
+		return
+	}
+	si, err := s.SignIn.StartDevice(r.Context(), uidOf(r), r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, si)
+}
+
+func (s *Server) settingsLink(w http.ResponseWriter, r *http.Request) {
+	if s.SignIn == nil {
+		writeError(w, errNoSignIn)
+		return
+	}
+	l, err := s.SignIn.SettingsLink(uidOf(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (s *Server) settingsEnd(w http.ResponseWriter, r *http.Request) {
+	if s.SignIn == nil {
+		writeError(w, errNoSignIn)
+		return
+	}
+	writeJSON(w, http.StatusOK, SettingsEnded{Ended: s.SignIn.EndSettings(uidOf(r))})
 }
 
 // maxWait bounds a long poll on a sign-in.

@@ -106,9 +106,8 @@ func TestAPIDocMatchesTheProtocol(t *testing.T) {
 	if !slices.Equal(documented, declared) {
 		t.Errorf("docs/api.md's error table = %v; protocol.go declares %v", documented, declared)
 	}
-	for _, p := range []string{"GET " + PathIntegrations, "GET " + PathIntegration, "GET " + PathToken, "PUT " + PathCredentials,
-		"DELETE " + PathCredentials, "POST " + PathLogin, "GET " + PathLoginStatus, "DELETE " + PathLoginStatus, "POST " + PathEvents} {
-		p = strings.ReplaceAll(strings.ReplaceAll(p, "{login}", "{login_id}"), "{id}", "{id}")
+	for _, r := range (&Server{}).routes() {
+		p := strings.ReplaceAll(r.pattern, "{login}", "{login_id}")
 		if !strings.Contains(string(doc), "### `"+p) {
 			t.Errorf("docs/api.md has no section for %s", p)
 		}

@@ -55,6 +55,13 @@ type Keeper interface {
 	Put(uid int, guid string, t credential.Tokens) error
 	// Now is the broker's clock.
 	Now() time.Time
+	// Integrations lists what user uid sees of every integration.
+	Integrations(uid int) []credential.Integration
+	// SignOut forgets user uid's tokens for the integration with guid
+	// and revokes them at the provider, as oauthfs logout does; note
+	// says, for people, how the revocation went ("" when it went well or
+	// none is configured).
+	SignOut(ctx context.Context, uid int, guid string) (note string, err error)
 }
 
 // State is how a sign-in stands, as the waiting command sees it.
@@ -118,6 +125,12 @@ type signin struct {
 	// only the confirmation page carries.
 	held    *held
 	confirm string
+
+	// cancel stops the polling of a device sign-in; nil for others.
+	cancel context.CancelFunc
+	// settings is set when the sign-in started on the settings page,
+	// where it comes back to.
+	settings bool
 }
 
 // held is a token answer waiting for the final confirmation.
@@ -143,13 +156,17 @@ type Table struct {
 	pending map[int]int // uid -> pending sign-ins
 	total   int         // pending sign-ins of everyone
 	ended   []*signin   // oldest first, at most maxEnded
+
+	links    map[string]*settingsLink    // one-time settings links, by key
+	sessions map[string]*settingsSession // settings sessions, by cookie
 }
 
 // New returns the sign-in table of a broker whose sign-in web server is
 // reached at callbackURL (the provider's redirect URI; "" disables
 // sign-in). log may be nil.
 func New(k Keeper, callbackURL string, log *slog.Logger) (*Table, error) {
-	t := &Table{k: k, log: log, host: hostName(), byState: map[string]*signin{}, byLogin: map[string]*signin{}, pending: map[int]int{}}
+	t := &Table{k: k, log: log, host: hostName(), byState: map[string]*signin{}, byLogin: map[string]*signin{}, pending: map[int]int{},
+		links: map[string]*settingsLink{}, sessions: map[string]*settingsSession{}}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
@@ -201,14 +218,9 @@ func (t *Table) Start(uid int, id string) (*Link, error) {
 		result:   Result{Status: Pending, Name: cfg.Name, GUID: cfg.GUID.String()},
 	}
 	t.mu.Lock()
-	t.pruneLocked(now)
-	if t.pending[uid] >= maxSignInsPerUser {
+	if err := t.roomLocked(uid, now); err != nil {
 		t.mu.Unlock()
-		return nil, fmt.Errorf("signin: uid %d has %d sign-ins in progress, the most one user may have: %w", uid, maxSignInsPerUser, credential.ErrSignIn)
-	}
-	if t.total >= maxSignIns {
-		t.mu.Unlock()
-		return nil, fmt.Errorf("signin: %d sign-ins are in progress on this broker, the most it takes: %w", maxSignIns, credential.ErrSignIn)
+		return nil, err
 	}
 	t.byState[s.state] = s
 	t.byLogin[s.id] = s
@@ -221,10 +233,23 @@ func (t *Table) Start(uid int, id string) (*Link, error) {
 	return &Link{ID: s.id, URL: start.String(), Expires: s.expires, Name: cfg.Name, GUID: cfg.GUID.String()}, nil
 }
 
+// roomLocked says whether user uid may start another sign-in, after
+// pruning the expired ones. Callers hold t.mu.
+func (t *Table) roomLocked(uid int, now time.Time) error {
+	t.pruneLocked(now)
+	if t.pending[uid] >= maxSignInsPerUser {
+		return fmt.Errorf("signin: uid %d has %d sign-ins in progress, the most one user may have: %w", uid, maxSignInsPerUser, credential.ErrSignIn)
+	}
+	if t.total >= maxSignIns {
+		return fmt.Errorf("signin: %d sign-ins are in progress on this broker, the most it takes: %w", maxSignIns, credential.ErrSignIn)
+	}
+	return nil
+}
+
 // pruneLocked ends sign-ins whose state expired; it keeps the ended list
 // bounded. Callers hold t.mu.
 func (t *Table) pruneLocked(now time.Time) {
-	for _, s := range t.byState {
+	for _, s := range t.byLogin {
 		if !s.ended && now.After(s.expires) {
 			t.finishLocked(s, Failed, "the sign-in link expired after "+lifetime.String())
 		}
@@ -232,7 +257,9 @@ func (t *Table) pruneLocked(now time.Time) {
 	for len(t.ended) > 0 && (len(t.ended) > maxEnded || now.After(t.ended[0].expires.Add(lifetime))) {
 		old := t.ended[0]
 		t.ended = t.ended[1:]
-		delete(t.byState, old.state)
+		if old.state != "" {
+			delete(t.byState, old.state)
+		}
 		delete(t.byLogin, old.id)
 	}
 }
@@ -245,6 +272,9 @@ func (t *Table) finishLocked(s *signin, status State, msg string) {
 	}
 	s.ended = true
 	s.verifier, s.held = nil, nil
+	if s.cancel != nil {
+		s.cancel() // a device sign-in stops polling
+	}
 	s.result.Status, s.result.Message = status, msg
 	close(s.done)
 	t.pending[s.uid]--
@@ -297,8 +327,9 @@ func (t *Table) Cancel(uid int, loginID string) error {
 	return nil
 }
 
-// Handler serves the start link (/start), its confirmation form and the
-// callback (the path of callback_url) for browsers.
+// Handler serves the start link (/start), its confirmation form, the
+// callback (the path of callback_url) and the settings page (/settings)
+// for browsers.
 func (t *Table) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /start", t.startPage)
@@ -309,6 +340,13 @@ func (t *Table) Handler() http.Handler {
 	}
 	mux.HandleFunc("GET "+cb, t.callbackHandler)
 	mux.HandleFunc("POST /confirm", t.confirmPost)
+	mux.HandleFunc("GET /settings/open", t.openSettings)
+	mux.HandleFunc("GET /settings", t.settingsPage)
+	mux.HandleFunc("GET /settings/integrations.json", t.settingsJSON)
+	mux.HandleFunc("GET /settings/assets/{name}", t.settingsAsset)
+	mux.HandleFunc("POST /settings/integrations/{guid}/signin", t.settingsSignIn)
+	mux.HandleFunc("POST /settings/integrations/{guid}/signout", t.settingsSignOut)
+	mux.HandleFunc("POST /settings/end", t.settingsEnd)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		mux.ServeHTTP(w, r)
@@ -449,7 +487,7 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" {
-		page(w, http.StatusBadRequest, "Sign-in failed", "The callback has no state parameter: it did not come from a sign-in started by oauthfs.")
+		t.pageFor(w, r, http.StatusBadRequest, "Sign-in failed", "The callback has no state parameter: it did not come from a sign-in started by oauthfs.")
 		return
 	}
 	t.mu.Lock()
@@ -465,7 +503,7 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	if fail != "" {
 		t.mu.Unlock()
 		t.log.Warn("sign-in callback refused", "reason", fail)
-		page(w, status, "Sign-in failed", fail)
+		t.pageFor(w, r, status, "Sign-in failed", fail)
 		return
 	}
 	in, uid := s.in, s.uid
@@ -483,14 +521,14 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 		if pe.Code == "server_error" || pe.Code == "temporarily_unavailable" {
 			status = http.StatusBadGateway
 		}
-		page(w, status, "Sign-in to "+name+" failed", strings.ToUpper(msg[:1])+msg[1:]+".")
+		t.pageFor(w, r, status, "Sign-in to "+name+" failed", strings.ToUpper(msg[:1])+msg[1:]+".")
 		return
 	}
 	code := q.Get("code")
 	if code == "" {
 		t.finishLocked(s, Failed, "the provider sent no authorization code")
 		t.mu.Unlock()
-		page(w, http.StatusBadRequest, "Sign-in to "+name+" failed", "The provider sent no authorization code.")
+		t.pageFor(w, r, http.StatusBadRequest, "Sign-in to "+name+" failed", "The provider sent no authorization code.")
 		return
 	}
 	verifier := s.verifier
@@ -508,7 +546,7 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 		msg := "the token endpoint failed: " + err.Error()
 		t.finish(s, Failed, msg)
 		t.log.Warn("sign-in code exchange failed", "uid", uid, "integration", name, "err", err)
-		page(w, status, "Sign-in to "+name+" failed", "The "+msg+".")
+		t.pageFor(w, r, status, "Sign-in to "+name+" failed", "The "+msg+".")
 		return
 	}
 	scopes := ans.Scopes
@@ -522,13 +560,13 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	ans.Wipe()
 	if err != nil {
 		t.finish(s, Failed, "the broker is too busy: "+err.Error())
-		page(w, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again in a moment.")
+		t.pageFor(w, r, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again in a moment.")
 		return
 	}
 	t.mu.Lock()
 	if s.ended { // cancelled meanwhile
 		t.mu.Unlock()
-		page(w, http.StatusBadRequest, "Sign-in to "+name+" failed", "This sign-in was cancelled.")
+		t.pageFor(w, r, http.StatusBadRequest, "Sign-in to "+name+" failed", "This sign-in was cancelled.")
 		return
 	}
 	s.phase, s.held, s.confirm = phaseConfirming, h, randomID(32)
@@ -553,11 +591,11 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 // browser's binding cookie, and the nonce of the confirmation page.
 func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
-		page(w, http.StatusBadRequest, "Sign-in failed", "The form could not be read.")
+		t.pageFor(w, r, http.StatusBadRequest, "Sign-in failed", "The form could not be read.")
 		return
 	}
 	if o := r.Header.Get("Origin"); !t.sameOrigin(o) && r.Header.Get("Sec-Fetch-Site") != "same-origin" {
-		page(w, http.StatusForbidden, "Sign-in failed", "This form was not sent from the sign-in page: nothing was stored.")
+		t.pageFor(w, r, http.StatusForbidden, "Sign-in failed", "This form was not sent from the sign-in page: nothing was stored.")
 		return
 	}
 	t.mu.Lock()
@@ -568,7 +606,12 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 	if s != nil && r.PostForm.Get("action") != "confirm" {
 		t.finishLocked(s, Failed, "the tokens were refused in the browser")
 		t.mu.Unlock()
-		page(w, http.StatusOK, "Sign-in cancelled", "Nothing was stored. You can close this window.")
+		if ss := t.settingsFor(r, s.uid); s.settings && ss != nil {
+			t.say(ss, "Nothing was stored for "+s.in.Config().DisplayName+".", false)
+			http.Redirect(w, r, "/settings", http.StatusSeeOther)
+			return
+		}
+		t.pageFor(w, r, http.StatusOK, "Sign-in cancelled", "Nothing was stored. You can close this window.")
 		return
 	}
 	var h *held
@@ -578,14 +621,14 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 	}
 	t.mu.Unlock()
 	if fail != "" {
-		page(w, http.StatusForbidden, "Sign-in failed", fail)
+		t.pageFor(w, r, http.StatusForbidden, "Sign-in failed", fail)
 		return
 	}
 	in, uid, name := s.in, s.uid, s.in.Config().Name
 	access, err := secmem.Open(h.access)
 	if err != nil {
 		t.finish(s, Failed, "the broker is too busy: "+err.Error())
-		page(w, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
+		t.pageFor(w, r, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
 		return
 	}
 	tokens := credential.Tokens{Access: append([]byte(nil), access.Bytes()...), Expiry: credential.ExpiryFrom(h.expiresIn, t.k.Now()), Scopes: h.scopes, Account: h.account}
@@ -595,7 +638,7 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			memguard.WipeBytes(tokens.Access)
 			t.finish(s, Failed, "the broker is too busy: "+err.Error())
-			page(w, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
+			t.pageFor(w, r, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
 			return
 		}
 		tokens.Refresh = append([]byte(nil), refresh.Bytes()...)
@@ -604,7 +647,7 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 	hadRefresh := h.refresh != nil
 	if err := t.k.Put(uid, in.Config().GUID.String(), tokens); err != nil { // wipes tokens
 		t.finish(s, Failed, "the tokens could not be saved: "+err.Error())
-		page(w, http.StatusInternalServerError, "Sign-in to "+name+" failed", "The tokens could not be saved: "+err.Error())
+		t.pageFor(w, r, http.StatusInternalServerError, "Sign-in to "+name+" failed", "The tokens could not be saved: "+err.Error())
 		return
 	}
 	t.mu.Lock()
@@ -616,7 +659,12 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 	if h.account != "" {
 		as = " as " + h.account
 	}
-	page(w, http.StatusOK, "Signed in to "+name+as, "oauthfs now has your credentials for "+name+as+", for user "+s.user+" on host "+t.host+". You can close this window.")
+	if ss := t.settingsFor(r, uid); s.settings && ss != nil {
+		t.say(ss, "Signed in to "+name+as+".", false)
+		http.Redirect(w, r, "/settings", http.StatusSeeOther)
+		return
+	}
+	t.pageFor(w, r, http.StatusOK, "Signed in to "+name+as, "oauthfs now has your credentials for "+name+as+", for user "+s.user+" on host "+t.host+". You can close this window.")
 }
 
 var finalTmpl = template.Must(template.New("final").Parse(`<!doctype html>
@@ -656,7 +704,7 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{{.Title}} · oauthfs</title>
 <style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;line-height:1.5}
 h1{font-size:1.4em}.ok{color:#1a7f37}.fail{color:#cf222e}</style></head>
-<body><h1 class="{{if .OK}}ok{{else}}fail{{end}}">{{.Title}}</h1><p>{{.Text}}</p></body></html>
+<body><h1 class="{{if .OK}}ok{{else}}fail{{end}}">{{.Title}}</h1><p>{{.Text}}</p>{{if .Back}}<p><a href="/settings">Back to Managed Credentials</a></p>{{end}}</body></html>
 `))
 
 // securityHeaders sets the headers every page carries: no caching, no
@@ -678,12 +726,22 @@ func securityHeaders(w http.ResponseWriter, formAction string) {
 
 // page writes a small HTML page that says plainly what happened.
 func page(w http.ResponseWriter, status int, title, text string) {
+	writePage(w, status, title, text, false)
+}
+
+// pageFor is page for a browser that may have a settings session: it
+// then links back to the settings page.
+func (t *Table) pageFor(w http.ResponseWriter, r *http.Request, status int, title, text string) {
+	writePage(w, status, title, text, t.session(r) != nil)
+}
+
+func writePage(w http.ResponseWriter, status int, title, text string, back bool) {
 	securityHeaders(w, "")
 	w.WriteHeader(status)
 	pageTmpl.Execute(w, struct {
 		Title, Text string
-		OK          bool
-	}{title, text, status == http.StatusOK})
+		OK, Back    bool
+	}{title, text, status == http.StatusOK, back})
 }
 
 // hostName is this host's name, for the sign-in pages.

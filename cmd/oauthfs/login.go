@@ -19,18 +19,25 @@ import (
 )
 
 func runLogin(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("login", "[--no-browser] NAME|GUID",
+	fs := newFlags("login", "[--no-browser | --device] NAME|GUID",
 		"Sign in to the integration. Prints the sign-in link on its own line,\n"+
 			"opens it in a browser ($BROWSER, or xdg-open) unless --no-browser, and\n"+
-			"waits until the sign-in completes.", stderr)
+			"waits until the sign-in completes. With --device (for sessions whose\n"+
+			"browser cannot reach the broker, such as SSH), prints a page to open on\n"+
+			"any device and the code to check there, and waits while the broker\n"+
+			"polls the provider (RFC 8628; the integration needs device_auth_url).", stderr)
 	sock, cfg := socketFlags(fs)
 	noBrowser := fs.Bool("no-browser", false, "only print the link; open it yourself")
+	device := fs.Bool("device", false, "sign in with a code on another device (RFC 8628)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this `duration`")
 	id, c, ctx, cancel, err := dialFor(fs, args, sock, cfg)
 	if err != nil {
 		return err
 	}
 	defer cancel()
+	if *device {
+		return deviceLogin(ctx, c, id, *timeout, stdout, stderr)
+	}
 	si, err := c.Login(ctx, id)
 	if err != nil {
 		return explain(err, id)
@@ -41,13 +48,11 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, si.URL)
-	if f, ok := stdout.(*os.File); ok {
-		f.Sync()
-	}
+	syncOut(stdout)
 	opened := false
 	if !*noBrowser {
 		var cleanup func()
-		opened, cleanup = openBrowser(si.URL)
+		opened, _, cleanup = openBrowser(si.URL)
 		defer cleanup()
 	}
 	if opened {
@@ -55,29 +60,66 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 	} else {
 		fmt.Fprintf(stderr, "Open the link above in a browser. Waiting for the sign-in to %s to complete (Ctrl-C to cancel)...\n", si.Name)
 	}
-	deadline := time.Now().Add(*timeout)
+	return waitSignIn(ctx, c, si.ID, si.Name, *timeout, stdout)
+}
+
+// deviceLogin runs 'login --device': it prints the page to open and the
+// code, and waits while the broker polls the provider.
+func deviceLogin(ctx context.Context, c *session.Client, id string, timeout time.Duration, stdout, stderr io.Writer) error {
+	si, err := c.DeviceLogin(ctx, id)
+	if err != nil {
+		return explain(err, id)
+	}
+	si.Name = printable.String(si.Name, 255)
+	page := si.VerificationURIComplete
+	if page == "" {
+		page = si.VerificationURI
+	}
+	if err := linkOK(page); err != nil {
+		c.CancelLogin(context.Background(), si.ID)
+		return err
+	}
+	fmt.Fprintln(stdout, page)
+	fmt.Fprintln(stdout, "code:", printable.String(si.UserCode, 64))
+	syncOut(stdout)
+	fmt.Fprintf(stderr, "Open the page above on any device, check that it shows the code, and approve the sign-in to %s. Waiting (Ctrl-C to cancel)...\n", si.Name)
+	return waitSignIn(ctx, c, si.ID, si.Name, timeout, stdout)
+}
+
+// syncOut flushes stdout when it is a file, so that a program reading it
+// sees the link before login waits.
+func syncOut(stdout io.Writer) {
+	if f, ok := stdout.(*os.File); ok {
+		f.Sync()
+	}
+}
+
+// waitSignIn waits for the sign-in loginID to end, asking the broker at
+// most once a second, and prints "signed in to NAME [as ACCOUNT]".
+func waitSignIn(ctx context.Context, c *session.Client, loginID, name string, timeout time.Duration, stdout io.Writer) error {
+	deadline := time.Now().Add(timeout)
 	for {
 		asked := time.Now()
-		st, err := c.WaitLogin(ctx, si.ID, 10*time.Second)
+		st, err := c.WaitLogin(ctx, loginID, 10*time.Second)
 		switch {
 		case ctx.Err() != nil:
-			c.CancelLogin(context.Background(), si.ID)
-			return fmt.Errorf("sign-in to %s cancelled", si.Name)
+			c.CancelLogin(context.Background(), loginID)
+			return fmt.Errorf("sign-in to %s cancelled", name)
 		case err != nil:
-			return explain(err, id)
+			return explain(err, name)
 		case st.Status == session.SignInSignedIn:
 			if st.Account != "" {
-				fmt.Fprintf(stdout, "signed in to %s as %s\n", si.Name, printable.String(st.Account, 200))
+				fmt.Fprintf(stdout, "signed in to %s as %s\n", name, printable.String(st.Account, 200))
 			} else {
-				fmt.Fprintf(stdout, "signed in to %s\n", si.Name)
+				fmt.Fprintf(stdout, "signed in to %s\n", name)
 			}
 			return nil
 		case st.Status == session.SignInFailed:
-			return explain(fmt.Errorf("sign-in to %s failed: %s: %w", si.Name, st.Message, credential.ErrSignIn), si.Name)
+			return explain(fmt.Errorf("sign-in to %s failed: %s: %w", name, st.Message, credential.ErrSignIn), name)
 		}
 		if time.Now().After(deadline) {
-			c.CancelLogin(context.Background(), si.ID)
-			return explain(fmt.Errorf("sign-in to %s did not complete within %v: %w", si.Name, *timeout, credential.ErrSignIn), si.Name)
+			c.CancelLogin(context.Background(), loginID)
+			return explain(fmt.Errorf("sign-in to %s did not complete within %v: %w", name, timeout, credential.ErrSignIn), name)
 		}
 		// A broker that answers at once without waiting must not make
 		// this loop spin.
@@ -107,15 +149,15 @@ func linkOK(link string) error {
 // into a new file only this user can read, and opens that file with
 // $BROWSER (a colon-separated list of commands, %s standing for the file's
 // URL) or xdg-open. It reports whether a browser was started, and returns
-// a function that removes the file.
-func openBrowser(link string) (bool, func()) {
+// the file and a function that removes it.
+func openBrowser(link string) (bool, string, func()) {
 	nop := func() {}
 	if linkOK(link) != nil {
-		return false, nop
+		return false, "", nop
 	}
 	page, cleanup, err := forwardPage(link)
 	if err != nil {
-		return false, nop
+		return false, "", nop
 	}
 	var cands [][]string
 	if b := os.Getenv("BROWSER"); b != "" {
@@ -147,11 +189,11 @@ func openBrowser(link string) (bool, func()) {
 		cmd := exec.Command(path, c[1:]...)
 		if err := cmd.Start(); err == nil {
 			go cmd.Wait()
-			return true, cleanup
+			return true, strings.TrimPrefix(page, "file://"), cleanup
 		}
 	}
 	cleanup()
-	return false, nop
+	return false, "", nop
 }
 
 var forwardTmpl = template.Must(template.New("forward").Parse(`<!doctype html>

@@ -37,7 +37,7 @@ func TestOpenBrowserHandsOverAFile(t *testing.T) {
 	t.Setenv("BROWSER", script+" --new-window %s")
 	t.Setenv("DISPLAY", "")
 	link := "http://127.0.0.1:8400/start?state=SECRETSTATE"
-	opened, cleanup := openBrowser(link)
+	opened, file, cleanup := openBrowser(link)
 	if !opened {
 		t.Fatal("openBrowser = false")
 	}
@@ -50,6 +50,9 @@ func TestOpenBrowserHandsOverAFile(t *testing.T) {
 		t.Fatalf("browser argv = %q; want --new-window and a file:// URL, without the state", got)
 	}
 	page := strings.TrimPrefix(f[1], "file://")
+	if page != file {
+		t.Errorf("openBrowser returned the page %q; the browser got %q", file, page)
+	}
 	st, err := os.Stat(page)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("forwarding page: %v; want mode 0600", err)
@@ -65,7 +68,27 @@ func TestOpenBrowserHandsOverAFile(t *testing.T) {
 	if _, err := os.Stat(filepath.Dir(page)); err == nil {
 		t.Errorf("cleanup left %s", filepath.Dir(page))
 	}
-	if ok, _ := openBrowser("file:///etc/passwd"); ok {
+	if ok, _, _ := openBrowser("file:///etc/passwd"); ok {
 		t.Errorf("openBrowser opened a file: link")
+	}
+}
+
+// TestWaitRead: waitRead returns once the file has been read since it was
+// written, and otherwise after its time.
+func TestWaitRead(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "page.html")
+	os.WriteFile(f, []byte("x"), 0o600)
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(f, past, time.Now()) // written, not read since
+	start := time.Now()
+	waitRead(t.Context(), f, 300*time.Millisecond)
+	if el := time.Since(start); el < 300*time.Millisecond {
+		t.Errorf("waitRead of an unread file returned after %v; want its time", el)
+	}
+	os.Chtimes(f, time.Now().Add(time.Minute), time.Now()) // read
+	start = time.Now()
+	waitRead(t.Context(), f, time.Minute)
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("waitRead of a read file took %v", el)
 	}
 }
