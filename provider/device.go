@@ -24,6 +24,10 @@ var ErrNoDeviceAuth = errors.New("no device authorization endpoint")
 // user: the verification URIs and the user code.
 const maxDeviceText = 2048
 
+// maxDeviceInterval bounds, in seconds, how far polling backs off after
+// failed requests.
+const maxDeviceInterval = 60
+
 // Device is a started device sign-in (RFC 8628): what to tell the user,
 // and, inside, the device code to poll with.
 type Device struct {
@@ -97,7 +101,22 @@ func (c *Client) PollDevice(ctx context.Context, d *Device) (*Answer, error) {
 	}
 	defer secret.Destroy()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
-	tok, err := c.oauthConfig(string(secret.Bytes())).DeviceAccessToken(ctx, d.resp)
+	cfg := c.oauthConfig(string(secret.Bytes()))
+	da := *d.resp
+	var tok *oauth2.Token
+	for {
+		tok, err = cfg.DeviceAccessToken(ctx, &da)
+		var re *oauth2.RetrieveError
+		expired := !da.Expiry.IsZero() && !time.Now().Before(da.Expiry)
+		if err == nil || errors.As(err, &re) || ctx.Err() != nil || expired {
+			break
+		}
+		// The request did not reach the provider or its answer did not
+		// come back (a reset connection, a restart): poll on, backing
+		// off as RFC 8628 §3.5 asks, until the codes expire.
+		// DeviceAccessToken waits the interval before it polls.
+		da.Interval = min(max(2*da.Interval, da.Interval+5), maxDeviceInterval)
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && !d.Expiry.IsZero() && !time.Now().Before(d.Expiry) {
 			return nil, NewError(0, "expired_token", "the code was not used in time")

@@ -40,13 +40,15 @@ func TestDevice(t *testing.T) {
 		decide   func(p *localprovider.Provider)
 		life     time.Duration
 		slowDown int
+		drop     int
 		wantCode string // "" for success
 	}{
-		{"approved (basic)", config.AuthStyleBasic, func(p *localprovider.Provider) { p.DeviceDecide(true) }, time.Minute, 0, ""},
-		{"approved (post)", config.AuthStylePost, func(p *localprovider.Provider) { p.DeviceDecide(true) }, time.Minute, 0, ""},
-		{"denied", config.AuthStyleBasic, func(p *localprovider.Provider) { p.DeviceDecide(false) }, time.Minute, 0, "access_denied"},
-		{"expired", config.AuthStyleBasic, func(*localprovider.Provider) {}, 2 * time.Second, 0, "expired_token"},
-		{"slowed down", config.AuthStyleBasic, func(p *localprovider.Provider) { p.DeviceDecide(true) }, time.Minute, 1, ""},
+		{"approved (basic)", config.AuthStyleBasic, func(p *localprovider.Provider) { p.DeviceDecide(true) }, time.Minute, 0, 0, ""},
+		{"approved (post)", config.AuthStylePost, func(p *localprovider.Provider) { p.DeviceDecide(true) }, time.Minute, 0, 0, ""},
+		{"denied", config.AuthStyleBasic, func(p *localprovider.Provider) { p.DeviceDecide(false) }, time.Minute, 0, 0, "access_denied"},
+		{"expired", config.AuthStyleBasic, func(*localprovider.Provider) {}, 2 * time.Second, 0, 0, "expired_token"},
+		{"slowed down", config.AuthStyleBasic, func(p *localprovider.Provider) { p.DeviceDecide(true) }, time.Minute, 1, 0, ""},
+		{"connection dropped", config.AuthStyleBasic, func(p *localprovider.Provider) { p.DeviceDecide(true) }, time.Minute, 0, 1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -54,6 +56,7 @@ func TestDevice(t *testing.T) {
 			defer p.Close()
 			p.SetDevice(time.Second, tc.life)
 			p.SlowDown(tc.slowDown)
+			p.DropPolls(tc.drop)
 			c := deviceClient(t, p, tc.style, p.URL+"/device/code")
 			d, err := c.StartDevice(context.Background())
 			if err != nil {
@@ -75,7 +78,12 @@ func TestDevice(t *testing.T) {
 				t.Fatalf("PollDevice = %v; want tokens", err)
 			}
 			polls := p.DevicePolls()
-			if tc.slowDown > 0 {
+			if tc.drop > 0 {
+				// After a failed request, polling backs off.
+				if len(polls) < 2 || polls[1].Sub(polls[0]) < 5900*time.Millisecond {
+					t.Errorf("polls %v; want a longer interval after a failed request", polls)
+				}
+			} else if tc.slowDown > 0 {
 				if len(polls) < 2 || polls[1].Sub(polls[0]) < 5900*time.Millisecond {
 					t.Errorf("polls %v; want the interval 5 s longer after slow_down", polls)
 				}

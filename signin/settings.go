@@ -307,7 +307,11 @@ func (t *Table) form(w http.ResponseWriter, r *http.Request) *settingsSession {
 	}
 	s := t.session(r)
 	origin, site := r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")
-	ok := s != nil && (origin == "" || t.sameOrigin(origin)) && (site == "" || site == "same-origin")
+	// A page sent with Referrer-Policy: no-referrer posts its forms with
+	// Origin: null (Fetch standard, "serializing a request origin"); the
+	// browser's Sec-Fetch-Site then tells where the form came from.
+	originOK := origin == "" || t.sameOrigin(origin) || (origin == "null" && site == "same-origin")
+	ok := s != nil && originOK && (site == "" || site == "same-origin")
 	if ok {
 		t.mu.Lock()
 		ok = subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.csrf)) == 1

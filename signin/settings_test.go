@@ -249,6 +249,8 @@ func TestSettingsForms(t *testing.T) {
 		{"foreign origin", c, csrf, "https://evil.example", nil},
 		{"cross-site fetch", c, csrf, "", []string{"Sec-Fetch-Site", "cross-site"}},
 		{"no session", browser(true), csrf, origin, nil},
+		{"null origin from elsewhere", c, csrf, "null", nil},
+		{"null origin cross-site", c, csrf, "null", []string{"Sec-Fetch-Site", "same-site"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := post(t, f, tc.c, signout, tc.csrf, tc.origin, tc.extra...)
@@ -262,7 +264,8 @@ func TestSettingsForms(t *testing.T) {
 	}
 	t.Run("sign out", func(t *testing.T) {
 		active := f.p.ActiveRefreshTokens()
-		code, body := post(t, f, c, signout, csrf, origin)
+		// As Chromium sends it from a page with Referrer-Policy: no-referrer.
+		code, body := post(t, f, c, signout, csrf, "null", "Sec-Fetch-Site", "same-origin")
 		if code != 200 || !strings.Contains(body, "Signed out of Test") || !strings.Contains(body, "Not signed in") {
 			t.Errorf("sign out = %d %q", code, body)
 		}

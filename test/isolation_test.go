@@ -6,9 +6,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -253,4 +257,69 @@ func TestIsolationBetweenUsers(t *testing.T) {
 			t.Errorf("%d reloads happened; want 4", n)
 		}
 	})
+	t.Run("each user's settings page is their own", func(t *testing.T) {
+		// Each user asks for a one-time link over the socket and opens it
+		// in a browser of their own.
+		open := func(u unixUser) (*http.Client, string) {
+			out, err := u.run(t, bin, "settings", "--no-browser", "--broker", d.socket)
+			link := strings.TrimSpace(out)
+			if err != nil || !strings.HasPrefix(link, "http://") {
+				t.Fatalf("settings as %s = %q, %v", u.name, out, err)
+			}
+			jar, _ := cookiejar.New(nil)
+			c := &http.Client{Jar: jar}
+			if code, _ := httpGet(t, c, link); code != 200 {
+				t.Fatalf("%s's link = %d", u.name, code)
+			}
+			return c, strings.TrimSuffix(link[:strings.Index(link, "/settings/open")], "/")
+		}
+		ca, web := open(a)
+		cb, _ := open(b)
+		_, pageA := httpGet(t, ca, web+"/settings")
+		code, pageB := httpGet(t, cb, web+"/settings")
+		if code != 200 || !strings.Contains(pageB, "<strong>"+b.name+"</strong>") || strings.Contains(pageB, a.name) ||
+			!strings.Contains(pageA, "<strong>"+a.name+"</strong>") || strings.Contains(pageA, b.name) {
+			t.Fatalf("each page must name its own user only: A's names B %v, B's names A %v",
+				strings.Contains(pageA, b.name), strings.Contains(pageB, a.name))
+		}
+		// B signs out from B's page: B's mounts lose the token, A's keep A's.
+		csrfB := hiddenRE.FindStringSubmatch(pageB)
+		guid := regexp.MustCompile(`/settings/integrations/([0-9a-f-]{36})/signout`).FindStringSubmatch(pageB)
+		if csrfB == nil || guid == nil {
+			t.Fatalf("B's page has no sign-out form:\n%s", pageB)
+		}
+		form := url.Values{"csrf": {csrfB[2]}}
+		// A's browser with B's form token changes nothing.
+		req, _ := http.NewRequest("POST", web+"/settings/integrations/"+guid[1]+"/signout", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if resp, err := ca.Do(req); err != nil || resp.StatusCode != 403 {
+			t.Errorf("A's session with B's csrf = %v, %v; want 403", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+		resp, err := cb.PostForm(web+"/settings/integrations/"+guid[1]+"/signout", form)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("B's sign-out from the page = %v, %v", resp, err)
+		}
+		resp.Body.Close()
+		waitFor(t, func() bool {
+			_, err := b.run(t, "cat", tokenPath(mounts[b.name][2]))
+			return err != nil
+		})
+		if got, err := a.run(t, "cat", tokenPath(mounts[a.name][2])); err != nil || got != tokA {
+			t.Errorf("A's mount after B's sign-out = %q, %v; want A's token", got, err)
+		}
+	})
+}
+
+// httpGet gets u with c and returns the status and body.
+func httpGet(t *testing.T, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -29,7 +29,9 @@ type oidcServer struct {
 	url string
 }
 
-func startOIDC(t *testing.T, redirect string) *oidcServer {
+// startOIDC starts oidc-provider with the callback redirect and extra
+// environment (see server.mjs).
+func startOIDC(t *testing.T, redirect string, env ...string) *oidcServer {
 	t.Helper()
 	_, err := exec.LookPath("node")
 	requireE2E(t, err == nil, "node")
@@ -40,6 +42,7 @@ func startOIDC(t *testing.T, redirect string) *oidcServer {
 	cmd := exec.Command("node", "server.mjs")
 	cmd.Dir = "oidc"
 	cmd.Env = append(os.Environ(), "PORT="+port, "REDIRECT_URI="+redirect, "CLIENT_SECRET="+oidcSecret, "ACCESS_TTL=10")
+	cmd.Env = append(cmd.Env, env...)
 	out, _ := cmd.StdoutPipe()
 	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
@@ -69,8 +72,9 @@ func startOIDC(t *testing.T, redirect string) *oidcServer {
 }
 
 type oidcStats struct {
-	Refreshes           int `json:"refreshes"`
-	ActiveRefreshTokens int `json:"active_refresh_tokens"`
+	Refreshes           int     `json:"refreshes"`
+	ActiveRefreshTokens int     `json:"active_refresh_tokens"`
+	DevicePolls         []int64 `json:"device_polls"` // ms since the epoch
 }
 
 func (o *oidcServer) stats(t *testing.T) oidcStats {
@@ -100,15 +104,17 @@ func (o *oidcServer) userinfo(t *testing.T, token string) (int, string) {
 	return resp.StatusCode, claims.Sub
 }
 
-// oidcEnv writes a config for oidc-provider and returns the env.
-func oidcEnv(t *testing.T) (*cliEnv, *oidcServer) {
+// oidcEnv starts oidc-provider with the extra environment env and writes
+// a config for it with two integrations, Demo (which can also sign in
+// with the device grant) and Other; it returns the env.
+func oidcEnv(t *testing.T, env ...string) (*cliEnv, *oidcServer) {
 	t.Helper()
 	fusetest.Require(t)
 	dir := t.TempDir()
 	e := &cliEnv{dir: dir, mnt: filepath.Join(dir, "oauth"), cfg: filepath.Join(dir, "config.toml"), socket: filepath.Join(dir, "run", "broker.sock")}
 	os.Mkdir(e.mnt, 0o700)
 	web := freeAddr(t)
-	o := startOIDC(t, "http://"+web+"/callback")
+	o := startOIDC(t, "http://"+web+"/callback", env...)
 	cfg := fmt.Sprintf(`
 [broker]
 socket = %q
@@ -124,9 +130,21 @@ client_secret = %q
 auth_url = "%s/auth"
 token_url = "%s/token"
 revocation_url = "%s/token/revocation"
+device_auth_url = "%s/device/auth"
 scopes = ["openid", "offline_access"]
 auth_params = { prompt = "consent" }
-`, e.socket, web, web, filepath.Join(dir, "state"), oidcSecret, o.url, o.url, o.url)
+
+[[integration]]
+name = "Other"
+display_name = "Other API"
+client_id = "oauthfs"
+client_secret = %q
+auth_url = "%s/auth"
+token_url = "%s/token"
+revocation_url = "%s/token/revocation"
+scopes = ["openid", "offline_access"]
+auth_params = { prompt = "consent" }
+`, e.socket, web, web, filepath.Join(dir, "state"), oidcSecret, o.url, o.url, o.url, o.url, oidcSecret, o.url, o.url, o.url)
 	os.WriteFile(e.cfg, []byte(cfg), 0o600)
 	return e, o
 }

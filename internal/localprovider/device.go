@@ -85,6 +85,14 @@ func (p *Provider) deviceToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.polls = append(g.polls, time.Now())
+	if p.drops > 0 {
+		p.drops--
+		p.mu.Unlock()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close() // no answer at all
+		}
+		return
+	}
 	switch {
 	case p.slowDowns > 0:
 		p.slowDowns--
@@ -120,6 +128,10 @@ func (p *Provider) SetDevice(interval, life time.Duration) {
 
 // SlowDown makes the next n device token requests answer slow_down.
 func (p *Provider) SlowDown(n int) { p.mu.Lock(); p.slowDowns = n; p.mu.Unlock() }
+
+// DropPolls makes the next n device token requests go unanswered: the
+// connection closes.
+func (p *Provider) DropPolls(n int) { p.mu.Lock(); p.drops = n; p.mu.Unlock() }
 
 // DeviceDecide approves or denies every pending device sign-in.
 func (p *Provider) DeviceDecide(approve bool) {

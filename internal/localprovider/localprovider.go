@@ -67,6 +67,7 @@ type Provider struct {
 	deviceInterval time.Duration
 	deviceLife     time.Duration
 	slowDowns      int                  // device token requests still to answer slow_down
+	drops          int                  // device token requests still to answer by closing the connection
 	deny           bool                 // /authorize answers access_denied
 	codes          map[string]codeGrant // authorization codes not yet used
 	lastAuth       url.Values           // the query of the last /authorize

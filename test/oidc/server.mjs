@@ -2,11 +2,21 @@
 // panva's oidc-provider with PKCE required, refresh-token rotation, short
 // access tokens and RFC 7009 revocation, on 127.0.0.1.
 //
-// Environment: PORT, REDIRECT_URI, CLIENT_SECRET, ACCESS_TTL (seconds).
+// The device authorization grant (RFC 8628) is on, with oidc-provider's
+// own verification pages (user code, confirmation, login, consent).
+//
+// Environment: PORT, REDIRECT_URI, CLIENT_SECRET, ACCESS_TTL (seconds),
+// DEVICE_TTL (seconds a device code lasts, default 600), DEVICE_INTERVAL
+// (seconds; when set, device authorization answers carry it as
+// "interval"), SLOW_DOWN_ONCE (when set, the first authorization_pending
+// answer is slow_down instead).
 // Prints "ready" on stdout once listening. Two test-only routes report
 // what the provider itself saw:
-//   GET  /test/stats       {"refreshes": n, "active_refresh_tokens": n}
+//   GET  /test/stats       {"refreshes": n, "active_refresh_tokens": n,
+//                           "device_polls": [ms since the epoch, ...]}
 //   POST /test/revoke-all  revokes every refresh token (as an admin would)
+//   GET  /test/evil?target=URL  a page of another site that posts an
+//                          empty form to URL as soon as it loads
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -35,7 +45,7 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     client_id: 'oauthfs',
     client_secret: process.env.CLIENT_SECRET,
     redirect_uris: [process.env.REDIRECT_URI],
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
   }],
@@ -45,6 +55,7 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
   features: {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
+    deviceFlow: { enabled: true },
   },
   scopes: ['openid', 'offline_access'],
   claims: { openid: ['sub'] },
@@ -56,6 +67,7 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     Session: 3600,
     Interaction: 600,
     IdToken: 3600,
+    DeviceCode: Number(process.env.DEVICE_TTL || 600),
   },
   findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
 });
@@ -63,6 +75,25 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
 let refreshes = 0;
 provider.on('grant.success', (ctx) => {
   if (ctx.oidc.params.grant_type === 'refresh_token') refreshes += 1;
+});
+
+// Device sign-ins: the interval the provider asks for, one slow_down, and
+// when each device_code token request came.
+const devicePolls = [];
+let slowDown = Boolean(process.env.SLOW_DOWN_ONCE);
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === '/device/auth' && ctx.status === 200 && process.env.DEVICE_INTERVAL) {
+    ctx.body = { ...ctx.body, interval: Number(process.env.DEVICE_INTERVAL) };
+  }
+  if (ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'urn:ietf:params:oauth:grant-type:device_code') {
+    devicePolls.push(Date.now());
+    if (slowDown && ctx.body?.error === 'authorization_pending') {
+      slowDown = false;
+      ctx.status = 400;
+      ctx.body = { error: 'slow_down', error_description: 'polling too quickly' };
+    }
+  }
 });
 
 const activeRefreshTokens = () => {
@@ -78,7 +109,15 @@ const callback = provider.callback();
 http.createServer((req, res) => {
   if (req.url === '/test/stats') {
     res.setHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify({ refreshes, active_refresh_tokens: activeRefreshTokens() }));
+    res.end(JSON.stringify({ refreshes, active_refresh_tokens: activeRefreshTokens(), device_polls: devicePolls }));
+    return;
+  }
+  if (req.url.startsWith('/test/evil?')) {
+    const target = new URL(req.url, 'http://x').searchParams.get('target');
+    const esc = (v) => v.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+    res.setHeader('Content-Type', 'text/html');
+    res.end(`<!doctype html><title>Another site</title><form method="post" action="${esc(target)}"><button>Win a prize</button></form>
+<script>document.forms[0].submit()</script>`);
     return;
   }
   if (req.url === '/test/revoke-all' && req.method === 'POST') {
