@@ -44,8 +44,69 @@ func startDev(t *testing.T, runtimeDir, mnt string, args ...string) *devRun {
 	d.proc = startProc(t, cmd, syscall.SIGINT, mnt, func(*proc) bool { return strings.Contains(d.stdout.String(), "Press Ctrl-C") })
 	out := d.stdout.String()
 	d.provider = providerRE.FindStringSubmatch(out)[1]
-	d.socket = socketRE.FindStringSubmatch(out)[1]
+	if m := socketRE.FindStringSubmatch(out); m != nil {
+		d.socket = m[1]
+	} else {
+		d.socket = filepath.Join(runtimeDir, "oauthfs", "broker.sock")
+	}
 	return d
+}
+
+// TestDevSocket: the other commands find a running oauthfs dev with no
+// setting but XDG_RUNTIME_DIR, and its guide names the binary by a path
+// that works; when another broker answers on the default socket, dev
+// listens elsewhere and prints the export line.
+func TestDevSocket(t *testing.T) {
+	t.Run("default", func(t *testing.T) {
+		rt := t.TempDir()
+		d := startDev(t, rt, filepath.Join(t.TempDir(), "oauth"))
+		out := d.stdout.String()
+		if strings.Contains(out, "export OAUTHFS_BROKER") {
+			t.Errorf("the guide exports OAUTHFS_BROKER though dev listens on the default socket:\n%s", out)
+		}
+		cwd, _ := os.Getwd()
+		for _, want := range []string{"\n  cd '" + cwd + "'\n", "\n  " + binary + " list\n", "\n  " + binary + " settings "} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the guide lacks %q:\n%s", want, out)
+			}
+		}
+		for _, args := range [][]string{{"list"}, {"token", "Demo"}, {"settings", "--no-browser"}} {
+			cmd := exec.Command(binary, args...)
+			cmd.Env = []string{"XDG_RUNTIME_DIR=" + rt} // nothing else
+			got, err := cmd.CombinedOutput()
+			if err != nil || len(got) < 10 {
+				t.Errorf("%v with only XDG_RUNTIME_DIR = %v\n%s", args, err, got)
+			}
+			if args[0] == "list" && !strings.Contains(string(got), "Demo (") {
+				t.Errorf("list = %q", got)
+			}
+		}
+	})
+	t.Run("taken", func(t *testing.T) {
+		rt := t.TempDir()
+		os.Mkdir(filepath.Join(rt, "oauthfs"), 0o700)
+		other, err := net.Listen("unix", filepath.Join(rt, "oauthfs", "broker.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		go func() {
+			for {
+				c, err := other.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		d := startDev(t, rt, filepath.Join(t.TempDir(), "oauth"))
+		if d.socket == filepath.Join(rt, "oauthfs", "broker.sock") {
+			t.Fatalf("dev took over a socket another broker answers on; guide:\n%s", d.stdout)
+		}
+		if out, err := d.run(t, ".", nil, binary, "list"); err != nil || !strings.Contains(out, "Demo (") {
+			t.Errorf("list with the guide's export = %q, %v", out, err)
+		}
+	})
 }
 
 func (d *devRun) run(t *testing.T, dir string, env []string, name string, args ...string) (string, error) {
@@ -152,7 +213,7 @@ not signed in: not signed in to Other (not_signed_in); run: oauthfs login 'Other
 	if isMounted(mnt) {
 		t.Errorf("still mounted after Ctrl-C")
 	}
-	for _, p := range []string{mnt, filepath.Dir(d.socket)} {
+	for _, p := range []string{mnt, d.socket} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind: %v", p, err)
 		}

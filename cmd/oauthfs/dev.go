@@ -11,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -100,7 +101,7 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if err := os.WriteFile(secret, []byte(prov.ClientSecret), 0o600); err != nil {
 		return err
 	}
-	sock := filepath.Join(tmp, "broker.sock")
+	sock, export := devSocket(tmp)
 	text := fmt.Sprintf("[broker]\nsocket = %q\nlisten = %q\ncallback_url = \"http://%s/callback\"\nstate_dir = \"\"\n",
 		sock, web.Addr(), web.Addr())
 	for _, n := range []string{devSignedIn, devSignedOut} {
@@ -142,7 +143,13 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if err := devSignIn(h.SignIn, uid); err != nil {
 		return fmt.Errorf("dev: the automatic sign-in to %s failed: %w", devSignedIn, err)
 	}
-	printDevGuide(stdout, mountpoint, prov.URL, sock, *lifetime)
+	if e := os.Getenv("OAUTHFS_BROKER"); e != "" && e != sock {
+		export = true // this shell's setting would win over the search
+	}
+	if !export {
+		log.Info("the other commands find this broker without settings", "socket", sock)
+	}
+	printDevGuide(stdout, devGuide{mnt: mountpoint, provider: prov.URL, socket: sock, export: export, lifetime: *lifetime})
 
 	if s := waitForStop(done, nil); s != nil {
 		log.Info("stopping", "signal", s.String())
@@ -202,17 +209,52 @@ func devSignIn(si *signin.Table, uid int) error {
 // hiddenRE finds the hidden fields of the sign-in confirmation form.
 var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
 
-func printDevGuide(w io.Writer, mnt, provider, sock string, lifetime time.Duration) {
+// devSocket chooses where dev's broker listens: the default socket,
+// which the other commands find with no setting (the first place of
+// their search, see resolveSocket), when nothing answers there; else a
+// private one in dir. It reports whether the commands then need
+// OAUTHFS_BROKER to find it.
+func devSocket(dir string) (string, bool) {
+	private := filepath.Join(dir, "broker.sock")
+	if os.Getenv("XDG_RUNTIME_DIR") == "" {
+		if st, err := os.Stat(config.SystemSocket); err == nil && st.Mode()&os.ModeSocket != 0 {
+			return private, true // the system daemon's socket is found first
+		}
+	}
+	def := filepath.Join(config.RuntimeDir(), "broker.sock")
+	if c, err := net.DialTimeout("unix", def, time.Second); err == nil {
+		c.Close()
+		return private, true // another broker (oauthfs mount) answers there
+	}
+	return def, false
+}
+
+// devGuide is what printDevGuide shows.
+type devGuide struct {
+	mnt, provider, socket string
+	export                bool // the commands need OAUTHFS_BROKER
+	lifetime              time.Duration
+}
+
+func printDevGuide(w io.Writer, g devGuide) {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-	tok := q(filepath.Join(mnt, "by-name", devSignedIn, "access_token"))
+	tok := q(filepath.Join(g.mnt, "by-name", devSignedIn, "access_token"))
+	cwd, _ := os.Getwd()
+	self := selfName()
+	export := ""
+	if g.export {
+		export = "  export OAUTHFS_BROKER=" + q(g.socket) + "\n"
+	}
 	fmt.Fprintf(w, `oauthfs dev is running.
 
   provider   %s (approves every sign-in; access tokens live %v)
   mount      %s
+  broker     %s
   signed in  %s (through the authorization-code + PKCE flow); %s is not
 
 Try, in another terminal:
 
+  cd %s
   ls -l %s
   cat %s; echo
   cat %s; echo
@@ -221,17 +263,46 @@ Try, in another terminal:
   cat %s               # Required key not available
   jq -r '.[] | "\(.name): \(.status)"' %s
 
-  export OAUTHFS_BROKER=%s
-  oauthfs list
-  oauthfs login %s            # opens a sign-in link
-  oauthfs logout %s
+%s  %s list
+  %s login %s            # opens a sign-in link
+  %s settings                # the Managed Credentials page
+  %s logout %s
 
 Read the token again after %v to see it refreshed on read.
 Press Ctrl-C to unmount and clean up.
-`, provider, lifetime, mnt, devSignedIn, devSignedOut,
-		q(mnt), tok, q(filepath.Join(mnt, "by-name", devSignedIn, "expiry")), tok, provider, tok,
-		q(filepath.Join(mnt, "by-name", devSignedOut, "access_token")), q(filepath.Join(mnt, "integrations.json")),
-		q(sock), devSignedOut, devSignedIn, lifetime*3/4)
+`, g.provider, g.lifetime, g.mnt, g.socket, devSignedIn, devSignedOut,
+		q(cwd), q(g.mnt), tok, q(filepath.Join(g.mnt, "by-name", devSignedIn, "expiry")), tok, g.provider, tok,
+		q(filepath.Join(g.mnt, "by-name", devSignedOut, "access_token")), q(filepath.Join(g.mnt, "integrations.json")),
+		export, self, self, devSignedOut, self, self, devSignedIn, g.lifetime*3/4)
+}
+
+// selfName is how the guide names this program so that its commands work
+// as typed in another terminal (after the guide's cd): oauthfs when that
+// is this program on PATH; else the path it was started by when it has a
+// slash (bin/oauthfs after make demo); else its absolute path.
+func selfName() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "oauthfs"
+	}
+	if p, err := exec.LookPath("oauthfs"); err == nil {
+		if a, b := fileID(p), fileID(exe); a != "" && a == b {
+			return "oauthfs"
+		}
+	}
+	if strings.Contains(os.Args[0], "/") {
+		return os.Args[0]
+	}
+	return exe
+}
+
+// fileID names the file at path by device and inode, or "".
+func fileID(path string) string {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }
 
 // devMountpoint checks (or creates) the mount point: it must be an empty
