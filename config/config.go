@@ -320,7 +320,7 @@ var providers = map[string]struct {
 	"gitlab":    {endpoints.GitLab, ""},
 	"google":    {endpoints.Google, ""},
 	"linkedin":  {endpoints.LinkedIn, ""},
-	"microsoft": {endpoints.Microsoft, ""},
+	"microsoft": {endpoints.AzureAD("common"), ""}, // work, school and personal accounts
 	"slack":     {endpoints.Slack, ""},
 	"spotify":   {endpoints.Spotify, ""},
 	"zoom":      {endpoints.Zoom, ""},

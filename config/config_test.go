@@ -212,7 +212,8 @@ func TestDeviceAuthURL(t *testing.T) {
 	}{
 		{"github", `provider = "github"`, "https://github.com/login/device/code"},
 		{"google", `provider = "google"`, "https://oauth2.googleapis.com/device/code"},
-		{"microsoft (none in x/oauth2)", `provider = "microsoft"`, ""},
+		{"microsoft", `provider = "microsoft"`, "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode"},
+		{"gitlab", `provider = "gitlab"`, "https://gitlab.com/oauth/authorize_device"},
 		{"configured", `provider = "github"` + "\n" + `device_auth_url = "https://ghe.example/device"`, "https://ghe.example/device"},
 		{"custom without one", `auth_url = "https://a.example/a"` + "\n" + `token_url = "https://a.example/t"`, ""},
 	} {

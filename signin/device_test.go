@@ -49,7 +49,9 @@ func TestDeviceSignIn(t *testing.T) {
 			if tc.status == SignedIn {
 				return
 			}
-			// Nothing polls the provider once a sign-in has ended.
+			// Nothing polls the provider once a sign-in has ended (a
+			// request already on its way may still land).
+			time.Sleep(300 * time.Millisecond)
 			n := len(f.p.DevicePolls())
 			time.Sleep(2500 * time.Millisecond)
 			if m := len(f.p.DevicePolls()); m != n {

@@ -406,7 +406,7 @@ func (t *Table) startPage(w http.ResponseWriter, r *http.Request) {
 	if u, err := url.Parse(s.in.Config().AuthURL); err == nil {
 		authOrigin = u.Scheme + "://" + u.Host
 	}
-	securityHeaders(w, "form-action 'self' "+authOrigin)
+	securityHeaders(w, "'self' "+authOrigin)
 	w.Header().Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(http.StatusOK)
 	confirmTmpl.Execute(w, map[string]string{

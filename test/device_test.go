@@ -135,6 +135,7 @@ func TestDeviceSignIn(t *testing.T) {
 		if err := cmd.Wait(); err == nil || !strings.Contains(errb.String(), "cancelled") {
 			t.Errorf("login --device after Ctrl-C: %v, stderr:\n%s", err, errb)
 		}
+		time.Sleep(300 * time.Millisecond) // a request already on its way may land
 		n := len(o.stats(t).DevicePolls)
 		time.Sleep(2500 * time.Millisecond)
 		if m := len(o.stats(t).DevicePolls); m != n {
