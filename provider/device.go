@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"golang.org/x/oauth2"
 
@@ -99,9 +100,11 @@ func (c *Client) PollDevice(ctx context.Context, d *Device) (*Answer, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer secret.Destroy()
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
+	// A copy, as in Refresh; the locked buffer is not held for the
+	// minutes a device sign-in may take.
 	cfg := c.oauthConfig(string(secret.Bytes()))
+	secret.Destroy()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
 	da := *d.resp
 	var tok *oauth2.Token
 	for {
@@ -136,10 +139,13 @@ func (c *Client) PollDevice(ctx context.Context, d *Device) (*Answer, error) {
 	return a, nil
 }
 
-// webURL reports whether s is an absolute http or https URL.
+// webURL reports whether s is an absolute http or https URL with no user
+// name (https://github.com@evil.example/ is evil.example) and nothing
+// but the URL on its line.
 func webURL(s string) bool {
 	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.User == nil &&
+		!strings.ContainsFunc(s, unicode.IsSpace)
 }
 
 // basicAuthClient is hc with HTTP Basic client authentication (RFC 6749

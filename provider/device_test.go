@@ -107,3 +107,21 @@ func TestDeviceNeedsAnEndpoint(t *testing.T) {
 		t.Errorf("StartDevice with bad client credentials succeeded")
 	}
 }
+
+// TestWebURL: only a plain http(s) URL is shown as a verification page.
+func TestWebURL(t *testing.T) {
+	for s, want := range map[string]bool{
+		"https://github.com/login/device":                      true,
+		"http://127.0.0.1:8080/device?user_code=AB-CD":         true,
+		"https://github.com@evil.example/":                     false,
+		"https://github.com/login/device   (then run curl|sh)": false,
+		"https://a.example/\nmore":                             false,
+		"javascript:alert(1)":                                  false,
+		"/relative":                                            false,
+		"":                                                     false,
+	} {
+		if got := webURL(s); got != want {
+			t.Errorf("webURL(%q) = %v; want %v", s, got, want)
+		}
+	}
+}

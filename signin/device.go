@@ -14,6 +14,15 @@ import (
 // the provider says its codes last.
 const maxDeviceLife = 30 * time.Minute
 
+// One user may start at most maxDeviceStarts device sign-ins in any
+// deviceWindow: each start is a request to the provider with the
+// integration's client credentials, which a provider may throttle for
+// everyone.
+const (
+	maxDeviceStarts = 10
+	deviceWindow    = time.Minute
+)
+
 // DeviceLink is a started device sign-in (RFC 8628): the page to open on
 // any device, the code to enter (or check) there, and how to wait.
 type DeviceLink struct {
@@ -38,17 +47,36 @@ func (t *Table) StartDevice(ctx context.Context, uid int, id string) (*DeviceLin
 		return nil, err
 	}
 	cfg := in.Config()
+	if cfg.DeviceAuthURL == "" {
+		return nil, fmt.Errorf("signin: %s has no device_auth_url; set it in its [[integration]] table (the provider presets github, gitlab, google and microsoft have one): %w", cfg.Name, credential.ErrSignIn)
+	}
+	// The slot is taken before the provider is asked, so that one user's
+	// concurrent starts stay within the bounds.
 	t.mu.Lock()
 	err = t.roomLocked(uid, t.k.Now())
+	if err == nil {
+		err = t.deviceRateLocked(uid, t.k.Now())
+	}
+	if err == nil {
+		t.pending[uid]++
+		t.total++
+	}
 	t.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
+	release := func() {
+		t.mu.Lock()
+		t.releaseLocked(uid)
+		t.mu.Unlock()
+	}
 	d, err := in.StartDevice(ctx)
 	switch {
 	case errors.Is(err, provider.ErrNoDeviceAuth):
-		return nil, fmt.Errorf("signin: %s has no device_auth_url; set it in its [[integration]] table (the provider presets github and google have one): %w", cfg.Name, credential.ErrSignIn)
+		release()
+		return nil, fmt.Errorf("signin: %s has no device_auth_url: %w", cfg.Name, credential.ErrSignIn)
 	case err != nil:
+		release()
 		return nil, fmt.Errorf("signin: %s: %w: %w", cfg.Name, err, credential.ErrSignIn)
 	}
 	now := t.k.Now()
@@ -64,19 +92,35 @@ func (t *Table) StartDevice(ctx context.Context, uid int, id string) (*DeviceLin
 		result: Result{Status: Pending, Name: cfg.Name, GUID: cfg.GUID.String()},
 	}
 	t.mu.Lock()
-	if err := t.roomLocked(uid, now); err != nil {
-		t.mu.Unlock()
-		cancel()
-		return nil, err
-	}
-	t.byLogin[s.id] = s
-	t.pending[uid]++
-	t.total++
+	t.byLogin[s.id] = s // in the slot taken above
 	t.mu.Unlock()
 	t.log.Info("device sign-in started", "uid", uid, "integration", cfg.Name, "guid", cfg.GUID.String())
 	go t.pollDevice(poll, s, d)
 	return &DeviceLink{ID: s.id, VerificationURI: d.VerificationURI, VerificationURIComplete: d.VerificationURIComplete,
 		UserCode: d.UserCode, Expires: expires, Name: cfg.Name, GUID: cfg.GUID.String()}, nil
+}
+
+// deviceRateLocked refuses a device sign-in beyond maxDeviceStarts in
+// deviceWindow for uid, and counts this one. Callers hold t.mu.
+func (t *Table) deviceRateLocked(uid int, now time.Time) error {
+	recent := t.deviceStarts[uid][:0]
+	for _, at := range t.deviceStarts[uid] {
+		if now.Sub(at) < deviceWindow {
+			recent = append(recent, at)
+		}
+	}
+	if len(recent) >= maxDeviceStarts {
+		t.deviceStarts[uid] = recent
+		return fmt.Errorf("signin: uid %d started %d device sign-ins in the last %v, the most one user may; wait a minute: %w",
+			uid, len(recent), deviceWindow, credential.ErrSignIn)
+	}
+	t.deviceStarts[uid] = append(recent, now)
+	for u, starts := range t.deviceStarts { // bounded by the users who start any
+		if u != uid && len(starts) > 0 && now.Sub(starts[len(starts)-1]) >= deviceWindow {
+			delete(t.deviceStarts, u)
+		}
+	}
+	return nil
 }
 
 // pollDevice waits for the provider's answer to device sign-in s and

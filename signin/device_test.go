@@ -3,6 +3,8 @@ package signin
 import (
 	"context"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -87,4 +89,42 @@ func TestDeviceSignIn(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDeviceSignInBounds: one user's device sign-ins reach the provider
+// at most maxDeviceStarts times a minute, however many start at once and
+// whether or not they are cancelled.
+func TestDeviceSignInBounds(t *testing.T) {
+	f := newSigninFixture(t, `device_auth_url = "{provider}/device/code"`)
+	f.p.SetDevice(time.Minute, time.Minute)
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if l, err := f.s.StartDevice(context.Background(), uid, "Test"); err == nil {
+				ok.Add(1)
+				f.s.Cancel(uid, l.ID)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := f.p.DeviceCodes(); n > maxDeviceStarts || int(ok.Load()) != n {
+		t.Errorf("%d device codes issued, %d starts succeeded; want at most %d", n, ok.Load(), maxDeviceStarts)
+	}
+	if _, err := f.s.StartDevice(context.Background(), uid, "Test"); err == nil || !strings.Contains(err.Error(), "wait a minute") {
+		t.Errorf("a start past the bound = %v", err)
+	}
+	if l, err := f.s.StartDevice(context.Background(), uid+1, "Test"); err != nil {
+		t.Errorf("another user's start = %v", err)
+	} else {
+		f.s.Cancel(uid+1, l.ID)
+	}
+	f.clk.Advance(deviceWindow)
+	if l, err := f.s.StartDevice(context.Background(), uid, "Test"); err != nil {
+		t.Errorf("a start a minute later = %v", err)
+	} else {
+		f.s.Cancel(uid, l.ID)
+	}
 }

@@ -21,6 +21,13 @@ import (
 // status, Sign in and Sign out, and each one's details. A browser gets a
 // session for one user only by opening a one-time link that the user
 // asked the broker for over the session socket (oauthfs settings).
+//
+// A session is two secrets, and every request must carry both: a key in
+// the URL (/settings?s=KEY; the forms post to URLs that carry it too) and
+// a cookie. The cookie alone is not enough because cookies do not tell
+// ports apart: a browser sends it to a server another local user runs on
+// any port of the same host. The key alone is not enough because URLs
+// are copied and shown.
 const (
 	// settingsLinkLife is how long a one-time link works.
 	settingsLinkLife = time.Minute
@@ -52,6 +59,8 @@ type settingsLink struct {
 type settingsSession struct {
 	uid      int
 	user     string
+	key      string // in the page's URL; the key of Table.sessions
+	cookie   string // the value of the browser's settings cookie
 	csrf     string
 	expires  time.Time
 	flash    string // what the last action did, shown once
@@ -101,6 +110,7 @@ func (t *Table) EndSettings(uid int) int {
 	for k, s := range t.sessions {
 		if s.uid == uid {
 			delete(t.sessions, k)
+			s.expires = time.Time{} // a sign-in it started no longer returns to it
 			n++
 		}
 	}
@@ -130,20 +140,71 @@ func (t *Table) pruneSettingsLocked(now time.Time) {
 	}
 }
 
-// session returns the settings session of r's browser, or nil.
+// cookieName is the settings cookie's name: with https, the __Host-
+// prefix makes browsers refuse it from any other origin than a secure
+// one of this host, with no Domain and Path=/.
+func (t *Table) cookieName() string {
+	if t.callback.Scheme == "https" {
+		return "__Host-" + settingsCookie
+	}
+	return settingsCookie
+}
+
+// session returns the settings session named by r's s parameter when r
+// also carries that session's cookie, or nil.
 func (t *Table) session(r *http.Request) *settingsSession {
-	c, err := r.Cookie(settingsCookie)
-	if err != nil || c.Value == "" {
+	key := r.URL.Query().Get("s")
+	if key == "" {
 		return nil
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := t.sessions[c.Value]
-	if s == nil || t.k.Now().After(s.expires) {
+	s := t.sessions[key]
+	t.mu.Unlock()
+	if s == nil || !t.alive(s) || !t.hasCookie(r, s) {
 		return nil
 	}
 	return s
 }
+
+// alive reports whether session s has neither expired nor ended.
+func (t *Table) alive(s *settingsSession) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sessions[s.key] == s && !t.k.Now().After(s.expires)
+}
+
+// hasCookie reports whether r carries the cookie of session s, among
+// any others of the same name (a server on another port can plant some).
+func (t *Table) hasCookie(r *http.Request, s *settingsSession) bool {
+	for _, c := range r.CookiesNamed(t.cookieName()) {
+		if subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.cookie)) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// cookieSession returns the one live settings session whose cookie r
+// carries, or nil when there is none or more than one: where a sign-in
+// page links back to.
+func (t *Table) cookieSession(r *http.Request) *settingsSession {
+	cs := r.CookiesNamed(t.cookieName())
+	if len(cs) != 1 {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.k.Now()
+	for _, s := range t.sessions {
+		if subtle.ConstantTimeCompare([]byte(cs[0].Value), []byte(s.cookie)) == 1 && !now.After(s.expires) {
+			return s
+		}
+	}
+	return nil
+}
+
+// pageURL is the settings page of session s.
+func pageURL(s *settingsSession) string { return "/settings?" + url.Values{"s": {s.key}}.Encode() }
 
 // openSettings answers a one-time link: it starts a session for the
 // link's user in this browser and sends it on to /settings.
@@ -179,12 +240,12 @@ func (t *Table) openSettings(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusServiceUnavailable, "Too many sessions", "The broker has too many settings sessions open; try again later.")
 		return
 	}
-	id := randomID(32)
-	t.sessions[id] = &settingsSession{uid: l.uid, user: userName(l.uid), csrf: randomID(32), expires: now.Add(settingsLife)}
+	s := &settingsSession{uid: l.uid, user: userName(l.uid), key: randomID(32), cookie: randomID(32), csrf: randomID(32), expires: now.Add(settingsLife)}
+	t.sessions[s.key] = s
 	t.mu.Unlock()
 	t.log.Info("settings session started", "uid", l.uid)
 	http.SetCookie(w, &http.Cookie{
-		Name: settingsCookie, Value: id, Path: "/", HttpOnly: true,
+		Name: t.cookieName(), Value: s.cookie, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https", MaxAge: int(settingsLife / time.Second),
 	})
 	// A page of this site, not a redirect, takes the browser on: a
@@ -192,13 +253,13 @@ func (t *Table) openSettings(w http.ResponseWriter, r *http.Request) {
 	// navigation from elsewhere (the file:// page oauthfs settings opens).
 	securityHeaders(w, "")
 	w.WriteHeader(http.StatusOK)
-	forwardTmpl.Execute(w, nil)
+	forwardTmpl.Execute(w, pageURL(s))
 }
 
 var forwardTmpl = template.Must(template.New("forward").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/settings">
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={{.}}">
 <title>Managed Credentials · oauthfs</title></head>
-<body><p><a href="/settings">Continue to Managed Credentials</a></p></body></html>
+<body><p><a href="{{.}}">Continue to Managed Credentials</a></p></body></html>
 `))
 
 // settingsView is one integration on the settings page.
@@ -217,7 +278,7 @@ func (t *Table) settingsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.mu.Lock()
-	flash, bad, csrf, user, uid := s.flash, s.flashBad, s.csrf, s.user, s.uid
+	flash, bad, csrf, user, uid, key := s.flash, s.flashBad, s.csrf, s.user, s.uid, s.key
 	s.flash, s.flashBad = "", false
 	t.mu.Unlock()
 	list := t.k.Integrations(uid)
@@ -255,7 +316,7 @@ func (t *Table) settingsPage(w http.ResponseWriter, r *http.Request) {
 	settingsHeaders(w, formAction)
 	w.WriteHeader(http.StatusOK)
 	settingsTmpl.Execute(w, map[string]any{
-		"User": user, "Host": t.host, "CSRF": csrf, "Flash": flash, "FlashBad": bad, "Integrations": views,
+		"User": user, "Host": t.host, "CSRF": csrf, "Key": key, "Flash": flash, "FlashBad": bad, "Integrations": views,
 	})
 }
 
@@ -305,7 +366,7 @@ func (t *Table) form(w http.ResponseWriter, r *http.Request) *settingsSession {
 		page(w, http.StatusBadRequest, "Managed Credentials", "The form could not be read.")
 		return nil
 	}
-	s := t.session(r)
+	s := t.session(r) // the s parameter is in the form's URL
 	origin, site := r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")
 	// A page sent with Referrer-Policy: no-referrer posts its forms with
 	// Origin: null (Fetch standard, "serializing a request origin"); the
@@ -344,19 +405,19 @@ func (t *Table) settingsSignIn(w http.ResponseWriter, r *http.Request) {
 	link, err := t.Start(s.uid, r.PathValue("guid"))
 	if err != nil {
 		t.say(s, "The sign-in could not start: "+err.Error(), true)
-		http.Redirect(w, r, "/settings", http.StatusSeeOther)
+		http.Redirect(w, r, pageURL(s), http.StatusSeeOther)
 		return
 	}
 	t.mu.Lock()
 	si := t.byLogin[link.ID]
-	si.phase, si.settings = phaseContinued, true
+	si.phase, si.settings = phaseContinued, s
 	verifier := si.verifier
 	t.mu.Unlock()
 	target, err := si.in.AuthCodeURL(si.state, verifier)
 	if err != nil {
 		t.finish(si, Failed, "the broker is too busy")
 		t.say(s, "The broker is too busy right now; try again in a moment.", true)
-		http.Redirect(w, r, "/settings", http.StatusSeeOther)
+		http.Redirect(w, r, pageURL(s), http.StatusSeeOther)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -378,7 +439,7 @@ func (t *Table) settingsSignOut(w http.ResponseWriter, r *http.Request) {
 	p, err := t.k.Provider(guid)
 	if err != nil {
 		t.say(s, "There is no such integration.", true)
-		http.Redirect(w, r, "/settings", http.StatusSeeOther)
+		http.Redirect(w, r, pageURL(s), http.StatusSeeOther)
 		return
 	}
 	name := p.Config().DisplayName
@@ -393,7 +454,7 @@ func (t *Table) settingsSignOut(w http.ResponseWriter, r *http.Request) {
 	default:
 		t.say(s, "Signed out of "+name+".", false)
 	}
-	http.Redirect(w, r, "/settings", http.StatusSeeOther)
+	http.Redirect(w, r, pageURL(s), http.StatusSeeOther)
 }
 
 // settingsEnd ends this browser's session.
@@ -403,21 +464,21 @@ func (t *Table) settingsEnd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.mu.Lock()
-	for k, v := range t.sessions {
-		if v == s {
-			delete(t.sessions, k)
-		}
-	}
+	delete(t.sessions, s.key)
+	s.expires = time.Time{}
 	t.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: settingsCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: t.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https"})
 	page(w, http.StatusOK, "Session ended", "This browser no longer has your Managed Credentials page. Run oauthfs settings for a new link.")
 }
 
-// settingsFor returns the settings session of r's browser when it belongs
-// to uid, or nil: where a sign-in started from the settings page ends.
-func (t *Table) settingsFor(r *http.Request, uid int) *settingsSession {
-	if s := t.session(r); s != nil && s.uid == uid {
-		return s
+// settingsFor returns the settings session sign-in si started from, when
+// r's browser holds it and it is alive: where the sign-in ends. Callers
+// hold t.mu.
+func (t *Table) settingsForLocked(r *http.Request, si *signin) *settingsSession {
+	s := si.settings
+	if s == nil || t.sessions[s.key] != s || t.k.Now().After(s.expires) || !t.hasCookie(r, s) {
+		return nil
 	}
-	return nil
+	return s
 }

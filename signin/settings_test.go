@@ -26,29 +26,48 @@ token_url = "{provider}/token"
 scopes = ["x", "y"]
 `
 
+// settingsBrowser is a browser with its settings session: the cookie in
+// its jar and the key of its page's URL.
+type settingsBrowser struct {
+	*http.Client
+	key string
+}
+
+var forwardRE = regexp.MustCompile(`url=/settings\?s=([A-Za-z0-9_-]+)"`)
+
 // openSettings asks for a one-time link for uid, opens it in a new
 // browser and returns the browser, now holding uid's session, and the
 // link.
-func openSettings(t *testing.T, f *signinFixture, uid int) (*http.Client, string) {
+func openSettings(t *testing.T, f *signinFixture, uid int) (*settingsBrowser, string) {
 	t.Helper()
 	l, err := f.s.SettingsLink(uid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := browser(true)
-	if code, body := get(t, c, l.URL); code != 200 || !strings.Contains(body, `url=/settings`) {
+	code, body := get(t, c, l.URL)
+	m := forwardRE.FindStringSubmatch(body)
+	if code != 200 || m == nil {
 		t.Fatalf("one-time link = %d %q", code, body)
 	}
-	return c, l.URL
+	return &settingsBrowser{c, m[1]}, l.URL
+}
+
+// at is path with the browser's session key.
+func (b *settingsBrowser) at(path string) string {
+	if strings.Contains(path, "?") {
+		return path + "&s=" + b.key
+	}
+	return path + "?s=" + b.key
 }
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 // settingsPage returns the settings page as browser c sees it, and its
 // csrf token.
-func settingsPage(t *testing.T, f *signinFixture, c *http.Client) (int, string, string) {
+func settingsPage(t *testing.T, f *signinFixture, c *settingsBrowser) (int, string, string) {
 	t.Helper()
-	code, body := get(t, c, f.web.URL+"/settings")
+	code, body := get(t, c.Client, f.web.URL+c.at("/settings"))
 	csrf := ""
 	if m := csrfRE.FindStringSubmatch(body); m != nil {
 		csrf = m[1]
@@ -59,7 +78,7 @@ func settingsPage(t *testing.T, f *signinFixture, c *http.Client) (int, string, 
 // post sends a settings form from browser c with the given csrf token
 // and Origin header ("" sends none) and returns the last response's
 // status and body.
-func post(t *testing.T, f *signinFixture, c *http.Client, path, csrf, origin string, extra ...string) (int, string) {
+func post(t *testing.T, f *signinFixture, c *settingsBrowser, path, csrf, origin string, extra ...string) (int, string) {
 	t.Helper()
 	resp := postResp(t, f, c, path, csrf, origin, extra...)
 	defer resp.Body.Close()
@@ -68,13 +87,13 @@ func post(t *testing.T, f *signinFixture, c *http.Client, path, csrf, origin str
 }
 
 // postResp is post, returning the last response, its body not read.
-func postResp(t *testing.T, f *signinFixture, c *http.Client, path, csrf, origin string, extra ...string) *http.Response {
+func postResp(t *testing.T, f *signinFixture, c *settingsBrowser, path, csrf, origin string, extra ...string) *http.Response {
 	t.Helper()
 	form := url.Values{}
 	if csrf != "" {
 		form.Set("csrf", csrf)
 	}
-	req, _ := http.NewRequest("POST", f.web.URL+path, strings.NewReader(form.Encode()))
+	req, _ := http.NewRequest("POST", f.web.URL+c.at(path), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if origin != "" {
 		req.Header.Set("Origin", origin)
@@ -120,12 +139,18 @@ func TestSettingsLink(t *testing.T) {
 	if !strings.HasPrefix(l.URL, f.web.URL+"/settings/open?key=") || len(l.URL) < len(f.web.URL)+50 {
 		t.Fatalf("link = %q", l.URL)
 	}
-	c := browser(true)
-	resp, err := c.Get(l.URL)
+	jar := browser(true)
+	resp, err := jar.Get(l.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fwd, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	m := forwardRE.FindSubmatch(fwd)
+	if m == nil {
+		t.Fatalf("forward page %q", fwd)
+	}
+	c := &settingsBrowser{jar, string(m[1])}
 	var ck *http.Cookie
 	for _, k := range resp.Cookies() {
 		if k.Name == settingsCookie {
@@ -150,7 +175,7 @@ func TestSettingsLink(t *testing.T) {
 		}
 	})
 	t.Run("page", func(t *testing.T) {
-		resp, err := c.Get(f.web.URL + "/settings")
+		resp, err := c.Get(f.web.URL + c.at("/settings"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,23 +224,35 @@ func TestSettingsLink(t *testing.T) {
 				t.Errorf("%s = %d %q %d bytes", name, resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength)
 			}
 		}
-		if code, _ := get(t, c, f.web.URL+"/settings/assets/settings.html"); code != 404 {
+		if code, _ := get(t, c.Client, f.web.URL+"/settings/assets/settings.html"); code != 404 {
 			t.Errorf("the template as an asset = %d; want 404", code)
 		}
 	})
 	t.Run("json", func(t *testing.T) {
-		code, body := get(t, c, f.web.URL+"/settings/integrations.json")
+		code, body := get(t, c.Client, f.web.URL+c.at("/settings/integrations.json"))
 		if code != 200 || !strings.Contains(body, `"display_name":"Another API"`) {
 			t.Errorf("integrations.json = %d %q", code, body)
 		}
-		if code, _ := get(t, browser(true), f.web.URL+"/settings/integrations.json"); code != 401 {
-			t.Errorf("integrations.json without a session = %d; want 401", code)
+		if code, _ := get(t, browser(true), f.web.URL+c.at("/settings/integrations.json")); code != 401 {
+			t.Errorf("integrations.json without the cookie = %d; want 401", code)
+		}
+		if code, _ := get(t, c.Client, f.web.URL+"/settings/integrations.json"); code != 401 {
+			t.Errorf("integrations.json without the key = %d; want 401", code)
 		}
 	})
 	t.Run("no session", func(t *testing.T) {
-		code, body := get(t, browser(true), f.web.URL+"/settings")
-		if code != 401 || !strings.Contains(body, "oauthfs settings") {
-			t.Errorf("settings without a session = %d %q", code, body)
+		for name, u := range map[string]struct {
+			c   *http.Client
+			url string
+		}{
+			"nothing":     {browser(true), "/settings"},
+			"key only":    {browser(true), c.at("/settings")},
+			"cookie only": {c.Client, "/settings"}, // what a server on another port gets
+		} {
+			code, body := get(t, u.c, f.web.URL+u.url)
+			if code != 401 || !strings.Contains(body, "oauthfs settings") {
+				t.Errorf("%s: settings = %d %q", name, code, body)
+			}
 		}
 	})
 	t.Run("expired session", func(t *testing.T) {
@@ -240,7 +277,7 @@ func TestSettingsForms(t *testing.T) {
 	origin := f.web.URL
 	for _, tc := range []struct {
 		name         string
-		c            *http.Client
+		c            *settingsBrowser
 		csrf, origin string
 		extra        []string
 	}{
@@ -248,7 +285,8 @@ func TestSettingsForms(t *testing.T) {
 		{"wrong csrf", c, "forged", origin, nil},
 		{"foreign origin", c, csrf, "https://evil.example", nil},
 		{"cross-site fetch", c, csrf, "", []string{"Sec-Fetch-Site", "cross-site"}},
-		{"no session", browser(true), csrf, origin, nil},
+		{"no cookie", &settingsBrowser{browser(true), c.key}, csrf, origin, nil},
+		{"no key (the cookie alone)", &settingsBrowser{c.Client, ""}, csrf, origin, nil},
 		{"null origin from elsewhere", c, csrf, "null", nil},
 		{"null origin cross-site", c, csrf, "null", []string{"Sec-Fetch-Site", "same-site"}},
 	} {
@@ -296,7 +334,7 @@ func TestSettingsForms(t *testing.T) {
 		if n := f.s.EndSettings(uid); n != 2 {
 			t.Errorf("EndSettings = %d; want 2", n)
 		}
-		for i, c := range []*http.Client{c1, c2} {
+		for i, c := range []*settingsBrowser{c1, c2} {
 			if code, _, _ := settingsPage(t, f, c); code != 401 {
 				t.Errorf("browser %d after EndSettings = %d; want 401", i, code)
 			}
@@ -318,7 +356,7 @@ func TestSettingsSignIn(t *testing.T) {
 	c, _ := openSettings(t, f, uid)
 	_, _, csrf := settingsPage(t, f, c)
 	guid := f.guid(t, "Other") // Other
-	stop := browser(false)
+	stop := &settingsBrowser{browser(false), c.key}
 	stop.Jar = c.Jar
 	resp := postResp(t, f, stop, "/settings/integrations/"+guid+"/signin", csrf, f.web.URL)
 	resp.Body.Close()
@@ -329,7 +367,7 @@ func TestSettingsSignIn(t *testing.T) {
 	if q.Get("scope") != "x y" || q.Get("code_challenge_method") != "S256" {
 		t.Fatalf("authorization request = %v", q)
 	}
-	code, body := callback(t, c, resp.Header.Get("Location"))
+	code, body := callback(t, c.Client, resp.Header.Get("Location"))
 	if code != 200 || !strings.Contains(body, "Signed in to Other") || !strings.Contains(body, "Managed Credentials") {
 		t.Fatalf("back on the page = %d %q", code, body)
 	}
@@ -344,9 +382,9 @@ func TestSettingsSignIn(t *testing.T) {
 		resp := postResp(t, f, stop, "/settings/integrations/"+guid+"/signin", csrf, f.web.URL)
 		resp.Body.Close()
 		cb := resp.Header.Get("Location")
-		_, page := get(t, c, cb)
+		_, page := get(t, c.Client, cb)
 		u, _ := url.Parse(cb)
-		code, body := confirm(t, c, u, page, "refuse")
+		code, body := confirm(t, c.Client, u, page, "refuse")
 		if code != 200 || !strings.Contains(body, "Nothing was stored for Test") {
 			t.Errorf("refused = %d %q", code, body)
 		}
@@ -381,5 +419,33 @@ func TestSettingsUsers(t *testing.T) {
 	}
 	if _, err := f.b.Token(context.Background(), uid, "Test"); err != nil {
 		t.Errorf("A's token after B's sign-out = %v", err)
+	}
+}
+
+// TestSettingsPlantedCookie: a cookie another user's server planted in
+// the browser (cookies do not tell ports apart), even on a longer path
+// that browsers send first, neither hides the user's own page nor turns
+// the user's forms into the other user's.
+func TestSettingsPlantedCookie(t *testing.T) {
+	f := newSigninFixture(t, otherIntegration)
+	f.signIn(t, uid, "Test")
+	victim, _ := openSettings(t, f, uid)
+	attacker, _ := openSettings(t, f, uid+1)
+	web, _ := url.Parse(f.web.URL)
+	planted := attacker.Jar.Cookies(web)
+	if len(planted) != 1 {
+		t.Fatalf("attacker's cookies %v", planted)
+	}
+	victim.Jar.SetCookies(&url.URL{Scheme: "http", Host: web.Host, Path: "/settings"},
+		[]*http.Cookie{{Name: planted[0].Name, Value: planted[0].Value, Path: "/settings"}})
+	code, page, csrf := settingsPage(t, f, victim)
+	if code != 200 || !strings.Contains(page, "<strong>"+userName(uid)+"</strong>") || !strings.Contains(page, "Signed in") {
+		t.Fatalf("the victim's page with a planted cookie = %d %q", code, page)
+	}
+	if code, body := post(t, f, victim, "/settings/integrations/"+f.guid(t, "Test")+"/signout", csrf, f.web.URL); code != 200 || !strings.Contains(body, "Signed out of Test") {
+		t.Errorf("the victim's sign-out with a planted cookie = %d", code)
+	}
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
+		t.Errorf("the victim's sign-out did not reach the victim's credentials: %v", err)
 	}
 }

@@ -128,9 +128,9 @@ type signin struct {
 
 	// cancel stops the polling of a device sign-in; nil for others.
 	cancel context.CancelFunc
-	// settings is set when the sign-in started on the settings page,
-	// where it comes back to.
-	settings bool
+	// settings is the settings session the sign-in started from, where
+	// it comes back to; nil for others.
+	settings *settingsSession
 }
 
 // held is a token answer waiting for the final confirmation.
@@ -158,7 +158,9 @@ type Table struct {
 	ended   []*signin   // oldest first, at most maxEnded
 
 	links    map[string]*settingsLink    // one-time settings links, by key
-	sessions map[string]*settingsSession // settings sessions, by cookie
+	sessions map[string]*settingsSession // settings sessions, by the key of their URL
+	// deviceStarts holds, per uid, when its recent device sign-ins began.
+	deviceStarts map[int][]time.Time
 }
 
 // New returns the sign-in table of a broker whose sign-in web server is
@@ -166,7 +168,7 @@ type Table struct {
 // sign-in). log may be nil.
 func New(k Keeper, callbackURL string, log *slog.Logger) (*Table, error) {
 	t := &Table{k: k, log: log, host: hostName(), byState: map[string]*signin{}, byLogin: map[string]*signin{}, pending: map[int]int{},
-		links: map[string]*settingsLink{}, sessions: map[string]*settingsSession{}}
+		links: map[string]*settingsLink{}, sessions: map[string]*settingsSession{}, deviceStarts: map[int][]time.Time{}}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
@@ -251,7 +253,11 @@ func (t *Table) roomLocked(uid int, now time.Time) error {
 func (t *Table) pruneLocked(now time.Time) {
 	for _, s := range t.byLogin {
 		if !s.ended && now.After(s.expires) {
-			t.finishLocked(s, Failed, "the sign-in link expired after "+lifetime.String())
+			if s.cancel != nil {
+				t.finishLocked(s, Failed, "the code expired before the sign-in was approved; start again")
+			} else {
+				t.finishLocked(s, Failed, "the sign-in link expired after "+lifetime.String())
+			}
 		}
 	}
 	for len(t.ended) > 0 && (len(t.ended) > maxEnded || now.After(t.ended[0].expires.Add(lifetime))) {
@@ -277,12 +283,17 @@ func (t *Table) finishLocked(s *signin, status State, msg string) {
 	}
 	s.result.Status, s.result.Message = status, msg
 	close(s.done)
-	t.pending[s.uid]--
-	if t.pending[s.uid] <= 0 {
-		delete(t.pending, s.uid)
+	t.releaseLocked(s.uid)
+	t.ended = append(t.ended, s)
+}
+
+// releaseLocked frees a slot of uid. Callers hold t.mu.
+func (t *Table) releaseLocked(uid int) {
+	t.pending[uid]--
+	if t.pending[uid] <= 0 {
+		delete(t.pending, uid)
 	}
 	t.total--
-	t.ended = append(t.ended, s)
 }
 
 func (t *Table) finish(s *signin, status State, msg string) {
@@ -605,10 +616,11 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 	}
 	if s != nil && r.PostForm.Get("action") != "confirm" {
 		t.finishLocked(s, Failed, "the tokens were refused in the browser")
+		ss := t.settingsForLocked(r, s)
 		t.mu.Unlock()
-		if ss := t.settingsFor(r, s.uid); s.settings && ss != nil {
+		if ss != nil {
 			t.say(ss, "Nothing was stored for "+s.in.Config().DisplayName+".", false)
-			http.Redirect(w, r, "/settings", http.StatusSeeOther)
+			http.Redirect(w, r, pageURL(ss), http.StatusSeeOther)
 			return
 		}
 		t.pageFor(w, r, http.StatusOK, "Sign-in cancelled", "Nothing was stored. You can close this window.")
@@ -653,15 +665,16 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 	t.mu.Lock()
 	s.result.Account = h.account
 	t.finishLocked(s, SignedIn, "")
+	ss := t.settingsForLocked(r, s)
 	t.mu.Unlock()
 	t.log.Info("signed in", "uid", uid, "integration", name, "guid", in.Config().GUID.String(), "account", h.account, "refresh_token", hadRefresh)
 	as := ""
 	if h.account != "" {
 		as = " as " + h.account
 	}
-	if ss := t.settingsFor(r, uid); s.settings && ss != nil {
+	if ss != nil {
 		t.say(ss, "Signed in to "+name+as+".", false)
-		http.Redirect(w, r, "/settings", http.StatusSeeOther)
+		http.Redirect(w, r, pageURL(ss), http.StatusSeeOther)
 		return
 	}
 	t.pageFor(w, r, http.StatusOK, "Signed in to "+name+as, "oauthfs now has your credentials for "+name+as+", for user "+s.user+" on host "+t.host+". You can close this window.")
@@ -704,7 +717,7 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{{.Title}} · oauthfs</title>
 <style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;line-height:1.5}
 h1{font-size:1.4em}.ok{color:#1a7f37}.fail{color:#cf222e}</style></head>
-<body><h1 class="{{if .OK}}ok{{else}}fail{{end}}">{{.Title}}</h1><p>{{.Text}}</p>{{if .Back}}<p><a href="/settings">Back to Managed Credentials</a></p>{{end}}</body></html>
+<body><h1 class="{{if .OK}}ok{{else}}fail{{end}}">{{.Title}}</h1><p>{{.Text}}</p>{{if .Back}}<p><a href="{{.Back}}">Back to Managed Credentials</a></p>{{end}}</body></html>
 `))
 
 // securityHeaders sets the headers every page carries: no caching, no
@@ -726,21 +739,26 @@ func securityHeaders(w http.ResponseWriter, formAction string) {
 
 // page writes a small HTML page that says plainly what happened.
 func page(w http.ResponseWriter, status int, title, text string) {
-	writePage(w, status, title, text, false)
+	writePage(w, status, title, text, "")
 }
 
 // pageFor is page for a browser that may have a settings session: it
 // then links back to the settings page.
 func (t *Table) pageFor(w http.ResponseWriter, r *http.Request, status int, title, text string) {
-	writePage(w, status, title, text, t.session(r) != nil)
+	back := ""
+	if s := t.cookieSession(r); s != nil {
+		back = pageURL(s)
+	}
+	writePage(w, status, title, text, back)
 }
 
-func writePage(w http.ResponseWriter, status int, title, text string, back bool) {
+func writePage(w http.ResponseWriter, status int, title, text string, back string) {
 	securityHeaders(w, "")
 	w.WriteHeader(status)
 	pageTmpl.Execute(w, struct {
 		Title, Text string
-		OK, Back    bool
+		OK          bool
+		Back        string
 	}{title, text, status == http.StatusOK, back})
 }
 

@@ -268,15 +268,20 @@ func TestIsolationBetweenUsers(t *testing.T) {
 			}
 			jar, _ := cookiejar.New(nil)
 			c := &http.Client{Jar: jar}
-			if code, _ := httpGet(t, c, link); code != 200 {
-				t.Fatalf("%s's link = %d", u.name, code)
+			code, fwd := httpGet(t, c, link)
+			m := regexp.MustCompile(`url=(/settings\?s=[^"]+)"`).FindStringSubmatch(fwd)
+			if code != 200 || m == nil {
+				t.Fatalf("%s's link = %d %q", u.name, code, fwd)
 			}
-			return c, strings.TrimSuffix(link[:strings.Index(link, "/settings/open")], "/")
+			return c, link[:strings.Index(link, "/settings/open")] + m[1]
 		}
-		ca, web := open(a)
-		cb, _ := open(b)
-		_, pageA := httpGet(t, ca, web+"/settings")
-		code, pageB := httpGet(t, cb, web+"/settings")
+		ca, pageURLA := open(a)
+		cb, pageURLB := open(b)
+		web := pageURLA[:strings.Index(pageURLA, "/settings")]
+		keyA := pageURLA[strings.Index(pageURLA, "?"):]
+		keyB := pageURLB[strings.Index(pageURLB, "?"):]
+		_, pageA := httpGet(t, ca, pageURLA)
+		code, pageB := httpGet(t, cb, pageURLB)
 		if code != 200 || !strings.Contains(pageB, "<strong>"+b.name+"</strong>") || strings.Contains(pageB, a.name) ||
 			!strings.Contains(pageA, "<strong>"+a.name+"</strong>") || strings.Contains(pageA, b.name) {
 			t.Fatalf("each page must name its own user only: A's names B %v, B's names A %v",
@@ -290,14 +295,14 @@ func TestIsolationBetweenUsers(t *testing.T) {
 		}
 		form := url.Values{"csrf": {csrfB[2]}}
 		// A's browser with B's form token changes nothing.
-		req, _ := http.NewRequest("POST", web+"/settings/integrations/"+guid[1]+"/signout", strings.NewReader(form.Encode()))
+		req, _ := http.NewRequest("POST", web+"/settings/integrations/"+guid[1]+"/signout"+keyA, strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		if resp, err := ca.Do(req); err != nil || resp.StatusCode != 403 {
 			t.Errorf("A's session with B's csrf = %v, %v; want 403", resp, err)
 		} else {
 			resp.Body.Close()
 		}
-		resp, err := cb.PostForm(web+"/settings/integrations/"+guid[1]+"/signout", form)
+		resp, err := cb.PostForm(web+"/settings/integrations/"+guid[1]+"/signout"+keyB, form)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("B's sign-out from the page = %v, %v", resp, err)
 		}

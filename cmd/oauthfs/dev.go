@@ -211,20 +211,17 @@ var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([
 
 // devSocket chooses where dev's broker listens: the default socket,
 // which the other commands find with no setting (the first place of
-// their search, see resolveSocket), when nothing answers there; else a
-// private one in dir. It reports whether the commands then need
-// OAUTHFS_BROKER to find it.
+// their search, see resolveSocket), when no broker answers there or at
+// the system daemon's socket; else a private one in dir, so that dev
+// never hides a real broker from the user's other shells. It reports
+// whether the commands then need OAUTHFS_BROKER to find it.
 func devSocket(dir string) (string, bool) {
 	private := filepath.Join(dir, "broker.sock")
-	if os.Getenv("XDG_RUNTIME_DIR") == "" {
-		if st, err := os.Stat(config.SystemSocket); err == nil && st.Mode()&os.ModeSocket != 0 {
-			return private, true // the system daemon's socket is found first
-		}
-	}
 	def := filepath.Join(config.RuntimeDir(), "broker.sock")
-	if c, err := net.DialTimeout("unix", def, time.Second); err == nil {
-		c.Close()
-		return private, true // another broker (oauthfs mount) answers there
+	for _, p := range []string{config.SystemSocket, def} {
+		if answers(p) {
+			return private, true
+		}
 	}
 	return def, false
 }
@@ -241,6 +238,9 @@ func printDevGuide(w io.Writer, g devGuide) {
 	tok := q(filepath.Join(g.mnt, "by-name", devSignedIn, "access_token"))
 	cwd, _ := os.Getwd()
 	self := selfName()
+	if strings.ContainsFunc(self, func(r rune) bool { return !strings.ContainsRune(shellSafe, r) }) {
+		self = q(self)
+	}
 	export := ""
 	if g.export {
 		export = "  export OAUTHFS_BROKER=" + q(g.socket) + "\n"
@@ -275,6 +275,9 @@ Press Ctrl-C to unmount and clean up.
 		q(filepath.Join(g.mnt, "by-name", devSignedOut, "access_token")), q(filepath.Join(g.mnt, "integrations.json")),
 		export, self, self, devSignedOut, self, self, devSignedIn, g.lifetime*3/4)
 }
+
+// shellSafe are the characters a shell word needs no quotes for.
+const shellSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-+=:,@%"
 
 // selfName is how the guide names this program so that its commands work
 // as typed in another terminal (after the guide's cd): oauthfs when that

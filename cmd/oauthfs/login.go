@@ -189,7 +189,11 @@ func openBrowser(link string) (bool, string, func()) {
 		cmd := exec.Command(path, c[1:]...)
 		if err := cmd.Start(); err == nil {
 			go cmd.Wait()
-			return true, strings.TrimPrefix(page, "file://"), cleanup
+			file := strings.TrimPrefix(page, "file://")
+			if u, err := url.Parse(page); err == nil {
+				file = u.Path // unescaped: a TMPDIR with spaces is %20 in the URL
+			}
+			return true, file, cleanup
 		}
 	}
 	cleanup()

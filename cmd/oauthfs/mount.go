@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -171,7 +172,8 @@ func socketFlags(fs *flag.FlagSet) (sock, cfg *string) {
 }
 
 // resolveSocket finds the broker's socket: --broker; $OAUTHFS_BROKER;
-// the socket of --config; then the first of these that is a socket:
+// the socket of --config; then the first of these where a broker
+// answers (or, when none does, the first that is a socket):
 // $XDG_RUNTIME_DIR/oauthfs/broker.sock (an embedded broker's default),
 // /run/oauthfs/broker.sock (the system daemon's), and last the fallback
 // in the temporary directory, where another user could have put a socket
@@ -196,9 +198,29 @@ func resolveSocket(flagSock, flagCfg string) (string, error) {
 	}
 	cands = append(cands, config.SystemSocket, filepath.Join(config.TempRuntimeDir(), "broker.sock"))
 	for _, p := range cands {
+		if answers(p) {
+			return p, nil
+		}
+	}
+	for _, p := range cands { // a dead one, for the error to name
 		if st, err := os.Stat(p); err == nil && st.Mode()&os.ModeSocket != 0 {
 			return p, nil
 		}
 	}
 	return cands[0], nil
+}
+
+// answers reports whether something accepts connections on the Unix
+// socket at path (a socket left by a dead broker refuses them). Who
+// answers is checked when the client connects.
+func answers(path string) bool {
+	if st, err := os.Stat(path); err != nil || st.Mode()&os.ModeSocket == 0 {
+		return false
+	}
+	c, err := net.DialTimeout("unix", path, 500*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }

@@ -155,3 +155,6 @@ func (p *Provider) DevicePolls() []time.Time {
 	}
 	return out
 }
+
+// DeviceCodes returns how many device codes it has issued.
+func (p *Provider) DeviceCodes() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.devices) }

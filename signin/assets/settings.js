@@ -21,7 +21,8 @@ function copyButtons() {
 async function refresh() {
   let resp;
   try {
-    resp = await fetch("/settings/integrations.json", { credentials: "same-origin", cache: "no-store" });
+    const key = new URLSearchParams(location.search).get("s") || "";
+    resp = await fetch("/settings/integrations.json?s=" + encodeURIComponent(key), { credentials: "same-origin", cache: "no-store" });
   } catch (e) {
     return;
   }
