@@ -186,10 +186,13 @@ func (s *File) path(uid int, guid string) string {
 	return filepath.Join(s.userDir(uid), guid+".cred")
 }
 
-// aead returns the cipher for the store key. The expanded key schedule
-// lives on the Go heap for the duration of one seal or open.
-func (s *File) aead() (cipher.AEAD, error) {
-	k, err := secmem.Open(s.key)
+// aead returns the cipher for the store key.
+func (s *File) aead() (cipher.AEAD, error) { return newAEAD(s.key) }
+
+// newAEAD returns AES-256-GCM with key. The expanded key schedule lives
+// on the Go heap for the duration of one seal or open.
+func newAEAD(key *memguard.Enclave) (cipher.AEAD, error) {
+	k, err := secmem.Open(key)
 	if err != nil {
 		return nil, fmt.Errorf("store: open store key: %w", err)
 	}
