@@ -46,7 +46,10 @@ type Broker struct {
 	margin  time.Duration
 	timeout time.Duration
 	flights singleflight.Group // one refresh per user and integration
+	loads   singleflight.Group // one load per user, from a shared store
 	store   store.Store        // nil: memory only
+	shared  store.Shared       // the store, when brokers on other hosts share it
+	unwatch context.CancelFunc // stops hearing the shared store's changes
 	reg     registry
 	saves   saveLocks
 	events  hub
@@ -55,6 +58,7 @@ type Broker struct {
 	users  map[int]map[string]*grant // uid -> guid -> grant, loaded lazily
 	broken map[int]error             // uid -> why its stored credentials do not load
 	names  map[int]string            // uid -> user name, for the store
+	gen    map[int]uint64            // uid -> count of changes made elsewhere, for loads they overtake
 }
 
 // grant is one user's tokens for one integration. Its fields are guarded
@@ -92,6 +96,8 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		users:   map[int]map[string]*grant{},
 		broken:  map[int]error{},
 		names:   map[int]string{},
+		gen:     map[int]uint64{},
+		unwatch: func() {},
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -109,6 +115,12 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	b.reg.callback = cfg.Settings.CallbackURL
 	if _, _, err := b.reg.replace(cfg, b.timeout); err != nil {
 		return nil, err
+	}
+	if sh, ok := opts.Store.(store.Shared); ok {
+		b.shared = sh
+		var ctx context.Context
+		ctx, b.unwatch = context.WithCancel(context.Background())
+		go sh.Watch(ctx, b.storeChanged)
 	}
 	return b, nil
 }
@@ -364,7 +376,8 @@ func (b *Broker) storeUserLocked(uid int) store.User {
 }
 
 // credsLocked returns user uid's credentials, loading them from the store
-// on first use. Callers hold b.mu.
+// on first use. Callers hold b.mu; from a shared store, it releases b.mu
+// while it loads.
 func (b *Broker) credsLocked(uid int) (map[string]*grant, error) {
 	if u, ok := b.users[uid]; ok {
 		return u, nil
@@ -374,11 +387,18 @@ func (b *Broker) credsLocked(uid int) (map[string]*grant, error) {
 	}
 	u := map[string]*grant{}
 	if b.store != nil {
-		recs, err := b.store.Load(b.storeUserLocked(uid))
+		var recs []store.Record
+		var err error
+		if b.shared != nil {
+			recs, err = b.loadSharedLocked(uid) // without b.mu while it loads
+			if u, ok := b.users[uid]; ok {
+				return u, nil // loaded meanwhile
+			}
+		} else {
+			recs, err = b.store.Load(b.storeUserLocked(uid))
+		}
 		if err != nil {
-			b.broken[uid] = err
-			b.log.Error("credential store unusable", "uid", uid, "err", err)
-			return nil, err
+			return nil, b.loadFailedLocked(uid, err)
 		}
 		for _, r := range recs {
 			u[r.GUID] = &grant{access: r.Access, refresh: r.Refresh, scopes: r.Scopes, account: r.Account, status: r.Status, lastErr: r.Error}

@@ -142,6 +142,7 @@ func (h *hub) dropLocked(s *Subscription) {
 // waits for a session while the broker shuts down, and stops refreshing
 // ahead.
 func (b *Broker) Close() {
+	b.unwatch()
 	b.mu.Lock()
 	for _, creds := range b.users {
 		for _, cr := range creds {

@@ -269,12 +269,23 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 	cr.attempting = true
 	b.mu.Unlock()
 
-	ans, err := p.Refresh(rt)
-
-	b.mu.Lock()
-	cr.attempting = false
-	t, save, rerr := b.settleLocked(uid, in.Name, g, cr, cached, ans, err)
-	b.mu.Unlock()
+	var (
+		t    *credential.Token
+		save bool
+		rerr error
+	)
+	if b.shared != nil {
+		t, save, rerr = b.refreshShared(uid, p, cr, cached, ahead) // saved under the cluster's lock
+		b.mu.Lock()
+		cr.attempting = false
+		b.mu.Unlock()
+	} else {
+		ans, err := p.Refresh(rt)
+		b.mu.Lock()
+		cr.attempting = false
+		t, save, rerr = b.settleLocked(uid, in.Name, g, cr, cached, ans, err)
+		b.mu.Unlock()
+	}
 	if save {
 		// The new refresh token (or the expired state) is on disk before
 		// anyone gets the new access token: every reader waiting on this

@@ -55,6 +55,8 @@ type Config struct {
 	File string
 	// Settings holds the [broker] table with defaults filled in.
 	Settings Settings
+	// Store holds the [store] table with defaults filled in.
+	Store Store
 	// Integrations holds the [[integration]] tables in file order.
 	Integrations []*Integration
 	// Warnings are problems that do not stop the broker, for example a
@@ -84,6 +86,46 @@ func (b *Settings) SocketFor(daemon bool) string {
 		return SystemSocket
 	}
 	return b.Socket
+}
+
+// Store backends.
+const (
+	BackendFile     = "file"
+	BackendPostgres = "postgres"
+)
+
+// Store is the [store] table: where credentials are kept. The file
+// backend keeps them in [broker] state_dir; the postgres one in a
+// PostgreSQL database that the brokers of a cluster share, whose DSN (it
+// may hold a password) is a secret given like a client secret.
+type Store struct {
+	Backend string `toml:"backend"`
+	DSN     string `toml:"dsn"`
+	DSNFile string `toml:"dsn_file"`
+	DSNEnv  string `toml:"dsn_env"`
+}
+
+// ReadDSN returns the database's DSN, read from its source.
+func (s *Store) ReadDSN() (string, error) {
+	switch {
+	case s.DSNFile != "":
+		b, err := os.ReadFile(s.DSNFile)
+		if err != nil {
+			return "", fmt.Errorf("config: [store] read dsn_file: %w", err)
+		}
+		if d := string(trimNewline(b)); d != "" {
+			return d, nil
+		}
+		return "", fmt.Errorf("config: [store] dsn_file %s is empty", s.DSNFile)
+	case s.DSNEnv != "":
+		v, ok := os.LookupEnv(s.DSNEnv)
+		if !ok || v == "" {
+			return "", fmt.Errorf("config: [store] environment variable %s (dsn_env) is not set", s.DSNEnv)
+		}
+		return v, nil
+	default:
+		return s.DSN, nil
+	}
 }
 
 // Integration is one [[integration]] table. The client secret itself is
@@ -159,6 +201,7 @@ func (b *Settings) MemoryOnly() bool { return b.StateDir != nil && *b.StateDir =
 // file is the on-disk shape; it exists so that unknown keys can be found.
 type file struct {
 	Settings    Settings       `toml:"broker"`
+	Store       Store          `toml:"store"`
 	Integration []*Integration `toml:"integration"`
 }
 
@@ -192,7 +235,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		k := und[0]
 		return nil, fmt.Errorf("config: %s:%d: unknown key %q: %w", path, keyLine(lines, k), k.String(), ErrInvalid)
 	}
-	c := &Config{File: path, Settings: f.Settings, Integrations: f.Integration}
+	c := &Config{File: path, Settings: f.Settings, Store: f.Store, Integrations: f.Integration}
 	headers := headerLines(lines)
 	for i, in := range c.Integrations {
 		if i < len(headers) {
@@ -285,8 +328,11 @@ func (c *Config) defaults(md toml.MetaData) error {
 	if b.KeyFile == "" && *b.StateDir != "" {
 		b.KeyFile = filepath.Join(*b.StateDir, "key")
 	}
+	if c.Store.Backend == "" {
+		c.Store.Backend = BackendFile
+	}
 	base := filepath.Dir(c.File)
-	for _, p := range []*string{&b.Socket, b.StateDir, &b.KeyFile} {
+	for _, p := range []*string{&b.Socket, b.StateDir, &b.KeyFile, &c.Store.DSNFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -346,6 +392,9 @@ func (c *Config) validate() error {
 	if err := checkCallbackPath(c.Settings.CallbackURL); err != nil {
 		return c.errf("[broker] callback_url: %v", err)
 	}
+	if err := c.validateStore(); err != nil {
+		return err
+	}
 	names := map[string]int{}
 	guids := map[uuid.UUID]int{}
 	for i, in := range c.Integrations {
@@ -360,6 +409,39 @@ func (c *Config) validate() error {
 			return c.integrationErr(in, i, "guid %s is also used by integration #%d; guids must be unique", in.GUID, j+1)
 		}
 		guids[in.GUID] = i
+	}
+	return nil
+}
+
+func (c *Config) validateStore() error {
+	st := &c.Store
+	n := 0
+	for _, v := range []string{st.DSN, st.DSNFile, st.DSNEnv} {
+		if v != "" {
+			n++
+		}
+	}
+	switch st.Backend {
+	case BackendFile:
+		if n > 0 {
+			return c.errf("[store] dsn, dsn_file and dsn_env are for backend = \"postgres\"; the file backend keeps credentials in [broker] state_dir")
+		}
+	case BackendPostgres:
+		if n != 1 {
+			return c.errf("[store] backend = \"postgres\" needs its database in exactly one of dsn, dsn_file or dsn_env (%d given)", n)
+		}
+		if c.Settings.KeyFile == "" {
+			return c.errf("[store] backend = \"postgres\" needs [broker] key_file (the same file on every broker host), or a state_dir to keep it in")
+		}
+		if st.DSNFile != "" {
+			if fi, err := os.Stat(st.DSNFile); err != nil {
+				return c.errf("[store] dsn_file: %v", err)
+			} else if fi.Mode().Perm()&0o077 != 0 {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("[store] dsn_file %s is readable by group or others (mode %04o); it may hold the database password: chmod 600 it", st.DSNFile, fi.Mode().Perm()))
+			}
+		}
+	default:
+		return c.errf("[store] backend %q: want \"file\" or \"postgres\"", st.Backend)
 	}
 	return nil
 }

@@ -283,3 +283,45 @@ auth_style = "basic"
 		t.Errorf("github preset userinfo_url = %q", got)
 	}
 }
+
+// TestStore: the [store] table.
+func TestStore(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "dsn"), []byte("postgres://db.example/oauthfs\n"), 0o600)
+	t.Setenv("OAUTHFS_TEST_DSN", "postgres://env.example/oauthfs")
+	for _, tc := range []struct {
+		name, text string
+		backend    string // "" when an error is wanted
+		dsn, err   string
+	}{
+		{"default", "", BackendFile, "", ""},
+		{"postgres dsn", "[store]\nbackend = \"postgres\"\ndsn = \"postgres://h/db\"", BackendPostgres, "postgres://h/db", ""},
+		{"postgres dsn_file (relative)", "[store]\nbackend = \"postgres\"\ndsn_file = \"dsn\"", BackendPostgres, "postgres://db.example/oauthfs", ""},
+		{"postgres dsn_env", "[store]\nbackend = \"postgres\"\ndsn_env = \"OAUTHFS_TEST_DSN\"", BackendPostgres, "postgres://env.example/oauthfs", ""},
+		{"two sources", "[store]\nbackend = \"postgres\"\ndsn = \"x\"\ndsn_env = \"Y\"", "", "", "exactly one of dsn"},
+		{"no source", "[store]\nbackend = \"postgres\"", "", "", "exactly one of dsn"},
+		{"dsn for files", "[store]\ndsn = \"x\"", "", "", "for backend = \"postgres\""},
+		{"unknown backend", "[store]\nbackend = \"etcd\"", "", "", "want \"file\" or \"postgres\""},
+		{"no key file", "[broker]\nstate_dir = \"\"\n[store]\nbackend = \"postgres\"\ndsn = \"x\"", "", "", "needs [broker] key_file"},
+		{"missing dsn_file", "[store]\nbackend = \"postgres\"\ndsn_file = \"nope\"", "", "", "dsn_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(filepath.Join(dir, "c.toml"), []byte(tc.text))
+			if tc.backend == "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrInvalid) {
+					t.Errorf("Parse = %v; want an error with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Store.Backend != tc.backend {
+				t.Errorf("backend = %q; want %q", c.Store.Backend, tc.backend)
+			}
+			if dsn, err := c.Store.ReadDSN(); err != nil || dsn != tc.dsn {
+				t.Errorf("ReadDSN = %q, %v; want %q", dsn, err, tc.dsn)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,10 +53,11 @@ type Host struct {
 	// Socket is the session socket's path.
 	Socket string
 
-	sock net.Listener
-	srv  *session.Server
-	web  *http.Server
-	once sync.Once
+	sock       net.Listener
+	srv        *session.Server
+	web        *http.Server
+	closeStore func()
+	once       sync.Once
 }
 
 // Start builds a broker host for cfg and serves its session socket and
@@ -66,7 +68,21 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	var st store.Store
-	if !cfg.Settings.MemoryOnly() {
+	closeStore := func() {}
+	switch {
+	case cfg.Store.Backend == config.BackendPostgres:
+		dsn, err := cfg.Store.ReadDSN()
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*cfg.Settings.RequestTimeout)
+		pg, err := store.OpenPostgres(ctx, dsn, store.PostgresOptions{KeyFile: cfg.Settings.KeyFile, Timeout: cfg.Settings.RequestTimeout, Log: log})
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		st, closeStore = pg, pg.Close
+	case !cfg.Settings.MemoryOnly():
 		f, err := store.OpenFile(*cfg.Settings.StateDir, cfg.Settings.KeyFile)
 		if err != nil {
 			return nil, err
@@ -75,20 +91,27 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	}
 	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st})
 	if err != nil {
+		closeStore()
 		return nil, err
 	}
 	si, err := signin.New(br, cfg.Settings.CallbackURL, log)
 	if err != nil {
+		br.Close()
+		closeStore()
 		return nil, err
 	}
 	sock, err := session.Listen(opts.Socket, opts.SocketMode, opts.DirMode)
 	if err != nil {
+		br.Close()
+		closeStore()
 		return nil, err
 	}
 	web := opts.Web
 	if web == nil {
 		if web, err = net.Listen("tcp", cfg.Settings.Listen); err != nil {
 			sock.Close()
+			br.Close()
+			closeStore()
 			return nil, fmt.Errorf("host: %w on %s: %w", ErrWebListen, cfg.Settings.Listen, err)
 		}
 	}
@@ -97,11 +120,13 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		sock: sock,
 		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log},
 		web:  signin.NewServer(si.Handler(), log),
+
+		closeStore: closeStore,
 	}
 	go h.srv.Serve(sock)
 	go h.web.Serve(session.CapConns(web, signin.MaxConns, false, log))
 	log.Info("broker listening", "socket", opts.Socket, "sign_in", cfg.Settings.CallbackURL,
-		"integrations", len(cfg.Integrations), "state_dir", *cfg.Settings.StateDir)
+		"integrations", len(cfg.Integrations), "store", cfg.Store.Backend, "state_dir", *cfg.Settings.StateDir)
 	return h, nil
 }
 
@@ -113,5 +138,6 @@ func (h *Host) Stop() {
 		h.srv.Close()
 		h.sock.Close()
 		h.web.Close()
+		h.closeStore()
 	})
 }

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauthfs/oauthfs/internal/pgtest"
 	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) {
 		// A binary built elsewhere: to show that a test fails on an older
 		// oauthfs, for example.
 		binary = b
-		os.Exit(m.Run())
+		os.Exit(pgtest.Run(m))
 	}
 	dir, err := os.MkdirTemp("", "oauthfs-bin")
 	if err != nil {
@@ -51,7 +52,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -22,7 +22,11 @@ var shared struct {
 // Main runs the tests of m, closes the cluster that Shared started, if
 // any, and exits with the tests' status. Call it from TestMain of every
 // package that uses Shared.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that has more to do after the tests: it
+// returns the status instead of exiting.
+func Run(m *testing.M) int {
 	shared.main.Store(true)
 	code := m.Run()
 	shared.once.Do(func() {}) // so that the cluster is seen, and none starts now
@@ -34,7 +38,7 @@ func Main(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Shared returns the DSN of a new empty database in the cluster that the

@@ -1,0 +1,304 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oauthfs/oauthfs/internal/fusetest"
+	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/pgtest"
+)
+
+// clusterEnv is two broker hosts on one machine sharing one PostgreSQL
+// database: two daemons (two sockets, two sign-in web servers, one key
+// file), each with a session mount.
+type clusterEnv struct {
+	dir string
+	p   *localprovider.Provider
+	dsn string
+	a   *clusterHost
+	b   *clusterHost
+}
+
+// clusterHost is one broker of a clusterEnv.
+type clusterHost struct {
+	name, cfg, socket, mnt string
+	broker                 *proc
+}
+
+func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration) *clusterEnv {
+	t.Helper()
+	fusetest.Require(t)
+	e := &clusterEnv{dir: t.TempDir(), p: localprovider.New(), dsn: dsn}
+	t.Cleanup(e.p.Close)
+	e.p.SetLifetime(lifetime)
+	e.p.SetRotate(true) // strict rotation: a refresh token works once
+	os.WriteFile(filepath.Join(e.dir, "dsn"), []byte(dsn+"\n"), 0o600)
+	e.a, e.b = e.host(t, "a"), e.host(t, "b")
+	e.a.start(t)
+	e.b.start(t)
+	for _, h := range []*clusterHost{e.a, e.b} {
+		os.Mkdir(h.mnt, 0o700)
+		startProc(t, exec.Command(binary, "mount", "--broker", h.socket, "--log-level", "debug", h.mnt), syscall.SIGTERM, h.mnt,
+			func(*proc) bool { return isMounted(h.mnt) })
+	}
+	return e
+}
+
+func (e *clusterEnv) host(t *testing.T, name string) *clusterHost {
+	h := &clusterHost{name: name, cfg: filepath.Join(e.dir, name+".toml"), socket: filepath.Join(e.dir, name, "broker.sock"), mnt: filepath.Join(e.dir, name+"-oauth")}
+	web := freeAddr(t)
+	cfg := fmt.Sprintf(`[broker]
+socket = %q
+listen = %q
+state_dir = %q
+key_file = %q
+request_timeout = "2s"
+
+[store]
+backend = "postgres"
+dsn_file = %q
+
+[[integration]]
+name = "Test"
+client_id = "test-client"
+client_secret = "test-secret"
+auth_url = "%s/authorize"
+token_url = "%s/token"
+revocation_url = "%s/revoke"
+`, h.socket, web, filepath.Join(e.dir, name, "state"), filepath.Join(e.dir, "key"), filepath.Join(e.dir, "dsn"), e.p.URL, e.p.URL, e.p.URL)
+	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// start runs the host's broker daemon.
+func (h *clusterHost) start(t *testing.T) {
+	t.Helper()
+	h.broker = startProc(t, exec.Command(binary, "broker", "--config", h.cfg, "--log-level", "debug"), syscall.SIGTERM, "",
+		func(p *proc) bool { return strings.Contains(p.stderr.String(), "broker listening") })
+}
+
+func (h *clusterHost) read() (string, error) {
+	b, err := os.ReadFile(filepath.Join(h.mnt, "by-name", "Test", "access_token"))
+	return string(b), err
+}
+
+// cli runs an oauthfs command against the host's broker.
+func (h *clusterHost) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append(os.Environ(), "OAUTHFS_BROKER="+h.socket)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// seed stores a fresh grant for root through host h's socket.
+func (e *clusterEnv) seed(t *testing.T, h *clusterHost, expiresIn int) string {
+	t.Helper()
+	at, rt, _ := e.p.Grant()
+	ce := &cliEnv{socket: h.socket}
+	code, body := ce.api(t, "PUT", "/v1/integrations/Test/credentials",
+		fmt.Sprintf(`{"access_token":%q,"refresh_token":%q,"expires_in":%d}`, at, rt, expiresIn))
+	if code != 200 {
+		t.Fatalf("seed through %s = %d %s", h.name, code, body)
+	}
+	return at
+}
+
+// TestCluster runs two brokers on one database: what one host does,
+// the other sees; a token due on both is refreshed once; a sign-out on
+// one is ENOKEY on the other within a second; a broker killed during a
+// refresh loses nothing.
+func TestCluster(t *testing.T) {
+	e := newClusterEnv(t, pgtest.Shared(t), time.Hour)
+
+	t.Run("a grant stored on A is read on B", func(t *testing.T) {
+		at := e.seed(t, e.a, 3600)
+		for _, h := range []*clusterHost{e.a, e.b} {
+			if got, err := h.read(); err != nil || got != at {
+				t.Errorf("%s reads %q, %v; want the seeded token", h.name, got, err)
+			}
+		}
+	})
+
+	t.Run("one refresh across the cluster", func(t *testing.T) {
+		e.p.SetLifetime(time.Hour)
+		before := e.p.Refreshes()
+		e.seed(t, e.a, 2)
+		e.a.read() // both hosts hold it, read: both would refresh it ahead
+		e.b.read()
+		time.Sleep(2500 * time.Millisecond) // expired everywhere
+		var wg sync.WaitGroup
+		got := make(chan string, 64)
+		start := make(chan struct{})
+		for i := range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				tok, err := []*clusterHost{e.a, e.b}[i%2].read()
+				if err != nil {
+					t.Errorf("reader %d: %v", i, err)
+				}
+				got <- tok
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(got)
+		seen := map[string]bool{}
+		for tok := range got {
+			seen[tok] = true
+		}
+		if n := e.p.Refreshes() - before; n != 1 || len(seen) != 1 {
+			t.Errorf("a token read on two hosts, then 64 readers on both, caused %d token requests and saw %d tokens; want 1 and 1", n, len(seen))
+		}
+		for tok := range seen {
+			if !e.p.Accepts(tok) {
+				t.Errorf("the readers got a token the provider does not accept")
+			}
+		}
+	})
+
+	t.Run("a sign-in on A is read on B", func(t *testing.T) {
+		old, _ := e.b.read()
+		cmd := exec.Command(binary, "login", "--no-browser", "--broker", e.a.socket, "Test")
+		out, _ := cmd.StdoutPipe()
+		cmd.Start()
+		var link string
+		fmt.Fscanln(out, &link)
+		if code, page := browse(t, link); code != 200 {
+			t.Fatalf("sign-in through A: %d %s", code, page)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("login through A: %v", err)
+		}
+		fromA, _ := e.a.read()
+		if fromA == old {
+			t.Fatal("A still reads the old token after the sign-in")
+		}
+		waitFor(t, func() bool { got, _ := e.b.read(); return got == fromA })
+	})
+
+	t.Run("a sign-out on B is ENOKEY on A within a second", func(t *testing.T) {
+		if _, err := e.a.read(); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := e.b.cli(t, "logout", "Test"); err != nil {
+			t.Fatalf("logout through B: %v\n%s", err, out)
+		}
+		done := time.Now()
+		for {
+			_, err := e.a.read()
+			if errors.Is(err, syscall.ENOKEY) {
+				break
+			}
+			if time.Since(done) > time.Second {
+				t.Fatalf("A still reads %v a second after the sign-out on B", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+
+	t.Run("a broker killed during a refresh loses nothing", func(t *testing.T) {
+		e.p.SetLifetime(time.Second)
+		e.p.SetSlowDelay(5 * time.Second)
+		e.seed(t, e.b, 1)
+		rounds := 50
+		if testing.Short() {
+			rounds = 5
+		}
+		for i := range rounds {
+			time.Sleep(1100 * time.Millisecond) // the stored token is due
+			e.p.SetMode(localprovider.Slow)
+			before := e.p.Requests()
+			bg := exec.Command(binary, "token", "--broker", e.a.socket, "Test")
+			bg.Start()
+			waitFor(t, func() bool { return e.p.Requests() > before }) // A's refresh is at the provider
+			e.a.broker.cmd.Process.Kill()
+			<-e.a.broker.done
+			bg.Wait()
+			e.p.SetMode(localprovider.OK)
+			out, err := e.b.cli(t, "token", "Test")
+			if err != nil || !e.p.Accepts(out) {
+				t.Fatalf("round %d: B after A was killed during a refresh: %v %q", i, err, out)
+			}
+			e.a.start(t)
+		}
+		// A, back, reads what B refreshed.
+		if out, err := e.a.cli(t, "token", "Test"); err != nil || !e.p.Accepts(out) {
+			t.Errorf("A after the rounds: %v %q", err, out)
+		}
+	})
+}
+
+// TestClusterDatabaseOutage stops the database for 10 s under load: cached
+// tokens are served while valid, expired ones fail fast with EIO and
+// meta.json says why, and everything recovers by itself.
+func TestClusterDatabaseOutage(t *testing.T) {
+	db := pgtest.Own(t)
+	if err := db.CreateDB("oauthfs"); err != nil {
+		t.Fatal(err)
+	}
+	e := newClusterEnv(t, db.DSN("oauthfs"), 4*time.Second)
+	e.seed(t, e.a, 4)
+	e.a.read()
+	e.b.read()
+	if err := db.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	var served, failed int
+	var slowest time.Duration
+	for time.Since(stopped) < 10*time.Second {
+		for _, h := range []*clusterHost{e.a, e.b} {
+			began := time.Now()
+			_, err := h.read()
+			took := time.Since(began)
+			slowest = max(slowest, took)
+			switch {
+			case err == nil:
+				served++
+			case errors.Is(err, syscall.EIO):
+				failed++
+			default:
+				t.Errorf("%s during the outage: %v; want the token or EIO", h.name, err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if served == 0 || failed == 0 {
+		t.Errorf("during the outage: %d reads served, %d failed; want both (the token expired after 4 s)", served, failed)
+	}
+	if slowest > 2*time.Second+2*time.Second {
+		t.Errorf("the slowest read during the outage took %v; want at most request_timeout (2 s) plus the mount's slack", slowest)
+	}
+	meta, _ := os.ReadFile(filepath.Join(e.a.mnt, "by-name", "Test", "meta.json"))
+	if !strings.Contains(string(meta), "credential database") && !strings.Contains(string(meta), "refresh failed") {
+		t.Errorf("meta.json during the outage does not say why: %s", meta)
+	}
+	if err := db.Start(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	for _, h := range []*clusterHost{e.a, e.b} {
+		waitFor(t, func() bool {
+			tok, err := h.read()
+			return err == nil && e.p.Accepts(tok)
+		})
+	}
+	t.Logf("outage: %d reads served from cache, %d EIO, slowest %v; recovered %v after the database came back", served, failed, slowest, time.Since(back))
+}
