@@ -25,7 +25,10 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // testWriter logs to t.
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 const (
 	guidA = "0b6f2f0e-8c3a-5b8e-9d3e-1a2b3c4d5e6f"
