@@ -302,3 +302,42 @@ func TestClusterDatabaseOutage(t *testing.T) {
 	}
 	t.Logf("outage: %d reads served from cache, %d EIO, slowest %v; recovered %v after the database came back", served, failed, slowest, time.Since(back))
 }
+
+// TestStoreMigrate moves a file store's credentials into the database
+// with 'oauthfs store migrate' and serves them from there, with no
+// sign-in.
+func TestStoreMigrate(t *testing.T) {
+	d := newDaemonEnv(t)
+	br := d.startBroker(t)
+	access, _ := d.seed(t, 3600)
+	br.cmd.Process.Signal(syscall.SIGTERM)
+	<-br.done
+	f, err := os.OpenFile(d.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[store]\nbackend = \"postgres\"\ndsn = %q\n", pgtest.Shared(t))
+	f.Close()
+	migrate := func() string {
+		t.Helper()
+		out, err := exec.Command(binary, "store", "migrate", "--from", "file", "--to", "postgres", "--config", d.cfg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("store migrate: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := migrate(); !strings.Contains(out, "moved root Test (") || !strings.HasSuffix(out, "1 of 1 credentials moved\n") {
+		t.Errorf("store migrate printed %q", out)
+	}
+	if out := migrate(); !strings.Contains(out, "kept root Test") || !strings.HasSuffix(out, "0 of 1 credentials moved\n") {
+		t.Errorf("store migrate again printed %q", out)
+	}
+	d.startBroker(t)
+	d.startClientMount(t)
+	if got, err := d.readToken("Test"); err != nil || got != access {
+		t.Errorf("the token served from the database = %q, %v; want the migrated one", got, err)
+	}
+	if out, _ := exec.Command(binary, "store", "migrate", "--from", "postgres", "--to", "file", "--config", d.cfg).CombinedOutput(); !strings.Contains(string(out), "--from file --to postgres") {
+		t.Errorf("store migrate the other way printed %q", out)
+	}
+}

@@ -40,6 +40,7 @@ func init() {
 		{"logout", "NAME|GUID", "forget (and revoke) your tokens for an integration", runLogout},
 		{"settings", "[--no-browser] [--sign-out-everywhere]", "open your Managed Credentials page in a browser", runSettings},
 		{"git-credential", "NAME|GUID get", "a git credential helper answering with the token", runGitCredential},
+		{"store", "migrate --from file --to postgres", "copy the credentials of a file store into the cluster's database", runStore},
 		{"dev", "[MOUNTPOINT]", "try it now: a local provider, a broker and a mount in one command", runDev},
 		{"version", "", "print the version", runVersion},
 	}
