@@ -42,6 +42,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'LsL|Index' -count 5 -benchtime 20x ./test/bench/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'ReadersAcrossRefresh|Storm|ProviderConns' -count 3 -benchtime 1x ./test/bench/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench BenchmarkSave -count 3 -benchtime 300x ./broker/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench BenchmarkStore -count 5 -benchtime 300x ./broker/ | tee -a bench.out
 	@echo
 	@awk -f test/bench/ratios.awk bench.out
 

@@ -47,6 +47,8 @@ END {
 			printf "| %-52s | %7.2fx | %-10s |\n", "save (" k "), 5,000 / 10 credentials", median("Save/" k "/creds=5000", "ns/op") / base, "about 1"
 		}
 	}
+	ratio("refresh through the PostgreSQL store / the file store", "Store/postgres/refresh", "Store/file/refresh", "")
+	ratio("cache-miss read, PostgreSQL store / the file store", "Store/postgres/miss", "Store/file/miss", "")
 	print ""
 	for (name in n) {
 		line = sprintf("%-36s median %12.0f ns/op over %d runs", name, median(name, "ns/op"), n[name])
