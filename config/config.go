@@ -67,11 +67,15 @@ type Config struct {
 // Settings is the [broker] table: how a broker host listens, where it
 // keeps credentials, and its refresh rules.
 type Settings struct {
-	Socket         string        `toml:"socket"`
-	Listen         string        `toml:"listen"`
-	CallbackURL    string        `toml:"callback_url"`
-	StateDir       *string       `toml:"state_dir"`
-	KeyFile        string        `toml:"key_file"`
+	Socket      string  `toml:"socket"`
+	Listen      string  `toml:"listen"`
+	CallbackURL string  `toml:"callback_url"`
+	StateDir    *string `toml:"state_dir"`
+	KeyFile     string  `toml:"key_file"`
+	// ClusterURL is where the other brokers of a cluster reach this one's
+	// sign-in web server, to forward a browser's requests for a sign-in
+	// this broker holds.
+	ClusterURL     string        `toml:"cluster_url"`
 	RefreshMargin  time.Duration `toml:"refresh_margin"`  // a Go duration string, e.g. "5m"
 	RequestTimeout time.Duration `toml:"request_timeout"` // a Go duration string, e.g. "10s"
 
@@ -394,6 +398,15 @@ func (c *Config) validate() error {
 	}
 	if err := c.validateStore(); err != nil {
 		return err
+	}
+	if u := c.Settings.ClusterURL; u != "" {
+		p, err := url.Parse(u)
+		switch {
+		case err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || (p.Path != "" && p.Path != "/"):
+			return c.errf("[broker] cluster_url %q: want http(s)://HOST:PORT, where the other brokers reach this one's sign-in web server", u)
+		case c.Store.Backend != BackendPostgres:
+			return c.errf("[broker] cluster_url is for the brokers of a cluster, which share [store] backend = \"postgres\"")
+		}
 	}
 	names := map[string]int{}
 	guids := map[uuid.UUID]int{}

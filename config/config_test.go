@@ -304,6 +304,9 @@ func TestStore(t *testing.T) {
 		{"unknown backend", "[store]\nbackend = \"etcd\"", "", "", "want \"file\" or \"postgres\""},
 		{"no key file", "[broker]\nstate_dir = \"\"\n[store]\nbackend = \"postgres\"\ndsn = \"x\"", "", "", "needs [broker] key_file"},
 		{"missing dsn_file", "[store]\nbackend = \"postgres\"\ndsn_file = \"nope\"", "", "", "dsn_file"},
+		{"cluster_url", "[broker]\ncluster_url = \"http://10.0.0.5:8400\"\n[store]\nbackend = \"postgres\"\ndsn = \"x\"", BackendPostgres, "x", ""},
+		{"cluster_url with a path", "[broker]\ncluster_url = \"http://10.0.0.5:8400/x\"\n[store]\nbackend = \"postgres\"\ndsn = \"x\"", "", "", "want http(s)://HOST:PORT"},
+		{"cluster_url on one host", "[broker]\ncluster_url = \"http://10.0.0.5:8400\"", "", "", "share [store] backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse(filepath.Join(dir, "c.toml"), []byte(tc.text))

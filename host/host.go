@@ -95,6 +95,9 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		return nil, err
 	}
 	si, err := signin.New(br, cfg.Settings.CallbackURL, log)
+	if err == nil && cfg.Settings.ClusterURL != "" {
+		err = si.Cluster(st.(*store.Postgres), cfg.Settings.ClusterURL)
+	}
 	if err != nil {
 		br.Close()
 		closeStore()

@@ -96,6 +96,7 @@ func (t *Table) SettingsLink(uid int) (*SettingsLink, error) {
 	}
 	t.links[key] = &settingsLink{uid: uid, expires: now.Add(settingsLinkLife)}
 	t.mu.Unlock()
+	t.route(key, now.Add(settingsLinkLife))
 	u := *t.callback
 	u.Path, u.RawQuery = "/settings/open", url.Values{"key": {key}}.Encode()
 	return &SettingsLink{URL: u.String(), Expires: now.Add(settingsLinkLife)}, nil
@@ -243,6 +244,7 @@ func (t *Table) openSettings(w http.ResponseWriter, r *http.Request) {
 	s := &settingsSession{uid: l.uid, user: userName(l.uid), key: randomID(32), cookie: randomID(32), csrf: randomID(32), expires: now.Add(settingsLife)}
 	t.sessions[s.key] = s
 	t.mu.Unlock()
+	t.route(s.key, s.expires)
 	t.log.Info("settings session started", "uid", l.uid)
 	http.SetCookie(w, &http.Cookie{
 		Name: t.cookieName(), Value: s.cookie, Path: "/", HttpOnly: true,

@@ -161,6 +161,7 @@ type Table struct {
 	sessions map[string]*settingsSession // settings sessions, by the key of their URL
 	// deviceStarts holds, per uid, when its recent device sign-ins began.
 	deviceStarts map[int][]time.Time
+	cluster      *cluster // nil on one host
 }
 
 // New returns the sign-in table of a broker whose sign-in web server is
@@ -229,6 +230,7 @@ func (t *Table) Start(uid int, id string) (*Link, error) {
 	t.pending[uid]++
 	t.total++
 	t.mu.Unlock()
+	t.route(s.state, s.expires)
 	start := *t.callback
 	start.Path, start.RawQuery = "/start", url.Values{"state": {s.state}}.Encode()
 	t.log.Info("sign-in started", "uid", uid, "integration", cfg.Name, "guid", cfg.GUID.String())
@@ -360,6 +362,9 @@ func (t *Table) Handler() http.Handler {
 	mux.HandleFunc("POST /settings/end", t.settingsEnd)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if t.forward(w, r) {
+			return // another broker of the cluster holds it
+		}
 		mux.ServeHTTP(w, r)
 	})
 }

@@ -50,6 +50,12 @@ var pgMigrations = []string{
 		updated   timestamptz NOT NULL DEFAULT now(),
 		PRIMARY KEY (user_name, guid)
 	);`,
+	`CREATE TABLE oauthfs_routes (
+		secret_hash bytea       PRIMARY KEY,
+		owner       text        NOT NULL,
+		expires     timestamptz NOT NULL
+	);
+	CREATE INDEX oauthfs_routes_expires ON oauthfs_routes (expires);`,
 }
 
 // Change is a change to stored credentials that a broker sharing the
@@ -543,4 +549,46 @@ func (s *Postgres) listen(ctx context.Context, f func(Change), missed *bool) err
 		}
 		f(Change{User: x.User, GUID: x.GUID, Refresh: x.Refresh})
 	}
+}
+
+// Routes: which broker of a cluster holds a sign-in or a settings session.
+// A browser's requests may reach any broker behind a load balancer; the
+// one that holds the sign-in (its PKCE verifier, the tokens waiting for
+// the final confirmation, the command waiting for it) registers the
+// sign-in's secret here, and the others forward the browser's requests
+// to it. Only a hash of the secret is stored.
+
+func routeKey(secret string) []byte {
+	h := sha256.Sum256([]byte("oauthfs route " + secret))
+	return h[:]
+}
+
+// AddRoute records that the broker reached at owner holds the sign-in
+// or session named by secret until expires, and forgets expired routes.
+func (s *Postgres) AddRoute(ctx context.Context, secret, owner string, expires time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, `WITH gone AS (DELETE FROM oauthfs_routes WHERE expires < now())
+		INSERT INTO oauthfs_routes VALUES ($1, $2, $3) ON CONFLICT (secret_hash) DO UPDATE SET owner = excluded.owner, expires = excluded.expires`,
+		routeKey(secret), owner, expires)
+	if err != nil {
+		return fmt.Errorf("store: postgres: record a sign-in route: %w", err)
+	}
+	return nil
+}
+
+// Route returns the owner of secret's sign-in or session, or "" when no
+// live broker registered it.
+func (s *Postgres) Route(ctx context.Context, secret string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var owner string
+	err := s.pool.QueryRow(ctx, `SELECT owner FROM oauthfs_routes WHERE secret_hash = $1 AND expires >= now()`, routeKey(secret)).Scan(&owner)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: postgres: find a sign-in route: %w", err)
+	}
+	return owner, nil
 }

@@ -313,3 +313,33 @@ func TestPostgresWatch(t *testing.T) {
 		t.Errorf("Load after the database came back = %d, %v", len(recs), err)
 	}
 }
+
+// TestPostgresRoutes: a route names its owner until it expires, and only
+// a hash of its secret is stored.
+func TestPostgresRoutes(t *testing.T) {
+	dsn := pgtest.Shared(t)
+	s := openPG(t, dsn, filepath.Join(t.TempDir(), "key"))
+	ctx := context.Background()
+	if err := s.AddRoute(ctx, "CANARY-state", "http://10.0.0.5:8400", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	s.AddRoute(ctx, "old-state", "http://10.0.0.6:8400", time.Now().Add(-time.Second))
+	if o, err := s.Route(ctx, "CANARY-state"); err != nil || o != "http://10.0.0.5:8400" {
+		t.Errorf("Route = %q, %v", o, err)
+	}
+	for _, secret := range []string{"old-state", "unknown"} {
+		if o, err := s.Route(ctx, secret); err != nil || o != "" {
+			t.Errorf("Route(%s) = %q, %v; want none", secret, o, err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var all string
+	conn.QueryRow(ctx, `SELECT string_agg(encode(secret_hash, 'escape') || owner, ',') FROM oauthfs_routes`).Scan(&all)
+	if strings.Contains(all, "CANARY") {
+		t.Error("the routes table holds a secret in clear")
+	}
+}

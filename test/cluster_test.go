@@ -4,9 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,16 +28,18 @@ import (
 // database: two daemons (two sockets, two sign-in web servers, one key
 // file), each with a session mount.
 type clusterEnv struct {
-	dir string
-	p   *localprovider.Provider
-	dsn string
-	a   *clusterHost
-	b   *clusterHost
+	dir    string
+	public string // the sign-in web servers' public address: A's, as if a load balancer stood there
+	p      *localprovider.Provider
+	dsn    string
+	a      *clusterHost
+	b      *clusterHost
 }
 
 // clusterHost is one broker of a clusterEnv.
 type clusterHost struct {
 	name, cfg, socket, mnt string
+	web                    string // where its sign-in web server listens
 	broker                 *proc
 }
 
@@ -43,7 +51,9 @@ func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration) *clusterEnv
 	e.p.SetLifetime(lifetime)
 	e.p.SetRotate(true) // strict rotation: a refresh token works once
 	os.WriteFile(filepath.Join(e.dir, "dsn"), []byte(dsn+"\n"), 0o600)
-	e.a, e.b = e.host(t, "a"), e.host(t, "b")
+	webA, webB := freeAddr(t), freeAddr(t)
+	e.public = webA
+	e.a, e.b = e.host(t, "a", webA), e.host(t, "b", webB)
 	e.a.start(t)
 	e.b.start(t)
 	for _, h := range []*clusterHost{e.a, e.b} {
@@ -54,12 +64,14 @@ func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration) *clusterEnv
 	return e
 }
 
-func (e *clusterEnv) host(t *testing.T, name string) *clusterHost {
-	h := &clusterHost{name: name, cfg: filepath.Join(e.dir, name+".toml"), socket: filepath.Join(e.dir, name, "broker.sock"), mnt: filepath.Join(e.dir, name+"-oauth")}
-	web := freeAddr(t)
+func (e *clusterEnv) host(t *testing.T, name, web string) *clusterHost {
+	h := &clusterHost{name: name, cfg: filepath.Join(e.dir, name+".toml"), socket: filepath.Join(e.dir, name, "broker.sock"),
+		mnt: filepath.Join(e.dir, name+"-oauth"), web: web}
 	cfg := fmt.Sprintf(`[broker]
 socket = %q
 listen = %q
+callback_url = "http://%s/callback"
+cluster_url = "http://%s"
 state_dir = %q
 key_file = %q
 request_timeout = "2s"
@@ -75,7 +87,7 @@ client_secret = "test-secret"
 auth_url = "%s/authorize"
 token_url = "%s/token"
 revocation_url = "%s/revoke"
-`, h.socket, web, filepath.Join(e.dir, name, "state"), filepath.Join(e.dir, "key"), filepath.Join(e.dir, "dsn"), e.p.URL, e.p.URL, e.p.URL)
+`, h.socket, web, e.public, web, filepath.Join(e.dir, name, "state"), filepath.Join(e.dir, "key"), filepath.Join(e.dir, "dsn"), e.p.URL, e.p.URL, e.p.URL)
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +203,91 @@ func TestCluster(t *testing.T) {
 			t.Fatal("A still reads the old token after the sign-in")
 		}
 		waitFor(t, func() bool { got, _ := e.b.read(); return got == fromA })
+	})
+
+	t.Run("a sign-in started on A completes through B", func(t *testing.T) {
+		cmd := exec.Command(binary, "login", "--no-browser", "--broker", e.a.socket, "Test")
+		out, _ := cmd.StdoutPipe()
+		cmd.Start()
+		var link string
+		fmt.Fscanln(out, &link)
+		jar, _ := cookiejar.New(nil)
+		c := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if req.URL.Path == "/callback" {
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+		resp := openSignIn(t, c, link) // on A; the provider approves at once
+		resp.Body.Close()
+		cb, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil || cb.Path != "/callback" {
+			t.Fatalf("the provider sent the browser to %q", resp.Header.Get("Location"))
+		}
+		// The load balancer sends the callback, and then the final
+		// confirmation, to B.
+		cb.Host = e.b.web
+		resp, err = c.Get(cb.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(page), `action="/confirm"`) {
+			t.Fatalf("the callback through B = %d:\n%s", resp.StatusCode, page)
+		}
+		form := url.Values{"action": {"confirm"}}
+		for _, m := range hiddenRE.FindAllStringSubmatch(string(page), -1) {
+			form.Set(m[1], html.UnescapeString(m[2]))
+		}
+		req, _ := http.NewRequest("POST", "http://"+e.b.web+"/confirm", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", "http://"+e.public) // the browser's: the public origin
+		resp, err = c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(page), "Signed in to Test") {
+			t.Fatalf("the confirmation through B = %d:\n%s", resp.StatusCode, page)
+		}
+		var result string
+		fmt.Fscanln(out, &result)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("login on A, finished through B: %v", err)
+		}
+		// The same callback again, through either host, is refused.
+		for _, web := range []string{e.a.web, e.b.web} {
+			cb.Host = web
+			resp, _ := c.Get(cb.String())
+			if resp != nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					t.Errorf("the callback used again through %s was accepted", web)
+				}
+			}
+		}
+	})
+
+	t.Run("a settings link of A works through B", func(t *testing.T) {
+		link, err := e.a.cli(t, "settings", "--no-browser")
+		if err != nil {
+			t.Fatalf("settings on A: %v %s", err, link)
+		}
+		u, _ := url.Parse(strings.TrimSpace(strings.Split(link, "\n")[0]))
+		u.Host = e.b.web
+		jar, _ := cookiejar.New(nil)
+		c := &http.Client{Jar: jar}
+		code, fwd := httpGet(t, c, u.String())
+		m := regexp.MustCompile(`url=(/settings\?s=[^"]+)"`).FindStringSubmatch(fwd)
+		if code != 200 || m == nil {
+			t.Fatalf("A's settings link through B = %d %q", code, fwd)
+		}
+		code, page := httpGet(t, c, "http://"+e.b.web+m[1])
+		if code != 200 || !strings.Contains(page, "Managed Credentials") || !strings.Contains(page, "Signed in") {
+			t.Errorf("A's settings page through B = %d", code)
+		}
 	})
 
 	t.Run("a sign-out on B is ENOKEY on A within a second", func(t *testing.T) {
