@@ -291,6 +291,11 @@ func (b *Broker) forget(uid int, id string) (bool, *grant, *provider.Client, err
 	delete(creds, g)
 	stopAhead(old)
 	b.mu.Unlock()
+	if b.shared != nil {
+		// The stored record, not this broker's copy, is what to revoke:
+		// another broker may have rotated the refresh token since.
+		return b.forgetShared(uid, p, old, had)
+	}
 	if !had {
 		return false, nil, p, nil
 	}

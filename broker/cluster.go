@@ -141,6 +141,31 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 	return t, false, rerr
 }
 
+// forgetShared is forget for a broker of a cluster: it removes the stored
+// record and returns it for revocation; old is what this broker held.
+func (b *Broker) forgetShared(uid int, p *provider.Client, old *grant, had bool) (bool, *grant, *provider.Client, error) {
+	in := p.Config()
+	g := in.GUID.String()
+	b.mu.Lock()
+	u := b.storeUserLocked(uid)
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	rec, err := b.shared.Take(ctx, u, g)
+	cancel()
+	if rec != nil {
+		old, had = grantOf(*rec), true
+	}
+	if !had {
+		return false, nil, p, err
+	}
+	b.log.Info("signed out", "uid", uid, "integration", in.Name, "guid", g)
+	b.publish(uid, EventChanged, g)
+	if err != nil {
+		return true, old, p, fmt.Errorf("broker: signed out in memory, but the database still holds the old tokens: %w", err)
+	}
+	return true, old, p, nil
+}
+
 // storeChanged applies a change another broker committed: the record is
 // read again and the user's sessions are told. A change of User "" (the
 // store missed notifications) drops every user's credentials from memory;

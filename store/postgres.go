@@ -75,6 +75,10 @@ type Shared interface {
 	Store
 	// Get returns the user's record of guid, or nil when there is none.
 	Get(ctx context.Context, u User, guid string) (*Record, error)
+	// Take removes the user's record of guid and returns it as it was
+	// stored (nil when there was none): what a sign-out must revoke,
+	// whichever broker refreshed it last.
+	Take(ctx context.Context, u User, guid string) (*Record, error)
 	// Update runs fn with the user's current record of guid (nil when
 	// there is none) while holding a lock on it that every broker
 	// sharing the store respects, and commits the record fn returns (nil:
@@ -409,6 +413,36 @@ func (s *Postgres) Remove(u User, guid string) error {
 		}
 		return s.notify(ctx, tx, Change{User: u.Name, GUID: guid})
 	})
+}
+
+// Take removes the record of guid and returns it, and tells the other
+// brokers.
+func (s *Postgres) Take(ctx context.Context, u User, guid string) (*Record, error) {
+	if err := s.user(u); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var sealed []byte
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `DELETE FROM oauthfs_credentials WHERE user_name = $1 AND guid = $2 RETURNING sealed`, u.Name, guid).Scan(&sealed)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("store: postgres: remove credentials: %w", err)
+		}
+		return s.notify(ctx, tx, Change{User: u.Name, GUID: guid})
+	})
+	if err != nil || sealed == nil {
+		return nil, err
+	}
+	aead, err := newAEAD(s.key)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.open(aead, u, guid, sealed)
+	if err != nil {
+		return nil, nil // removed; what cannot be opened cannot be revoked
+	}
+	return &r, nil
 }
 
 // Update runs fn on the locked record and commits what it returns.

@@ -116,6 +116,13 @@ func TestPostgresRecords(t *testing.T) {
 	if _, err := s.Load(User{UID: 1001, Name: "bob"}); !errors.Is(err, ErrUnusable) {
 		t.Errorf("Load of a row copied from another user = %v; want ErrUnusable", err)
 	}
+	s.Save(alice, pgRecord(t, guidB, "at-b", "CANARY-rt-b"))
+	if r, err := s.Take(context.Background(), alice, guidB); err != nil || r == nil || refreshOf(t, *r) != "CANARY-rt-b" {
+		t.Errorf("Take = %+v, %v; want the stored record", r, err)
+	}
+	if r, err := s.Take(context.Background(), alice, guidB); err != nil || r != nil {
+		t.Errorf("Take of nothing = %+v, %v; want nil, nil", r, err)
+	}
 	if err := s.Remove(alice, guidA); err != nil {
 		t.Fatal(err)
 	}

@@ -294,10 +294,14 @@ func TestCluster(t *testing.T) {
 		if _, err := e.a.read(); err != nil {
 			t.Fatal(err)
 		}
+		active := e.p.ActiveRefreshTokens()
 		if out, err := e.b.cli(t, "logout", "Test"); err != nil {
 			t.Fatalf("logout through B: %v\n%s", err, out)
 		}
 		done := time.Now()
+		if n := e.p.ActiveRefreshTokens(); n != active-1 {
+			t.Errorf("the sign-out on B left %d refresh tokens active at the provider; want %d (the stored one revoked)", n, active-1)
+		}
 		for {
 			_, err := e.a.read()
 			if errors.Is(err, syscall.ENOKEY) {
