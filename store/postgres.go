@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/awnumar/memguard"
@@ -27,6 +28,9 @@ import (
 // associated data with the user name and guid: a row copied to another
 // user or integration does not open.
 const pgMagic = "OAUTHFS-PG1"
+
+// defaultMaxConns is the pool size unless the DSN sets pool_max_conns.
+const defaultMaxConns = 32
 
 // pgChannel is the LISTEN/NOTIFY channel of committed changes.
 const pgChannel = "oauthfs_changes"
@@ -136,6 +140,12 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	}
 	cfg.ConnConfig.ConnectTimeout = opts.Timeout
 	cfg.MaxConnIdleTime = time.Minute
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// A refresh holds a connection while it waits for the provider:
+		// pgx's default (4, or the number of CPUs) would queue refreshes
+		// that are due together.
+		cfg.MaxConns = defaultMaxConns
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", redact(err))
