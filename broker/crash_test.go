@@ -93,7 +93,10 @@ func TestCrashDuringRefreshes(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("final check: %v\n%s", err, strings.Join(out, "\n"))
 	}
-	if n := p.Refreshes() - before; n < crashKills*2 {
+	// Each process refreshes once before it may be killed, and the final
+	// check once more: beyond that the loop must have run (a loaded
+	// machine runs it less; it ran about 2 each in a quiet one).
+	if n := p.Refreshes() - before; n <= crashKills+1+crashKills/10 {
 		t.Errorf("only %d refreshes over %d kills; the loop did not run", n, crashKills)
 	}
 	t.Logf("%d kills, %d refreshes", crashKills, p.Refreshes()-before)

@@ -128,8 +128,10 @@ func (s *Cached) Watch(ctx context.Context, f func(credential.Change)) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := s.watchOnce(ctx, f)
-		s.invalidate("", false)
+		// The filesystem drops what the kernel keeps before Live says
+		// the stream is down.
 		f(credential.Change{Revoke: true, Unwatched: true})
+		s.invalidate("", false)
 		if ctx.Err() != nil {
 			return
 		}
