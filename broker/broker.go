@@ -59,6 +59,7 @@ type Broker struct {
 	broken map[int]error             // uid -> why its stored credentials do not load
 	names  map[int]string            // uid -> user name, for the store
 	gen    map[int]uint64            // uid -> count of changes made elsewhere, for loads they overtake
+	epoch  uint64                    // count of times everything may have changed elsewhere
 }
 
 // grant is one user's tokens for one integration. Its fields are guarded
@@ -82,6 +83,10 @@ type grant struct {
 	attempting bool
 	failing    bool
 	retryAt    time.Time
+	// uncommitted is, in a cluster, a refresh's answer whose commit
+	// failed: the only copy of a rotated refresh token, committed by the
+	// next attempt and not handed out before.
+	uncommitted *store.Record
 }
 
 // New builds a broker for the integrations of cfg, reading every client
@@ -130,21 +135,23 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 func (b *Broker) Provider(id string) (*provider.Client, error) { return b.reg.find(id) }
 
 // Integrations returns what user uid sees of every integration, sorted by
-// name. It never makes a network call.
+// name. It never asks a provider; in a cluster, a user whose credentials
+// are not in memory yet is loaded from the database, once.
 func (b *Broker) Integrations(uid int) []credential.Integration {
 	all := b.reg.all()
 	out := make([]credential.Integration, 0, len(all))
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	creds, err := b.credsLocked(uid)
 	for _, p := range all {
-		out = append(out, b.metaLocked(uid, p.Config()))
+		out = append(out, metaOf(p.Config(), creds, err))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 // Integration returns what user uid sees of the integration with guid or
-// name id. It never makes a network call.
+// name id. It never asks a provider.
 func (b *Broker) Integration(uid int, id string) (credential.Integration, error) {
 	p, err := b.reg.find(id)
 	if err != nil {
@@ -152,10 +159,13 @@ func (b *Broker) Integration(uid int, id string) (credential.Integration, error)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.metaLocked(uid, p.Config()), nil
+	creds, err := b.credsLocked(uid)
+	return metaOf(p.Config(), creds, err), nil
 }
 
-func (b *Broker) metaLocked(uid int, c *config.Integration) credential.Integration {
+// metaOf is what a user whose credentials are creds (or did not load,
+// with err) sees of integration c. Callers hold b.mu.
+func metaOf(c *config.Integration, creds map[string]*grant, err error) credential.Integration {
 	m := credential.Integration{
 		GUID:          c.GUID.String(),
 		Name:          c.Name,
@@ -167,7 +177,6 @@ func (b *Broker) metaLocked(uid int, c *config.Integration) credential.Integrati
 		Status:        credential.StatusNotSignedIn,
 		GrantedScopes: []string{},
 	}
-	creds, err := b.credsLocked(uid)
 	if err != nil {
 		e := err.Error()
 		m.Status, m.Error = credential.StatusError, &e
@@ -374,8 +383,8 @@ func (b *Broker) storeUserLocked(uid int) store.User {
 	if !ok {
 		if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
 			name = u.Username
+			b.names[uid] = name // a failed lookup (the directory restarting) is tried again
 		}
-		b.names[uid] = name
 	}
 	return store.User{UID: uid, Name: name}
 }
@@ -463,6 +472,9 @@ func (s *saveLocks) lock(k saveKey) func() {
 func (b *Broker) persist(uid int, guid string) error {
 	if b.store == nil {
 		return nil
+	}
+	if b.shared != nil {
+		return b.persistShared(uid, guid) // under the cluster's lock
 	}
 	defer b.saves.lock(saveKey{uid, guid})()
 	b.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/provider"
 	"github.com/oauthfs/oauthfs/store"
 )
@@ -33,14 +34,17 @@ import (
 func (b *Broker) loadSharedLocked(uid int) ([]store.Record, error) {
 	u := b.storeUserLocked(uid)
 	for {
-		gen := b.gen[uid]
+		// A load joins only one that began after the last change it
+		// must see: the key names the generation.
+		gen, epoch := b.gen[uid], b.epoch
 		b.mu.Unlock()
-		v, err, _ := b.loads.Do(strconv.Itoa(uid), func() (any, error) { return b.store.Load(u) })
+		key := fmt.Sprintf("%d/%d/%d", uid, gen, epoch)
+		v, err, _ := b.loads.Do(key, func() (any, error) { return b.store.Load(u) })
 		b.mu.Lock()
 		if err != nil {
 			return nil, err
 		}
-		if b.gen[uid] == gen {
+		if b.gen[uid] == gen && b.epoch == epoch {
 			return v.([]store.Record), nil
 		}
 	}
@@ -56,89 +60,196 @@ func recordOf(guid string, c *grant) *store.Record {
 	return &store.Record{GUID: guid, Access: c.access, Refresh: c.refresh, Scopes: c.scopes, Account: c.account, Status: c.status, Error: c.lastErr}
 }
 
-// refreshShared is refresh for a broker of a cluster: under the record's
-// cluster-wide lock it takes the tokens another broker refreshed, or
-// refreshes with the stored refresh token and commits the result before
-// returning it. cr is marked attempting.
+// refreshShared is refresh for a broker of a cluster. Under the
+// record's cluster-wide lock it works on the record as stored: it takes
+// a token another broker refreshed, or refreshes with the stored refresh
+// token and commits the answer; only after the commit does this broker's
+// memory, and so any reader, get the new access token. The answer is
+// committed on top of the stored record whatever happened to this
+// broker's copy meanwhile (a reconnect dropping it, say): a rotated
+// refresh token is never thrown away. If the commit fails, the answer is
+// kept aside, not handed out, and committed by the next attempt. cr is
+// marked attempting. It reports whether the user's sessions must drop
+// the token now (signed out elsewhere, or expired).
 func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *credential.Token, ahead time.Duration) (*credential.Token, bool, error) {
 	in := p.Config()
 	name, g := in.Name, in.GUID.String()
 	b.mu.Lock()
 	u := b.storeUserLocked(uid)
+	held := cr.uncommitted
 	b.mu.Unlock()
 	var (
-		t    *credential.Token
-		rerr error
-		ran  bool
+		result  *store.Record // the record as it stands after the commit; nil: none
+		perr    error         // the provider's failure
+		ran     bool
+		pending *store.Record // what fn asked to commit
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.timeout)
 	defer cancel()
 	err := b.shared.Update(ctx, u, g, func(cur *store.Record) (*store.Record, error) {
 		ran = true
+		base, mustSave := cur, false
+		if held != nil && cur != nil && obtainedOf(*held).After(obtainedOf(*cur)) {
+			base, mustSave = held, true // ours, from an attempt whose commit failed
+		}
+		save := func(r *store.Record) (*store.Record, error) { result, pending = r, r; return r, nil }
+		if base == nil {
+			return nil, nil // signed out on another host
+		}
 		now := b.now()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		mine := b.users[uid][g] == cr
 		switch {
-		case cur == nil: // signed out on another host
-			if mine {
-				stopAhead(cr)
-				delete(b.users[uid], g)
+		case base.Access != nil && b.fresh(base.Access, now, ahead):
+			result = base // another host refreshed it
+		case base.Refresh == nil && !base.Access.Valid(now, 0) && base.Status != credential.StatusExpired:
+			exp := *base
+			exp.Access, exp.Status, exp.Error = nil, credential.StatusExpired, "the token expired and there is no refresh token; sign in again"
+			return save(&exp)
+		case base.Refresh == nil:
+			result = base // nothing to refresh with: serve until expiry
+		default:
+			ans, err := p.Refresh(base.Refresh)
+			if err != nil {
+				var pe *provider.Error
+				if errors.As(err, &pe) && pe.InvalidGrant() {
+					exp := *base
+					exp.Access, exp.Refresh, exp.Status = nil, nil, credential.StatusExpired
+					exp.Error = "the provider rejected the refresh token (" + pe.Summary() + "); sign in again"
+					b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", name, "guid", g, "err", err)
+					return save(&exp)
+				}
+				perr, result = err, base
+				break
 			}
-			rerr = fmt.Errorf("broker: %s: %w", name, credential.ErrNotSignedIn)
-			return nil, nil
-		case cur.Access != nil && b.fresh(cur.Access, now, ahead), cur.Refresh == nil:
-			// Another host refreshed it (or there is nothing to refresh
-			// with): take what is stored.
-			if mine {
-				stopAhead(cr)
-				cr.access, cr.refresh, cr.scopes, cr.account, cr.status, cr.lastErr = cur.Access, cur.Refresh, cur.Scopes, cur.Account, cur.Status, cur.Error
-				cr.failing, cr.read = false, false
+			next, err := answered(*base, ans, now)
+			if err != nil {
+				perr, result = err, base
+				break
 			}
-			switch {
-			case cur.Access.Valid(now, 0):
-				t = cur.Access
-			case cur.Status == credential.StatusExpired:
-				rerr = fmt.Errorf("broker: %s: %w: %s", name, credential.ErrExpired, cur.Error)
-			default:
-				rerr = fmt.Errorf("broker: %s: %w: the token expired and there is no refresh token; sign in again", name, credential.ErrExpired)
-			}
-			return nil, nil
+			return save(next)
 		}
-		// Ours to refresh, with the refresh token as stored (another
-		// host may have rotated the one in memory). The provider is
-		// asked without b.mu.
-		b.mu.Unlock()
-		ans, perr := p.Refresh(cur.Refresh)
-		b.mu.Lock()
-		if b.users[uid][g] == cr {
-			cr.refresh = cur.Refresh
-		}
-		var save bool
-		t, save, rerr = b.settleLocked(uid, name, g, cr, cached, ans, perr)
-		if save && b.users[uid][g] == cr {
-			return recordOf(g, cr), nil
+		if mustSave {
+			return save(base)
 		}
 		return nil, nil
 	})
-	if err == nil {
-		return t, false, rerr
-	}
+
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !ran {
-		// The database did not answer: as when the provider does not.
-		b.log.Warn("credential database unavailable for a refresh", "uid", uid, "integration", name, "guid", g, "err", err)
-		t, _, rerr = b.settleLocked(uid, name, g, cr, cached, nil, fmt.Errorf("credential database: %w", err))
-		return t, false, rerr
+	now := b.now()
+	mine := b.users[uid][g] == cr
+	if err != nil {
+		if ran && pending != nil && pending.Refresh != nil && mine {
+			cr.uncommitted = pending // the only copy of a rotated refresh token
+		}
+		if ran {
+			b.log.Error("could not commit credentials; the new tokens wait for the next attempt", "uid", uid, "integration", name, "guid", g, "err", err)
+		} else {
+			b.log.Warn("credential database unavailable for a refresh", "uid", uid, "integration", name, "guid", g, "err", err)
+		}
+		t, ferr := b.failedLocked(uid, name, g, cr, cached, fmt.Errorf("credential database: %w", err), now)
+		return t, false, ferr
 	}
-	// Refreshed, but the commit failed: the new tokens are kept in memory
-	// and saved again on the next change.
-	b.log.Error("could not save credentials; the new tokens are kept in memory", "uid", uid, "integration", name, "guid", g, "err", err)
-	if cr.status == credential.StatusSignedIn {
-		cr.status, cr.lastErr = credential.StatusError, "could not save credentials: "+err.Error()
+	if mine && pending != nil {
+		cr.uncommitted = nil
 	}
-	return t, false, rerr
+	if result == nil { // signed out on another host
+		if mine {
+			stopAhead(cr)
+			delete(b.users[uid], g)
+		}
+		return nil, true, fmt.Errorf("broker: %s: %w", name, credential.ErrNotSignedIn)
+	}
+	if mine {
+		stopAhead(cr)
+		cr.access, cr.refresh, cr.scopes, cr.account, cr.status, cr.lastErr = result.Access, result.Refresh, result.Scopes, result.Account, result.Status, result.Error
+		cr.failing, cr.retryAt, cr.read = false, time.Time{}, false
+	} else if creds := b.users[uid]; creds != nil && creds[g] == nil && result.Status == credential.StatusSignedIn {
+		creds[g] = grantOf(*result) // dropped meanwhile (a reconnect): what is stored now
+	}
+	switch {
+	case perr != nil:
+		t, ferr := b.failedLocked(uid, name, g, cr, cached, perr, now)
+		return t, false, ferr
+	case result.Status == credential.StatusExpired:
+		return nil, true, fmt.Errorf("broker: %s: %w: %s", name, credential.ErrExpired, result.Error)
+	case !result.Access.Valid(now, 0):
+		return nil, false, fmt.Errorf("broker: %s: %w: the token expired and there is no refresh token; sign in again", name, credential.ErrExpired)
+	}
+	if mine {
+		b.armAheadLocked(uid, g, cr)
+	}
+	if pending != nil {
+		b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g, "expiry", credential.FormatTime(result.Access.Expiry()))
+	}
+	return result.Access, false, nil
+}
+
+// answered is base with the provider's answer to a refresh: a new access
+// token and, when the provider rotated it, a new refresh token. It takes
+// ans over (sealing or wiping its tokens).
+func answered(base store.Record, ans *provider.Answer, now time.Time) (*store.Record, error) {
+	defer ans.Wipe()
+	t, err := credential.NewToken(ans.Access, credential.ExpiryFrom(ans.ExpiresIn, now), now) // wipes ans.Access
+	if err != nil {
+		return nil, err
+	}
+	next := base
+	next.Access, next.Status, next.Error = t, credential.StatusSignedIn, ""
+	if ans.Refresh != nil {
+		if next.Refresh, err = secmem.Seal(ans.Refresh); err != nil { // wipes ans.Refresh
+			return nil, err
+		}
+	}
+	if ans.Scopes != nil {
+		next.Scopes = ans.Scopes
+	}
+	return &next, nil
+}
+
+// obtainedOf is when r's access token was obtained, or zero.
+func obtainedOf(r store.Record) time.Time {
+	if r.Access == nil {
+		return time.Time{}
+	}
+	return r.Access.Obtained()
+}
+
+// failedLocked records a transient failure of a refresh of cr (the
+// provider's or the database's): the cached token while it is valid,
+// else ErrUnavailable, and no new attempt before retryInterval. Callers
+// hold b.mu.
+func (b *Broker) failedLocked(uid int, name, g string, cr *grant, cached *credential.Token, err error, now time.Time) (*credential.Token, error) {
+	if b.users[uid][g] == cr {
+		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
+		cr.failing, cr.retryAt = true, now.Add(retryInterval)
+	}
+	if cached.Valid(now, 0) {
+		b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err)
+		return cached, nil
+	}
+	b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
+	return nil, fmt.Errorf("broker: %s: %w: %w", name, credential.ErrUnavailable, err)
+}
+
+// persistShared writes user uid's record of guid (a sign-in), as this
+// broker holds it when the cluster's lock is taken: after any refresh
+// another broker has under way, never in the middle of one. A record
+// this broker no longer holds is left to the sign-out that dropped it.
+func (b *Broker) persistShared(uid int, guid string) error {
+	b.mu.Lock()
+	u := b.storeUserLocked(uid)
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*b.timeout)
+	defer cancel()
+	return b.shared.Update(ctx, u, guid, func(*store.Record) (*store.Record, error) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		c := b.users[uid][guid]
+		if c == nil {
+			return nil, nil
+		}
+		return recordOf(guid, c), nil
+	})
 }
 
 // forgetShared is forget for a broker of a cluster: it removes the stored
@@ -178,12 +289,12 @@ func (b *Broker) storeChanged(c store.Change) {
 				stopAhead(cr)
 			}
 			delete(b.users, uid)
-			b.gen[uid]++
 		}
+		b.epoch++ // and loads under way are done again
 		clear(b.broken)
 		b.mu.Unlock()
 		b.log.Info("dropped credentials held in memory: changes made elsewhere may have been missed")
-		b.publish(-1, EventReload, "")
+		go b.publish(-1, EventReload, "")
 		return
 	}
 	uid, ok := b.uidOf(c.User)
@@ -223,10 +334,12 @@ func (b *Broker) storeChanged(c store.Change) {
 	}
 	b.gen[uid]++
 	b.mu.Unlock()
+	// Sessions are told beside the next changes: a session slow to
+	// acknowledge must not hold up other users' changes.
 	if c.Refresh && err == nil {
 		b.notify(uid, EventUpdated, c.GUID)
 	} else {
-		b.publish(uid, EventChanged, c.GUID)
+		go b.publish(uid, EventChanged, c.GUID)
 	}
 }
 

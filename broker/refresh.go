@@ -248,7 +248,7 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		return t, nil // refreshed by a flight that ended just before ours
 	}
 	rt, cached := cr.refresh, cr.access
-	if rt == nil {
+	if rt == nil && b.shared == nil { // (a cluster's broker asks the stored record)
 		if cached.Valid(now, 0) {
 			b.mu.Unlock()
 			return cached, nil // nothing to refresh with; serve until expiry
@@ -275,10 +275,17 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		rerr error
 	)
 	if b.shared != nil {
-		t, save, rerr = b.refreshShared(uid, p, cr, cached, ahead) // saved under the cluster's lock
+		var changed bool
+		t, changed, rerr = b.refreshShared(uid, p, cr, cached, ahead) // committed under the cluster's lock
 		b.mu.Lock()
 		cr.attempting = false
 		b.mu.Unlock()
+		if changed {
+			b.publish(uid, EventChanged, g) // signed out, or expired: sessions drop the token
+		} else {
+			b.notify(uid, EventUpdated, g)
+		}
+		return t, rerr
 	} else {
 		ans, err := p.Refresh(rt)
 		b.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -106,8 +107,8 @@ func (t *Table) forward(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	secret := t.routeSecret(r)
-	if secret == "" || t.holds(secret) {
-		return false
+	if !secretRE.MatchString(secret) || t.holds(secret) {
+		return false // not shaped like one of ours: no database query for it
 	}
 	owner, err := c.router.Route(r.Context(), secret)
 	if err != nil {
@@ -151,6 +152,9 @@ func (t *Table) routeSecret(r *http.Request) string {
 	}
 	return ""
 }
+
+// secretRE matches the secrets randomID makes (base64url of 32 bytes).
+var secretRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
 // holds reports whether secret names a sign-in, link or session of this
 // broker.

@@ -29,6 +29,10 @@ import (
 // user or integration does not open.
 const pgMagic = "OAUTHFS-PG1"
 
+// listenCheck is how long the LISTEN connection may stay silent before it
+// is asked to answer.
+const listenCheck = 5 * time.Second
+
 // defaultMaxConns is the pool size unless the DSN sets pool_max_conns.
 const defaultMaxConns = 32
 
@@ -105,7 +109,6 @@ var _ Shared = (*Postgres)(nil)
 // database holds ciphertext only. It is safe for concurrent use.
 type Postgres struct {
 	pool    *pgxpool.Pool
-	dsn     string // for the LISTEN connection; the pool keeps its own copy
 	key     *memguard.Enclave
 	timeout time.Duration
 	origin  string // names this store in its notifications
@@ -150,7 +153,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", redact(err))
 	}
-	s := &Postgres{pool: pool, dsn: dsn, timeout: opts.Timeout, origin: hex.EncodeToString(randomBytes(8)), log: opts.Log}
+	s := &Postgres{pool: pool, timeout: opts.Timeout, origin: hex.EncodeToString(randomBytes(8)), log: opts.Log}
 	ctx, cancel := context.WithTimeout(ctx, 3*opts.Timeout)
 	defer cancel()
 	if err := s.migrate(ctx); err != nil {
@@ -435,6 +438,11 @@ func (s *Postgres) Take(ctx context.Context, u User, guid string) (*Record, erro
 	defer cancel()
 	var sealed []byte
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// Under the record's lock: a refresh under way elsewhere commits
+		// first, and what it committed is what is taken (and revoked).
+		if err := s.lock(ctx, tx, u, guid); err != nil {
+			return err
+		}
 		err := tx.QueryRow(ctx, `DELETE FROM oauthfs_credentials WHERE user_name = $1 AND guid = $2 RETURNING sealed`, u.Name, guid).Scan(&sealed)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("store: postgres: remove credentials: %w", err)
@@ -465,8 +473,8 @@ func (s *Postgres) Update(ctx context.Context, u User, guid string, fn func(cur 
 		// row lock: it holds whether or not the row exists yet.
 		lctx, cancel := context.WithTimeout(ctx, s.timeout)
 		defer cancel()
-		if _, err := tx.Exec(lctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, u.Name+"/"+guid); err != nil {
-			return fmt.Errorf("store: postgres: lock credentials: %w", err)
+		if err := s.lock(lctx, tx, u, guid); err != nil {
+			return err
 		}
 		cur, err := s.get(lctx, tx, u, guid, "")
 		if err != nil {
@@ -481,6 +489,21 @@ func (s *Postgres) Update(ctx context.Context, u User, guid string, fn func(cur 
 		refresh := cur != nil && cur.Status == next.Status && next.Status == credential.StatusSignedIn
 		return s.save(wctx, tx, u, *next, refresh)
 	})
+}
+
+// lock takes the record's cluster-wide lock for the rest of tx. The
+// transaction ends itself if this broker goes silent inside it (a host
+// cut off mid-refresh): the lock cannot outlive it by more than
+// idleInTx.
+func (s *Postgres) lock(ctx context.Context, tx pgx.Tx, u User, guid string) error {
+	idle := 2*s.timeout + 5*time.Second
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL idle_in_transaction_session_timeout = %d`, idle.Milliseconds())); err != nil {
+		return fmt.Errorf("store: postgres: lock credentials: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, u.Name+"/"+guid); err != nil {
+		return fmt.Errorf("store: postgres: lock credentials: %w", err)
+	}
+	return nil
 }
 
 // save upserts r in tx and queues the notification.
@@ -573,7 +596,12 @@ func (s *Postgres) listen(ctx context.Context, f func(Change), missed *bool) err
 	}
 	// The connection leaves the pool: a LISTEN belongs to its session.
 	c := conn.Hijack()
-	defer c.Close(context.WithoutCancel(ctx))
+	defer func() {
+		// Bounded: on a silent network the goodbye is never delivered.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		c.Close(cctx)
+		cancel()
+	}()
 	if _, err := c.Exec(ctx, `LISTEN `+pgChannel); err != nil {
 		return err
 	}
@@ -583,7 +611,20 @@ func (s *Postgres) listen(ctx context.Context, f func(Change), missed *bool) err
 		f(Change{})
 	}
 	for {
-		n, err := c.WaitForNotification(ctx)
+		// A silent network (a partition, a frozen server) never ends a
+		// wait: every few seconds without news, the connection is asked
+		// to answer.
+		wctx, cancel := context.WithTimeout(ctx, listenCheck)
+		n, err := c.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			pctx, cancel := context.WithTimeout(ctx, s.timeout)
+			err = c.Ping(pctx)
+			cancel()
+			if err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			return err
 		}
