@@ -70,6 +70,16 @@ func TestDevSocket(t *testing.T) {
 				t.Errorf("the guide lacks %q:\n%s", want, out)
 			}
 		}
+		// Shell completion asks the broker for the integrations' names.
+		script, err := exec.Command(binary, "completion", "bash").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh := exec.Command("bash", "-c", string(script)+`COMP_WORDS=(oauthfs login ""); COMP_CWORD=2; _oauthfs; printf '%s\n' "${COMPREPLY[@]}"; COMP_WORDS=(oauthfs se); COMP_CWORD=1; _oauthfs; printf '%s\n' "${COMPREPLY[@]}"`)
+		sh.Env = []string{"XDG_RUNTIME_DIR=" + rt, "PATH=" + filepath.Dir(binary) + ":/usr/bin:/bin"}
+		if got, err := sh.CombinedOutput(); err != nil || string(got) != "Demo\nOther\nsettings\n" {
+			t.Errorf("bash completion = %q, %v; want Demo, Other, then settings", got, err)
+		}
 		for _, args := range [][]string{{"list"}, {"token", "Demo"}, {"settings", "--no-browser"}} {
 			cmd := exec.Command(binary, args...)
 			cmd.Env = []string{"XDG_RUNTIME_DIR=" + rt} // nothing else

@@ -42,6 +42,7 @@ func init() {
 		{"git-credential", "NAME|GUID get", "a git credential helper answering with the token", runGitCredential},
 		{"store", "migrate --from file --to postgres", "copy the credentials of a file store into the cluster's database", runStore},
 		{"dev", "[MOUNTPOINT]", "try it now: a local provider, a broker and a mount in one command", runDev},
+		{"completion", "bash|zsh|fish", "print shell completion (commands, flags, integration names)", runCompletion},
 		{"version", "", "print the version", runVersion},
 	}
 }
@@ -69,6 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "-v", "--version":
 		args[0] = "version"
+	}
+	if args[0] == "__complete" { // for the completion scripts; not listed
+		return report(stderr, runComplete(args[1:], stdout, stderr))
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
@@ -133,6 +137,9 @@ func usageErrorf(format string, args ...any) error {
 func newFlags(name, args, summary string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if flagSink != nil {
+		flagSink(fs)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: oauthfs %s %s\n\n%s\n", name, args, summary)
 		if hasFlags(fs) {

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/oauthfs/oauthfs/session"
+)
+
+func runCompletion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("completion", "bash|zsh|fish",
+		"Print shell completion for oauthfs: commands, their flags, and the names\n"+
+			"of integrations (asked of the broker, when one answers). Load it with\n"+
+			"  bash: source <(oauthfs completion bash)   (or put it in /etc/bash_completion.d)\n"+
+			"  zsh:  source <(oauthfs completion zsh)\n"+
+			"  fish: oauthfs completion fish | source", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	script, ok := completionScripts[fs.Arg(0)]
+	if fs.NArg() != 1 || !ok {
+		return usageErrorf("completion takes one shell: bash, zsh or fish")
+	}
+	_, err := io.WriteString(stdout, script)
+	return err
+}
+
+// completionScripts ask 'oauthfs __complete WORDS... CURRENT' for the
+// candidates, one a line.
+var completionScripts = map[string]string{
+	"bash": `# bash completion for oauthfs
+_oauthfs() {
+	local IFS=$'\n'
+	COMPREPLY=($(oauthfs __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
+}
+complete -o default -F _oauthfs oauthfs
+`,
+	"zsh": `#compdef oauthfs
+# zsh completion for oauthfs
+_oauthfs() {
+	local -a c
+	c=("${(@f)$(oauthfs __complete "${(@)words[2,CURRENT]}" 2>/dev/null)}")
+	compadd -a c
+}
+compdef _oauthfs oauthfs
+`,
+	"fish": `# fish completion for oauthfs
+complete -c oauthfs -f -a '(oauthfs __complete (commandline -opc)[2..-1] (commandline -ct) 2>/dev/null)'
+`,
+}
+
+// runComplete prints the completions of the last of args, the word being
+// typed, after the words before it. It is what the completion scripts
+// call; it prints nothing rather than an error.
+func runComplete(args []string, stdout, _ io.Writer) error {
+	if len(args) == 0 {
+		args = []string{""}
+	}
+	cur, before := args[len(args)-1], args[:len(args)-1]
+	var cands []string
+	switch {
+	case len(before) == 0:
+		for _, c := range commands {
+			cands = append(cands, c.name)
+		}
+	case strings.HasPrefix(cur, "-"):
+		cands = flagsOf(before)
+	default:
+		cands = argsOf(before)
+	}
+	sort.Strings(cands)
+	for _, c := range cands {
+		if strings.HasPrefix(c, cur) {
+			fmt.Fprintln(stdout, c)
+		}
+	}
+	return nil
+}
+
+// flagSink, when set, is told of every flag set a command makes.
+var flagSink func(*flag.FlagSet)
+
+// flagsOf returns the flags of the command that words start: the command
+// is asked for its help, which makes its flag set and stops there.
+func flagsOf(words []string) []string {
+	var sets []*flag.FlagSet
+	flagSink = func(fs *flag.FlagSet) { sets = append(sets, fs) }
+	defer func() { flagSink = nil }()
+	args := []string{"--help"}
+	if words[0] == "store" {
+		args = []string{"migrate", "--help"}
+	}
+	for _, c := range commands {
+		if c.name == words[0] {
+			c.run(args, io.Discard, io.Discard)
+		}
+	}
+	var out []string
+	for _, fs := range sets {
+		fs.VisitAll(func(f *flag.Flag) { out = append(out, "--"+f.Name) })
+	}
+	return out
+}
+
+// argsOf returns what may follow words: a subcommand, a shell, or the
+// name of an integration.
+func argsOf(words []string) []string {
+	switch words[0] {
+	case "completion":
+		return []string{"bash", "fish", "zsh"}
+	case "store":
+		if len(words) == 1 {
+			return []string{"migrate"}
+		}
+		if prev := words[len(words)-1]; prev == "--from" || prev == "--to" {
+			return []string{"file", "postgres"}
+		}
+	case "login", "logout", "token", "git-credential":
+		return integrationNames(words)
+	}
+	return nil
+}
+
+// integrationNames asks the broker that the words' --broker (or the
+// usual search) leads to for the names of the integrations, within a
+// second; none when no broker answers.
+func integrationNames(words []string) []string {
+	sock := ""
+	for i, w := range words {
+		if w == "--broker" && i+1 < len(words) {
+			sock = words[i+1]
+		} else if s, ok := strings.CutPrefix(w, "--broker="); ok {
+			sock = s
+		}
+	}
+	path, err := resolveSocket(sock, "")
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	list, err := session.NewClient(path, time.Second).Integrations(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, in := range list {
+		out = append(out, in.Name)
+	}
+	return out
+}
