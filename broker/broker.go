@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os/user"
@@ -13,6 +14,7 @@ import (
 	"github.com/awnumar/memguard"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
@@ -31,6 +33,9 @@ type Options struct {
 	// Store keeps credentials across restarts; nil keeps them in memory
 	// only.
 	Store store.Store
+	// Audit receives the audit events of refreshes, sign-outs,
+	// revocations and reloads; nil records none. The caller owns it.
+	Audit *audit.Log
 }
 
 // Broker holds every user's credentials for the configured integrations
@@ -48,6 +53,7 @@ type Broker struct {
 	flights singleflight.Group // one refresh per user and integration
 	loads   singleflight.Group // one load per user, from a shared store
 	store   store.Store        // nil: memory only
+	audit   *audit.Log         // nil: no audit log
 	shared  store.Shared       // the store, when brokers on other hosts share it
 	unwatch context.CancelFunc // stops hearing the shared store's changes
 	reg     registry
@@ -98,6 +104,7 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		margin:  cfg.Settings.RefreshMargin,
 		timeout: cfg.Settings.RequestTimeout,
 		store:   opts.Store,
+		audit:   opts.Audit,
 		users:   map[int]map[string]*grant{},
 		broken:  map[int]error{},
 		names:   map[int]string{},
@@ -333,6 +340,19 @@ type LogoutResult struct {
 // one, the access token) at the provider when revocation_url is
 // configured (RFC 7009).
 func (b *Broker) Logout(ctx context.Context, uid int, id string) (LogoutResult, error) {
+	res, err := b.logout(ctx, uid, id)
+	if res.SignedOut {
+		b.record(uid, id, audit.Event{Event: "sign_out", Result: result(err)})
+		if res.Revoked {
+			b.record(uid, id, audit.Event{Event: "revocation", Result: "ok"})
+		} else if res.RevocationError != "" {
+			b.record(uid, id, audit.Event{Event: "revocation", Result: "failed", Reason: res.RevocationError})
+		}
+	}
+	return res, err
+}
+
+func (b *Broker) logout(ctx context.Context, uid int, id string) (LogoutResult, error) {
 	had, old, p, err := b.forget(uid, id)
 	res := LogoutResult{SignedOut: had}
 	if !had || old == nil || p.Config().RevocationURL == "" {
@@ -558,5 +578,52 @@ func (s Session) watch(ctx context.Context, sub *Subscription, f func(credential
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// record writes an audit event about user uid and the integration with
+// guid or name id.
+func (b *Broker) record(uid int, id string, ev audit.Event) {
+	if b.audit == nil {
+		return
+	}
+	if p, err := b.reg.find(id); err == nil {
+		ev.Integration, ev.GUID = p.Config().Name, p.Config().GUID.String()
+	}
+	b.mu.Lock()
+	ev.User, ev.UID = b.storeUserLocked(uid).Name, audit.UID(uid)
+	b.mu.Unlock()
+	b.audit.Record(ev)
+}
+
+// recordLocked writes an audit event about user uid and the integration
+// name (guid g). Callers hold b.mu.
+func (b *Broker) recordLocked(uid int, name, g string, ev audit.Event) {
+	if b.audit == nil {
+		return
+	}
+	ev.Integration, ev.GUID = name, g
+	ev.User, ev.UID = b.storeUserLocked(uid).Name, audit.UID(uid)
+	b.audit.Record(ev)
+}
+
+// result is an audit result of err: ok or failed.
+func result(err error) string {
+	if err != nil {
+		return "failed"
+	}
+	return "ok"
+}
+
+// refreshResult is the audit result of a refresh that ended with err:
+// ok, invalid_grant (sign in again) or transient.
+func refreshResult(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, credential.ErrExpired):
+		return "invalid_grant"
+	default:
+		return "transient"
 	}
 }

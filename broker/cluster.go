@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/provider"
@@ -171,6 +172,9 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 		t, ferr := b.failedLocked(uid, name, g, cr, cached, perr, now)
 		return t, false, ferr
 	case result.Status == credential.StatusExpired:
+		if pending != nil {
+			b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "invalid_grant", Reason: result.Error})
+		}
 		return nil, true, fmt.Errorf("broker: %s: %w: %s", name, credential.ErrExpired, result.Error)
 	case !result.Access.Valid(now, 0):
 		return nil, false, fmt.Errorf("broker: %s: %w: the token expired and there is no refresh token; sign in again", name, credential.ErrExpired)
@@ -179,6 +183,7 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 		b.armAheadLocked(uid, g, cr)
 	}
 	if pending != nil {
+		b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "ok"})
 		b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g, "expiry", credential.FormatTime(result.Access.Expiry()))
 	}
 	return result.Access, false, nil
@@ -219,6 +224,7 @@ func obtainedOf(r store.Record) time.Time {
 // else ErrUnavailable, and no new attempt before retryInterval. Callers
 // hold b.mu.
 func (b *Broker) failedLocked(uid int, name, g string, cr *grant, cached *credential.Token, err error, now time.Time) (*credential.Token, error) {
+	b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "transient", Reason: err.Error()})
 	if b.users[uid][g] == cr {
 		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
 		cr.failing, cr.retryAt = true, now.Add(retryInterval)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/provider"
@@ -338,10 +339,12 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 			stopAhead(cr)
 			cr.status, cr.lastErr = credential.StatusExpired, "the provider rejected the refresh token ("+pe.Summary()+"); sign in again"
 			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", name, "guid", g, "err", err)
+			b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "invalid_grant", Reason: pe.Summary()})
 			return nil, true, fmt.Errorf("broker: %s: %w: %v", name, credential.ErrExpired, err)
 		}
 		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
 		cr.failing, cr.retryAt = true, now.Add(retryInterval)
+		b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "transient", Reason: err.Error()})
 		if cached.Valid(now, 0) {
 			b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err,
 				"expiry", credential.FormatTime(cached.Expiry()))
@@ -383,5 +386,6 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 	b.armAheadLocked(uid, g, cr)
 	b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g,
 		"expiry", credential.FormatTime(t.Expiry()), "rotated", rotated)
+	b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "ok"})
 	return t, true, nil
 }

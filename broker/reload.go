@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/config"
 )
 
@@ -16,10 +17,15 @@ import (
 // The [broker] table (socket, listen, state_dir, margins and timeouts) is
 // not reloaded; changes there are reported in ignored and need a restart.
 func (b *Broker) Reload(cfg *config.Config) (ignored []string, err error) {
+	if err := b.audit.Reopen(); err != nil { // log rotation
+		b.log.Error("could not reopen the audit log; it goes on in the old file", "err", err)
+	}
 	added, removed, err := b.reg.replace(cfg, b.timeout)
 	if err != nil {
+		b.audit.Record(audit.Event{Event: "reload", Result: "failed", Reason: err.Error()})
 		return nil, fmt.Errorf("%w; the old configuration stays in force", err)
 	}
+	b.audit.Record(audit.Event{Event: "reload", Result: "ok", Reason: fmt.Sprintf("%d integrations, %d added, %d removed", len(cfg.Integrations), added, removed)})
 	if cfg.Settings.RefreshMargin != b.margin {
 		ignored = append(ignored, "refresh_margin")
 	}

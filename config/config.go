@@ -75,7 +75,9 @@ type Settings struct {
 	// ClusterURL is where the other brokers of a cluster reach this one's
 	// sign-in web server, to forward a browser's requests for a sign-in
 	// this broker holds.
-	ClusterURL     string        `toml:"cluster_url"`
+	ClusterURL string `toml:"cluster_url"`
+	// AuditLog is the audit log's file ("-": standard output; "": none).
+	AuditLog       string        `toml:"audit_log"`
 	RefreshMargin  time.Duration `toml:"refresh_margin"`  // a Go duration string, e.g. "5m"
 	RequestTimeout time.Duration `toml:"request_timeout"` // a Go duration string, e.g. "10s"
 
@@ -336,8 +338,8 @@ func (c *Config) defaults(md toml.MetaData) error {
 		c.Store.Backend = BackendFile
 	}
 	base := filepath.Dir(c.File)
-	for _, p := range []*string{&b.Socket, b.StateDir, &b.KeyFile, &c.Store.DSNFile} {
-		if *p != "" && !filepath.IsAbs(*p) {
+	for _, p := range []*string{&b.Socket, b.StateDir, &b.KeyFile, &c.Store.DSNFile, &b.AuditLog} {
+		if *p != "" && *p != "-" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/session"
@@ -67,8 +68,15 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var aud *audit.Log
+	if p := cfg.Settings.AuditLog; p != "" {
+		var err error
+		if aud, err = audit.Open(p, log); err != nil {
+			return nil, fmt.Errorf("host: [broker] audit_log %s cannot be opened: %w", p, err)
+		}
+	}
 	var st store.Store
-	closeStore := func() {}
+	closeStore := aud.Close
 	switch {
 	case cfg.Store.Backend == config.BackendPostgres:
 		dsn, err := cfg.Store.ReadDSN()
@@ -81,7 +89,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		if err != nil {
 			return nil, err
 		}
-		st, closeStore = pg, pg.Close
+		st, closeStore = pg, func() { pg.Close(); aud.Close() }
 	case !cfg.Settings.MemoryOnly():
 		f, err := store.OpenFile(*cfg.Settings.StateDir, cfg.Settings.KeyFile)
 		if err != nil {
@@ -89,12 +97,15 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		}
 		st = f
 	}
-	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st})
+	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st, Audit: aud})
 	if err != nil {
 		closeStore()
 		return nil, err
 	}
 	si, err := signin.New(br, cfg.Settings.CallbackURL, log)
+	if err == nil {
+		si.Audit(aud)
+	}
 	if err == nil && cfg.Settings.ClusterURL != "" {
 		err = si.Cluster(st.(*store.Postgres), cfg.Settings.ClusterURL)
 	}
@@ -121,7 +132,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	h := &Host{
 		Broker: br, SignIn: si, Socket: opts.Socket,
 		sock: sock,
-		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log},
+		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log, Audit: aud},
 		web:  signin.NewServer(si.Handler(), log),
 
 		closeStore: closeStore,

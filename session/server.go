@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
@@ -93,6 +96,8 @@ type Server struct {
 	// credentials (the system daemon).
 	Owner int
 	Log   *slog.Logger
+	// Audit receives an event for every token handed out; nil: none.
+	Audit *audit.Log
 
 	bodies quota // locked pages of request bodies, per uid
 
@@ -217,7 +222,24 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 // never passes through net/http's buffers or a Go string, so no copy of it
 // outlives the request (docs/security.md).
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	t, err := s.B.Token(r.Context(), uidOf(r), r.PathValue("id"))
+	uid := uidOf(r)
+	t, err := s.B.Token(r.Context(), uid, r.PathValue("id"))
+	if s.Audit != nil {
+		ev := audit.Event{Event: "token", UID: audit.UID(uid), Via: "socket", Result: result(err)}
+		if p, perr := s.B.Provider(r.PathValue("id")); perr == nil {
+			ev.Integration, ev.GUID = p.Config().Name, p.Config().GUID.String()
+		}
+		if err != nil {
+			ev.Reason = err.Error()
+		}
+		if ev.PID = peerPID(r.Context()); ev.PID > 0 {
+			ev.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(ev.PID) + "/exe")
+		}
+		if u, uerr := user.LookupId(strconv.Itoa(uid)); uerr == nil {
+			ev.User = u.Username
+		}
+		s.Audit.Record(ev)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -380,7 +402,19 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 	if cr.expiresIn > 0 {
 		cr.c.Expiry = credential.ExpiryFrom(cr.expiresIn, s.B.Now())
 	}
-	if err := s.B.Put(uidOf(r), r.PathValue("id"), cr.c); err != nil {
+	scopes := cr.c.Scopes
+	err = s.B.Put(uidOf(r), r.PathValue("id"), cr.c)
+	if s.Audit != nil {
+		ev := audit.Event{Event: "sign_in", UID: audit.UID(uidOf(r)), Via: "import", Scopes: scopes, Result: result(err)}
+		if p, perr := s.B.Provider(r.PathValue("id")); perr == nil {
+			ev.Integration, ev.GUID = p.Config().Name, p.Config().GUID.String()
+		}
+		if u, uerr := user.LookupId(strconv.Itoa(uidOf(r))); uerr == nil {
+			ev.User = u.Username
+		}
+		s.Audit.Record(ev)
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -688,4 +722,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// result is an audit result of err: ok or failed.
+func result(err error) string {
+	if err != nil {
+		return "failed"
+	}
+	return "ok"
 }

@@ -18,19 +18,29 @@ var ErrSocketInUse = errors.New("socket path in use")
 
 type peerKey struct{}
 
+// peerCred is what SO_PEERCRED said of a connection's peer.
+type peerCred struct{ uid, pid int }
+
 // peer returns the uid of the connection's peer, as recorded by
 // connContext.
 func peer(ctx context.Context) (int, bool) {
-	uid, ok := ctx.Value(peerKey{}).(int)
-	return uid, ok
+	p, ok := ctx.Value(peerKey{}).(peerCred)
+	return p.uid, ok
 }
 
-// connContext records the peer's uid, which the listener read with
-// SO_PEERCRED. A connection whose credentials could not be read gets no
-// uid and every request is refused.
+// peerPID returns the pid of the connection's peer when it connected, or
+// 0.
+func peerPID(ctx context.Context) int {
+	p, _ := ctx.Value(peerKey{}).(peerCred)
+	return p.pid
+}
+
+// connContext records the peer's uid and pid, which the listener read
+// with SO_PEERCRED. A connection whose credentials could not be read gets
+// no uid and every request is refused.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	if pc, ok := c.(*capConn); ok && pc.uid >= 0 {
-		return context.WithValue(ctx, peerKey{}, pc.uid)
+		return context.WithValue(ctx, peerKey{}, peerCred{pc.uid, pc.pid})
 	}
 	return ctx
 }
@@ -38,25 +48,32 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // peerUID returns the uid of the process at the other end of a Unix
 // socket connection, from SO_PEERCRED.
 func peerUID(c net.Conn) (int, error) {
+	uid, _, err := peerUIDPID(c)
+	return uid, err
+}
+
+// peerUIDPID returns the uid and pid of the process at the other end of
+// a Unix socket connection, from SO_PEERCRED.
+func peerUIDPID(c net.Conn) (int, int, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return -1, errors.New("not a Unix socket")
+		return -1, 0, errors.New("not a Unix socket")
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	var cred *syscall.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
 	}); err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	if cerr != nil {
-		return -1, cerr
+		return -1, 0, cerr
 	}
-	return int(cred.Uid), nil
+	return int(cred.Uid), int(cred.Pid), nil
 }
 
 // capListener caps the connections it hands out: per peer uid on a Unix
@@ -77,6 +94,7 @@ type capListener struct {
 type capConn struct {
 	net.Conn
 	uid  int
+	pid  int
 	l    *capListener
 	once sync.Once
 }
@@ -98,9 +116,9 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		uid := -1
+		uid, pid := -1, 0
 		if l.byID {
-			if uid, err = peerUID(c); err != nil {
+			if uid, pid, err = peerUIDPID(c); err != nil {
 				uid = -2 // no credentials: refused by the handler
 			}
 		}
@@ -116,7 +134,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		l.held[uid]++
 		l.mu.Unlock()
-		return &capConn{Conn: c, uid: uid, l: l}, nil
+		return &capConn{Conn: c, uid: uid, pid: pid, l: l}, nil
 	}
 }
 

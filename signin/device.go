@@ -161,7 +161,7 @@ func (t *Table) pollDevice(ctx context.Context, s *signin, d *provider.Device) {
 		return
 	}
 	t.mu.Lock()
-	s.result.Account = ans.Account
+	s.result.Account, s.scopes = ans.Account, scopes
 	t.finishLocked(s, SignedIn, "")
 	t.mu.Unlock()
 	t.log.Info("signed in", "uid", uid, "integration", name, "guid", in.Config().GUID.String(), "account", ans.Account, "device", true)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/credential"
 )
 
@@ -122,6 +123,7 @@ func (t *Table) EndSettings(uid int) int {
 	}
 	if n > 0 {
 		t.log.Info("settings sessions ended", "uid", uid, "count", n)
+		t.audit.Record(audit.Event{Event: "settings_session", User: userName(uid), UID: audit.UID(uid), Result: "ended", Reason: fmt.Sprintf("%d sessions ended everywhere", n)})
 	}
 	return n
 }
@@ -246,6 +248,7 @@ func (t *Table) openSettings(w http.ResponseWriter, r *http.Request) {
 	t.mu.Unlock()
 	t.route(s.key, s.expires)
 	t.log.Info("settings session started", "uid", l.uid)
+	t.audit.Record(audit.Event{Event: "settings_session", User: s.user, UID: audit.UID(l.uid), Result: "started"})
 	http.SetCookie(w, &http.Cookie{
 		Name: t.cookieName(), Value: s.cookie, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https", MaxAge: int(settingsLife / time.Second),
@@ -469,6 +472,7 @@ func (t *Table) settingsEnd(w http.ResponseWriter, r *http.Request) {
 	delete(t.sessions, s.key)
 	s.expires = time.Time{}
 	t.mu.Unlock()
+	t.audit.Record(audit.Event{Event: "settings_session", User: s.user, UID: audit.UID(s.uid), Result: "ended"})
 	http.SetCookie(w, &http.Cookie{Name: t.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https"})
 	page(w, http.StatusOK, "Session ended", "This browser no longer has your Managed Credentials page. Run oauthfs settings for a new link.")

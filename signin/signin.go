@@ -20,6 +20,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
@@ -131,6 +132,8 @@ type signin struct {
 	// settings is the settings session the sign-in started from, where
 	// it comes back to; nil for others.
 	settings *settingsSession
+	// scopes are the granted scopes, once signed in: for the audit log.
+	scopes []string
 }
 
 // held is a token answer waiting for the final confirmation.
@@ -161,7 +164,8 @@ type Table struct {
 	sessions map[string]*settingsSession // settings sessions, by the key of their URL
 	// deviceStarts holds, per uid, when its recent device sign-ins began.
 	deviceStarts map[int][]time.Time
-	cluster      *cluster // nil on one host
+	cluster      *cluster   // nil on one host
+	audit        *audit.Log // nil: no audit log
 }
 
 // New returns the sign-in table of a broker whose sign-in web server is
@@ -285,6 +289,7 @@ func (t *Table) finishLocked(s *signin, status State, msg string) {
 	}
 	s.result.Status, s.result.Message = status, msg
 	close(s.done)
+	t.recordSignInLocked(s)
 	t.releaseLocked(s.uid)
 	t.ended = append(t.ended, s)
 }
@@ -668,7 +673,7 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.mu.Lock()
-	s.result.Account = h.account
+	s.result.Account, s.scopes = h.account, h.scopes
 	t.finishLocked(s, SignedIn, "")
 	ss := t.settingsForLocked(r, s)
 	t.mu.Unlock()
@@ -804,3 +809,30 @@ const (
 	readTimeout       = 30 * time.Second
 	idleTimeout       = 15 * time.Second // browsers reconnect cheaply
 )
+
+// Audit makes t record sign-ins and settings sessions in l (nil: none).
+func (t *Table) Audit(l *audit.Log) {
+	t.mu.Lock()
+	t.audit = l
+	t.mu.Unlock()
+}
+
+// recordSignInLocked writes the audit event of sign-in s, which has just
+// ended. Callers hold t.mu.
+func (t *Table) recordSignInLocked(s *signin) {
+	via := "browser"
+	switch {
+	case s.cancel != nil:
+		via = "device"
+	case s.settings != nil:
+		via = "settings_page"
+	}
+	ev := audit.Event{Event: "sign_in", User: s.user, UID: audit.UID(s.uid), Integration: s.result.Name, GUID: s.result.GUID,
+		Account: s.result.Account, Via: via, Result: "ok"}
+	if s.result.Status == SignedIn {
+		ev.Scopes = s.scopes
+	} else {
+		ev.Result, ev.Reason = "failed", s.result.Message
+	}
+	t.audit.Record(ev)
+}
