@@ -28,6 +28,7 @@ test: deps
 	  TMPDIR=$$tmp OAUTHFS_RACE=1 $(GO) test -race -count=1 -timeout 20m ./... && \
 	  scripts/check-no-leftovers $$tmp
 	GO=$(GO) r/run-tests.sh
+	GO=$(GO) python/run-tests.sh
 	scripts/check-no-mounts
 	FUZZTIME=3s scripts/fuzz
 

@@ -342,7 +342,7 @@ func TestCluster(t *testing.T) {
 			e.a.start(t)
 		}
 		// A, back, reads what B refreshed.
-		if out, err := e.a.cli(t, "token", "Test"); err != nil || !e.p.Accepts(out) {
+		if out, err := e.a.cli(t, "token", "Test"); err != nil || !e.p.Issued(out) {
 			t.Errorf("A after the rounds: %v %q", err, out)
 		}
 	})
