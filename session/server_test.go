@@ -49,9 +49,9 @@ func TestServerRefusesUnknownPeers(t *testing.T) {
 		want  string
 	}{
 		{"no peer credentials", -1, context.Background(), 403, "credentials could not be read"},
-		{"not the owner", uid, context.WithValue(context.Background(), peerKey{}, uid+1), 403, "serves uid 1000 only"},
-		{"the owner", uid, context.WithValue(context.Background(), peerKey{}, uid), 200, `"name": "Test"`},
-		{"any user of the daemon", -1, context.WithValue(context.Background(), peerKey{}, uid+7), 200, `"status": "not_signed_in"`},
+		{"not the owner", uid, context.WithValue(context.Background(), peerKey{}, peerCred{uid: uid + 1}), 403, "serves uid 1000 only"},
+		{"the owner", uid, context.WithValue(context.Background(), peerKey{}, peerCred{uid: uid}), 200, `"name": "Test"`},
+		{"any user of the daemon", -1, context.WithValue(context.Background(), peerKey{}, peerCred{uid: uid + 7}), 200, `"status": "not_signed_in"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Server{B: b, Owner: tc.owner}
