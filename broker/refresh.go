@@ -127,7 +127,10 @@ func (b *Broker) armAheadLocked(uid int, guid string, cr *grant) {
 	at := b.handOutBy(t).Add(-ahead)
 	cr.ahead = time.AfterFunc(max(0, at.Sub(b.now())), func() {
 		b.mu.Lock()
-		due := b.users[uid][guid] == cr && cr.access == t && cr.read && !cr.attempting
+		// Not while a failure's retry is not due yet: the outage rules
+		// hold for refreshes ahead too.
+		due := b.users[uid][guid] == cr && cr.access == t && cr.read && !cr.attempting &&
+			!(cr.failing && b.now().Before(cr.retryAt))
 		b.mu.Unlock()
 		if !due {
 			return
