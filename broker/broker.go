@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os/user"
@@ -613,17 +612,4 @@ func result(err error) string {
 		return "failed"
 	}
 	return "ok"
-}
-
-// refreshResult is the audit result of a refresh that ended with err:
-// ok, invalid_grant (sign in again) or transient.
-func refreshResult(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, credential.ErrExpired):
-		return "invalid_grant"
-	default:
-		return "transient"
-	}
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -65,8 +64,6 @@ func (f *freezer) pipe(src, dst net.Conn) {
 			dst.Write(buf[:n])
 		}
 		if err != nil {
-			if err != io.EOF {
-			}
 			dst.Close()
 			return
 		}
