@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,8 @@ type Event struct {
 	// denied, ...); Reason says more.
 	Result string `json:"result,omitempty"`
 	Reason string `json:"reason,omitempty"`
-	// PID and Exe name the process a token went to, where known.
+	// PID and Exe name the process a token went to, where known (Record
+	// reads Exe from /proc).
 	PID int    `json:"pid,omitempty"`
 	Exe string `json:"exe,omitempty"`
 	// Via says how: socket (oauthfs token, a session mount), browser,
@@ -112,13 +114,17 @@ func (l *Log) Reopen() error {
 	return nil
 }
 
-// Record queues ev for the log; it never waits. Time is filled in.
+// Record queues ev for the log; it never waits. Time is filled in, and
+// Exe from PID while that process lives.
 func (l *Log) Record(ev Event) {
 	if l == nil {
 		return
 	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
+	}
+	if ev.PID > 0 && ev.Exe == "" {
+		ev.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(ev.PID) + "/exe")
 	}
 	b, err := json.Marshal(ev)
 	if err != nil {

@@ -341,11 +341,11 @@ type LogoutResult struct {
 func (b *Broker) Logout(ctx context.Context, uid int, id string) (LogoutResult, error) {
 	res, err := b.logout(ctx, uid, id)
 	if res.SignedOut {
-		b.record(uid, id, audit.Event{Event: "sign_out", Result: result(err)})
+		b.Record(uid, id, audit.Event{Event: "sign_out", Result: result(err)})
 		if res.Revoked {
-			b.record(uid, id, audit.Event{Event: "revocation", Result: "ok"})
+			b.Record(uid, id, audit.Event{Event: "revocation", Result: "ok"})
 		} else if res.RevocationError != "" {
-			b.record(uid, id, audit.Event{Event: "revocation", Result: "failed", Reason: res.RevocationError})
+			b.Record(uid, id, audit.Event{Event: "revocation", Result: "failed", Reason: res.RevocationError})
 		}
 	}
 	return res, err
@@ -580,9 +580,10 @@ func (s Session) watch(ctx context.Context, sub *Subscription, f func(credential
 	}
 }
 
-// record writes an audit event about user uid and the integration with
-// guid or name id.
-func (b *Broker) record(uid int, id string, ev audit.Event) {
+// Record writes an audit event about user uid and the integration with
+// guid or name id, filling in the user's and the integration's names. It
+// does nothing without an audit log.
+func (b *Broker) Record(uid int, id string, ev audit.Event) {
 	if b.audit == nil {
 		return
 	}

@@ -132,7 +132,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	h := &Host{
 		Broker: br, SignIn: si, Socket: opts.Socket,
 		sock: sock,
-		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log, Audit: aud},
+		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log},
 		web:  signin.NewServer(si.Handler(), log),
 
 		closeStore: closeStore,

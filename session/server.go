@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,8 +94,6 @@ type Server struct {
 	// credentials (the system daemon).
 	Owner int
 	Log   *slog.Logger
-	// Audit receives an event for every token handed out; nil: none.
-	Audit *audit.Log
 
 	bodies quota // locked pages of request bodies, per uid
 
@@ -224,22 +220,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	uid := uidOf(r)
 	t, err := s.B.Token(r.Context(), uid, r.PathValue("id"))
-	if s.Audit != nil {
-		ev := audit.Event{Event: "token", UID: audit.UID(uid), Via: "socket", Result: result(err)}
-		if p, perr := s.B.Provider(r.PathValue("id")); perr == nil {
-			ev.Integration, ev.GUID = p.Config().Name, p.Config().GUID.String()
-		}
-		if err != nil {
-			ev.Reason = err.Error()
-		}
-		if ev.PID = peerPID(r.Context()); ev.PID > 0 {
-			ev.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(ev.PID) + "/exe")
-		}
-		if u, uerr := user.LookupId(strconv.Itoa(uid)); uerr == nil {
-			ev.User = u.Username
-		}
-		s.Audit.Record(ev)
+	ev := audit.Event{Event: "token", Via: "socket", Result: result(err), PID: peerPID(r.Context())}
+	if err != nil {
+		ev.Reason = err.Error()
 	}
+	s.B.Record(uid, r.PathValue("id"), ev)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -404,16 +389,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 	}
 	scopes := cr.c.Scopes
 	err = s.B.Put(uidOf(r), r.PathValue("id"), cr.c)
-	if s.Audit != nil {
-		ev := audit.Event{Event: "sign_in", UID: audit.UID(uidOf(r)), Via: "import", Scopes: scopes, Result: result(err)}
-		if p, perr := s.B.Provider(r.PathValue("id")); perr == nil {
-			ev.Integration, ev.GUID = p.Config().Name, p.Config().GUID.String()
-		}
-		if u, uerr := user.LookupId(strconv.Itoa(uidOf(r))); uerr == nil {
-			ev.User = u.Username
-		}
-		s.Audit.Record(ev)
-	}
+	s.B.Record(uidOf(r), r.PathValue("id"), audit.Event{Event: "sign_in", Via: "import", Scopes: scopes, Result: result(err)})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -598,50 +574,34 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 var errNoSignIn = fmt.Errorf("session: this broker offers no sign-in: %w", credential.ErrSignIn)
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	if s.SignIn == nil {
-		writeError(w, errNoSignIn)
-		return
-	}
-	si, err := s.SignIn.Start(uidOf(r), r.PathValue("id"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, si)
+	s.withSignIn(w, func(t *signin.Table) (any, error) { return t.Start(uidOf(r), r.PathValue("id")) })
 }
 
 func (s *Server) deviceLogin(w http.ResponseWriter, r *http.Request) {
-	if s.SignIn == nil {
-		writeError(w, errNoSignIn)
-		return
-	}
-	si, err := s.SignIn.StartDevice(r.Context(), uidOf(r), r.PathValue("id"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, si)
+	s.withSignIn(w, func(t *signin.Table) (any, error) { return t.StartDevice(r.Context(), uidOf(r), r.PathValue("id")) })
 }
 
 func (s *Server) settingsLink(w http.ResponseWriter, r *http.Request) {
+	s.withSignIn(w, func(t *signin.Table) (any, error) { return t.SettingsLink(uidOf(r)) })
+}
+
+func (s *Server) settingsEnd(w http.ResponseWriter, r *http.Request) {
+	s.withSignIn(w, func(t *signin.Table) (any, error) { return SettingsEnded{Ended: t.EndSettings(uidOf(r))}, nil })
+}
+
+// withSignIn answers with what f makes of the sign-in table, or with
+// errNoSignIn on a server without sign-in.
+func (s *Server) withSignIn(w http.ResponseWriter, f func(*signin.Table) (any, error)) {
 	if s.SignIn == nil {
 		writeError(w, errNoSignIn)
 		return
 	}
-	l, err := s.SignIn.SettingsLink(uidOf(r))
+	v, err := f(s.SignIn)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, l)
-}
-
-func (s *Server) settingsEnd(w http.ResponseWriter, r *http.Request) {
-	if s.SignIn == nil {
-		writeError(w, errNoSignIn)
-		return
-	}
-	writeJSON(w, http.StatusOK, SettingsEnded{Ended: s.SignIn.EndSettings(uidOf(r))})
+	writeJSON(w, http.StatusOK, v)
 }
 
 // maxWait bounds a long poll on a sign-in.

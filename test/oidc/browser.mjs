@@ -38,8 +38,10 @@ try {
   await page.click('form[action="/confirm"] button.go');
   await page.waitForSelector('h1', { timeout: 15000 });
   const heading = await page.textContent('h1');
-  log(`callback page: ${heading}`);
+  // The screenshot before the log line the test waits for: the test's
+  // directory is removed when it ends.
   if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  log(`callback page: ${heading}`);
   process.exitCode = heading.startsWith('Signed in') ? 0 : 1;
 } catch (e) {
   log(`error: ${e.message}`);
