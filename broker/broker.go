@@ -18,6 +18,7 @@ import (
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/metrics"
 	"github.com/oauthfs/oauthfs/provider"
 	"github.com/oauthfs/oauthfs/store"
 )
@@ -35,6 +36,9 @@ type Options struct {
 	// Audit receives the audit events of refreshes, sign-outs,
 	// revocations and reloads; nil records none. The caller owns it.
 	Audit *audit.Log
+	// Metrics counts token requests, reads, sign-outs, revocations and
+	// store writes, and reports the users signed in; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Broker holds every user's credentials for the configured integrations
@@ -53,6 +57,7 @@ type Broker struct {
 	loads   singleflight.Group // one load per user, from a shared store
 	store   store.Store        // nil: memory only
 	audit   *audit.Log         // nil: no audit log
+	metrics *metrics.Metrics   // nil: no metrics
 	shared  store.Shared       // the store, when brokers on other hosts share it
 	unwatch context.CancelFunc // stops hearing the shared store's changes
 	reg     registry
@@ -104,6 +109,7 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		timeout: cfg.Settings.RequestTimeout,
 		store:   opts.Store,
 		audit:   opts.Audit,
+		metrics: opts.Metrics,
 		users:   map[int]map[string]*grant{},
 		broken:  map[int]error{},
 		names:   map[int]string{},
@@ -124,6 +130,11 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	}
 	b.reg.http = provider.NewHTTPClient(b.timeout)
 	b.reg.callback = cfg.Settings.CallbackURL
+	if b.metrics != nil {
+		b.reg.observe = b.metrics.TokenRequest
+		b.metrics.SignedIn(b.signedIn)
+		b.metrics.Sessions(b.events.count)
+	}
 	if _, _, err := b.reg.replace(cfg, b.timeout); err != nil {
 		return nil, err
 	}
@@ -493,7 +504,9 @@ func (b *Broker) persist(uid int, guid string) error {
 		return nil
 	}
 	if b.shared != nil {
-		return b.persistShared(uid, guid) // under the cluster's lock
+		err := b.persistShared(uid, guid) // under the cluster's lock
+		b.metrics.StoreWrite(err)
+		return err
 	}
 	defer b.saves.lock(saveKey{uid, guid})()
 	b.mu.Lock()
@@ -504,10 +517,14 @@ func (b *Broker) persist(uid int, guid string) error {
 		r = store.Record{GUID: guid, Access: c.access, Refresh: c.refresh, Scopes: c.scopes, Account: c.account, Status: c.status, Error: c.lastErr}
 	}
 	b.mu.Unlock()
+	var err error
 	if c == nil {
-		return b.store.Remove(u, guid)
+		err = b.store.Remove(u, guid)
+	} else {
+		err = b.store.Save(u, r)
 	}
-	return b.store.Save(u, r)
+	b.metrics.StoreWrite(err)
+	return err
 }
 
 // Session binds a broker to one user. It is what the filesystem of that
@@ -581,14 +598,18 @@ func (s Session) watch(ctx context.Context, sub *Subscription, f func(credential
 }
 
 // Record writes an audit event about user uid and the integration with
-// guid or name id, filling in the user's and the integration's names. It
-// does nothing without an audit log.
+// guid or name id, filling in the user's and the integration's names, and
+// counts it in the metrics. It does nothing without either.
 func (b *Broker) Record(uid int, id string, ev audit.Event) {
-	if b.audit == nil {
+	if b.audit == nil && b.metrics == nil {
 		return
 	}
 	if p, err := b.reg.find(id); err == nil {
 		ev.Integration, ev.GUID = p.Config().Name, p.Config().GUID.String()
+	}
+	b.metrics.Event(ev)
+	if b.audit == nil {
+		return
 	}
 	b.mu.Lock()
 	ev.User, ev.UID = b.storeUserLocked(uid).Name, audit.UID(uid)
@@ -596,15 +617,40 @@ func (b *Broker) Record(uid int, id string, ev audit.Event) {
 	b.audit.Record(ev)
 }
 
-// recordLocked writes an audit event about user uid and the integration
-// name (guid g). Callers hold b.mu.
+// recordLocked is Record for the integration name (guid g). Callers hold
+// b.mu.
 func (b *Broker) recordLocked(uid int, name, g string, ev audit.Event) {
-	if b.audit == nil {
+	if b.audit == nil && b.metrics == nil {
 		return
 	}
 	ev.Integration, ev.GUID = name, g
+	b.metrics.Event(ev)
+	if b.audit == nil {
+		return
+	}
 	ev.User, ev.UID = b.storeUserLocked(uid).Name, audit.UID(uid)
 	b.audit.Record(ev)
+}
+
+// signedIn counts, for each integration's name, the users whose loaded
+// credentials are not expired: signed in, or waiting to retry a refresh
+// after a transient failure. It is the metrics' users signed in.
+func (b *Broker) signedIn() map[string]int {
+	ps := b.reg.all()
+	out := make(map[string]int, len(ps))
+	for _, p := range ps {
+		out[p.Config().Name] = 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, creds := range b.users {
+		for _, p := range ps {
+			if c := creds[p.Config().GUID.String()]; c != nil && c.status != credential.StatusExpired {
+				out[p.Config().Name]++
+			}
+		}
+	}
+	return out
 }
 
 // result is an audit result of err: ok or failed.

@@ -134,6 +134,9 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 		return nil, nil
 	})
 
+	if ran && pending != nil {
+		b.metrics.StoreWrite(err)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
@@ -269,6 +272,7 @@ func (b *Broker) forgetShared(uid int, p *provider.Client, old *grant, had bool)
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	rec, err := b.shared.Take(ctx, u, g)
 	cancel()
+	b.metrics.StoreWrite(err)
 	if rec != nil {
 		old, had = grantOf(*rec), true
 	}

@@ -119,6 +119,14 @@ func (b *Broker) Subscribe(uid int) (*Subscription, error) {
 	return s, nil
 }
 
+// count returns how many event streams are open: the session mounts
+// connected.
+func (h *hub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
 // Unsubscribe ends an event stream.
 func (b *Broker) Unsubscribe(s *Subscription) {
 	h := &b.events

@@ -155,7 +155,21 @@ func (b *Broker) armAheadLocked(uid int, guid string, cr *grant) {
 // gets it at once; one whose token expired gets the error at once, unless
 // a new attempt is due (at most one a second), which it starts and waits
 // for at most triggerWait.
+//
+// Each call is a read that reached the broker, counted in the metrics.
 func (b *Broker) Token(ctx context.Context, uid int, id string) (*credential.Token, error) {
+	t, err := b.token(ctx, uid, id)
+	if b.metrics != nil {
+		name := ""
+		if p, ferr := b.reg.find(id); ferr == nil {
+			name = p.Config().Name
+		}
+		b.metrics.Read(name, err)
+	}
+	return t, err
+}
+
+func (b *Broker) token(ctx context.Context, uid int, id string) (*credential.Token, error) {
 	p, err := b.reg.find(id)
 	if err != nil {
 		return nil, err

@@ -15,8 +15,9 @@ import (
 // registry holds the configured integrations, each as the provider client
 // that owns its client secret. It is safe for concurrent use.
 type registry struct {
-	http     *http.Client // shared by every provider client
-	callback string       // the redirect URI of sign-ins
+	http     *http.Client           // shared by every provider client
+	callback string                 // the redirect URI of sign-ins
+	observe  func(provider.Request) // nil: token requests are not counted
 
 	mu     sync.RWMutex // guards the maps
 	byGUID map[string]*provider.Client
@@ -54,7 +55,7 @@ func (r *registry) replace(cfg *config.Config, timeout time.Duration) (added, re
 	byGUID := map[string]*provider.Client{}
 	byName := map[string]*provider.Client{}
 	for _, ic := range cfg.Integrations {
-		p, err := provider.New(ic, r.callback, timeout, r.http)
+		p, err := provider.New(ic, provider.Options{Callback: r.callback, Timeout: timeout, HTTP: r.http, Observe: r.observe})
 		if err != nil {
 			return 0, 0, fmt.Errorf("broker: %w", err)
 		}

@@ -77,7 +77,10 @@ type Settings struct {
 	// this broker holds.
 	ClusterURL string `toml:"cluster_url"`
 	// AuditLog is the audit log's file ("-": standard output; "": none).
-	AuditLog       string        `toml:"audit_log"`
+	AuditLog string `toml:"audit_log"`
+	// MetricsListen is where Prometheus metrics are served, host:port
+	// ("": none).
+	MetricsListen  string        `toml:"metrics_listen"`
 	RefreshMargin  time.Duration `toml:"refresh_margin"`  // a Go duration string, e.g. "5m"
 	RequestTimeout time.Duration `toml:"request_timeout"` // a Go duration string, e.g. "10s"
 
@@ -391,6 +394,11 @@ func providerNames() []string {
 func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.Settings.Listen); err != nil {
 		return c.errf("[broker] listen %q: want host:port", c.Settings.Listen)
+	}
+	if a := c.Settings.MetricsListen; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return c.errf("[broker] metrics_listen %q: want host:port, such as \"127.0.0.1:9464\"", a)
+		}
 	}
 	if err := checkURL(c.Settings.CallbackURL); err != nil {
 		return c.errf("[broker] callback_url: %v", err)

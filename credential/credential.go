@@ -1,11 +1,13 @@
 package credential
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/awnumar/memguard"
@@ -34,6 +36,29 @@ var (
 	// an empty or oversized token).
 	ErrBadRequest = errors.New("bad request")
 )
+
+// Errno maps a broker error to the errno a reader sees (docs/design.md,
+// "Errors a reader sees"). It is the only such mapping in oauthfs: the
+// filesystem answers reads with it, and the broker's metrics count the
+// reads that reached it by it.
+func Errno(err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, ErrNotSignedIn):
+		return syscall.ENOKEY
+	case errors.Is(err, ErrExpired):
+		return syscall.EKEYEXPIRED
+	case errors.Is(err, ErrPermission):
+		return syscall.EACCES
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	default: // ErrUnavailable, deadlines, anything unexpected
+		return syscall.EIO
+	}
+}
 
 // Status is the sign-in status shown in meta.json.
 type Status string

@@ -122,7 +122,7 @@ func (t *tree) call(ctx context.Context, op, id string, f func(ctx context.Conte
 	if err == nil {
 		return 0
 	}
-	e := errno(err)
+	e := credential.Errno(err)
 	lvl := slog.LevelDebug
 	if e == syscall.EIO {
 		lvl = slog.LevelWarn

@@ -2,8 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"errors"
-	"syscall"
 	"time"
 
 	"github.com/oauthfs/oauthfs/credential"
@@ -35,25 +33,4 @@ type Source interface {
 	// change as done only once f has returned: f drops what the kernel
 	// caches.
 	Watch(ctx context.Context, f func(credential.Change))
-}
-
-// errno maps a broker error to the errno a reader sees (docs/design.md,
-// "Errors a reader sees"). It is the only such mapping in oauthfs.
-func errno(err error) syscall.Errno {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, credential.ErrNotFound):
-		return syscall.ENOENT
-	case errors.Is(err, credential.ErrNotSignedIn):
-		return syscall.ENOKEY
-	case errors.Is(err, credential.ErrExpired):
-		return syscall.EKEYEXPIRED
-	case errors.Is(err, credential.ErrPermission):
-		return syscall.EACCES
-	case errors.Is(err, context.Canceled):
-		return syscall.EINTR
-	default: // credential.ErrUnavailable, deadlines, anything unexpected
-		return syscall.EIO
-	}
 }

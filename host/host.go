@@ -20,6 +20,7 @@ import (
 	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/metrics"
 	"github.com/oauthfs/oauthfs/session"
 	"github.com/oauthfs/oauthfs/signin"
 	"github.com/oauthfs/oauthfs/store"
@@ -28,6 +29,10 @@ import (
 // ErrWebListen is wrapped when the sign-in web server cannot listen on
 // the configured address.
 var ErrWebListen = errors.New("sign-in web server cannot listen")
+
+// ErrMetricsListen is wrapped when the metrics server cannot listen on
+// metrics_listen.
+var ErrMetricsListen = errors.New("metrics server cannot listen")
 
 // Options say who a host serves and where.
 type Options struct {
@@ -45,6 +50,8 @@ type Options struct {
 	Web net.Listener
 	// Log receives the host's events; nil discards.
 	Log *slog.Logger
+	// Version is the build's version, for the metrics' build info.
+	Version string
 }
 
 // Host is a running broker host. Its methods are safe for concurrent use.
@@ -57,7 +64,9 @@ type Host struct {
 	sock       net.Listener
 	srv        *session.Server
 	web        *http.Server
-	closeStore func()
+	metrics    *http.Server // nil: metrics_listen is off
+	closeStore func()       // closes the store and the audit log
+	settings   config.Settings
 	once       sync.Once
 }
 
@@ -68,43 +77,59 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var (
+		met *metrics.Metrics
+		ml  net.Listener
+	)
+	if a := cfg.Settings.MetricsListen; a != "" {
+		var err error
+		if ml, err = net.Listen("tcp", a); err != nil {
+			return nil, fmt.Errorf("host: %w on [broker] metrics_listen %s: %w", ErrMetricsListen, a, err)
+		}
+		met = metrics.New(opts.Version)
+	}
 	var aud *audit.Log
 	if p := cfg.Settings.AuditLog; p != "" {
 		var err error
 		if aud, err = audit.Open(p, log); err != nil {
+			closeListener(ml)
 			return nil, fmt.Errorf("host: [broker] audit_log %s cannot be opened: %w", p, err)
 		}
+		met.AuditLost(aud.Failures)
 	}
 	var st store.Store
-	closeStore := aud.Close
+	closeStore := func() { aud.Close(); closeListener(ml) }
 	switch {
 	case cfg.Store.Backend == config.BackendPostgres:
 		dsn, err := cfg.Store.ReadDSN()
 		if err != nil {
+			closeStore()
 			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*cfg.Settings.RequestTimeout)
 		pg, err := store.OpenPostgres(ctx, dsn, store.PostgresOptions{KeyFile: cfg.Settings.KeyFile, Timeout: cfg.Settings.RequestTimeout, Log: log})
 		cancel()
 		if err != nil {
+			closeStore()
 			return nil, err
 		}
-		st, closeStore = pg, func() { pg.Close(); aud.Close() }
+		st, closeStore = pg, func() { pg.Close(); aud.Close(); closeListener(ml) }
 	case !cfg.Settings.MemoryOnly():
 		f, err := store.OpenFile(*cfg.Settings.StateDir, cfg.Settings.KeyFile)
 		if err != nil {
+			closeStore()
 			return nil, err
 		}
 		st = f
 	}
-	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st, Audit: aud})
+	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st, Audit: aud, Metrics: met})
 	if err != nil {
 		closeStore()
 		return nil, err
 	}
 	si, err := signin.New(br, cfg.Settings.CallbackURL, log)
 	if err == nil {
-		si.Audit(aud)
+		si.Observe(aud, met)
 	}
 	if err == nil && cfg.Settings.ClusterURL != "" {
 		err = si.Cluster(st.(*store.Postgres), cfg.Settings.ClusterURL)
@@ -136,9 +161,15 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		web:  signin.NewServer(si.Handler(), log),
 
 		closeStore: closeStore,
+		settings:   cfg.Settings,
 	}
 	go h.srv.Serve(sock)
 	go h.web.Serve(session.CapConns(web, signin.MaxConns, false, log))
+	if met != nil {
+		h.metrics = met.Server()
+		go h.metrics.Serve(ml)
+		log.Info("metrics listening", "address", "http://"+ml.Addr().String()+"/metrics")
+	}
 	log.Info("broker listening", "socket", opts.Socket, "sign_in", cfg.Settings.CallbackURL,
 		"integrations", len(cfg.Integrations), "store", cfg.Store.Backend, "state_dir", *cfg.Settings.StateDir)
 	return h, nil
@@ -152,6 +183,38 @@ func (h *Host) Stop() {
 		h.srv.Close()
 		h.sock.Close()
 		h.web.Close()
+		if h.metrics != nil {
+			h.metrics.Close()
+		}
 		h.closeStore()
 	})
+}
+
+// Reload applies the integrations of cfg, as [broker.Broker.Reload]
+// does, and reports the [broker] settings that change only on restart.
+func (h *Host) Reload(cfg *config.Config) (ignored []string, err error) {
+	ignored, err = h.Broker.Reload(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range []struct {
+		name      string
+		was, want string
+	}{
+		{"listen", h.settings.Listen, cfg.Settings.Listen},
+		{"metrics_listen", h.settings.MetricsListen, cfg.Settings.MetricsListen},
+		{"audit_log", h.settings.AuditLog, cfg.Settings.AuditLog},
+	} {
+		if c.was != c.want {
+			ignored = append(ignored, c.name)
+		}
+	}
+	return ignored, nil
+}
+
+// closeListener closes l unless it is nil.
+func closeListener(l net.Listener) {
+	if l != nil {
+		l.Close()
+	}
 }

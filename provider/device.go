@@ -127,9 +127,12 @@ func (c *Client) PollDevice(ctx context.Context, d *Device) (*Answer, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, classify(ctx, err, c.timeout, "token endpoint")
+		err = classify(ctx, err, c.timeout, "token endpoint")
+		c.observed("device_code", time.Time{}, err)
+		return nil, err
 	}
 	a, err := answer(tok)
+	c.observed("device_code", time.Time{}, err)
 	if err != nil {
 		return nil, err
 	}

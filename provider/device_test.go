@@ -23,7 +23,7 @@ func deviceClient(t *testing.T, p *localprovider.Provider, style, deviceURL stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(cfg.Integrations[0], "http://127.0.0.1:1/callback", 5*time.Second, NewHTTPClient(5*time.Second))
+	c, err := New(cfg.Integrations[0], Options{Callback: "http://127.0.0.1:1/callback", Timeout: 5 * time.Second, HTTP: NewHTTPClient(5 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}

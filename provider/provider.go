@@ -31,13 +31,80 @@ type Client struct {
 	secret   *memguard.Enclave
 	http     *http.Client
 	timeout  time.Duration
-	callback string // the redirect URI of sign-ins
+	callback string        // the redirect URI of sign-ins
+	observe  func(Request) // nil: nobody is told of token requests
+}
+
+// Options are what a [Client] needs besides its integration.
+type Options struct {
+	// Callback is the broker's callback_url, the redirect URI of
+	// sign-ins.
+	Callback string
+	// Timeout bounds every request.
+	Timeout time.Duration
+	// HTTP sends every request; see [NewHTTPClient].
+	HTTP *http.Client
+	// Observe, when set, is told of every request to the token endpoint
+	// once it has its answer, for the broker's metrics. It must not
+	// block.
+	Observe func(Request)
+}
+
+// Request is one request to a token endpoint, as [Options.Observe] is
+// told of it. It holds no secret.
+type Request struct {
+	Integration string // the integration's name
+	// Grant is the grant type asked for: refresh_token,
+	// authorization_code or device_code.
+	Grant string
+	// Outcome is [Outcome] of the request's error.
+	Outcome string
+	// Duration is how long the request took; zero for the device code
+	// grant, whose polling lasts as long as the user takes.
+	Duration time.Duration
+}
+
+// The outcomes of a token request, as [Outcome] names them.
+const (
+	OutcomeOK           = "ok"
+	OutcomeInvalidGrant = "invalid_grant"
+	OutcomeTransient    = "transient"
+)
+
+// Outcome names how a token request that returned err ended, as the
+// broker treats it: ok; invalid_grant, when the grant was refused and only
+// signing in again helps (for the device code grant, also access_denied
+// and expired_token, RFC 8628 §3.5); or transient, for everything the
+// broker retries (the endpoint unreachable, slow or failing, another
+// error code, a malformed answer).
+func Outcome(err error) string {
+	var pe *Error
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case errors.As(err, &pe) && (pe.InvalidGrant() || pe.Code == "access_denied" || pe.Code == "expired_token"):
+		return OutcomeInvalidGrant
+	default:
+		return OutcomeTransient
+	}
+}
+
+// observed tells the observer of a token request that started at start
+// and ended with err.
+func (c *Client) observed(grant string, start time.Time, err error) {
+	if c.observe == nil {
+		return
+	}
+	var d time.Duration
+	if !start.IsZero() {
+		d = time.Since(start)
+	}
+	c.observe(Request{Integration: c.cfg.Name, Grant: grant, Outcome: Outcome(err), Duration: d})
 }
 
 // New reads the integration's client secret into an enclave and returns
-// a client that sends every request through hc, each bounded by timeout.
-// callback is the broker's callback_url.
-func New(cfg *config.Integration, callback string, timeout time.Duration, hc *http.Client) (*Client, error) {
+// a client for it that works as opts say.
+func New(cfg *config.Integration, opts Options) (*Client, error) {
 	s, err := cfg.Secret()
 	if err != nil {
 		return nil, err
@@ -46,7 +113,7 @@ func New(cfg *config.Integration, callback string, timeout time.Duration, hc *ht
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, secret: sec, http: hc, timeout: timeout, callback: callback}, nil
+	return &Client{cfg: cfg, secret: sec, http: opts.HTTP, timeout: opts.Timeout, callback: opts.Callback, observe: opts.Observe}, nil
 }
 
 // Config returns the integration's configuration.
@@ -155,11 +222,15 @@ func (c *Client) Refresh(rt *memguard.Enclave) (*Answer, error) {
 	// while x/oauth2 may still hold the string. The copies are
 	// short-lived and reclaimed by the garbage collector
 	// (docs/security.md).
+	start := time.Now()
 	tok, err := c.oauthConfig(string(secret.Bytes())).TokenSource(ctx, &oauth2.Token{RefreshToken: string(rtBuf.Bytes())}).Token()
 	if err != nil {
-		return nil, classify(ctx, err, c.timeout, "token endpoint")
+		err = classify(ctx, err, c.timeout, "token endpoint")
+		c.observed("refresh_token", start, err)
+		return nil, err
 	}
 	a, err := answer(tok)
+	c.observed("refresh_token", start, err)
 	if err != nil {
 		return nil, err
 	}
@@ -209,11 +280,15 @@ func (c *Client) Exchange(ctx context.Context, code string, v *memguard.Enclave)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
 	// Copies, not LockedBuffer.String(): see Refresh.
+	start := time.Now()
 	tok, err := c.oauthConfig(string(secret.Bytes())).Exchange(ctx, code, oauth2.VerifierOption(string(vb.Bytes())))
 	if err != nil {
-		return nil, classify(ctx, err, c.timeout, "token endpoint")
+		err = classify(ctx, err, c.timeout, "token endpoint")
+		c.observed("authorization_code", start, err)
+		return nil, err
 	}
 	a, err := answer(tok)
+	c.observed("authorization_code", start, err)
 	if err != nil {
 		return nil, err
 	}

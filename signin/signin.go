@@ -24,6 +24,7 @@ import (
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/metrics"
 	"github.com/oauthfs/oauthfs/provider"
 )
 
@@ -164,8 +165,9 @@ type Table struct {
 	sessions map[string]*settingsSession // settings sessions, by the key of their URL
 	// deviceStarts holds, per uid, when its recent device sign-ins began.
 	deviceStarts map[int][]time.Time
-	cluster      *cluster   // nil on one host
-	audit        *audit.Log // nil: no audit log
+	cluster      *cluster         // nil on one host
+	audit        *audit.Log       // nil: no audit log
+	metrics      *metrics.Metrics // nil: no metrics
 }
 
 // New returns the sign-in table of a broker whose sign-in web server is
@@ -810,10 +812,11 @@ const (
 	idleTimeout       = 15 * time.Second // browsers reconnect cheaply
 )
 
-// Audit makes t record sign-ins and settings sessions in l (nil: none).
-func (t *Table) Audit(l *audit.Log) {
+// Observe makes t record sign-ins and settings sessions in the audit log
+// l, and count sign-ins in m (nil: none).
+func (t *Table) Observe(l *audit.Log, m *metrics.Metrics) {
 	t.mu.Lock()
-	t.audit = l
+	t.audit, t.metrics = l, m
 	t.mu.Unlock()
 }
 
@@ -834,5 +837,6 @@ func (t *Table) recordSignInLocked(s *signin) {
 	} else {
 		ev.Result, ev.Reason = "failed", s.result.Message
 	}
+	t.metrics.Event(ev)
 	t.audit.Record(ev)
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/awnumar/memguard"
 
-	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/host"
 )
@@ -49,13 +48,13 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer h.Stop()
-	s := waitForStop(nil, func() { reload(log, h.Broker, *cfgFile) })
+	s := waitForStop(nil, func() { reload(log, h, *cfgFile) })
 	log.Info("stopping", "signal", s.String())
 	return nil
 }
 
 // reload rereads the configuration and applies it, or logs why not.
-func reload(log *slog.Logger, br *broker.Broker, file string) {
+func reload(log *slog.Logger, h *host.Host, file string) {
 	next, err := config.Load(file)
 	if err != nil {
 		log.Error("reload refused; the old configuration stays in force", "err", err)
@@ -64,7 +63,7 @@ func reload(log *slog.Logger, br *broker.Broker, file string) {
 	for _, w := range next.Warnings {
 		log.Warn(w)
 	}
-	ignored, err := br.Reload(next)
+	ignored, err := h.Reload(next)
 	if err != nil {
 		log.Error("reload refused; the old configuration stays in force", "err", err)
 		return

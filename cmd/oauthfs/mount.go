@@ -147,10 +147,13 @@ func loadConfig(file string, log *slog.Logger) (*config.Config, error) {
 // startHost starts a broker host, with the advice a user needs when it
 // cannot.
 func startHost(cfg *config.Config, opts host.Options) (*host.Host, error) {
+	opts.Version = versionString()
 	h, err := host.Start(cfg, opts)
 	switch {
 	case errors.Is(err, host.ErrWebListen):
 		return nil, withHint(err, "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
+	case errors.Is(err, host.ErrMetricsListen):
+		return nil, withHint(err, "set [broker] metrics_listen in %s to a free address, or remove it", cfg.File)
 	case err != nil:
 		return nil, explain(err, "")
 	}
