@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/oauthfs
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
-.PHONY: build demo test bench lint fmt clean deps fuzz
+.PHONY: build demo test bench lint fmt clean deps fuzz deb
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/oauthfs
@@ -13,6 +13,12 @@ build:
 demo: build
 	scripts/demo-deps
 	$(BIN) dev
+
+# deb builds bin/oauthfs_VERSION_ARCH.deb with dpkg-deb: the binary, the
+# systemd units, /etc/oauthfs/config.toml and shell completion
+# (docs/deploy.md).
+deb: build
+	VERSION=$(VERSION) scripts/build-deb $(BIN) bin
 
 # deps installs what the tests need when it is missing (Debian packages).
 deps:
