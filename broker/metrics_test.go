@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http/httptest"
@@ -28,6 +29,50 @@ func (s *brokenStore) Save(u store.User, r store.Record) error {
 		return errors.New("disk full")
 	}
 	return s.Store.Save(u, r)
+}
+
+// BenchmarkTokenMetrics measures a read that reaches the broker and gets
+// a fresh token, with metrics off and on: what counting costs.
+func BenchmarkTokenMetrics(b *testing.B) {
+	p := localprovider.New()
+	defer p.Close()
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			cfg, err := config.Parse(filepath.Join(b.TempDir(), "c.toml"), []byte(`
+[broker]
+state_dir = ""
+[[integration]]
+name = "Test"
+client_id = "test-client"
+client_secret = "test-secret"
+auth_url = "`+p.URL+`/authorize"
+token_url = "`+p.URL+`/token"
+`))
+			if err != nil {
+				b.Fatal(err)
+			}
+			var m *metrics.Metrics
+			if on {
+				m = metrics.New("bench")
+			}
+			br, err := New(cfg, Options{Metrics: m})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer br.Close()
+			a, r, _ := p.Grant()
+			if err := br.Put(uid, "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: time.Now().Add(time.Hour)}); err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := br.Token(ctx, uid, "Test"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
 // TestMetricsStoreWrites checks that store writes and their failures
