@@ -213,6 +213,16 @@ func checkDebInstall(t *testing.T, deb string) {
 		t.Error("dpkg still knows oauthfs after --purge")
 	}
 
+	// Store files without their key get no new key: the broker must say
+	// the key is missing rather than seal new credentials with another.
+	os.MkdirAll(filepath.Join(debState, "1000"), 0o700)
+	os.WriteFile(filepath.Join(debState, "1000", "x.cred"), []byte("sealed"), 0o600)
+	run(t, "dpkg", "-i", deb)
+	if _, err := os.Lstat(debKey); err == nil {
+		t.Error("the first install made a key beside store files sealed with a lost one")
+	}
+	run(t, "dpkg", "--purge", "oauthfs")
+
 	// A key restored from a backup before the first install stays.
 	restored := []byte(strings.Repeat("5a", 32) + "\n")
 	os.MkdirAll(debState, 0o700)
