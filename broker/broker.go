@@ -638,15 +638,17 @@ func (b *Broker) recordLocked(uid int, name, g string, ev audit.Event) {
 func (b *Broker) signedIn() map[string]int {
 	ps := b.reg.all()
 	out := make(map[string]int, len(ps))
+	guids := make(map[string]string, len(ps)) // guid -> name, made before b.mu
 	for _, p := range ps {
 		out[p.Config().Name] = 0
+		guids[p.Config().GUID.String()] = p.Config().Name
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, creds := range b.users {
-		for _, p := range ps {
-			if c := creds[p.Config().GUID.String()]; c != nil && c.status != credential.StatusExpired {
-				out[p.Config().Name]++
+		for g, c := range creds {
+			if name, ok := guids[g]; ok && c.status != credential.StatusExpired {
+				out[name]++
 			}
 		}
 	}

@@ -272,7 +272,9 @@ func (b *Broker) forgetShared(uid int, p *provider.Client, old *grant, had bool)
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	rec, err := b.shared.Take(ctx, u, g)
 	cancel()
-	b.metrics.StoreWrite(err)
+	if rec != nil || err != nil {
+		b.metrics.StoreWrite(err) // a record removed, or the attempt failed
+	}
 	if rec != nil {
 		old, had = grantOf(*rec), true
 	}

@@ -14,8 +14,9 @@ import (
 // configured again with the same guid. When a client secret cannot be
 // read, nothing changes and the error says why.
 //
-// The [broker] table (socket, listen, state_dir, margins and timeouts) is
-// not reloaded; changes there are reported in ignored and need a restart.
+// The [broker] table is not reloaded; changes to refresh_margin,
+// request_timeout and callback_url are reported in ignored and need a
+// restart (host.Host.Reload adds listen, metrics_listen and audit_log).
 func (b *Broker) Reload(cfg *config.Config) (ignored []string, err error) {
 	if err := b.audit.Reopen(); err != nil { // log rotation
 		b.log.Error("could not reopen the audit log; it goes on in the old file", "err", err)

@@ -167,7 +167,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	go h.web.Serve(session.CapConns(web, signin.MaxConns, false, log))
 	if met != nil {
 		h.metrics = met.Server()
-		go h.metrics.Serve(ml)
+		go h.metrics.Serve(session.CapConns(ml, metrics.MaxConns, false, log))
 		log.Info("metrics listening", "address", "http://"+ml.Addr().String()+"/metrics")
 	}
 	log.Info("broker listening", "socket", opts.Socket, "sign_in", cfg.Settings.CallbackURL,

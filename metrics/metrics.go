@@ -44,7 +44,8 @@ type Metrics struct {
 }
 
 // New returns the metrics of a broker built as version, with the Go
-// runtime's and the process's own.
+// runtime's and the process's own. One broker uses them: a second would
+// register its collectors again and panic.
 func New(version string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -90,8 +91,18 @@ func New(version string) *Metrics {
 // Handler serves the metrics in the Prometheus text format (or
 // OpenMetrics, when a scraper asks for it).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: m.reg})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: m.reg,
+		MaxRequestsInFlight: maxScrapes, Timeout: scrapeTimeout})
 }
+
+// Bounds on the metrics server, which every local user can reach on a
+// loopback address: a user scraping in a loop must not slow the broker.
+const (
+	// MaxConns bounds the server's connections (host caps its listener).
+	MaxConns      = 8
+	maxScrapes    = 2
+	scrapeTimeout = 10 * time.Second
+)
 
 // Server returns the HTTP server of metrics_listen: /metrics, and 404
 // elsewhere.

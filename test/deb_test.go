@@ -120,9 +120,11 @@ func testDebVersion(t *testing.T) {
 		{"v1.2.3-4-gabcdef-dirty", "1.2.3+4.gabcdef+dirty"},
 		{"v1.2.3-rc1-4-gabcdef", "1.2.3~rc1+4.gabcdef"},
 		{"v1.2_3", "1.2.3"},
-		{"abcdef", "0.0~git19700102.abcdef"},
-		{"abcdef-dirty", "0.0~git19700102.abcdef.dirty"},
-		{"devel", "0.0~git19700102.devel"},
+		{"abcdef", "0.0~git19700102000000.abcdef"},
+		{"abcdef-dirty", "0.0~git19700102000000.abcdef.dirty"},
+		{"devel", "0.0~git19700102000000.devel"},
+		{"4d4c941-dirty", "0.0~git19700102000000.4d4c941.dirty"},
+		{"1234567", "0.0~git19700102000000.1234567"},
 	} {
 		t.Run(c.version, func(t *testing.T) {
 			got := strings.TrimSpace(debScript(t, []string{"VERSION=" + c.version, "SOURCE_DATE_EPOCH=86400"}, "--print-version"))
@@ -132,7 +134,7 @@ func testDebVersion(t *testing.T) {
 		})
 	}
 	// Each is older than the next.
-	order := []string{"0.0~git19700102.abcdef", "1.2.3~rc1", "1.2.3~rc1+4.gabcdef", "1.2.3", "1.2.3+4.gabcdef", "1.2.3+4.gabcdef+dirty", "1.2.4~rc1"}
+	order := []string{"0.0~git19700102000000.ffffff", "0.0~git19700102000001.000000", "1.2.3~rc1", "1.2.3~rc1+4.gabcdef", "1.2.3", "1.2.3+4.gabcdef", "1.2.3+4.gabcdef+dirty", "1.2.4~rc1"}
 	for i := 1; i < len(order); i++ {
 		if err := exec.Command("dpkg", "--compare-versions", order[i-1], "lt", order[i]).Run(); err != nil {
 			t.Errorf("%s does not sort before %s: %v", order[i-1], order[i], err)
@@ -151,13 +153,22 @@ func checkDebControl(t *testing.T, deb string) {
 		{"Package", "oauthfs"},
 		{"Version", debTestDebVersion},
 		{"Architecture", arch},
-		{"Depends", "fuse3"},
 		{"Section", "utils"},
 		{"Priority", "optional"},
 	} {
 		if got := strings.TrimSpace(run(t, "dpkg-deb", "--field", deb, c.field)); got != c.want {
 			t.Errorf("%s: %q, want %q", c.field, got, c.want)
 		}
+	}
+	// A cgo binary needs the glibc it was linked against.
+	depends := strings.TrimSpace(run(t, "dpkg-deb", "--field", deb, "Depends"))
+	bin, _ := os.ReadFile(binary)
+	want := regexp.MustCompile(`^fuse3$`)
+	if bytes.Contains(bin, []byte("GLIBC_2.")) {
+		want = regexp.MustCompile(`^libc6 \(>= 2\.[0-9]+\), fuse3$`)
+	}
+	if !want.MatchString(depends) {
+		t.Errorf("Depends: %q, want %s", depends, want)
 	}
 	for _, field := range []string{"Maintainer", "Installed-Size", "Description"} {
 		if strings.TrimSpace(run(t, "dpkg-deb", "--field", deb, field)) == "" {

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -88,9 +89,8 @@ func TestMetrics(t *testing.T) {
 		scrapes.WriteString(raw)
 		return mf
 	}
-	if mf := scrape(); metric(mf, "oauthfs_session_mounts", "") != 1 {
-		t.Errorf("session mounts = %v, want 1", metric(mf, "oauthfs_session_mounts", ""))
-	}
+	// The mount opens its event stream just after it is mounted.
+	waitFor(t, func() bool { return metric(scrape(), "oauthfs_session_mounts", "") == 1 })
 
 	// A browser sign-in to Other: the code exchanged at the token endpoint.
 	cmd := exec.Command(binary, "login", "--no-browser", "--broker", d.socket, "Other")
@@ -209,7 +209,9 @@ func TestMetrics(t *testing.T) {
 		defer l.Close()
 		busy := filepath.Join(d.dir, "busy.toml")
 		os.WriteFile(busy, []byte(strings.Replace(text, addr, l.Addr().String(), 1)), 0o644)
-		out, err := exec.Command(binary, "broker", "--config", busy).CombinedOutput()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, binary, "broker", "--config", busy).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "metrics_listen "+l.Addr().String()) ||
 			!strings.Contains(string(out), "address already in use") || !strings.Contains(string(out), "hint:") {
 			t.Errorf("broker with a busy metrics_listen: %v\n%s", err, out)
@@ -218,7 +220,9 @@ func TestMetrics(t *testing.T) {
 	t.Run("a malformed address is a configuration error", func(t *testing.T) {
 		bad := filepath.Join(d.dir, "bad.toml")
 		os.WriteFile(bad, []byte(strings.Replace(text, addr, "9464", 1)), 0o644)
-		out, err := exec.Command(binary, "broker", "--config", bad).CombinedOutput()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, binary, "broker", "--config", bad).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), `metrics_listen "9464": want host:port`) {
 			t.Errorf("broker with metrics_listen = \"9464\": %v\n%s", err, out)
 		}
