@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"path/filepath"
@@ -31,6 +32,19 @@ func (s *brokenStore) Save(u store.User, r store.Record) error {
 	return s.Store.Save(u, r)
 }
 
+// metricsConfig is a configuration with one integration, Test, on p,
+// keeping credentials in stateDir ("": in memory).
+func metricsConfig(tb testing.TB, p *localprovider.Provider, stateDir string) *config.Config {
+	tb.Helper()
+	cfg, err := config.Parse(filepath.Join(tb.TempDir(), "c.toml"), []byte(fmt.Sprintf(
+		"[broker]\nstate_dir = %q\n[[integration]]\nname = \"Test\"\nclient_id = \"test-client\"\nclient_secret = \"test-secret\"\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\n",
+		stateDir, p.URL, p.URL)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
+
 // BenchmarkTokenMetrics measures a read that reaches the broker and gets
 // a fresh token, with metrics off and on: what counting costs.
 func BenchmarkTokenMetrics(b *testing.B) {
@@ -38,19 +52,7 @@ func BenchmarkTokenMetrics(b *testing.B) {
 	defer p.Close()
 	for _, on := range []bool{false, true} {
 		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
-			cfg, err := config.Parse(filepath.Join(b.TempDir(), "c.toml"), []byte(`
-[broker]
-state_dir = ""
-[[integration]]
-name = "Test"
-client_id = "test-client"
-client_secret = "test-secret"
-auth_url = "`+p.URL+`/authorize"
-token_url = "`+p.URL+`/token"
-`))
-			if err != nil {
-				b.Fatal(err)
-			}
+			cfg := metricsConfig(b, p, "")
 			var m *metrics.Metrics
 			if on {
 				m = metrics.New("bench")
@@ -80,19 +82,7 @@ token_url = "`+p.URL+`/token"
 func TestMetricsStoreWrites(t *testing.T) {
 	p := localprovider.New()
 	defer p.Close()
-	cfg, err := config.Parse(filepath.Join(t.TempDir(), "c.toml"), []byte(`
-[broker]
-state_dir = "`+t.TempDir()+`"
-[[integration]]
-name = "Test"
-client_id = "test-client"
-client_secret = "test-secret"
-auth_url = "`+p.URL+`/authorize"
-token_url = "`+p.URL+`/token"
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := metricsConfig(t, p, t.TempDir())
 	f, err := store.OpenFile(*cfg.Settings.StateDir, cfg.Settings.KeyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 	"github.com/oauthfs/oauthfs/provider"
 )
 
@@ -39,33 +40,6 @@ func scrape(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
 		t.Fatalf("parse: %v", err)
 	}
 	return mf
-}
-
-// value returns the value of the series of family name whose labels are
-// labels ("k=v,k=v"), or -1 when there is none.
-func value(mf map[string]*dto.MetricFamily, name, labels string) float64 {
-	f := mf[name]
-	if f == nil {
-		return -1
-	}
-	for _, m := range f.Metric {
-		var got []string
-		for _, l := range m.Label {
-			got = append(got, l.GetName()+"="+l.GetValue())
-		}
-		if strings.Join(got, ",") != labels {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return -1
 }
 
 func TestMetrics(t *testing.T) {
@@ -120,7 +94,7 @@ func TestMetrics(t *testing.T) {
 		{"oauthfs_audit_events_lost_total", "", 5},
 	} {
 		t.Run(c.name+"{"+c.labels+"}", func(t *testing.T) {
-			if got := value(mf, c.name, c.labels); got != c.want {
+			if got := testutil.MetricValue(mf, c.name, c.labels); got != c.want {
 				t.Errorf("= %v, want %v", got, c.want)
 			}
 		})

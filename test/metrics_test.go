@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/testutil"
 )
 
 // scrapeMetrics fetches the broker's /metrics, parses it with the
@@ -41,30 +42,6 @@ func scrapeMetrics(t *testing.T, addr string) (map[string]*dto.MetricFamily, str
 		t.Fatalf("the text parser refuses the metrics: %v", err)
 	}
 	return mf, string(raw)
-}
-
-// metric returns the value of the series of family name with exactly
-// the labels given ("k=v,k=v", sorted by name), or -1 when there is none.
-// A histogram's value is its count of observations.
-func metric(mf map[string]*dto.MetricFamily, name, labels string) float64 {
-	for _, m := range mf[name].GetMetric() {
-		var got []string
-		for _, l := range m.Label {
-			got = append(got, l.GetName()+"="+l.GetValue())
-		}
-		if strings.Join(got, ",") != labels {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return -1
 }
 
 // TestMetrics runs the daemon with metrics_listen through a browser
@@ -90,7 +67,7 @@ func TestMetrics(t *testing.T) {
 		return mf
 	}
 	// The mount opens its event stream just after it is mounted.
-	waitFor(t, func() bool { return metric(scrape(), "oauthfs_session_mounts", "") == 1 })
+	waitFor(t, func() bool { return testutil.MetricValue(scrape(), "oauthfs_session_mounts", "") == 1 })
 
 	// A browser sign-in to Other: the code exchanged at the token endpoint.
 	cmd := exec.Command(binary, "login", "--no-browser", "--broker", d.socket, "Other")
@@ -141,7 +118,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	mf := scrape()
-	if got := metric(mf, "oauthfs_users_signed_in", "integration=Other"); got != 1 {
+	if got := testutil.MetricValue(mf, "oauthfs_users_signed_in", "integration=Other"); got != 1 {
 		t.Errorf("users signed in to Other = %v, want 1", got)
 	}
 	if _, _, code := d.oauthfs(t, "logout", "Other"); code != 0 {
@@ -174,19 +151,19 @@ func TestMetrics(t *testing.T) {
 		{"oauthfs_build_info", "goversion=" + runtime.Version() + ",version=" + strings.TrimSpace(strings.TrimPrefix(string(version), "oauthfs ")), 1},
 	} {
 		t.Run(c.name+"{"+c.labels+"}", func(t *testing.T) {
-			if got := metric(mf, c.name, c.labels); got != c.want {
+			if got := testutil.MetricValue(mf, c.name, c.labels); got != c.want {
 				t.Errorf("= %v, want %v", got, c.want)
 			}
 		})
 	}
 	// Reads that got a token: Other's first read and Test's refreshed one.
-	if got := metric(mf, "oauthfs_reads_total", "errno=OK,integration=Test") + metric(mf, "oauthfs_reads_total", "errno=OK,integration=Other"); got < 2 {
+	if got := testutil.MetricValue(mf, "oauthfs_reads_total", "errno=OK,integration=Test") + testutil.MetricValue(mf, "oauthfs_reads_total", "errno=OK,integration=Other"); got < 2 {
 		t.Errorf("reads that got a token = %v, want at least 2", got)
 	}
 	// Every sign-in, refresh and sign-out was written: 3 imports, 1
 	// browser sign-in, 2 refreshes that changed the record (ok, and
 	// invalid_grant), 1 sign-out.
-	if got := metric(mf, "oauthfs_store_writes_total", "outcome=ok"); got < 7 {
+	if got := testutil.MetricValue(mf, "oauthfs_store_writes_total", "outcome=ok"); got < 7 {
 		t.Errorf("store writes = %v, want at least 7", got)
 	}
 	for _, s := range append(tokens, "CANARY", "test-secret") {
