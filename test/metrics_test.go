@@ -178,6 +178,52 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("the broker did not log its metrics address:\n%s", br.stderr)
 	}
 
+	t.Run("another user holding the metrics server's connections stalls no token read", func(t *testing.T) {
+		requireE2E(t, os.Geteuid() == 0, "root (to add a Unix user)")
+		_, err := os.Stat("/usr/bin/python3")
+		requireE2E(t, err == nil, "/usr/bin/python3")
+		mallory := addUser(t, "oauthfs-scraper")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		// 64 connections, each sending half a request and waiting.
+		script := `import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+held = []
+for _ in range(64):
+    try:
+        c = socket.create_connection((host, int(port)), timeout=2)
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        held.append(c)
+    except OSError:
+        pass
+print(len(held), flush=True)
+time.sleep(60)
+`
+		cmd := mallory.as(ctx, "/usr/bin/python3", "-c", script, addr)
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		sc := bufio.NewScanner(out)
+		if !sc.Scan() {
+			t.Fatal("the other user's script printed nothing")
+		}
+		a, _ := d.seed(t, 3600)
+		if got, _, code := d.oauthfs(t, "token", "Test"); code != 0 || got != a {
+			t.Errorf("token while another user holds the metrics server (%s connections): %q, exit %d", sc.Text(), got, code)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		waitFor(t, func() bool {
+			resp, err := http.Get("http://" + addr + "/metrics")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		})
+	})
 	t.Run("an address that cannot be listened on stops the start", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
