@@ -686,41 +686,81 @@ func TestNoTornReads(t *testing.T) {
 	}
 }
 
+// TestReadOnly: every write-open and every write-like operation fails
+// with EROFS (or EPERM where the kernel decides first) and changes
+// nothing, whatever the state of the credential: the mount is read-only,
+// and a signed-out token is no reason to say otherwise.
 func TestReadOnly(t *testing.T) {
-	dir := mount(t, newFake())
-	tok := filepath.Join(dir, gA, "access_token")
+	f := newFake()
+	dir := mount(t, f)
+	openFlags := func(name string, flags int) func() error {
+		return func() error {
+			fd, err := os.OpenFile(name, flags, 0o600)
+			if err == nil {
+				fd.Close()
+			}
+			return err
+		}
+	}
+	for _, state := range []struct {
+		name string
+		err  error
+	}{
+		{"signed in", nil},
+		{"not signed in", credential.ErrNotSignedIn},
+		{"expired", fmt.Errorf("x: %w", credential.ErrExpired)},
+		{"unavailable", fmt.Errorf("x: %w", credential.ErrUnavailable)},
+	} {
+		f.set(func() { f.errs[gA] = state.err })
+		f.change(t, credential.Change{GUID: gA, Revoke: true})
+		for _, file := range []string{"access_token", "expiry", "meta.json"} {
+			p := filepath.Join(dir, gA, file)
+			for _, tc := range []struct {
+				name string
+				op   func() error
+			}{
+				{"O_WRONLY", openFlags(p, os.O_WRONLY)},
+				{"O_RDWR", openFlags(p, os.O_RDWR)},
+				{"O_RDONLY|O_TRUNC", openFlags(p, os.O_RDONLY|os.O_TRUNC)},
+				{"O_WRONLY|O_APPEND", openFlags(p, os.O_WRONLY|os.O_APPEND)},
+				{"O_WRONLY|O_CREAT", openFlags(p, os.O_WRONLY|os.O_CREATE)},
+				{"O_RDWR|O_CREAT|O_TRUNC", openFlags(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC)},
+				{"truncate", func() error { return os.Truncate(p, 0) }},
+				{"unlink", func() error { return os.Remove(p) }},
+				{"rename", func() error { return os.Rename(p, filepath.Join(dir, gA, "t2")) }},
+				{"chmod", func() error { return os.Chmod(p, 0o644) }},
+				{"chown", func() error { return os.Chown(p, 1, 1) }},
+				{"utimes", func() error { return os.Chtimes(p, time.Now(), time.Now()) }},
+				{"setxattr", func() error { return syscall.Setxattr(p, "user.x", []byte("1"), 0) }},
+				{"removexattr", func() error { return syscall.Removexattr(p, "user.x") }},
+			} {
+				t.Run(state.name+"/"+file+"/"+tc.name, func(t *testing.T) {
+					if err := tc.op(); !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EPERM) {
+						t.Errorf("%s of %s = %v; want EROFS or EPERM", tc.name, file, err)
+					}
+				})
+			}
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		op   func() error
 	}{
-		{"write", func() error { return os.WriteFile(tok, []byte("x"), 0o600) }},
-		{"append", func() error {
-			f, err := os.OpenFile(tok, os.O_WRONLY|os.O_APPEND, 0)
-			if err == nil {
-				f.Close()
-			}
-			return err
-		}},
-		{"truncate", func() error { return os.Truncate(tok, 0) }},
 		{"create", func() error { return os.WriteFile(filepath.Join(dir, gA, "new"), nil, 0o600) }},
 		{"create in root", func() error { return os.WriteFile(filepath.Join(dir, "new"), nil, 0o600) }},
-		{"unlink", func() error { return os.Remove(tok) }},
 		{"rmdir", func() error { return os.Remove(filepath.Join(dir, gA)) }},
-		{"rename", func() error { return os.Rename(tok, filepath.Join(dir, gA, "t2")) }},
 		{"mkdir", func() error { return os.Mkdir(filepath.Join(dir, "d"), 0o700) }},
 		{"symlink", func() error { return os.Symlink(gA, filepath.Join(dir, "by-name", "X")) }},
-		{"chmod", func() error { return os.Chmod(tok, 0o644) }},
-		{"chown", func() error { return os.Chown(tok, 1, 1) }},
-		{"utimes", func() error { return os.Chtimes(tok, time.Now(), time.Now()) }},
-		{"setxattr", func() error { return syscall.Setxattr(tok, "user.x", []byte("1"), 0) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.op()
-			if !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EPERM) {
+			if err := tc.op(); !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EPERM) {
 				t.Errorf("%s = %v; want EROFS or EPERM", tc.name, err)
 			}
 		})
 	}
+	f.set(func() { f.errs[gA] = nil })
+	f.change(t, credential.Change{GUID: gA, Revoke: true})
+	tok := filepath.Join(dir, gA, "access_token")
 	got, err := os.ReadFile(tok)
 	st, _ := os.Stat(tok)
 	if err != nil || string(got) != "gho_token_A" || st.Mode() != 0o400 {

@@ -45,7 +45,13 @@ func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, er
 			FsName: "oauthfs",
 			Name:   "oauthfs",
 			// Read-only, and nothing on it is a program or a device.
-			Options: []string{"ro", "nosuid", "nodev", "noexec"},
+			// default_permissions: the kernel checks each node's mode
+			// and owner itself, refreshing attributes it does not
+			// keep first; so an open of a token file that cannot be
+			// had (an unavailableNode, whose attributes are never
+			// kept) asks the filesystem and fails with the errno,
+			// while a write-open fails with EROFS before that.
+			Options: []string{"ro", "nosuid", "nodev", "noexec", "default_permissions"},
 			// root mounts with mount(2); others need fusermount3.
 			DirectMountStrict: os.Geteuid() == 0,
 			DisableXAttrs:     true,

@@ -186,6 +186,7 @@ const (
 const (
 	kindDir = iota
 	kindLink
+	kindUnavailable // and kindUnavailable+fileExpiry: unavailableNode of each token file
 )
 
 // inodes is the guid registry behind inode numbers. It is safe for
@@ -530,7 +531,7 @@ func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.Entr
 			tok, keep, err = t.Source.Token(ctx, d.guid)
 			return err
 		}); e != 0 {
-			return nil, e
+			return t.unavailable(ctx, d, name, kind, e, out)
 		}
 		n.touched = true // the source handed it out for this read
 	}
@@ -539,6 +540,85 @@ func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.Entr
 	t.track(n)
 	t.entry(ctx, ch, out, lookupKeep(n.until))
 	return ch, 0
+}
+
+// unavailable answers the lookup of a token file whose token cannot be
+// had: for a credential's state (not signed in, expired, unavailable) the
+// name resolves to an [unavailableNode], so that the kernel, not the
+// state, decides a write-open (EROFS: the mount is read-only); stat and
+// read give the state's errno. Other errors (the caller is not the
+// owner, the integration is gone, the reader was interrupted) fail the
+// lookup itself.
+func (t *tree) unavailable(ctx context.Context, d *integrationDir, name string, kind int, e syscall.Errno, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	switch e {
+	case syscall.ENOKEY, syscall.EKEYEXPIRED, syscall.EIO:
+	default:
+		return nil, e
+	}
+	// One node per file and integration, whatever the errno, so that the
+	// kernel's revalidation of the name finds the same node and does not
+	// look it up twice.
+	if ch := d.GetChild(name); ch != nil {
+		if u, ok := ch.Operations().(*unavailableNode); ok {
+			u.errno.Store(uint32(e))
+			u.entry(out)
+			return ch, 0
+		}
+	}
+	u := &unavailableNode{t: t}
+	u.errno.Store(uint32(e))
+	ch := d.NewInode(ctx, u, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.ino(d.guid, kindUnavailable+kind)})
+	u.entry(out)
+	return ch, 0
+}
+
+// unavailableNode is a token file whose token cannot be had now. It exists
+// so that the name resolves (a write-open then fails with EROFS, decided
+// by the kernel before the filesystem is asked), while getattr and read
+// fail with the state's errno. The kernel keeps neither its name nor its
+// attributes (both timeouts are zero, which the kernel takes as "always
+// ask"), so every stat and every read asks the filesystem, and a read
+// never sees an empty file: the kernel refreshes a file's attributes
+// before reading past its size. An open for reading succeeds once the
+// kernel has stopped sending OPEN (see tokenNode.Open); the first read
+// then gives the errno.
+type unavailableNode struct {
+	fs.Inode
+	t     *tree
+	errno atomic.Uint32 // the errno of the latest lookup
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*unavailableNode)(nil)) // the errno
+	_ = (fs.NodeOpener)((*unavailableNode)(nil))    // ENOSYS, like the token files
+	_ = (fs.NodeReader)((*unavailableNode)(nil))    // the errno
+)
+
+// entry fills out for a lookup of the node: a file of size 0 that the
+// kernel must ask about again (timeouts of zero).
+func (u *unavailableNode) entry(out *fuse.EntryOut) {
+	u.t.attr(&out.Attr, fileMode, 0, time.Time{})
+	out.SetAttrTimeout(0)
+	out.SetEntryTimeout(0)
+}
+
+// Getattr reports the state's errno.
+func (u *unavailableNode) Getattr(ctx context.Context, _ fs.FileHandle, _ *fuse.AttrOut) syscall.Errno {
+	if e := u.t.caller(ctx, "getattr"); e != 0 {
+		return e
+	}
+	return syscall.Errno(u.errno.Load())
+}
+
+func (u *unavailableNode) Open(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, 0, syscall.ENOSYS
+}
+
+func (u *unavailableNode) Read(ctx context.Context, _ fs.FileHandle, _ []byte, _ int64) (fuse.ReadResult, syscall.Errno) {
+	if e := u.t.caller(ctx, "read"); e != 0 {
+		return nil, e
+	}
+	return nil, syscall.Errno(u.errno.Load())
 }
 
 // cacheSlack is how much sooner than its refresh time a version is
