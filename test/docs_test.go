@@ -46,3 +46,65 @@ func TestDocsIncludeExamples(t *testing.T) {
 		t.Errorf("%s lacks the git helper", doc)
 	}
 }
+
+// TestNoTokenInArgv checks that no document, example or printed guide
+// shows a command that puts a token in a program's arguments: every user
+// on the host can read any process's arguments in /proc/PID/cmdline (a
+// hostile review read a token there from our own curl example). A token
+// belongs in a file, a pipe or a file descriptor: printf and $(<file) are
+// bash builtins, so `curl -H @<(printf 'Authorization: Bearer %s\n'
+// "$(<FILE)")` keeps it off every argv.
+func TestNoTokenInArgv(t *testing.T) {
+	// bad matches what puts a token in an argument; each pattern says why.
+	bad := []struct {
+		re  *regexp.Regexp
+		why string
+	}{
+		{regexp.MustCompile(`Bearer \$`), "a token expanded into an argument (use -H @<(printf 'Authorization: Bearer %s\\n' \"$(<FILE)\"))"},
+		{regexp.MustCompile(`--oauth2-bearer[ =]+["']?\$`), "a token expanded into curl's --oauth2-bearer (put it in a config file read with -K)"},
+		{regexp.MustCompile(`(?:-d|--data[a-z-]*)[ =]+'?\{[^\n]*"(?:access_token|refresh_token|id_token)"`), "token JSON in curl's arguments (use --data-binary @- with a here-document)"},
+		{regexp.MustCompile(`(?:-u|--user)[ =]+["']?[^ ]*:\$`), "a token expanded into a user:password argument"},
+	}
+	// subst matches a token file read into a word; it is fine only as an
+	// assignment or as an argument of the printf builtin.
+	subst := regexp.MustCompile(`\$\((?:cat |<)[^)]*(?:access_token|id_token|token\.json)[^)]*\)`)
+	assign := regexp.MustCompile(`(?:^|[\s;&|(])[A-Za-z_]\w*="?$`)
+	var files []string
+	for _, pat := range []string{"../README.md", "../docs/*.md", "../python/README.md", "../r/oauthfs/README.md", "../cmd/oauthfs/*.go", "../deploy/*/*", "../deploy/*"} {
+		m, _ := filepath.Glob(pat)
+		files = append(files, m...)
+	}
+	filepath.WalkDir("../examples", func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue // a directory matched by a glob
+		}
+		n++
+		for i, line := range strings.Split(string(raw), "\n") {
+			for _, b := range bad {
+				if b.re.MatchString(line) {
+					t.Errorf("%s:%d: %s:\n\t%s", f, i+1, b.why, strings.TrimSpace(line))
+				}
+			}
+			for _, loc := range subst.FindAllStringIndex(line, -1) {
+				before := line[:loc[0]]
+				if !assign.MatchString(before) && !strings.Contains(before, "printf ") {
+					t.Errorf("%s:%d: a token file read into a program's arguments (assign it, or pass it through printf to a file descriptor):\n\t%s", f, i+1, strings.TrimSpace(line))
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("checked %d files; want the README, docs, examples and commands", n)
+	}
+}

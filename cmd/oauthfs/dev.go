@@ -258,7 +258,7 @@ Try, in another terminal:
   ls -l %s
   cat %s; echo
   cat %s; echo
-  curl -H "Authorization: Bearer $(cat %s)" %s/userinfo
+  curl -H @<(printf 'Authorization: Bearer %%s\n' "$(<%s)") %s/userinfo
   python3 -c 'import pathlib,sys; print(pathlib.Path(sys.argv[1]).read_text())' %s
   cat %s               # Required key not available
   jq -r '.[] | "\(.name): \(.status)"' %s

@@ -13,7 +13,10 @@ token=$(<"$OAUTH/by-name/Demo/access_token")
 echo "\$(<file): ${#token} bytes"
 
 # curl with a bearer token, read afresh (and refreshed if needed) per call.
-curl -sf -H "Authorization: Bearer $(cat "$OAUTH/by-name/Demo/access_token")" "$API/userinfo"
+# The header goes through a file descriptor (printf and $(<file) are bash
+# builtins), never through curl's arguments: other users can read any
+# process's arguments in /proc/PID/cmdline.
+curl -sf -H @<(printf 'Authorization: Bearer %s\n' "$(<"$OAUTH/by-name/Demo/access_token")") "$API/userinfo"
 
 # jq over the index: the integrations you are signed in to, and the rest.
 jq -r '.[] | "\(.name): \(if .authenticated then "signed in" else .status end)"' "$OAUTH/integrations.json"
