@@ -76,18 +76,23 @@ type Broker struct {
 // by Broker.mu; a grant is replaced, never reused, on sign-in, so a
 // refresh can tell whether it raced with one.
 type grant struct {
-	access  *credential.Token // current access token; nil after invalid_grant
+	access  *credential.Token // newest access token; nil after invalid_grant
 	refresh *memguard.Enclave // nil when the provider gave none
 	scopes  []string
 	account string
 	status  credential.Status
 	lastErr string
 
-	// read is set when the current access token was handed to a reader
-	// (or a filesystem said a read reached it); ahead is the timer that
-	// refreshes a read token shortly before its refresh time.
-	read  bool
-	ahead *time.Timer
+	// prev is the token a refresh ahead replaced while it could still be
+	// handed out: readers get it until its own hand-out time, and access
+	// from then on (see handingOut), so that every reader, on every host
+	// of a cluster, gets one token at a time.
+	prev *credential.Token
+	// readTok is the token last handed to a reader (or whose read a
+	// filesystem reported); ahead is the timer that refreshes access
+	// shortly before its hand-out time if it was read.
+	readTok *credential.Token
+	ahead   *time.Timer
 	// attempting is set while a refresh is on its way. After a transient
 	// failure (failing), no attempt starts before retryAt.
 	attempting bool

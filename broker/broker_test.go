@@ -467,9 +467,15 @@ func TestRefreshAhead(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("no event after the refresh ahead")
 	}
+	// The token read before is handed out until its own hand-out time,
+	// then the new one.
+	if cur, keep := f.b.Peek(uid, guidOf(t, f)); !cur.Equal(tok) || keep <= 0 {
+		t.Errorf("Peek right after the refresh ahead = %v, %v; want the token it replaced, until its hand-out time", cur, keep)
+	}
+	time.Sleep(time.Until(refreshAt.Add(-credential.HandOverSlack(tok))) + 20*time.Millisecond)
 	fresh, keep := f.b.Peek(uid, guidOf(t, f))
 	if fresh == nil || fresh.Equal(tok) || !f.p.Issued(read(t, fresh)) || keep <= 0 {
-		t.Fatalf("Peek after the refresh ahead = %v, %v; want the new token and a time to keep it", fresh, keep)
+		t.Fatalf("Peek after the replaced token's hand-out time = %v, %v; want the new token and a time to keep it", fresh, keep)
 	}
 
 	// Nobody reads the new token: it is not refreshed ahead, and once it

@@ -165,8 +165,13 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 	}
 	if mine {
 		stopAhead(cr)
-		cr.access, cr.refresh, cr.scopes, cr.account, cr.status, cr.lastErr = result.Access, result.Refresh, result.Scopes, result.Account, result.Status, result.Error
-		cr.failing, cr.retryAt, cr.read = false, time.Time{}, false
+		if result.Status == credential.StatusSignedIn {
+			b.replaceAccess(cr, result.Access, now) // the token it replaced is handed out until its time
+		} else {
+			cr.access, cr.prev = result.Access, nil
+		}
+		cr.refresh, cr.scopes, cr.account, cr.status, cr.lastErr = result.Refresh, result.Scopes, result.Account, result.Status, result.Error
+		cr.failing, cr.retryAt = false, time.Time{}
 	} else if creds := b.users[uid]; creds != nil && creds[g] == nil && result.Status == credential.StatusSignedIn {
 		creds[g] = grantOf(*result) // dropped meanwhile (a reconnect): what is stored now
 	}
@@ -342,7 +347,16 @@ func (b *Broker) storeChanged(c store.Change) {
 	case rec == nil:
 		delete(creds, c.GUID)
 	default:
-		creds[c.GUID] = grantOf(*rec)
+		next := grantOf(*rec)
+		if old := creds[c.GUID]; old != nil && c.Refresh && rec.Status == credential.StatusSignedIn {
+			// Another host refreshed ahead: the token it replaced is
+			// handed out here until its own time, as there.
+			next.prev, next.readTok = old.prev, old.readTok
+			next.access = old.access
+			b.replaceAccess(next, rec.Access, b.now())
+		}
+		creds[c.GUID] = next
+		b.armAheadLocked(uid, c.GUID, next) // refreshed ahead here too if read here
 	}
 	b.gen[uid]++
 	b.mu.Unlock()

@@ -64,6 +64,34 @@ func (b *Broker) fresh(t *credential.Token, now time.Time, ahead time.Duration) 
 	return t != nil && (t.Expiry().IsZero() || now.Add(ahead).Before(b.handOutBy(t)))
 }
 
+// handingOut returns the token cr hands out now (which may be past its
+// hand-out time: then a refresh is due): after a refresh ahead, the token
+// it replaced, until that token's own hand-out time; otherwise the newest.
+// The hand-over time depends only on the replaced token, which every host
+// of a cluster holds alike, so all of them switch at the same moment.
+// Callers hold b.mu.
+func (b *Broker) handingOut(cr *grant, now time.Time) *credential.Token {
+	if cr.prev != nil {
+		if b.fresh(cr.prev, now, 0) {
+			return cr.prev
+		}
+		cr.prev = nil
+	}
+	return cr.access
+}
+
+// replaceAccess makes t cr's newest token; the one it replaces is still
+// handed out until its own hand-out time if it may be (a refresh ahead).
+// Callers hold b.mu.
+func (b *Broker) replaceAccess(cr *grant, t *credential.Token, now time.Time) {
+	if old := b.handingOut(cr, now); old != t && b.fresh(old, now, 0) {
+		cr.prev = old
+	} else {
+		cr.prev = nil
+	}
+	cr.access = t
+}
+
 // keep is how long a filesystem may cache t: until its refresh time.
 func (b *Broker) keep(t *credential.Token) time.Duration {
 	if t.Expiry().IsZero() {
@@ -89,10 +117,14 @@ func (b *Broker) Peek(uid int, guid string) (*credential.Token, time.Duration) {
 		return nil, 0
 	}
 	cr := creds[guid]
-	if cr == nil || !b.fresh(cr.access, b.now(), 0) {
+	if cr == nil {
 		return nil, 0
 	}
-	return cr.access, b.keep(cr.access)
+	t := b.handingOut(cr, b.now())
+	if !b.fresh(t, b.now(), 0) {
+		return nil, 0
+	}
+	return t, b.keep(t)
 }
 
 // Touch records that a read of user uid's current token for guid reached
@@ -101,7 +133,7 @@ func (b *Broker) Touch(uid int, guid string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if cr := b.users[uid][guid]; cr != nil {
-		cr.read = true
+		cr.readTok = b.handingOut(cr, b.now())
 	}
 }
 
@@ -129,7 +161,7 @@ func (b *Broker) armAheadLocked(uid int, guid string, cr *grant) {
 		b.mu.Lock()
 		// Not while a failure's retry is not due yet: the outage rules
 		// hold for refreshes ahead too.
-		due := b.users[uid][guid] == cr && cr.access == t && cr.read && !cr.attempting &&
+		due := b.users[uid][guid] == cr && cr.access == t && cr.readTok == t && !cr.attempting &&
 			!(cr.failing && b.now().Before(cr.retryAt))
 		b.mu.Unlock()
 		if !due {
@@ -187,9 +219,9 @@ func (b *Broker) token(ctx context.Context, uid int, id string) (*credential.Tok
 		b.mu.Unlock()
 		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
 	}
-	cr.read = true
 	now := b.now()
-	if t := cr.access; b.fresh(t, now, 0) {
+	if t := b.handingOut(cr, now); b.fresh(t, now, 0) {
+		cr.readTok = t
 		b.mu.Unlock()
 		return t, nil
 	}
@@ -240,8 +272,8 @@ func (b *Broker) handedOut(uid int, guid string, r singleflight.Result) (*creden
 	}
 	t := r.Val.(*credential.Token)
 	b.mu.Lock()
-	if cr := b.users[uid][guid]; cr != nil && cr.access == t {
-		cr.read = true
+	if cr := b.users[uid][guid]; cr != nil {
+		cr.readTok = t
 	}
 	b.mu.Unlock()
 	return t, nil
@@ -261,7 +293,8 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		return nil, fmt.Errorf("broker: %s: %w", name, credential.ErrNotSignedIn)
 	}
 	now := b.now()
-	if t := cr.access; b.fresh(t, now, ahead) {
+	if b.fresh(cr.access, now, ahead) {
+		t := b.handingOut(cr, now)
 		b.mu.Unlock()
 		return t, nil // refreshed by a flight that ended just before ours
 	}
@@ -351,7 +384,7 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 	if err != nil {
 		var pe *provider.Error
 		if errors.As(err, &pe) && pe.InvalidGrant() {
-			cr.access, cr.refresh = nil, nil
+			cr.access, cr.prev, cr.refresh = nil, nil, nil
 			cr.failing = false
 			stopAhead(cr)
 			cr.status, cr.lastErr = credential.StatusExpired, "the provider rejected the refresh token ("+pe.Summary()+"); sign in again"
@@ -394,12 +427,12 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 		}
 		cr.refresh = rt
 	}
-	cr.access = t
+	b.replaceAccess(cr, t, now)
 	if ans.Scopes != nil {
 		cr.scopes = ans.Scopes
 	}
 	cr.status, cr.lastErr = credential.StatusSignedIn, ""
-	cr.failing, cr.retryAt, cr.read = false, time.Time{}, false
+	cr.failing, cr.retryAt = false, time.Time{}
 	b.armAheadLocked(uid, g, cr)
 	b.log.Info("refreshed", "uid", uid, "integration", name, "guid", g,
 		"expiry", credential.FormatTime(t.Expiry()), "rotated", rotated)

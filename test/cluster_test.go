@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +44,7 @@ type clusterHost struct {
 	broker                 *proc
 }
 
-func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration) *clusterEnv {
+func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration, brokerConfig ...string) *clusterEnv {
 	t.Helper()
 	fusetest.Require(t)
 	e := &clusterEnv{dir: t.TempDir(), p: localprovider.New(), dsn: dsn}
@@ -53,7 +54,7 @@ func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration) *clusterEnv
 	os.WriteFile(filepath.Join(e.dir, "dsn"), []byte(dsn+"\n"), 0o600)
 	webA, webB := freeAddr(t), freeAddr(t)
 	e.public = webA
-	e.a, e.b = e.host(t, "a", webA), e.host(t, "b", webB)
+	e.a, e.b = e.host(t, "a", webA, brokerConfig...), e.host(t, "b", webB, brokerConfig...)
 	e.a.start(t)
 	e.b.start(t)
 	for _, h := range []*clusterHost{e.a, e.b} {
@@ -64,7 +65,7 @@ func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration) *clusterEnv
 	return e
 }
 
-func (e *clusterEnv) host(t *testing.T, name, web string) *clusterHost {
+func (e *clusterEnv) host(t *testing.T, name, web string, brokerConfig ...string) *clusterHost {
 	h := &clusterHost{name: name, cfg: filepath.Join(e.dir, name+".toml"), socket: filepath.Join(e.dir, name, "broker.sock"),
 		mnt: filepath.Join(e.dir, name+"-oauth"), web: web}
 	cfg := fmt.Sprintf(`[broker]
@@ -75,7 +76,7 @@ cluster_url = "http://%s"
 state_dir = %q
 key_file = %q
 request_timeout = "2s"
-
+%s
 [store]
 backend = "postgres"
 dsn_file = %q
@@ -87,7 +88,7 @@ client_secret = "test-secret"
 auth_url = "%s/authorize"
 token_url = "%s/token"
 revocation_url = "%s/revoke"
-`, h.socket, web, e.public, web, filepath.Join(e.dir, name, "state"), filepath.Join(e.dir, "key"), filepath.Join(e.dir, "dsn"), e.p.URL, e.p.URL, e.p.URL)
+`, h.socket, web, e.public, web, filepath.Join(e.dir, name, "state"), filepath.Join(e.dir, "key"), strings.Join(brokerConfig, "\n"), filepath.Join(e.dir, "dsn"), e.p.URL, e.p.URL, e.p.URL)
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +347,202 @@ func TestCluster(t *testing.T) {
 			t.Errorf("A after the rounds: %v %q", err, out)
 		}
 	})
+}
+
+// TestClusterRefreshAhead: two hosts, one user reading on both all the
+// time (a loop on each host, and a burst of 24 readers, 12 per host, at
+// each lifetime), refresh ahead on, strict rotation. Over three token
+// lifetimes each refresh reaches the provider once for the whole cluster
+// (every token a refresh got is handed out; none is refused), and the
+// cluster hands out one token at a time: once a reader on either host has
+// the next token, no reader on either host gets the one before.
+func TestClusterRefreshAhead(t *testing.T) {
+	const lifetime = 8 * time.Second
+	e := newClusterEnv(t, pgtest.Shared(t), lifetime, `refresh_margin = "2s"`)
+	requests0, refreshes0 := e.p.Requests(), e.p.Refreshes()
+	start := time.Now()
+	seeded := e.seed(t, e.a, int(lifetime/time.Second))
+	type readAt struct {
+		host       string
+		begin, end time.Duration
+		tok        string
+	}
+	var mu sync.Mutex
+	var reads []readAt
+	read := func(h *clusterHost) {
+		begin := time.Since(start)
+		tok, err := h.read()
+		end := time.Since(start)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			t.Errorf("%s at %v: %v", h.name, begin, err)
+			return
+		}
+		reads = append(reads, readAt{h.name, begin, end, tok})
+	}
+	var refreshedAt []time.Duration // when the provider's count of refreshes went up
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	for _, h := range []*clusterHost{e.a, e.b} {
+		// A loop reading as fast as it can, which keeps the first and the
+		// last read of each run of one token: enough to tell when it
+		// first had a token and when it last read the one before.
+		bg.Go(func() {
+			var first, last readAt
+			for {
+				select {
+				case <-stop:
+					mu.Lock()
+					reads = append(reads, first, last)
+					mu.Unlock()
+					return
+				default:
+				}
+				r := readAt{host: h.name, begin: time.Since(start)}
+				tok, err := h.read()
+				r.end, r.tok = time.Since(start), tok
+				if err != nil {
+					t.Errorf("%s at %v: %v", h.name, r.begin, err)
+					continue
+				}
+				if tok != last.tok && last.tok != "" {
+					mu.Lock()
+					reads = append(reads, first, last)
+					mu.Unlock()
+					first = r
+				}
+				if first.tok == "" {
+					first = r
+				}
+				last = r
+			}
+		})
+	}
+	bg.Go(func() {
+		last := e.p.Refreshes()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if n := e.p.Refreshes(); n != last {
+				mu.Lock()
+				for range n - last {
+					refreshedAt = append(refreshedAt, time.Since(start))
+				}
+				mu.Unlock()
+				last = n
+			}
+		}
+	})
+	for k := 1; k <= 3; k++ {
+		time.Sleep(time.Until(start.Add(time.Duration(k) * lifetime)))
+		var wg sync.WaitGroup
+		for i := range 24 {
+			wg.Go(func() { read([]*clusterHost{e.a, e.b}[i%2]) })
+		}
+		wg.Wait()
+	}
+	close(stop)
+	bg.Wait()
+
+	// Tokens in the order the provider issued them (by their expiry:
+	// they all live as long).
+	order := func(tok string) time.Time {
+		exp, ok := e.p.Expiry(tok)
+		if !ok {
+			t.Fatalf("a reader got a token the provider never issued")
+		}
+		return exp
+	}
+	sort.Slice(reads, func(i, j int) bool { return reads[i].end < reads[j].end })
+	var latest time.Time // the newest token any read completed with, so far
+	var latestEnds []time.Duration
+	var latestAt []time.Time
+	seen := map[string]int{} // token -> lifetime it was first seen in
+	for _, r := range reads {
+		if o := order(r.tok); o.After(latest) {
+			latest = o
+			latestEnds = append(latestEnds, r.end)
+			latestAt = append(latestAt, o)
+		}
+		if _, ok := seen[r.tok]; !ok {
+			seen[r.tok] = int(r.end / lifetime)
+		}
+	}
+	stale := 0
+	for _, r := range reads {
+		// The newest token a read completed with before r began.
+		i := sort.Search(len(latestEnds), func(i int) bool { return latestEnds[i] >= r.begin })
+		if i > 0 && order(r.tok).Before(latestAt[i-1]) {
+			if stale++; stale <= 3 {
+				t.Errorf("%s read at %v the token before the one a reader had at %v", r.host, r.begin, latestEnds[i-1])
+			}
+		}
+	}
+	requests, refreshes := e.p.Requests()-requests0, e.p.Refreshes()-refreshes0
+	delete(seen, seeded)
+	for k := range 4 {
+		n, d := 0, 0
+		for _, at := range refreshedAt {
+			if int(at/lifetime) == k {
+				n++
+			}
+		}
+		for _, lt := range seen {
+			if lt == k {
+				d++
+			}
+		}
+		t.Logf("lifetime %d: %d token requests, %d new tokens handed out", k+1, n, d)
+	}
+	t.Logf("%d reads kept on two hosts; %d token requests, %d refreshes, %d refreshed tokens handed out, %d stale reads", len(reads), requests, refreshes, len(seen), stale)
+	if requests != refreshes {
+		t.Errorf("%d token requests, of which %d succeeded; want none refused (a refresh token sent twice)", requests, refreshes)
+	}
+	if refreshes != len(seen) {
+		t.Errorf("%d refreshes handed out %d tokens; want one refresh per token handed out", refreshes, len(seen))
+	}
+	if refreshes < 3 {
+		t.Errorf("%d refreshes in three lifetimes; want at least one a lifetime", refreshes)
+	}
+}
+
+// TestClusterRefreshAheadOnEitherHost: a token host A refreshed ahead,
+// which host B learned of from the database, is refreshed ahead by B
+// when it is read on B: B's readers never wait for the provider.
+func TestClusterRefreshAheadOnEitherHost(t *testing.T) {
+	const lifetime = 8 * time.Second
+	e := newClusterEnv(t, pgtest.Shared(t), lifetime, `refresh_margin = "2s"`)
+	// Every refresh answers after 0.9 s: within the 1 s by which a token
+	// is refreshed ahead of its hand-out time, but long for a reader.
+	e.p.SetSlowDelay(900 * time.Millisecond)
+	e.p.SetMode(localprovider.Slow)
+	e.seed(t, e.a, int(lifetime/time.Second))
+	// B holds the grant but has not read it; A reads it, and so refreshes
+	// it ahead.
+	if out, err := e.b.cli(t, "list"); err != nil {
+		t.Fatalf("list on B: %v %s", err, out)
+	}
+	if _, err := e.a.read(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return e.p.Refreshes() == 1 })
+	// Only B reads from now on, for two more lifetimes.
+	var slowest time.Duration
+	for end := time.Now().Add(2 * lifetime); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		began := time.Now()
+		if _, err := e.b.read(); err != nil {
+			t.Fatalf("B: %v", err)
+		}
+		slowest = max(slowest, time.Since(began))
+	}
+	t.Logf("B's slowest read: %v; %d refreshes", slowest, e.p.Refreshes())
+	if slowest >= 600*time.Millisecond {
+		t.Errorf("a read on B waited %v for the provider; want B to refresh the token ahead, as A did", slowest)
+	}
 }
 
 // TestClusterDatabaseOutage stops the database for 10 s under load: cached
