@@ -549,20 +549,20 @@ func (s Session) Integration(_ context.Context, id string) (credential.Integrati
 	return s.B.Integration(s.UID, id)
 }
 
-// Token returns a valid access token with refresh-on-read, and how long
-// it may be kept (until its refresh time).
-func (s Session) Token(ctx context.Context, id string) (*credential.Token, time.Duration, error) {
+// Token returns a valid access token with refresh-on-read, and until when
+// it may be kept (its refresh time).
+func (s Session) Token(ctx context.Context, id string) (*credential.Token, time.Time, error) {
 	t, err := s.B.Token(ctx, s.UID, id)
 	if err != nil {
-		return nil, 0, err
+		return nil, time.Time{}, err
 	}
-	return t, s.B.keep(t), nil
+	return t, s.B.keepUntil(t), nil
 }
 
 // Peek returns the token Token would hand out now, without a network
-// call, and how long it may be kept; nil when there is none or it is due
-// for a refresh.
-func (s Session) Peek(guid string) (*credential.Token, time.Duration) { return s.B.Peek(s.UID, guid) }
+// call, and until when it may be kept; nil when there is none or it is
+// due for a refresh.
+func (s Session) Peek(guid string) (*credential.Token, time.Time) { return s.B.Peek(s.UID, guid) }
 
 // Touch records that a read of guid's current token reached the
 // filesystem, so that the token is refreshed ahead of its refresh time.

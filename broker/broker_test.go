@@ -469,13 +469,13 @@ func TestRefreshAhead(t *testing.T) {
 	}
 	// The token read before is handed out until its own hand-out time,
 	// then the new one.
-	if cur, keep := f.b.Peek(uid, guidOf(t, f)); !cur.Equal(tok) || keep <= 0 {
-		t.Errorf("Peek right after the refresh ahead = %v, %v; want the token it replaced, until its hand-out time", cur, keep)
+	if cur, until := f.b.Peek(uid, guidOf(t, f)); !cur.Equal(tok) || !until.After(f.b.Now()) {
+		t.Errorf("Peek right after the refresh ahead = %v, %v; want the token it replaced, until its hand-out time", cur, until)
 	}
 	time.Sleep(time.Until(refreshAt.Add(-credential.HandOverSlack(tok))) + 20*time.Millisecond)
-	fresh, keep := f.b.Peek(uid, guidOf(t, f))
-	if fresh == nil || fresh.Equal(tok) || !f.p.Issued(read(t, fresh)) || keep <= 0 {
-		t.Fatalf("Peek after the replaced token's hand-out time = %v, %v; want the new token and a time to keep it", fresh, keep)
+	fresh, until := f.b.Peek(uid, guidOf(t, f))
+	if fresh == nil || fresh.Equal(tok) || !f.p.Issued(read(t, fresh)) || !until.After(f.b.Now()) {
+		t.Fatalf("Peek after the replaced token's hand-out time = %v, %v; want the new token and a time to keep it", fresh, until)
 	}
 
 	// Nobody reads the new token: it is not refreshed ahead, and once it
@@ -484,8 +484,8 @@ func TestRefreshAhead(t *testing.T) {
 	if n := f.p.Refreshes(); n != 1 {
 		t.Errorf("refreshes of a token nobody read = %d; want none after the first", n-1)
 	}
-	if tok, keep := f.b.Peek(uid, guidOf(t, f)); tok != nil || keep != 0 {
-		t.Errorf("Peek of a due token = %v, %v; want nothing", tok, keep)
+	if tok, until := f.b.Peek(uid, guidOf(t, f)); tok != nil || !until.IsZero() {
+		t.Errorf("Peek of a due token = %v, %v; want nothing", tok, until)
 	}
 }
 

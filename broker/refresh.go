@@ -92,12 +92,13 @@ func (b *Broker) replaceAccess(cr *grant, t *credential.Token, now time.Time) {
 	cr.access = t
 }
 
-// keep is how long a filesystem may cache t: until its refresh time.
-func (b *Broker) keep(t *credential.Token) time.Duration {
+// keepUntil is until when a filesystem may cache t: its refresh time, or
+// noExpiryKeep from now for a token that does not expire.
+func (b *Broker) keepUntil(t *credential.Token) time.Time {
 	if t.Expiry().IsZero() {
-		return noExpiryKeep
+		return b.now().Add(noExpiryKeep)
 	}
-	return max(0, b.RefreshAt(t).Sub(b.now()))
+	return b.RefreshAt(t)
 }
 
 // aheadFor is how long before its hand-out time a token that was read is
@@ -107,24 +108,24 @@ func (b *Broker) aheadFor(t *credential.Token) time.Duration {
 }
 
 // Peek returns the token Token would hand user uid for guid now, without
-// any network call, and how long it may be kept; nil when there is none or
-// it is due for a refresh. It does not count as a read.
-func (b *Broker) Peek(uid int, guid string) (*credential.Token, time.Duration) {
+// any network call, and until when it may be kept; nil when there is none
+// or it is due for a refresh. It does not count as a read.
+func (b *Broker) Peek(uid int, guid string) (*credential.Token, time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	creds, err := b.credsLocked(uid)
 	if err != nil {
-		return nil, 0
+		return nil, time.Time{}
 	}
 	cr := creds[guid]
 	if cr == nil {
-		return nil, 0
+		return nil, time.Time{}
 	}
 	t := b.handingOut(cr, b.now())
 	if !b.fresh(t, b.now(), 0) {
-		return nil, 0
+		return nil, time.Time{}
 	}
-	return t, b.keep(t)
+	return t, b.keepUntil(t)
 }
 
 // Touch records that a read of user uid's current token for guid reached

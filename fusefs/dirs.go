@@ -263,17 +263,17 @@ func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.Entr
 	st.dir = d.EmbeddedInode()
 	n := &tokenNode{t: t, guid: d.guid, kind: kind, gen: st.gen}
 	t.mu.Unlock()
-	tok, keep := t.Source.Peek(d.guid)
-	if tok == nil || keep <= cacheSlack {
+	tok, until := t.Source.Peek(d.guid)
+	if tok == nil || time.Until(until) <= cacheSlack {
 		if e := t.call(ctx, "lookup", d.guid+"/"+name, func(ctx context.Context) (err error) {
-			tok, keep, err = t.Source.Token(ctx, d.guid)
+			tok, until, err = t.Source.Token(ctx, d.guid)
 			return err
 		}); e != 0 {
 			return t.unavailable(ctx, d, name, kind, e, out)
 		}
 		n.touched = true // the source handed it out for this read
 	}
-	n.tok, n.until = tok, retireAt(t.tokenKeep(keep))
+	n.tok, n.until = tok, retireAt(t.keepUntil(until))
 	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
 	t.track(n)
 	t.entry(ctx, ch, out, lookupKeep(n.until))

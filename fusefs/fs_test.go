@@ -114,10 +114,10 @@ func (f *fakeBroker) tokenLocked(guid string) (*credential.Token, error) {
 	return t, nil
 }
 
-func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token, time.Duration, error) {
+func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token, time.Time, error) {
 	f.calls.Add(1)
 	if _, err := f.Integration(ctx, guid); err != nil {
-		return nil, 0, err
+		return nil, time.Time{}, err
 	}
 	f.mu.Lock()
 	block, d := f.block, f.tokenDelay
@@ -126,13 +126,13 @@ func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token,
 	time.Sleep(d)
 	if block {
 		<-ctx.Done()
-		return nil, 0, ctx.Err()
+		return nil, time.Time{}, ctx.Err()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tickLocked()
 	t, err := f.tokenLocked(guid)
-	return t, f.keepLocked(), err
+	return t, f.untilLocked(), err
 }
 
 // tickLocked hands out the next token once the current one is due, a
@@ -144,27 +144,32 @@ func (f *fakeBroker) tickLocked() {
 	}
 }
 
-func (f *fakeBroker) keepLocked() time.Duration {
+// untilLocked is until when the kernel may keep the token: the zero time
+// for not at all.
+func (f *fakeBroker) untilLocked() time.Time {
 	if !f.due.IsZero() {
-		return max(0, time.Until(f.due))
+		return f.due
 	}
-	return f.keep
+	if f.keep <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(f.keep)
 }
 
-func (f *fakeBroker) Peek(guid string) (*credential.Token, time.Duration) {
+func (f *fakeBroker) Peek(guid string) (*credential.Token, time.Time) {
 	f.peeks.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tickLocked()
-	keep := f.keepLocked()
-	if keep <= 0 || f.block || f.peekNo {
-		return nil, 0
+	until := f.untilLocked()
+	if !time.Now().Before(until) || f.block || f.peekNo {
+		return nil, time.Time{}
 	}
 	t, err := f.tokenLocked(guid)
 	if err != nil {
-		return nil, 0
+		return nil, time.Time{}
 	}
-	return t, keep
+	return t, until
 }
 
 func (f *fakeBroker) Touch(string) { f.touches.Add(1) }

@@ -19,12 +19,13 @@ type Source interface {
 	// call to a provider.
 	Integration(ctx context.Context, guid string) (credential.Integration, error)
 	// Token returns a valid access token, refreshing it first when needed,
-	// and how long the kernel may keep it (until its refresh time).
-	Token(ctx context.Context, guid string) (*credential.Token, time.Duration, error)
+	// and until when the kernel may keep it (its refresh time; the zero
+	// time: not at all).
+	Token(ctx context.Context, guid string) (*credential.Token, time.Time, error)
 	// Peek returns the token Token would return now without any network
-	// call, and how long it may be kept; nil when there is none or it is
-	// due for a refresh.
-	Peek(guid string) (*credential.Token, time.Duration)
+	// call, and until when it may be kept; nil when there is none or it
+	// is due for a refresh.
+	Peek(guid string) (*credential.Token, time.Time)
 	// Touch says that a read of guid's current token reached the
 	// filesystem (the kernel serves the others from its cache), so that a
 	// busy token can be refreshed ahead of time. It must not block.

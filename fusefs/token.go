@@ -104,17 +104,17 @@ const cacheSlack = 100 * time.Millisecond
 // file and reads it at once never meets a retired version.
 const lookupSlack = time.Second
 
-// retireAt returns when a version whose token may be kept for keep is
-// retired.
+// retireAt returns when a version whose token may be kept until until is
+// retired: cacheSlack sooner, and now if that is past.
 //
 // Times here are wall-clock times (without Go's monotonic reading), so
 // that a comparison after a suspend sees the time that passed.
-func retireAt(keep time.Duration) time.Time {
+func retireAt(until time.Time) time.Time {
 	now := time.Now().Round(0)
-	if keep <= cacheSlack {
-		return now
+	if at := until.Round(0).Add(-cacheSlack); at.After(now) {
+		return at
 	}
-	return now.Add(keep - cacheSlack)
+	return now
 }
 
 // lookupKeep is how long the kernel may keep the name and attributes of a
@@ -253,9 +253,9 @@ func (n *tokenNode) revalidate(ctx context.Context) syscall.Errno {
 	t := n.t
 	gen := t.gen(n.guid) // a change during the call retires the answer
 	var tok *credential.Token
-	var keep time.Duration
+	var until time.Time
 	if e := t.call(ctx, "read", n.guid, func(ctx context.Context) (err error) {
-		tok, keep, err = t.Source.Token(ctx, n.guid)
+		tok, until, err = t.Source.Token(ctx, n.guid)
 		return err
 	}); e != 0 {
 		return e
@@ -264,7 +264,7 @@ func (n *tokenNode) revalidate(ctx context.Context) syscall.Errno {
 		return syscall.ESTALE
 	}
 	n.mu.Lock()
-	n.gen, n.until, n.touched = gen, retireAt(t.tokenKeep(keep)), true
+	n.gen, n.until, n.touched = gen, retireAt(t.keepUntil(until)), true
 	n.mu.Unlock()
 	t.track(n)
 	return 0

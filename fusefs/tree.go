@@ -51,15 +51,16 @@ func (t *tree) dirFlags() uint32 {
 	return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 }
 
-// tokenKeep returns how long the kernel may keep a token the source says
-// may be kept for keep.
-func (t *tree) tokenKeep(keep time.Duration) time.Duration {
+// keepUntil returns until when the kernel may keep a token the source
+// says may be kept until until: not at all (the zero time) before the
+// filesystem watches its source.
+func (t *tree) keepUntil(until time.Time) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.live {
-		return 0
+		return time.Time{}
 	}
-	return keep
+	return until
 }
 
 // Options configure a filesystem.

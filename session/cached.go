@@ -28,8 +28,8 @@ import (
 // Cached is safe for concurrent use by multiple goroutines. Tokens kept
 // are credential.Tokens: their bytes rest in memguard enclaves.
 type Cached struct {
-	*Client
-	log *slog.Logger
+	client *Client
+	log    *slog.Logger
 	now func() time.Time
 
 	mu     sync.Mutex // guards the fields below
@@ -53,23 +53,33 @@ func NewCached(c *Client, log *slog.Logger) *Cached {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cached{Client: c, log: log, now: time.Now, tokens: map[string]cachedToken{}}
+	return &Cached{client: c, log: log, now: time.Now, tokens: map[string]cachedToken{}}
+}
+
+// Integrations lists every integration, as the broker sees the caller.
+func (s *Cached) Integrations(ctx context.Context) ([]credential.Integration, error) {
+	return s.client.Integrations(ctx)
+}
+
+// Integration describes one integration by guid or name.
+func (s *Cached) Integration(ctx context.Context, id string) (credential.Integration, error) {
+	return s.client.Integration(ctx, id)
 }
 
 // Token returns a valid access token, kept or from the broker (which
-// refreshes it first when needed), and how long it may be kept: until its
-// refresh time, and not at all while the event stream is down. A token
-// without expiry is kept for at most maxCache.
-func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, time.Duration, error) {
-	if tok, keep := s.Peek(guid); tok != nil {
-		return tok, keep, nil
+// refreshes it first when needed), and until when it may be kept: its
+// refresh time, and not at all (the zero time) while the event stream is
+// down. A token without expiry is kept for at most maxCache.
+func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, time.Time, error) {
+	if tok, until := s.Peek(guid); tok != nil {
+		return tok, until, nil
 	}
 	s.mu.Lock()
 	gen := s.gen
 	s.mu.Unlock()
-	tok, refreshAt, err := s.token(ctx, guid)
+	tok, refreshAt, err := s.client.token(ctx, guid)
 	if err != nil {
-		return nil, 0, err
+		return nil, time.Time{}, err
 	}
 	now := s.now()
 	until := now.Add(maxCache)
@@ -79,23 +89,23 @@ func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, tim
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.live || s.gen != gen || !now.Before(until) {
-		return tok, 0, nil // a change came meanwhile, or nothing may be kept
+		return tok, time.Time{}, nil // a change came meanwhile, or nothing may be kept
 	}
 	s.tokens[guid] = cachedToken{tok: tok, until: until}
-	return tok, until.Sub(now), nil
+	return tok, until, nil
 }
 
-// Peek returns the kept token of guid and how long it may still be kept,
-// or nil. Like the broker, it stops handing a token out a hand-over
-// slack before it must be dropped.
-func (s *Cached) Peek(guid string) (*credential.Token, time.Duration) {
+// Peek returns the kept token of guid and until when it may be kept, or
+// nil. Like the broker, it stops handing a token out a hand-over slack
+// before it must be dropped.
+func (s *Cached) Peek(guid string) (*credential.Token, time.Time) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.tokens[guid]; ok && s.live && now.Before(e.until.Add(-credential.HandOverSlack(e.tok))) {
-		return e.tok, e.until.Sub(now)
+		return e.tok, e.until
 	}
-	return nil, 0
+	return nil, time.Time{}
 }
 
 // Touch does nothing: a token is kept here only after a read fetched it
@@ -138,7 +148,7 @@ func (s *Cached) Watch(ctx context.Context, f func(credential.Change)) {
 		if err == nil {
 			backoff = 100 * time.Millisecond
 		}
-		s.log.Debug("event stream down; retrying", "socket", s.socket, "err", err, "in", backoff)
+		s.log.Debug("event stream down; retrying", "socket", s.client.socket, "err", err, "in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -156,9 +166,9 @@ func (s *Cached) watchOnce(ctx context.Context, f func(credential.Change)) error
 	if err != nil {
 		return err
 	}
-	resp, err := s.stream.Do(req)
+	resp, err := s.client.stream.Do(req)
 	if err != nil {
-		return s.transportError(ctx, err)
+		return s.client.transportError(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -176,7 +186,7 @@ func (s *Cached) watchOnce(ctx context.Context, f func(credential.Change)) error
 			// while the stream was down.
 			f(c)
 			s.invalidate("", true)
-			s.log.Debug("event stream up", "socket", s.socket)
+			s.log.Debug("event stream up", "socket", s.client.socket)
 			continue
 		}
 		s.invalidate(c.GUID, true)
