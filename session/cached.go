@@ -30,7 +30,7 @@ import (
 type Cached struct {
 	client *Client
 	log    *slog.Logger
-	now func() time.Time
+	now    func() time.Time
 
 	mu     sync.Mutex // guards the fields below
 	live   bool       // the event stream is up
