@@ -31,7 +31,7 @@ var (
 
 func (r *rootDir) OnAdd(ctx context.Context) {
 	t := r.t
-	byName := r.NewPersistentInode(ctx, &byNameDir{t: t}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoByName})
+	byName := r.NewPersistentInode(ctx, &byNameDir{t: t}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: t.inoOffset + inoByName})
 	r.AddChild("by-name", byName, false)
 	t.mu.Lock()
 	t.root, t.byName = r.EmbeddedInode(), byName
@@ -93,7 +93,7 @@ func (r *rootDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	}
 	t.remember(list)
 	entries := []fuse.DirEntry{
-		{Name: "by-name", Mode: syscall.S_IFDIR, Ino: inoByName},
+		{Name: "by-name", Mode: syscall.S_IFDIR, Ino: t.inoOffset + inoByName},
 		{Name: "integrations.json", Mode: syscall.S_IFREG},
 	}
 	for _, in := range list {

@@ -47,6 +47,7 @@ type fakeBroker struct {
 	peeks, touches, calls atomic.Int64
 	changes               chan fakeChange
 	watching              chan struct{} // closed once the filesystem watches
+	watchOnce             sync.Once
 }
 
 type fakeChange struct {
@@ -176,7 +177,7 @@ func (f *fakeBroker) Touch(string) { f.touches.Add(1) }
 
 func (f *fakeBroker) Watch(ctx context.Context, fn func(credential.Change)) {
 	fn(credential.Change{Revoke: true}) // watching from now on
-	close(f.watching)
+	f.watchOnce.Do(func() { close(f.watching) })
 	for {
 		select {
 		case c := <-f.changes:

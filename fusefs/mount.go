@@ -84,6 +84,59 @@ func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, er
 	return server, nil
 }
 
+// MountSystem mounts a system mount's root (NewSystemRoot) at dir for
+// every user of the host (allow_other), as root only; the caller unmounts
+// it with server.Unmount. dir is made when it is missing; it must be an
+// empty directory that is not already a mount, except for a stale mount
+// left by a killed process, which is cleared first.
+func MountSystem(dir string, root fs.InodeEmbedder) (*fuse.Server, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("fusefs: the system mount at %s needs root (it serves every user): %w", dir, ErrMountpoint)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("fusefs: make the mount point: %w: %w", err, ErrMountpoint)
+	}
+	if err := PrepareMountpoint(dir); err != nil {
+		return nil, err
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+		if err == nil {
+			err = fmt.Errorf("it holds %d entries, such as %q", len(ents), ents[0].Name())
+		}
+		return nil, fmt.Errorf("fusefs: mount point %s is not an empty directory (%v); oauthfs mounts only over an empty one: %w", dir, err, ErrMountpoint)
+	}
+	zero := time.Duration(0)
+	opts := &fs.Options{
+		EntryTimeout:    &zero,
+		AttrTimeout:     &zero,
+		NegativeTimeout: &zero,
+		MountOptions: fuse.MountOptions{
+			FsName: "oauthfs",
+			Name:   "oauthfs",
+			// Every user's processes use it (allow_other); the kernel
+			// checks each node's owner and mode (default_permissions),
+			// so a user's view is theirs alone.
+			AllowOther:        true,
+			Options:           []string{"ro", "nosuid", "nodev", "noexec", "default_permissions"},
+			DirectMountStrict: true,
+			DisableXAttrs:     true,
+			// As for a single user's mount (see Mount).
+			ExplicitDataCacheControl: true,
+			// No symlink caching: the top-level links' targets are the
+			// caller's own.
+			EnableSymlinkCaching: false,
+		},
+	}
+	server, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: mount %s: %w", dir, err)
+	}
+	if r, ok := root.(*systemRoot); ok {
+		go r.s.run()
+	}
+	return server, nil
+}
+
 // PrepareMountpoint checks that dir can be mounted on: it must be an
 // existing directory that is not already a mount of a live filesystem. A
 // dead FUSE mount there (left by a killed process) is unmounted.

@@ -87,6 +87,14 @@ type tree struct {
 	mounted  time.Time
 	inos     inodes
 	versions atomic.Uint64 // inode numbers of versioned files
+	// inoOffset is added to every inode number of the tree: each view of
+	// a system mount has a block of numbers of its own.
+	inoOffset uint64
+	// slots, when set, bounds the calls to the source under way at once
+	// (a system mount's per-user cap); used is when a caller last came
+	// (Unix nanoseconds), so that an idle view can be dropped.
+	slots chan struct{}
+	used  atomic.Int64
 
 	mu     sync.Mutex // guards the fields below
 	root   *fs.Inode
@@ -119,6 +127,15 @@ func (t *tree) call(ctx context.Context, op, id string, f func(ctx context.Conte
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
+	if t.slots != nil {
+		select {
+		case t.slots <- struct{}{}:
+			defer func() { <-t.slots }()
+		case <-ctx.Done():
+			t.Logger.Warn("operation failed: too many operations of this user under way", "op", op, "id", id, "uid", t.UID)
+			return credential.Errno(ctx.Err())
+		}
+	}
 	err := f(ctx)
 	if err == nil {
 		return 0
@@ -138,6 +155,7 @@ func (t *tree) caller(ctx context.Context, op string) syscall.Errno {
 		t.Logger.Debug("refused a caller who does not own the mount", "op", op, "uid", c.Uid)
 		return syscall.EACCES
 	}
+	t.used.Store(time.Now().UnixNano())
 	return 0
 }
 
@@ -208,14 +226,20 @@ func (t *tree) ino(guid string, kind int) uint64 {
 		id = t.inos.next
 		t.inos.ids[guid] = id
 	}
-	return inoBase + id*8 + uint64(kind)
+	return t.inoOffset + inoBase + id*8 + uint64(kind)
 }
 
 // version returns a new inode number for a version of a file.
-func (t *tree) version() uint64 { return versionBase + t.versions.Add(1) }
+func (t *tree) version() uint64 { return t.inoOffset + versionBase + t.versions.Add(1) }
 
 // NewRoot returns the root node of a filesystem serving opts.Source.
 func NewRoot(opts Options) fs.InodeEmbedder {
+	return &rootDir{t: newTree(opts)}
+}
+
+// newTree returns the state shared by the nodes of a tree serving
+// opts.Source.
+func newTree(opts Options) *tree {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -225,8 +249,7 @@ func NewRoot(opts Options) fs.InodeEmbedder {
 	if opts.Context == nil {
 		opts.Context = context.Background()
 	}
-	t := &tree{Options: opts, mounted: time.Now(), inos: inodes{ids: map[string]uint64{}}, integs: map[string]*integ{}}
-	return &rootDir{t: t}
+	return &tree{Options: opts, mounted: time.Now(), inos: inodes{ids: map[string]uint64{}}, integs: map[string]*integ{}}
 }
 
 // watchClock drops everything the kernel keeps when the wall clock runs
