@@ -80,7 +80,10 @@ type Settings struct {
 	AuditLog string `toml:"audit_log"`
 	// MetricsListen is where Prometheus metrics are served, host:port
 	// ("": none).
-	MetricsListen  string        `toml:"metrics_listen"`
+	MetricsListen string `toml:"metrics_listen"`
+	// Mount is where 'oauthfs broker' serves the system mount, in which
+	// every process reads its own user's credentials ("": none).
+	Mount          string        `toml:"mount"`
 	RefreshMargin  time.Duration `toml:"refresh_margin"`  // a Go duration string, e.g. "5m"
 	RequestTimeout time.Duration `toml:"request_timeout"` // a Go duration string, e.g. "10s"
 
@@ -394,6 +397,9 @@ func providerNames() []string {
 func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.Settings.Listen); err != nil {
 		return c.errf("[broker] listen %q: want host:port", c.Settings.Listen)
+	}
+	if m := c.Settings.Mount; m != "" && (!filepath.IsAbs(m) || filepath.Clean(m) != m || m == "/") {
+		return c.errf("[broker] mount %q: want an absolute, clean path other than /, such as \"/oauth\"", m)
 	}
 	if a := c.Settings.MetricsListen; a != "" {
 		if _, _, err := net.SplitHostPort(a); err != nil {

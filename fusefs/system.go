@@ -148,11 +148,13 @@ func caller(ctx context.Context) (uint32, bool) {
 	return c.Uid, true
 }
 
-// viewOf returns user uid's view, making it on first use.
+// viewOf returns user uid's view, making it on first use. View is asked
+// without holding s.mu: it may look the user up in a directory service.
 func (s *system) viewOf(ctx context.Context, uid uint32) (*view, syscall.Errno) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if v := s.views[uid]; v != nil {
+	v := s.views[uid]
+	s.mu.Unlock()
+	if v != nil {
 		return v, 0
 	}
 	src, gid, err := s.View(uid)
@@ -160,6 +162,11 @@ func (s *system) viewOf(ctx context.Context, uid uint32) (*view, syscall.Errno) 
 		e := credential.Errno(err)
 		s.Logger.Warn("no view for a user", "uid", uid, "errno", e.Error(), "err", err)
 		return nil, e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v := s.views[uid]; v != nil {
+		return v, 0 // made meanwhile
 	}
 	s.serial++
 	vctx, cancel := context.WithCancel(s.Context)
@@ -171,7 +178,7 @@ func (s *system) viewOf(ctx context.Context, uid uint32) (*view, syscall.Errno) 
 	name := strconv.FormatUint(uint64(uid), 10)
 	ch := s.users.NewPersistentInode(ctx, r, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: t.inoOffset + 1})
 	s.users.AddChild(name, ch, true)
-	v := &view{root: r, inode: ch, cancel: cancel}
+	v = &view{root: r, inode: ch, cancel: cancel}
 	s.views[uid] = v
 	go r.watch()
 	s.Logger.Debug("view made", "uid", uid)

@@ -204,6 +204,7 @@ func (h *Host) Reload(cfg *config.Config) (ignored []string, err error) {
 		{"listen", h.settings.Listen, cfg.Settings.Listen},
 		{"metrics_listen", h.settings.MetricsListen, cfg.Settings.MetricsListen},
 		{"audit_log", h.settings.AuditLog, cfg.Settings.AuditLog},
+		{"mount", h.settings.Mount, cfg.Settings.Mount},
 	} {
 		if c.was != c.want {
 			ignored = append(ignored, c.name)
@@ -211,6 +212,10 @@ func (h *Host) Reload(cfg *config.Config) (ignored []string, err error) {
 	}
 	return ignored, nil
 }
+
+// Source returns the broker as user uid sees it, for a filesystem of
+// theirs (a fusefs.Source).
+func (h *Host) Source(uid int) broker.Session { return broker.Session{B: h.Broker, UID: uid} }
 
 // closeListener closes l unless it is nil.
 func closeListener(l net.Listener) {

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/user"
+	"strconv"
+	"time"
 
 	"github.com/awnumar/memguard"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/host"
 )
 
@@ -48,9 +54,52 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer h.Stop()
-	s := waitForStop(nil, func() { reload(log, h, *cfgFile) })
+	var done chan struct{}
+	if dir := cfg.Settings.Mount; dir != "" {
+		server, err := mountSystem(h, dir, cfg.Settings.RequestTimeout+fuseSlack, log)
+		if err != nil {
+			return err
+		}
+		done = make(chan struct{})
+		go func() { server.Wait(); close(done) }()
+		defer func() {
+			log.Info("unmounting the system mount", "mountpoint", dir)
+			if err := fusefs.Unmount(server, dir, done); err != nil {
+				log.Error("unmount failed", "mountpoint", dir, "err", err)
+			}
+		}()
+	}
+	s := waitForStop(done, func() { reload(log, h, *cfgFile) })
+	if s == nil {
+		return fmt.Errorf("the system mount at %s was unmounted under the broker; it stops too (systemd restarts it)", cfg.Settings.Mount)
+	}
 	log.Info("stopping", "signal", s.String())
 	return nil
+}
+
+// mountSystem serves the system mount at dir: every process of the host
+// reads its own user's credentials there.
+func mountSystem(h *host.Host, dir string, timeout time.Duration, log *slog.Logger) (*fuse.Server, error) {
+	root := fusefs.NewSystemRoot(fusefs.SystemOptions{
+		View: func(uid uint32) (fusefs.Source, uint32, error) {
+			gid := uid // a uid without a passwd entry: its own number as group
+			if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+				if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+					gid = uint32(g)
+				}
+			}
+			return h.Source(int(uid)), gid, nil
+		},
+		Watch:   h.Source(0).Watch, // reloads reach every user's stream
+		Timeout: timeout,
+		Logger:  log,
+	})
+	server, err := fusefs.MountSystem(dir, root)
+	if err != nil {
+		return nil, withHint(err, "the system mount needs root and an empty directory at [broker] mount; set mount = \"\" to serve none")
+	}
+	log.Info("system mount serving every user", "mountpoint", dir)
+	return server, nil
 }
 
 // reload rereads the configuration and applies it, or logs why not.
