@@ -90,20 +90,8 @@ func Mount(dir string, root fs.InodeEmbedder, uid, gid uint32) (*fuse.Server, er
 // empty directory that is not already a mount, except for a stale mount
 // left by a killed process, which is cleared first.
 func MountSystem(dir string, root fs.InodeEmbedder) (*fuse.Server, error) {
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("fusefs: the system mount at %s needs root (it serves every user): %w", dir, ErrMountpoint)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("fusefs: make the mount point: %w: %w", err, ErrMountpoint)
-	}
-	if err := PrepareMountpoint(dir); err != nil {
+	if err := PrepareSystemMountpoint(dir); err != nil {
 		return nil, err
-	}
-	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
-		if err == nil {
-			err = fmt.Errorf("it holds %d entries, such as %q", len(ents), ents[0].Name())
-		}
-		return nil, fmt.Errorf("fusefs: mount point %s is not an empty directory (%v); oauthfs mounts only over an empty one: %w", dir, err, ErrMountpoint)
 	}
 	zero := time.Duration(0)
 	opts := &fs.Options{
@@ -135,6 +123,29 @@ func MountSystem(dir string, root fs.InodeEmbedder) (*fuse.Server, error) {
 		go r.s.run()
 	}
 	return server, nil
+}
+
+// PrepareSystemMountpoint checks that the system mount can be made at dir
+// (see MountSystem), making dir when it is missing.
+func PrepareSystemMountpoint(dir string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("fusefs: the system mount at %s needs root (it serves every user): %w", dir, ErrMountpoint)
+	}
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("fusefs: make the mount point: %w: %w", err, ErrMountpoint)
+		}
+	}
+	if err := PrepareMountpoint(dir); err != nil {
+		return err
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+		if err == nil {
+			err = fmt.Errorf("it holds %d entries, such as %q", len(ents), ents[0].Name())
+		}
+		return fmt.Errorf("fusefs: mount point %s is not an empty directory (%v); oauthfs mounts only over an empty one: %w", dir, err, ErrMountpoint)
+	}
+	return nil
 }
 
 // PrepareMountpoint checks that dir can be mounted on: it must be an

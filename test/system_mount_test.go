@@ -58,8 +58,7 @@ func newSystemEnv(t *testing.T, lifetime time.Duration) *systemEnv {
 	pid := os.Getpid() % 10000
 	e.a, e.b = addUser(t, fmt.Sprintf("oafs-sa-%d", pid)), addUser(t, fmt.Sprintf("oafs-sb-%d", pid))
 	e.root = unixUser{name: "root"}
-	e.broker = startProc(t, exec.Command(binary, "broker", "--config", e.cfg, "--log-level", "debug"), syscall.SIGTERM, "",
-		func(p *proc) bool { return strings.Contains(p.stderr.String(), "system mount serving every user") })
+	e.start(t)
 	t.Cleanup(func() {
 		if isMounted(e.mount) {
 			syscall.Unmount(e.mount, syscall.MNT_DETACH)
@@ -76,6 +75,13 @@ func newSystemEnv(t *testing.T, lifetime time.Duration) *systemEnv {
 		}
 	}
 	return e
+}
+
+// start runs the broker daemon and waits for the system mount.
+func (e *systemEnv) start(t *testing.T) {
+	t.Helper()
+	e.broker = startProc(t, exec.Command(binary, "broker", "--config", e.cfg, "--log-level", "debug"), syscall.SIGTERM, "",
+		func(p *proc) bool { return strings.Contains(p.stderr.String(), "system mount serving every user") })
 }
 
 // seed stores a fresh grant of Test for u through the socket, as u.
@@ -242,6 +248,103 @@ func TestSystemMount(t *testing.T) {
 		}
 		if !strings.Contains(lines[2], "Permission denied") {
 			t.Errorf("B's view from A's container = %q; want Permission denied", lines[2])
+		}
+	})
+}
+
+// TestSystemMountLifecycle: the broker refuses a mount point that holds
+// files or another mount; SIGTERM unmounts; after a crash readers get
+// ENOTCONN at once, never hang, and the next start clears the dead mount
+// and serves again.
+func TestSystemMountLifecycle(t *testing.T) {
+	e := newSystemEnv(t, time.Hour)
+	e.seed(t, e.a, 3600)
+	tok := filepath.Join(e.mount, "by-name", "Test", "access_token")
+	if out, err := e.a.run(t, "cat", tok); err != nil || !e.p.Issued(out) {
+		t.Fatalf("cat = %q, %v", out, err)
+	}
+
+	t.Run("a mount point in use or with files is refused", func(t *testing.T) {
+		full := filepath.Join(e.top, "full")
+		os.MkdirAll(filepath.Join(full, "something"), 0o755)
+		for _, tc := range []struct{ dir, want string }{
+			{e.mount, "already mounted"},
+			{full, "not an empty directory"},
+		} {
+			cfg := filepath.Join(e.top, "other.toml")
+			raw, _ := os.ReadFile(e.cfg)
+			other := strings.Replace(string(raw), fmt.Sprintf("mount = %q", e.mount), fmt.Sprintf("mount = %q", tc.dir), 1)
+			other = strings.Replace(other, e.socket, filepath.Join(e.top, "run2", "broker.sock"), 1)
+			os.WriteFile(cfg, []byte(other), 0o600)
+			out, err := exec.Command(binary, "broker", "--config", cfg).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Errorf("broker with mount = %s: %v\n%s; want %q", tc.dir, err, out, tc.want)
+			}
+		}
+		if out, err := e.a.run(t, "cat", tok); err != nil || !e.p.Issued(out) {
+			t.Errorf("the first broker's mount after the refusals: %q, %v", out, err)
+		}
+	})
+
+	t.Run("a reload reaches every view", func(t *testing.T) {
+		for _, u := range []unixUser{e.a, e.b} { // both have views, and keep the listings
+			if out, err := u.run(t, "ls", e.mount, filepath.Join(e.mount, "by-name")); err != nil || strings.Contains(out, "Third") {
+				t.Fatalf("%s: ls = %q, %v", u.name, out, err)
+			}
+		}
+		guidOf := func(name string) string {
+			out, _ := exec.Command(binary, "list", "--json", "--broker", e.socket).Output()
+			var list []struct{ GUID, Name string }
+			json.Unmarshal(out, &list)
+			for _, in := range list {
+				if in.Name == name {
+					return in.GUID
+				}
+			}
+			return ""
+		}
+		other := guidOf("Other")
+		raw, _ := os.ReadFile(e.cfg)
+		third := strings.Replace(string(raw), `name = "Other"`, `name = "Third"`, 1)
+		os.WriteFile(e.cfg, []byte(third), 0o600)
+		e.broker.cmd.Process.Signal(syscall.SIGHUP)
+		for _, u := range []unixUser{e.a, e.b} {
+			waitFor(t, func() bool {
+				out, err := u.run(t, "ls", filepath.Join(e.mount, "by-name"))
+				return err == nil && strings.Contains(out, "Third") && !strings.Contains(out, "Other")
+			})
+			waitFor(t, func() bool {
+				out, err := u.run(t, "ls", e.mount)
+				return err == nil && strings.Contains(out, guidOf("Third")) && !strings.Contains(out, other)
+			})
+			if out, err := u.run(t, "cat", filepath.Join(e.mount, "by-name", "Third", "meta.json")); err != nil || !strings.Contains(out, `"name": "Third"`) {
+				t.Errorf("%s: Third's meta.json = %q, %v", u.name, out, err)
+			}
+		}
+	})
+
+	t.Run("a crash leaves no hanging mount", func(t *testing.T) {
+		e.broker.cmd.Process.Kill()
+		<-e.broker.done
+		began := time.Now()
+		out, err := e.a.run(t, "cat", tok)
+		if err == nil || !strings.Contains(out, "Transport endpoint is not connected") || time.Since(began) > 5*time.Second {
+			t.Errorf("a read after the crash = %q, %v after %v; want ENOTCONN at once", out, err, time.Since(began))
+		}
+		e.start(t)
+		if out, err := e.a.run(t, "cat", tok); err != nil || !e.p.Issued(out) {
+			t.Errorf("a read after the restart = %q, %v; want A's token", out, err)
+		}
+	})
+
+	t.Run("SIGTERM unmounts", func(t *testing.T) {
+		e.broker.cmd.Process.Signal(syscall.SIGTERM)
+		<-e.broker.done
+		if isMounted(e.mount) {
+			t.Errorf("%s is still mounted after SIGTERM", e.mount)
+		}
+		if ents, err := os.ReadDir(e.mount); err != nil || len(ents) != 0 {
+			t.Errorf("the mount point after SIGTERM: %v, %v; want an empty directory", ents, err)
 		}
 	})
 }

@@ -48,6 +48,11 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if dir := cfg.Settings.Mount; dir != "" {
+		if err := fusefs.PrepareSystemMountpoint(dir); err != nil {
+			return withHint(err, "the system mount needs root and an empty directory at [broker] mount in %s; set mount = \"\" to serve none", *cfgFile)
+		}
+	}
 	// Every user connects; SO_PEERCRED tells them apart.
 	h, err := startHost(cfg, host.Options{Owner: -1, Socket: cfg.Settings.SocketFor(true), SocketMode: 0o666, DirMode: 0o755, Log: log})
 	if err != nil {
