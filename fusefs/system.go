@@ -185,6 +185,13 @@ func (s *system) viewOf(ctx context.Context, uid uint32) (*view, syscall.Errno) 
 	return v, 0
 }
 
+// Views returns how many users' views the mount holds now.
+func (r *systemRoot) Views() int {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	return len(r.s.views)
+}
+
 // dropIdle drops the views no process used for Idle: the kernel forgets
 // what it kept of them, and their watch of the broker ends.
 func (s *system) dropIdle() {

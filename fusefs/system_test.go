@@ -20,6 +20,12 @@ import (
 // "tok-UID" tokens, in a directory every user can reach, and returns it
 // with the fakes made so far (by uid).
 func systemMount(t *testing.T, idle time.Duration) (string, *sync.Map) {
+	dir, fakes, _ := systemMountRoot(t, idle)
+	return dir, fakes
+}
+
+// systemMountRoot is systemMount, with the root node.
+func systemMountRoot(t *testing.T, idle time.Duration) (string, *sync.Map, interface{ Views() int }) {
 	t.Helper()
 	fusetest.Require(t)
 	if os.Geteuid() != 0 {
@@ -55,7 +61,7 @@ func systemMount(t *testing.T, idle time.Duration) (string, *sync.Map) {
 			syscall.Unmount(dir, syscall.MNT_DETACH)
 		}
 	})
-	return dir, &fakes
+	return dir, &fakes, root.(interface{ Views() int })
 }
 
 // as runs a command as uid (with no groups and an empty environment) and
@@ -142,5 +148,39 @@ func TestSystemMountDropsIdleViews(t *testing.T) {
 			t.Fatal("the idle view was never dropped")
 		}
 		time.Sleep(700 * time.Millisecond)
+	}
+}
+
+// TestSystemMountManyCallers: hundreds of distinct callers each get a
+// view; idle views are dropped, so memory does not grow with every user
+// who ever came.
+func TestSystemMountManyCallers(t *testing.T) {
+	dir, _, root := systemMountRoot(t, time.Second)
+	const callers = 200
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range callers {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			uid := 50000 + i
+			if out, err := as(uid, "cat", filepath.Join(dir, gA, "access_token")); err != nil || out != fmt.Sprintf("tok-%d", uid) {
+				t.Errorf("uid %d: cat = %q, %v", uid, out, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := root.Views(); n < callers/2 {
+		t.Errorf("%d views after %d callers; want about one each", n, callers)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for root.Views() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d views left 15 s after the last caller; want every idle one dropped", root.Views())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := as(50001, "cat", filepath.Join(dir, gA, "access_token")); err != nil || out != "tok-50001" {
+		t.Errorf("a caller back after its view was dropped: %q, %v", out, err)
 	}
 }
