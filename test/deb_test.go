@@ -242,6 +242,13 @@ func checkDebFiles(t *testing.T, deb string) {
 			if start := execStart(t, b); start != debBinary {
 				t.Errorf("ExecStart runs %s, want %s", start, debBinary)
 			}
+			// A mount namespace of its own would hide the system mount
+			// from every session.
+			for _, ns := range []string{"ProtectSystem=", "ProtectHome=", "PrivateTmp=", "PrivateMounts=", "ReadWritePaths=", "ProtectKernelTunables=", "TemporaryFileSystem="} {
+				if bytes.Contains(b, []byte("\n"+ns)) {
+					t.Errorf("%s sets %s, which gives the broker a mount namespace of its own", unit, ns)
+				}
+			}
 		})
 	}
 	for _, c := range []struct{ path, want string }{
@@ -392,6 +399,9 @@ func checkDebInstall(t *testing.T, deb string) {
 			}
 			if *cfg.Settings.StateDir != debState || cfg.Settings.KeyFile != debKey {
 				t.Fatalf("config.toml: state_dir %s, key_file %s; want %s, %s", *cfg.Settings.StateDir, cfg.Settings.KeyFile, debState, debKey)
+			}
+			if cfg.Settings.Mount != "/oauth" {
+				t.Errorf("config.toml: mount = %q; want the system mount at /oauth", cfg.Settings.Mount)
 			}
 			if _, err := store.OpenFile(*cfg.Settings.StateDir, cfg.Settings.KeyFile); err != nil {
 				t.Fatal(err)
