@@ -48,7 +48,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'OpenReadClose' -count 7 -benchtime 3000x ./test/bench/ | tee bench.out
 	$(GO) test -run '^$$' -bench 'Cat' -count 5 -benchtime 300x ./test/bench/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench 'LsL|Index' -count 5 -benchtime 20x ./test/bench/ | tee -a bench.out
-	$(GO) test -run '^$$' -bench 'ReadersAcrossRefresh|Storm|ProviderConns' -count 3 -benchtime 1x ./test/bench/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench 'ReadersAcrossRefresh|Storm|ProviderConns|SystemUsers' -count 3 -benchtime 1x ./test/bench/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench BenchmarkSave -count 3 -benchtime 300x ./broker/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench BenchmarkStore -count 5 -benchtime 300x ./broker/ | tee -a bench.out
 	@echo

@@ -1,8 +1,9 @@
 // Package bench measures oauthfs against floors measured in the same run,
 // for 'make bench', which prints the ratios (ratios.awk):
 //
-//   - open+read+close of a hot access_token, embedded and through a
-//     session mount, against the same bytes on tmpfs (/dev/shm), with a
+//   - open+read+close of a hot access_token, embedded, through a session
+//     mount and through the system mount, against the same bytes on tmpfs
+//     (/dev/shm), with a
 //     minimal go-fuse file serving static bytes with direct I/O (what FUSE
 //     costs when every read reaches the server) as a reference;
 //   - cat(1) of access_token as a process, against cat of a tmpfs file;
@@ -102,6 +103,18 @@ func BenchmarkOpenReadClose(b *testing.B) {
 	b.Run("oauthfs", func(b *testing.B) {
 		br, cfg := benchBroker(b, 1)
 		dir := mountEmbedded(b, br)
+		b.Run("guid", func(b *testing.B) {
+			openReadClose(b, filepath.Join(dir, cfg.Integrations[0].GUID.String(), "access_token"), len(token))
+		})
+		b.Run("by-name", func(b *testing.B) {
+			openReadClose(b, filepath.Join(dir, "by-name", "Bench0", "access_token"), len(token))
+		})
+	})
+	// system: the system mount, as 'oauthfs broker' serves it, read by
+	// root through root's own view.
+	b.Run("system", func(b *testing.B) {
+		br, cfg := benchBroker(b, 1)
+		dir := mountSystem(b, br)
 		b.Run("guid", func(b *testing.B) {
 			openReadClose(b, filepath.Join(dir, cfg.Integrations[0].GUID.String(), "access_token"), len(token))
 		})
@@ -393,6 +406,109 @@ func mountEmbedded(b *testing.B, br *broker.Broker) string {
 	dir := fusetest.Mount(b, fusefs.NewRoot(fusefs.Options{Source: src,
 		UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 12 * time.Second, Context: b.Context()}))
 	src.Wait(b)
+	return dir
+}
+
+// BenchmarkSystemUsers has 100 users with 3 integrations each read the
+// system mount at once (a process per user, as that uid), across one
+// refresh of every token. It reports the token requests per user and
+// integration (1: one per refresh, however many readers) and how much
+// the process's resident memory grew per view.
+func BenchmarkSystemUsers(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: the system mount, and readers of 100 uids")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		b.Skip("setpriv (util-linux) is missing")
+	}
+	const users, integrations = 100, 3
+	for b.Loop() {
+		p := localprovider.New()
+		// 6 s tokens: every token read is refreshed ahead at 3 s, once,
+		// while the readers read for 4 s.
+		p.SetLifetime(6 * time.Second)
+		br, cfg := providerBroker(b, p, integrations)
+		for u := range users {
+			for i := range integrations {
+				a, rt, exp := p.Grant()
+				if err := br.Put(60000+u, fmt.Sprintf("Bench%d", i), credential.Tokens{Access: []byte(a), Refresh: []byte(rt), Expiry: exp}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		dir := mountSystem(b, br)
+		var files []string
+		for _, in := range cfg.Integrations {
+			files = append(files, filepath.Join(dir, in.GUID.String(), "access_token"))
+		}
+		before := rss(b)
+		requests := p.Requests()
+		script := `end=$(($(date +%s)+4)); while [ "$(date +%s)" -lt "$end" ]; do cat "$@" >/dev/null || exit 1; done`
+		var wg sync.WaitGroup
+		for u := range users {
+			wg.Go(func() {
+				cmd := exec.Command("setpriv", append([]string{fmt.Sprintf("--reuid=%d", 60000+u), fmt.Sprintf("--regid=%d", 60000+u), "--clear-groups", "sh", "-c", script, "sh"}, files...)...)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Errorf("reader of uid %d: %v %s", 60000+u, err, out)
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(p.Requests()-requests)/float64(users*integrations), "requests/user-integration")
+		b.ReportMetric(float64(rss(b)-before)/users, "rss-KiB/view")
+		p.Close()
+	}
+}
+
+// rss returns the process's resident memory in KiB.
+func rss(b *testing.B) int {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			var kb int
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
+			return kb
+		}
+	}
+	return 0
+}
+
+// mountSystem mounts br's system mount (root only) and returns once the
+// caller's view watches the broker.
+func mountSystem(b *testing.B, br *broker.Broker) string {
+	fusetest.Require(b)
+	if os.Geteuid() != 0 {
+		b.Skip("the system mount needs root")
+	}
+	top := b.TempDir()
+	os.Chmod(top, 0o755)
+	os.Chmod(filepath.Dir(top), 0o755) // readers of other uids pass through
+	dir := filepath.Join(top, "oauth")
+	var watched sync.Map // uid -> *fusetest.Watched
+	root := fusefs.NewSystemRoot(fusefs.SystemOptions{
+		View: func(uid uint32) (fusefs.Source, uint32, error) {
+			src := fusetest.NewWatched(broker.Session{B: br, UID: int(uid)})
+			watched.Store(uid, src)
+			return src, uid, nil
+		},
+		Watch:   broker.Session{B: br, UID: 0}.Watch,
+		Timeout: 12 * time.Second,
+		Context: b.Context(),
+	})
+	server, err := fusefs.MountSystem(dir, root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { server.Unmount() })
+	os.ReadDir(filepath.Join(dir, "by-name")) // makes the caller's view
+	src, ok := watched.Load(uint32(os.Getuid()))
+	if !ok {
+		b.Fatal("no view made for the caller")
+	}
+	src.(*fusetest.Watched).Wait(b)
 	return dir
 }
 

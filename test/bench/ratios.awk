@@ -27,6 +27,8 @@ END {
 	print "|---|---|---|"
 	ratio("hot open+read+close, embedded mount / tmpfs", "OpenReadClose/oauthfs/guid", "OpenReadClose/tmpfs", "<= 1.5x")
 	ratio("hot open+read+close, session mount / tmpfs", "OpenReadClose/client/guid", "OpenReadClose/tmpfs", "<= 1.5x")
+	ratio("hot open+read+close, system mount / tmpfs", "OpenReadClose/system/guid", "OpenReadClose/tmpfs", "<= 2x")
+	ratio("hot open+read+close, system mount by-name / tmpfs", "OpenReadClose/system/by-name", "OpenReadClose/tmpfs", "")
 	ratio("cat access_token / cat of a tmpfs file", "Cat/oauthfs", "Cat/tmpfs", "<= 1.1x")
 	ratio("ls -l, 1,000 integrations / the same tree on tmpfs", "LsL/n=1000/oauthfs", "LsL/n=1000/tmpfs", "<= 2x")
 	ratio("ls -l, 10,000 integrations / the same tree on tmpfs", "LsL/n=10000/oauthfs", "LsL/n=10000/tmpfs", "<= 2x")
@@ -37,6 +39,8 @@ END {
 	}
 	metric("refreshes caused by 1,000 readers at refresh_at", "Storm", "refreshes/storm", "%8d", "exactly 1")
 	metric("provider connections for 1,500 refreshes at once", "ProviderConns", "conns/storm", "%8d", "<= 64")
+	metric("system mount, 100 users x 3: token requests per refresh", "SystemUsers", "requests/user-integration", "%8.2f", "exactly 1")
+	metric("system mount, 100 users x 3: RSS growth per view (KiB)", "SystemUsers", "rss-KiB/view", "%8.0f", "")
 	ratio("reference: go-fuse direct-I/O floor / tmpfs", "OpenReadClose/floor", "OpenReadClose/tmpfs", "")
 	ratio("reference: by-name path / guid path", "OpenReadClose/oauthfs/by-name", "OpenReadClose/oauthfs/guid", "")
 	split("put refresh", kinds, " ")
