@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/awnumar/memguard"
@@ -110,10 +112,21 @@ var _ Shared = (*Postgres)(nil)
 type Postgres struct {
 	pool    *pgxpool.Pool
 	key     *memguard.Enclave
+	notKey  *memguard.Enclave // seals notifications; derived from key
 	timeout time.Duration
 	origin  string // names this store in its notifications
 	log     *slog.Logger
+	// forged counts notifications that did not open with the key:
+	// anyone who can connect to the database may NOTIFY.
+	forged atomic.Int64
+	// lastAll is when Watch last said that anything may have changed
+	// (only Watch's goroutine uses it).
+	lastAll time.Time
 }
+
+// allChangedEvery bounds how often Watch says that anything may have
+// changed.
+const allChangedEvery = 10 * time.Second
 
 // PostgresOptions configure OpenPostgres.
 type PostgresOptions struct {
@@ -164,7 +177,24 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 		pool.Close()
 		return nil, err
 	}
+	if s.notKey, err = deriveKey(s.key, "oauthfs notification key v1"); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// deriveKey returns a key for another use than sealing records: an HMAC
+// of label under key, which every host holding key derives alike.
+func deriveKey(key *memguard.Enclave, label string) (*memguard.Enclave, error) {
+	k, err := secmem.Open(key)
+	if err != nil {
+		return nil, fmt.Errorf("store: open store key: %w", err)
+	}
+	defer k.Destroy()
+	m := hmac.New(sha256.New, k.Bytes())
+	m.Write([]byte(label))
+	return secmem.Seal(m.Sum(nil))
 }
 
 // Close releases the store's connections.
@@ -555,15 +585,50 @@ type notice struct {
 	Refresh bool   `json:"r,omitempty"`
 }
 
+// noticeAD binds a sealed notice to its use.
+var noticeAD = []byte("oauthfs notification v1")
+
 // notify queues c for the other brokers; PostgreSQL delivers it when tx
-// commits, and not at all if it does not.
+// commits, and not at all if it does not. Anyone who may connect to the
+// database may LISTEN and NOTIFY on any channel, so the payload is sealed
+// with a key derived from the store key: a listener learns neither user
+// nor integration, and a forged notification does not open.
 func (s *Postgres) notify(ctx context.Context, tx pgx.Tx, c Change) error {
 	b, _ := json.Marshal(notice{Origin: s.origin, User: c.User, GUID: c.GUID, Refresh: c.Refresh})
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pgChannel, string(b)); err != nil {
+	aead, err := newAEAD(s.notKey)
+	if err != nil {
+		return err
+	}
+	nonce := randomBytes(aead.NonceSize())
+	payload := base64.RawStdEncoding.EncodeToString(aead.Seal(nonce, nonce, b, noticeAD))
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pgChannel, payload); err != nil {
 		return fmt.Errorf("store: postgres: notify: %w", err)
 	}
 	return nil
 }
+
+// openNotice opens a notification's payload, or says it is not one of
+// ours.
+func (s *Postgres) openNotice(payload string) (notice, bool) {
+	var x notice
+	raw, err := base64.RawStdEncoding.DecodeString(payload)
+	if err != nil {
+		return x, false
+	}
+	aead, err := newAEAD(s.notKey)
+	if err != nil || len(raw) < aead.NonceSize()+aead.Overhead() {
+		return x, false
+	}
+	plain, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], noticeAD)
+	if err != nil || json.Unmarshal(plain, &x) != nil || x.User == "" || x.GUID == "" {
+		return x, false
+	}
+	return x, true
+}
+
+// Forged returns how many notifications did not open with the store's
+// key since the store was opened.
+func (s *Postgres) Forged() int64 { return s.forged.Load() }
 
 // Watch listens for the other brokers' changes until ctx ends. When the
 // connection drops it reconnects, at most once a second, and then calls
@@ -606,8 +671,19 @@ func (s *Postgres) listen(ctx context.Context, f func(Change), missed *bool) err
 		return err
 	}
 	if *missed {
+		// At most one "anything may have changed" every allChangedEvery:
+		// a connection that keeps dropping does not make every broker
+		// drop and reload everything every second.
+		if wait := time.Until(s.lastAll.Add(allChangedEvery)); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		s.log.Info("credential database notifications are back; dropping what may be stale")
 		*missed = false
+		s.lastAll = time.Now()
 		f(Change{})
 	}
 	for {
@@ -628,8 +704,14 @@ func (s *Postgres) listen(ctx context.Context, f func(Change), missed *bool) err
 		if err != nil {
 			return err
 		}
-		var x notice
-		if json.Unmarshal([]byte(n.Payload), &x) != nil || x.Origin == s.origin {
+		x, ok := s.openNotice(n.Payload)
+		if !ok {
+			if s.forged.Add(1)%100 == 1 {
+				s.log.Warn("ignored change notifications that do not open with the store key (someone else who can connect to the database sends them)", "ignored", s.forged.Load())
+			}
+			continue
+		}
+		if x.Origin == s.origin {
 			continue
 		}
 		f(Change{User: x.User, GUID: x.GUID, Refresh: x.Refresh})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -348,5 +349,80 @@ func TestPostgresRoutes(t *testing.T) {
 	conn.QueryRow(ctx, `SELECT string_agg(encode(secret_hash, 'escape') || owner, ',') FROM oauthfs_routes`).Scan(&all)
 	if strings.Contains(all, "CANARY") {
 		t.Error("the routes table holds a secret in clear")
+	}
+}
+
+// TestPostgresNotificationsSealed: a role that may only connect to the
+// database can LISTEN and NOTIFY on the brokers' channel. What it hears
+// names no user and no integration, and what it sends is ignored: it can
+// neither make a broker drop every credential it holds nor make it read a
+// user's record again.
+func TestPostgresNotificationsSealed(t *testing.T) {
+	c := pgtest.Own(t)
+	if err := c.CreateDB("oauthfs"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Psql("oauthfs", `CREATE ROLE snoop LOGIN; GRANT CONNECT ON DATABASE oauthfs TO snoop`); err != nil {
+		t.Fatal(err)
+	}
+	dsn := c.DSN("oauthfs")
+	key := filepath.Join(t.TempDir(), "key")
+	writer, reader := openPG(t, dsn, key), openPG(t, dsn, key)
+	changes := make(chan Change, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go reader.Watch(ctx, func(ch Change) { changes <- ch })
+
+	snoop, err := pgx.Connect(context.Background(), strings.Replace(dsn, "//"+pgtest.User+"@", "//snoop@", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snoop.Close(context.Background())
+	if _, err := snoop.Exec(context.Background(), `LISTEN `+pgChannel); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the reader's LISTEN is up (a missed forgery would pass the test)
+	forgeries := []string{`{"o":"snoop","u":""}`, `{"o":"snoop","u":"alice","g":"` + guidA + `"}`, "garbage"}
+	for _, f := range forgeries {
+		if _, err := snoop.Exec(context.Background(), `SELECT pg_notify($1, $2)`, pgChannel, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writer.Save(alice, pgRecord(t, guidA, "at", "rt")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-changes:
+		if ch != (Change{User: "alice", GUID: guidA}) {
+			t.Errorf("the reader heard %+v; want alice's save only", ch)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader heard nothing of a save")
+	}
+	select {
+	case ch := <-changes:
+		t.Errorf("the reader also heard %+v", ch)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if n := reader.Forged(); n != int64(len(forgeries)) {
+		t.Errorf("Forged() = %d; want %d", n, len(forgeries))
+	}
+	// What the snoop heard: its own forgeries, and the save, which must
+	// name neither the user nor the integration.
+	heard := 0
+	for heard < len(forgeries)+1 {
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n, err := snoop.WaitForNotification(wctx)
+		wcancel()
+		if err != nil {
+			t.Fatalf("the snoop heard %d notifications: %v", heard, err)
+		}
+		heard++
+		if slices.Contains(forgeries, n.Payload) {
+			continue
+		}
+		if strings.Contains(n.Payload, "alice") || strings.Contains(n.Payload, guidA) {
+			t.Errorf("a notification names the user or the integration in clear: %q", n.Payload)
+		}
 	}
 }
