@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
 // Event is one audit record. Empty fields are left out.
@@ -45,7 +47,27 @@ type Event struct {
 	// Via says how: socket (oauthfs token, a session mount), browser,
 	// device, settings_page.
 	Via string `json:"via,omitempty"`
+	// Count, on a repeat of an event written earlier, is how many
+	// identical events came in the 10 s after it (see Log.Record); on
+	// audit_dropped, how many events of the uid were dropped.
+	Count int `json:"count,omitempty"`
 }
+
+// Bounds of what one uid can make the log write (see Log.Record).
+const (
+	// perUIDRate events a second, in bursts of perUIDBurst, are written
+	// for one uid; the rest are dropped and counted.
+	perUIDRate  = 20
+	perUIDBurst = 200
+	// maxTracked bounds the uids and events the log remembers for this.
+	maxTracked = 10000
+	// maxText bounds each text field of an event.
+	maxText = 256
+)
+
+// repeatWindow is how long identical events are merged into one line (a
+// variable for tests).
+var repeatWindow = 10 * time.Second
 
 // UID returns a pointer to uid, for Event.UID.
 func UID(uid int) *int { return &uid }
@@ -68,6 +90,28 @@ type Log struct {
 	mu sync.Mutex // guards f
 	f  *os.File   // nil for stdout
 	w  io.Writer
+
+	lmu     sync.Mutex // guards the fields below
+	buckets map[int]*bucket
+	repeats map[string]*repeat
+	stop    chan struct{} // ends the flusher
+}
+
+// bucket is one uid's token bucket, and what it dropped since the last
+// summary.
+type bucket struct {
+	tokens  float64
+	at      time.Time
+	dropped int
+	user    string
+}
+
+// repeat is an event written once, whose identical successors within
+// repeatWindow are only counted.
+type repeat struct {
+	ev    Event
+	count int
+	until time.Time
 }
 
 // Open opens (creating, mode 0600) the audit log at path for appending,
@@ -76,11 +120,13 @@ func Open(path string, log *slog.Logger) (*Log, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{path: path, log: log, queue: make(chan []byte, queueLen), done: make(chan struct{})}
+	l := &Log{path: path, log: log, queue: make(chan []byte, queueLen), done: make(chan struct{}),
+		buckets: map[int]*bucket{}, repeats: map[string]*repeat{}, stop: make(chan struct{})}
 	if err := l.Reopen(); err != nil {
 		return nil, err
 	}
 	go l.write()
+	go l.flush()
 	return l, nil
 }
 
@@ -114,8 +160,16 @@ func (l *Log) Reopen() error {
 	return nil
 }
 
-// Record queues ev for the log; it never waits. Time is filled in, and
-// Exe from PID while that process lives.
+// Record queues ev for the log; it never waits. Time is filled in, Exe
+// from PID while that process lives, and every text field is cleaned and
+// cut at 256 bytes.
+//
+// What any one user can make the log write is bounded, since every user
+// of the host can ask the broker for things: an event identical to one
+// written less than 10 s ago is only counted, and written once more,
+// with its count, when the 10 s are over; and a uid's events beyond 20 a
+// second (in bursts of 200) are dropped, counted as lost, and summed up
+// in an audit_dropped line once they stop.
 func (l *Log) Record(ev Event) {
 	if l == nil {
 		return
@@ -126,6 +180,98 @@ func (l *Log) Record(ev Event) {
 	if ev.PID > 0 && ev.Exe == "" {
 		ev.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(ev.PID) + "/exe")
 	}
+	for _, s := range []*string{&ev.Event, &ev.User, &ev.Integration, &ev.GUID, &ev.Account, &ev.Result, &ev.Reason, &ev.Exe, &ev.Via} {
+		*s = printable.String(*s, maxText)
+	}
+	if ev.UID != nil && !l.admit(ev) {
+		return
+	}
+	l.enqueue(ev)
+}
+
+// admit applies the per-uid bounds to ev and reports whether it is to be
+// written now.
+func (l *Log) admit(ev Event) bool {
+	uid := *ev.UID
+	key := ev
+	key.Time = time.Time{}
+	kb, _ := json.Marshal(key)
+	k := string(kb)
+	now := ev.Time
+	l.lmu.Lock()
+	defer l.lmu.Unlock()
+	if r := l.repeats[k]; r != nil && now.Before(r.until) {
+		r.count++
+		return false
+	}
+	b := l.buckets[uid]
+	if b == nil {
+		if len(l.buckets) >= maxTracked {
+			l.failures.Add(1)
+			return false // untracked uids beyond the bound are not written either
+		}
+		b = &bucket{tokens: perUIDBurst, at: now}
+		l.buckets[uid] = b
+	}
+	b.tokens = min(perUIDBurst, b.tokens+now.Sub(b.at).Seconds()*perUIDRate)
+	b.at = now
+	if b.tokens < 1 {
+		b.dropped++
+		b.user = ev.User
+		l.failures.Add(1)
+		return false
+	}
+	b.tokens--
+	if len(l.repeats) < maxTracked {
+		l.repeats[k] = &repeat{ev: ev, until: now.Add(repeatWindow)}
+	}
+	return true
+}
+
+// flush writes, every second, the counts of merged repeats whose window
+// is over and the summaries of dropped events, and forgets idle uids.
+func (l *Log) flush() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+		}
+		now := time.Now().UTC()
+		var out []Event
+		l.lmu.Lock()
+		for k, r := range l.repeats {
+			if now.Before(r.until) {
+				continue
+			}
+			if r.count > 0 {
+				ev := r.ev
+				ev.Time, ev.Count = now, r.count
+				out = append(out, ev)
+			}
+			delete(l.repeats, k)
+		}
+		for uid, b := range l.buckets {
+			if b.dropped > 0 && b.tokens+now.Sub(b.at).Seconds()*perUIDRate >= perUIDRate {
+				out = append(out, Event{Time: now, Event: "audit_dropped", User: b.user, UID: UID(uid), Count: b.dropped,
+					Reason: fmt.Sprintf("more than %d events a second of this uid; the rest were dropped", perUIDRate)})
+				b.dropped = 0
+			}
+			if b.dropped == 0 && now.Sub(b.at) > time.Minute {
+				delete(l.buckets, uid)
+			}
+		}
+		l.lmu.Unlock()
+		for _, ev := range out {
+			l.enqueue(ev)
+		}
+	}
+}
+
+// enqueue queues ev for the writer.
+func (l *Log) enqueue(ev Event) {
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return
@@ -202,6 +348,7 @@ func (l *Log) Close() {
 		return
 	}
 	l.shut = true
+	close(l.stop)
 	close(l.queue)
 	l.qmu.Unlock()
 	<-l.done

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 func events(t *testing.T, path string) []Event {
@@ -37,7 +39,7 @@ func TestLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 1000 {
-		l.Record(Event{Event: "refresh", Reason: strconv.Itoa(i), UID: UID(1000)})
+		l.Record(Event{Event: "refresh", Reason: strconv.Itoa(i), UID: UID(1000 + i%10)})
 	}
 	// Rotation: the file is moved away and the log reopened.
 	l.Close()
@@ -46,7 +48,7 @@ func TestLog(t *testing.T) {
 		t.Fatalf("%d events; want 1000", len(got))
 	}
 	for i, ev := range got {
-		if ev.Reason != strconv.Itoa(i) || ev.Time.IsZero() || *ev.UID != 1000 {
+		if ev.Reason != strconv.Itoa(i) || ev.Time.IsZero() || *ev.UID != 1000+i%10 {
 			t.Fatalf("event %d = %+v; want them in order, with a time", i, ev)
 		}
 	}
@@ -110,4 +112,87 @@ func TestFailuresAreCounted(t *testing.T) {
 	if n := l.Failures(); n != 10 {
 		t.Errorf("%d failures counted; want 10", n)
 	}
+}
+
+// TestLogBoundsWhatOneUserWrites: a uid that floods the broker with
+// requests (unknown integrations with 15 KB names, say) cannot fill the
+// disk: fields are cut, identical events merge, a uid's events beyond its
+// rate are dropped and summed up, and other uids' events are written.
+func TestLogBoundsWhatOneUserWrites(t *testing.T) {
+	repeatWindow = 300 * time.Millisecond
+	defer func() { repeatWindow = 10 * time.Second }()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	l, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 15<<10)
+	for i := range 5000 {
+		l.Record(Event{Event: "token", UID: UID(1), Result: "not_found", Reason: strconv.Itoa(i) + long})
+		if i == 2500 {
+			l.Record(Event{Event: "sign_in", UID: UID(2), Integration: "Test", Result: "ok"})
+		}
+	}
+	for range 1000 {
+		l.Record(Event{Event: "token", UID: UID(3), Result: "not_found", Reason: "no integration has that name or guid", PID: 42})
+	}
+	// The flusher writes the merged repeats and the summary of what was
+	// dropped once the window is over.
+	deadline := time.Now().Add(10 * time.Second)
+	var got []Event
+	for {
+		l.qmu.RLock()
+		l.qmu.RUnlock()
+		got = events(t, path)
+		dropped, merged := false, false
+		for _, ev := range got {
+			dropped = dropped || ev.Event == "audit_dropped"
+			merged = merged || *ev.UID == 3 && ev.Count > 0
+		}
+		if dropped && merged {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no audit_dropped and merged lines after 10 s: %d lines", len(got))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	l.Close()
+	got = events(t, path)
+	raw, _ := os.ReadFile(path)
+	counts := map[int]int{}
+	dropped := 0
+	for _, ev := range got {
+		switch {
+		case ev.Event == "audit_dropped":
+			if *ev.UID != 1 {
+				t.Errorf("audit_dropped = %+v; want uid 1's", ev)
+			}
+			dropped += ev.Count
+			continue
+		case *ev.UID == 3 && ev.Count > 0:
+			if ev.Count != 999 {
+				t.Errorf("merged repeats = %d; want 999", ev.Count)
+			}
+		case len(ev.Reason) > maxText+len("…"):
+			t.Errorf("a reason of %d bytes was written", len(ev.Reason))
+		}
+		counts[*ev.UID]++
+	}
+	if counts[1]+dropped != 5000 {
+		t.Errorf("uid 1: %d lines and %d dropped; want 5,000 in all", counts[1], dropped)
+	}
+	if counts[2] != 1 {
+		t.Errorf("uid 2's sign-in written %d times; want once, whatever uid 1 does", counts[2])
+	}
+	if counts[1] > perUIDBurst+5 || counts[3] != 2 {
+		t.Errorf("lines per uid = %v; want at most the burst for uid 1 and two for uid 3's repeats", counts)
+	}
+	if len(raw) > 200<<10 {
+		t.Errorf("the log holds %d bytes after 6,000 events of three uids; want it bounded", len(raw))
+	}
+	if l.Failures() < 4000 {
+		t.Errorf("Failures() = %d; want the dropped events counted", l.Failures())
+	}
+	t.Logf("%d lines, %d bytes, %d events counted as lost", len(got), len(raw), l.Failures())
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/provider"
 )
 
@@ -34,7 +35,7 @@ func (r *registry) find(id string) (*provider.Client, error) {
 	if p, ok := r.byName[id]; ok {
 		return p, nil
 	}
-	return nil, fmt.Errorf("broker: %q: %w", id, credential.ErrNotFound)
+	return nil, fmt.Errorf("broker: %q: %w", printable.String(id, 64), credential.ErrNotFound)
 }
 
 // all returns every integration, in no particular order.

@@ -221,7 +221,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	uid := uidOf(r)
 	t, err := s.B.Token(r.Context(), uid, r.PathValue("id"))
 	ev := audit.Event{Event: "token", Via: "socket", Result: result(err), PID: peerPID(r.Context())}
-	if err != nil {
+	switch {
+	case errors.Is(err, credential.ErrNotFound):
+		// Whatever the caller asked for, said the same way, so that
+		// repeats merge into one line (the id is the caller's own text).
+		ev.Reason = "no integration has that name or guid"
+	case err != nil:
 		ev.Reason = err.Error()
 	}
 	s.B.Record(uid, r.PathValue("id"), ev)

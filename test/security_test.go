@@ -658,3 +658,57 @@ func TestSecSlowBodiesCannotStarveOthers(t *testing.T) {
 		t.Errorf("the victim's sign-in while mallory holds slow bodies = %q", got)
 	}
 }
+
+// TestSecAuditFloodIsBounded: another user asking the broker for
+// integrations that do not exist, with 15 KB names and with short unknown
+// ones, as fast as it can for 10 s (a review wrote 275 MB to root's audit
+// log that way) makes the log grow by a bounded amount, and the victim's
+// events are still written.
+func TestSecAuditFloodIsBounded(t *testing.T) {
+	e := newSecEnv(t)
+	logFile := filepath.Join(e.top, "audit.jsonl")
+	cfg, _ := os.ReadFile(e.cfg)
+	os.WriteFile(e.cfg, []byte(strings.Replace(string(cfg), "[broker]\n", fmt.Sprintf("[broker]\naudit_log = %q\n", logFile), 1)), 0o644)
+	e.startBroker(t)
+	cmd, out := e.py(t, e.mallory, "audit-flood", e.socket, "10")
+	time.Sleep(5 * time.Second)
+	if got := e.apiAs(t, e.victim, "GET", "/v1/integrations/Test/token", ""); !strings.Contains(got, "not_signed_in") {
+		t.Errorf("the victim's request during the flood = %q", got)
+	}
+	cmd.Wait()
+	var sent int
+	fmt.Sscanf(out.String(), "SENT %d", &sent)
+	// The summary of what was dropped, and the count of the repeats
+	// merged into one line, come once the flood is over.
+	var raw []byte
+	var lines []string
+	victim, dropped, merged := 0, false, false
+	waitFor(t, func() bool {
+		raw, _ = os.ReadFile(logFile)
+		lines = strings.Split(strings.TrimSpace(string(raw)), "\n")
+		victim, dropped, merged = 0, false, false
+		for _, l := range lines {
+			if strings.Contains(l, fmt.Sprintf(`"uid":%d,`, e.victim.uid)) {
+				victim++
+			}
+			dropped = dropped || strings.Contains(l, `"event":"audit_dropped"`)
+			merged = merged || strings.Contains(l, fmt.Sprintf(`"uid":%d,`, e.mallory.uid)) && strings.Contains(l, `"count":`)
+		}
+		return dropped && merged
+	})
+	for _, l := range lines {
+		if len(l) > 2048 {
+			t.Errorf("an audit line of %d bytes", len(l))
+		}
+	}
+	t.Logf("%d requests in 10 s: the audit log grew to %d bytes, %d lines", sent, len(raw), len(lines))
+	if sent < 500 {
+		t.Fatalf("the flood sent %d requests; want a flood", sent)
+	}
+	if len(raw) > 512<<10 {
+		t.Errorf("the audit log grew to %d bytes from %d requests; want it bounded", len(raw), sent)
+	}
+	if victim != 1 {
+		t.Errorf("victim's lines: %d; want the victim's request written once", victim)
+	}
+}

@@ -22,6 +22,11 @@ fails. Standard library only.
   slow-bodies SOCKET N        open N connections that each announce a
                               64 KiB PUT body and never send it; print
                               "READY"
+  audit-flood SOCKET SECONDS  ask for the token of integrations that do
+                              not exist, with 15 KB names and with short
+                              unknown ones, as fast as it can, every
+                              other request from a new process (as curl
+                              in a loop); print "SENT n"
 """
 import http.client
 import http.server
@@ -210,8 +215,37 @@ def slow_bodies(path, n):
                     pass
 
 
+def audit_flood(path, seconds):
+    def ask(name):
+        c = UnixHTTPConnection(path)
+        try:
+            c.request("GET", "/v1/integrations/" + name + "/token")
+            c.getresponse().read()
+        finally:
+            c.close()
+
+    end, sent = time.monotonic() + float(seconds), 0
+    while time.monotonic() < end:
+        name = ("x" * 15000 if sent % 4 < 2 else "nope") + str(sent)
+        try:
+            if sent % 2:
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        ask(name)
+                    finally:
+                        os._exit(0)
+                os.waitpid(pid, 0)
+            else:
+                ask(name)
+            sent += 1
+        except OSError:
+            pass
+    print("SENT", sent, flush=True)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"scan-proc": scan_proc, "fake-broker": fake_broker, "flood": flood,
      "never-ack": never_ack, "signins": signins, "plant": plant,
-     "slow-bodies": slow_bodies}[cmd](*args)
+     "slow-bodies": slow_bodies, "audit-flood": audit_flood}[cmd](*args)
