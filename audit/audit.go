@@ -239,35 +239,42 @@ func (l *Log) flush() {
 			return
 		case <-tick.C:
 		}
-		now := time.Now().UTC()
-		var out []Event
-		l.lmu.Lock()
-		for k, r := range l.repeats {
-			if now.Before(r.until) {
-				continue
-			}
-			if r.count > 0 {
-				ev := r.ev
-				ev.Time, ev.Count = now, r.count
-				out = append(out, ev)
-			}
-			delete(l.repeats, k)
-		}
-		for uid, b := range l.buckets {
-			if b.dropped > 0 && b.tokens+now.Sub(b.at).Seconds()*perUIDRate >= perUIDRate {
-				out = append(out, Event{Time: now, Event: "audit_dropped", User: b.user, UID: UID(uid), Count: b.dropped,
-					Reason: fmt.Sprintf("more than %d events a second of this uid; the rest were dropped", perUIDRate)})
-				b.dropped = 0
-			}
-			if b.dropped == 0 && now.Sub(b.at) > time.Minute {
-				delete(l.buckets, uid)
-			}
-		}
-		l.lmu.Unlock()
-		for _, ev := range out {
+		for _, ev := range l.due(false) {
 			l.enqueue(ev)
 		}
 	}
+}
+
+// due returns the lines of merged repeats whose window is over and of
+// summaries of dropped events (all of them when final), and forgets idle
+// uids.
+func (l *Log) due(final bool) []Event {
+	now := time.Now().UTC()
+	var out []Event
+	l.lmu.Lock()
+	for k, r := range l.repeats {
+		if now.Before(r.until) && !final {
+			continue
+		}
+		if r.count > 0 {
+			ev := r.ev
+			ev.Time, ev.Count = now, r.count
+			out = append(out, ev)
+		}
+		delete(l.repeats, k)
+	}
+	for uid, b := range l.buckets {
+		if b.dropped > 0 && (final || b.tokens+now.Sub(b.at).Seconds()*perUIDRate >= perUIDRate) {
+			out = append(out, Event{Time: now, Event: "audit_dropped", User: b.user, UID: UID(uid), Count: b.dropped,
+				Reason: fmt.Sprintf("more than %d events a second of this uid; the rest were dropped", perUIDRate)})
+			b.dropped = 0
+		}
+		if b.dropped == 0 && now.Sub(b.at) > time.Minute {
+			delete(l.buckets, uid)
+		}
+	}
+	l.lmu.Unlock()
+	return out
 }
 
 // enqueue queues ev for the writer.
@@ -337,10 +344,14 @@ func (l *Log) write() {
 	}
 }
 
-// Close writes what is queued and closes the file.
+// Close writes what is queued, and the counts of merged and dropped
+// events not written yet, and closes the file.
 func (l *Log) Close() {
 	if l == nil {
 		return
+	}
+	for _, ev := range l.due(true) {
+		l.enqueue(ev)
 	}
 	l.qmu.Lock()
 	if l.shut {
