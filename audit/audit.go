@@ -16,12 +16,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/safepath"
 )
 
 // Event is one audit record. Empty fields are left out.
@@ -142,13 +145,22 @@ func (l *Log) Reopen() error {
 		l.mu.Unlock()
 		return nil
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	// The directory must be safe from other users, and the file is
+	// never reached through a symbolic link and is checked once open:
+	// the broker writes as root, at start and at every SIGHUP.
+	if err := safepath.CheckDirs("audit_log", filepath.Dir(l.path)); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return fmt.Errorf("audit: audit_log %s is a symbolic link; name the file itself", l.path)
+	}
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	if err := safepath.CheckFile("audit_log", f, 0o022); err != nil {
 		f.Close()
-		return fmt.Errorf("audit: audit_log %s is not a regular file", l.path)
+		return fmt.Errorf("audit: %w", err)
 	}
 	l.mu.Lock()
 	old := l.f

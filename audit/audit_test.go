@@ -91,6 +91,57 @@ func TestBadPath(t *testing.T) {
 	}
 }
 
+// TestPlantedPath: the root broker opens audit_log at start and at every
+// SIGHUP; a symbolic link there, a file of another user or a directory
+// others may write to is refused, at Open and at Reopen (which keeps the
+// file it had).
+func TestPlantedPath(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user")
+	}
+	for _, tc := range []struct {
+		name  string
+		plant func(dir, path string)
+		want  string
+	}{
+		{"a symbolic link", func(dir, path string) { os.Symlink(filepath.Join(dir, "elsewhere"), path) }, "symbolic link"},
+		{"another user's file", func(dir, path string) { os.WriteFile(path, nil, 0o600); os.Chown(path, 65534, 65534) }, "belongs to uid 65534"},
+		{"a directory others may write to", func(dir, path string) { os.Chmod(dir, 0o777) }, "group or others can replace"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "log")
+			os.Mkdir(dir, 0o700)
+			path := filepath.Join(dir, "audit.jsonl")
+			tc.plant(dir, path)
+			if _, err := Open(path, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Open = %v; want %q", err, tc.want)
+			}
+		})
+		t.Run(tc.name+" at reopen", func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "log")
+			os.Mkdir(dir, 0o700)
+			path := filepath.Join(dir, "audit.jsonl")
+			l, err := Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.Rename(path, path+".1")
+			tc.plant(dir, path)
+			if err := l.Reopen(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Reopen = %v; want %q", err, tc.want)
+			}
+			l.Record(Event{Event: "kept"})
+			l.Close()
+			if got := events(t, path+".1"); len(got) != 1 || got[0].Event != "kept" {
+				t.Errorf("after a refused reopen the log wrote %+v to the old file; want the event there", got)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "elsewhere")); err == nil {
+				t.Errorf("the link's target was created")
+			}
+		})
+	}
+}
+
 type failing struct{}
 
 func (failing) Write([]byte) (int, error) { return 0, errors.New("disk full") }

@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/internal/safepath"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
@@ -56,6 +57,9 @@ func OpenFile(dir, keyFile string) (*File, error) {
 	}
 	if err := checkOwned("state_dir", dir, 0o022); err != nil {
 		return nil, err
+	}
+	if err := safepath.CheckDirs("state_dir", dir); err != nil {
+		return nil, fmt.Errorf("store: %w: %w", err, ErrNotPrivate)
 	}
 	key, err := loadKey(keyFile)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -107,7 +111,17 @@ func checkOwned(what, path string, forbidden os.FileMode) error {
 	return nil
 }
 
+// loadKey reads the key in path. The directories on the way must be
+// safe from other users (safepath.CheckDirs), and the file is checked
+// once open, on its descriptor: a check by path could pass for one file
+// while another, swapped in between, is read.
 func loadKey(path string) (*memguard.Enclave, error) {
+	if err := safepath.CheckDirs("key_file", filepath.Dir(path)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("store: %w: %w", err, ErrNotPrivate)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -119,8 +133,8 @@ func loadKey(path string) (*memguard.Enclave, error) {
 	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("store: key_file %s is not a regular file: %w", path, ErrUnusable)
 	}
-	if err := checkOwned("key_file", path, 0o077); err != nil {
-		return nil, err
+	if err := safepath.CheckFile("key_file", f, 0o077); err != nil {
+		return nil, fmt.Errorf("store: %w: %w", err, ErrNotPrivate)
 	}
 	bad := fmt.Errorf("store: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrUnusable)
 	text, err := secmem.NewBuffer(2*32 + 2)
@@ -146,6 +160,9 @@ func loadKey(path string) (*memguard.Enclave, error) {
 func createKey(path string) (*memguard.Enclave, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: key_file: %w", err)
+	}
+	if err := safepath.CheckDirs("key_file", filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("store: %w: %w", err, ErrNotPrivate)
 	}
 	key, err := secmem.Random(32)
 	if err != nil {

@@ -120,14 +120,30 @@ func TestFileRefusesPlantedState(t *testing.T) {
 		{"key readable by others", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o644)
 		}, []string{"key_file", "mode 0644", "must not have 0044"}},
+		// A directory on the way that others may write to lets them swap
+		// the state directory, or the key file's directory, while the
+		// broker runs.
+		{"state_dir in a directory others may write to", func(t *testing.T, dir string) {
+			os.Chmod(filepath.Dir(dir), 0o777)
+		}, []string{"state_dir", "mode 0777", "group or others can replace what is in it"}},
+		{"key_file in a directory of another user", func(t *testing.T, dir string) {
+			os.Mkdir(filepath.Join(dir, "keys"), 0o700)
+			os.Chown(filepath.Join(dir, "keys"), other, other)
+		}, []string{"key_file: the directory", "keys belongs to uid 65534"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := filepath.Join(t.TempDir(), "state")
+			os.Mkdir(dir, 0o700)
 			tc.plant(t, dir)
-			_, err := OpenFile(dir, filepath.Join(dir, "key"))
+			key := filepath.Join(dir, "key")
+			if _, err := os.Stat(filepath.Join(dir, "keys")); err == nil {
+				key = filepath.Join(dir, "keys", "key")
+			}
+			_, err := OpenFile(dir, key)
 			if err == nil {
 				t.Fatal("OpenFile accepted the planted state")
 			}
+
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("OpenFile = %v; want it to say %q", err, w)
