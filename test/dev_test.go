@@ -298,8 +298,14 @@ func testGitCredential(t *testing.T, d *devRun) {
 		(&cgi.Handler{Path: backend, Root: "/", Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1", "REMOTE_USER=" + user}}).ServeHTTP(w, r)
 	}))
 	defer srv.Close()
-	helper := func(name string) string { return "credential.helper=!" + binary + " git-credential " + name }
-	out, err := git(root, "-c", "credential.helper=", "-c", helper("Demo"), "clone", srv.URL+"/demo.git", filepath.Join(root, "clone"))
+	// The test server is plain http on loopback: the helper refuses it
+	// unless told to trust it.
+	out, err := git(root, "-c", "credential.helper=", "-c", "credential.helper=!"+binary+" git-credential Demo", "clone", srv.URL+"/demo.git", filepath.Join(root, "clone"))
+	if err == nil || !strings.Contains(out, `refusing to send a token over "http"`) {
+		t.Errorf("clone over http with a helper that does not allow it = %v\n%s; want the helper's refusal", err, out)
+	}
+	helper := func(name string) string { return "credential.helper=!" + binary + " git-credential --allow-http " + name }
+	out, err = git(root, "-c", "credential.helper=", "-c", helper("Demo"), "clone", srv.URL+"/demo.git", filepath.Join(root, "clone"))
 	if err != nil {
 		t.Fatalf("git clone with the helper: %v\n%s", err, out)
 	}
@@ -322,6 +328,32 @@ func testGitCredential(t *testing.T, d *devRun) {
 	got, err := cmd.Output()
 	if err != nil || !regexp.MustCompile(`^protocol=https\nhost=example.com\nusername=oauth2\npassword_expiry_utc=\d+\npassword=dev-at-[0-9a-f]{24}\n\n$`).Match(got) {
 		t.Errorf("git-credential get = %q, %v", got, err)
+	}
+	for _, tc := range []struct {
+		flags []string
+		input string
+		want  string
+	}{
+		{nil, "protocol=http\nhost=example.com\n\n", `refusing to send a token over "http"`},
+		{nil, "protocol=ftp\nhost=example.com\n\n", `refusing to send a token over "ftp"`},
+		{nil, "host=example.com\n\n", `refusing to send a token over ""`},
+		{[]string{"--host", "github.com"}, "protocol=https\nhost=evil.example\n\n", "refusing to send Demo's token to evil.example"},
+	} {
+		cmd := exec.Command(binary, append(append([]string{"git-credential"}, tc.flags...), "Demo", "get")...)
+		cmd.Env = append(os.Environ(), "OAUTHFS_BROKER="+d.socket)
+		cmd.Stdin = strings.NewReader(tc.input)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err == nil || len(out) != 0 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("git-credential %v get with %q = %q, %v, %q; want nothing, and %q", tc.flags, tc.input, out, err, stderr.String(), tc.want)
+		}
+	}
+	cmd = exec.Command(binary, "git-credential", "--host", "example.com", "Demo", "get")
+	cmd.Env = append(os.Environ(), "OAUTHFS_BROKER="+d.socket)
+	cmd.Stdin = strings.NewReader("protocol=https\nhost=Example.com\n\n")
+	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "password=dev-at-") {
+		t.Errorf("git-credential --host example.com for Example.com = %q, %v; want the token", out, err)
 	}
 	for _, action := range []string{"store", "erase"} {
 		cmd := exec.Command(binary, "git-credential", "Demo", action)

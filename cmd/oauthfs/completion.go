@@ -33,10 +33,16 @@ func runCompletion(args []string, stdout, stderr io.Writer) error {
 // completionScripts ask 'oauthfs __complete WORDS... CURRENT' for the
 // candidates, one a line.
 var completionScripts = map[string]string{
+	// bash: each candidate is read whole (no word splitting, no
+	// pathname expansion: an integration named "a*" is not the files
+	// matching a*) and quoted for the command line.
 	"bash": `# bash completion for oauthfs
 _oauthfs() {
-	local IFS=$'\n'
-	COMPREPLY=($(oauthfs __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
+	local c
+	COMPREPLY=()
+	while IFS= read -r c; do
+		COMPREPLY+=("$(printf '%q' "$c")")
+	done < <(oauthfs __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null)
 }
 complete -o default -F _oauthfs oauthfs
 `,

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+
+	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
 func runGitCredential(args []string, stdout, stderr io.Writer) error {
@@ -15,14 +18,22 @@ func runGitCredential(args []string, stdout, stderr io.Writer) error {
 // gitCredential is a git credential helper (gitcredentials(7)): for "get"
 // it answers with the integration's access token as the password,
 // refreshed on read; "store" and "erase" are accepted and ignored, since
-// the broker owns the tokens.
+// the broker owns the tokens. It answers only over https (unless
+// --allow-http) and, with --host, only for those hosts: a helper set for
+// every URL must not hand a token to whichever server asks.
 func gitCredential(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("git-credential", "[--username NAME] NAME|GUID get|store|erase",
+	fs := newFlags("git-credential", "[--username NAME] [--host HOST]... [--allow-http] NAME|GUID get|store|erase",
 		"A git credential helper that answers with the integration's token:\n"+
-			"  git config --global credential.https://github.com.helper '!oauthfs git-credential GitHub'\n"+
+			"  git config --global credential.https://github.com.helper '!oauthfs git-credential --host github.com GitHub'\n"+
 			"git appends the action (get, store or erase) and talks on stdin and stdout.", stderr)
 	sock, cfg := socketFlags(fs)
 	username := fs.String("username", "oauth2", "the `username` to send with the token (GitHub and GitLab accept oauth2; Bitbucket wants x-token-auth)")
+	allowHTTP := fs.Bool("allow-http", false, "answer for plain http too (a server you trust, on loopback, say); by default only https")
+	var hosts []string
+	fs.Func("host", "answer only for this `host` (repeat for more); by default any host git asks for", func(h string) error {
+		hosts = append(hosts, strings.ToLower(h))
+		return nil
+	})
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,6 +56,14 @@ func gitCredential(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	case "get":
 	default:
 		return usageErrorf("git-credential: unknown action %q (want get, store or erase)", action)
+	}
+	switch p, h := attrs["protocol"], strings.ToLower(attrs["host"]); {
+	case p != "https" && !(p == "http" && *allowHTTP):
+		return withHint(fmt.Errorf("git-credential: refusing to send a token over %q to %s", printable.String(p, 32), printable.String(h, 128)),
+			"tokens go over https only; for a plain http server you trust, add --allow-http to the helper")
+	case len(hosts) > 0 && !slices.Contains(hosts, h):
+		return withHint(fmt.Errorf("git-credential: refusing to send %s's token to %s", id, printable.String(h, 128)),
+			"the helper answers only for --host %s; scope it in git's config (credential.https://HOST.helper) or add the host", strings.Join(hosts, ", "))
 	}
 	c, ctx, cancel, err := dial(*sock, *cfg)
 	if err != nil {
