@@ -80,11 +80,15 @@ func (b *Broker) handingOut(cr *grant, now time.Time) *credential.Token {
 	return cr.access
 }
 
-// replaceAccess makes t cr's newest token; the one it replaces is still
-// handed out until its own hand-out time if it may be (a refresh ahead).
-// Callers hold b.mu.
+// replaceAccess makes t cr's newest token. The one it replaces is still
+// handed out until its own hand-out time when t is what a refresh ahead
+// of it brought: it may still be handed out, and its hand-out time is
+// within its refresh-ahead lead (and a second, for the news to travel
+// between hosts). A token further from its time is no refresh ahead's:
+// a host that held an older token than the one the cluster refreshed,
+// or a refresh forced early, hands out t at once. Callers hold b.mu.
 func (b *Broker) replaceAccess(cr *grant, t *credential.Token, now time.Time) {
-	if old := b.handingOut(cr, now); old != t && b.fresh(old, now, 0) {
+	if old := b.handingOut(cr, now); old != t && b.fresh(old, now, 0) && !b.fresh(old, now, b.aheadFor(old)+time.Second) {
 		cr.prev = old
 	} else {
 		cr.prev = nil
