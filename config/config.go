@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -613,6 +614,14 @@ func checkCallbackPath(s string) error {
 		if u.Path == p || strings.HasPrefix(u.Path, p+"/") {
 			return fmt.Errorf("%q uses the path %s, which the sign-in web server serves itself; use another, such as /callback", s, p)
 		}
+	}
+	if strings.Count(strings.TrimSuffix(u.Path, "/"), "/") > 1 {
+		// The broker's pages are at the root of its host name (/start,
+		// /confirm, /settings): a callback under a prefix means the host
+		// name is shared with other applications, whose pages could act
+		// in a user's browser as if they were the broker's.
+		return fmt.Errorf("%q has its callback under %s: the sign-in web server needs a host name of its own, at its root (such as https://oauthfs.%s/callback): another application on the same host name can act in your users' browsers as the broker's own pages (docs/deploy.md)",
+			s, path.Dir(u.Path), u.Hostname())
 	}
 	return nil
 }

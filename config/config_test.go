@@ -183,6 +183,7 @@ func TestInvalid(t *testing.T) {
 		{"bad userinfo", base("provider = \"github\"\nuserinfo_url = \"http://example.com/u\"\n"), "userinfo_url"},
 		{"bad device url", base("provider = \"github\"\ndevice_auth_url = \"http://example.com/d\"\n"), "device_auth_url"},
 		{"callback on /settings", "[broker]\ncallback_url = \"http://127.0.0.1:8400/settings/cb\"\n", "uses the path /settings"},
+		{"callback under a prefix", "[broker]\ncallback_url = \"https://build-3.example.com/oauthfs/callback\"\n", "needs a host name of its own"},
 		{"wrong type", "[broker]\nsocket = 5\n", "c.toml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

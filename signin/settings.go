@@ -2,7 +2,9 @@ package signin
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -25,7 +27,8 @@ import (
 //
 // A session is two secrets, and every request must carry both: a key in
 // the URL (/settings?s=KEY; the forms post to URLs that carry it too) and
-// a cookie. The cookie alone is not enough because cookies do not tell
+// a cookie, whose name is the session's own (see sessionCookieName). The
+// key appears only on pages whose URL holds it. The cookie alone is not enough because cookies do not tell
 // ports apart: a browser sends it to a server another local user runs on
 // any port of the same host. The key alone is not enough because URLs
 // are copied and shown.
@@ -38,8 +41,8 @@ const (
 	maxSettingsLinksPerUser    = 20
 	maxSettingsSessionsPerUser = 32
 	maxSettings                = 10000
-	// settingsCookie names the session cookie.
-	settingsCookie = "oauthfs_settings"
+	// settingsCookie begins the names of the session cookies.
+	settingsCookie = "oauthfs_settings_"
 )
 
 //go:embed assets
@@ -143,14 +146,20 @@ func (t *Table) pruneSettingsLocked(now time.Time) {
 	}
 }
 
-// cookieName is the settings cookie's name: with https, the __Host-
-// prefix makes browsers refuse it from any other origin than a secure
-// one of this host, with no Domain and Path=/.
-func (t *Table) cookieName() string {
+// sessionCookieName is the name of session s's cookie, which differs
+// from session to session and is known only to whoever holds the
+// session's key: a server on another port of the host (cookies do not
+// tell ports apart) cannot set a cookie that replaces it without knowing
+// the key. With https, the __Host- prefix makes browsers refuse it from
+// any other origin than a secure one of this host, with no Domain and
+// Path=/.
+func (t *Table) sessionCookieName(key string) string {
+	sum := sha256.Sum256([]byte("oauthfs settings cookie " + key))
+	name := settingsCookie + hex.EncodeToString(sum[:8])
 	if t.callback.Scheme == "https" {
-		return "__Host-" + settingsCookie
+		return "__Host-" + name
 	}
-	return settingsCookie
+	return name
 }
 
 // session returns the settings session named by r's s parameter when r
@@ -177,33 +186,14 @@ func (t *Table) alive(s *settingsSession) bool {
 }
 
 // hasCookie reports whether r carries the cookie of session s, among
-// any others of the same name (a server on another port can plant some).
+// any others of the same name.
 func (t *Table) hasCookie(r *http.Request, s *settingsSession) bool {
-	for _, c := range r.CookiesNamed(t.cookieName()) {
+	for _, c := range r.CookiesNamed(t.sessionCookieName(s.key)) {
 		if subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.cookie)) == 1 {
 			return true
 		}
 	}
 	return false
-}
-
-// cookieSession returns the one live settings session whose cookie r
-// carries, or nil when there is none or more than one: where a sign-in
-// page links back to.
-func (t *Table) cookieSession(r *http.Request) *settingsSession {
-	cs := r.CookiesNamed(t.cookieName())
-	if len(cs) != 1 {
-		return nil
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.k.Now()
-	for _, s := range t.sessions {
-		if subtle.ConstantTimeCompare([]byte(cs[0].Value), []byte(s.cookie)) == 1 && !now.After(s.expires) {
-			return s
-		}
-	}
-	return nil
 }
 
 // pageURL is the settings page of session s.
@@ -250,7 +240,7 @@ func (t *Table) openSettings(w http.ResponseWriter, r *http.Request) {
 	t.log.Info("settings session started", "uid", l.uid)
 	t.audit.Record(audit.Event{Event: "settings_session", User: s.user, UID: audit.UID(l.uid), Result: "started"})
 	http.SetCookie(w, &http.Cookie{
-		Name: t.cookieName(), Value: s.cookie, Path: "/", HttpOnly: true,
+		Name: t.sessionCookieName(s.key), Value: s.cookie, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https", MaxAge: int(settingsLife / time.Second),
 	})
 	// A page of this site, not a redirect, takes the browser on: a
@@ -426,7 +416,7 @@ func (t *Table) settingsSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName(si), Value: si.binding, Path: "/", HttpOnly: true,
+		Name: bindingCookieName(si), Value: si.binding, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteLaxMode, Secure: t.callback.Scheme == "https", MaxAge: int(lifetime / time.Second),
 	})
 	w.Header().Set("Cache-Control", "no-store")
@@ -473,7 +463,7 @@ func (t *Table) settingsEnd(w http.ResponseWriter, r *http.Request) {
 	s.expires = time.Time{}
 	t.mu.Unlock()
 	t.audit.Record(audit.Event{Event: "settings_session", User: s.user, UID: audit.UID(s.uid), Result: "ended"})
-	http.SetCookie(w, &http.Cookie{Name: t.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: t.sessionCookieName(s.key), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https"})
 	page(w, http.StatusOK, "Session ended", "This browser no longer has your Managed Credentials page. Run oauthfs settings for a new link.")
 }

@@ -153,7 +153,7 @@ func TestSettingsLink(t *testing.T) {
 	c := &settingsBrowser{jar, string(m[1])}
 	var ck *http.Cookie
 	for _, k := range resp.Cookies() {
-		if k.Name == settingsCookie {
+		if strings.HasPrefix(k.Name, settingsCookie) && len(k.Name) > len(settingsCookie) {
 			ck = k
 		}
 	}
@@ -447,5 +447,61 @@ func TestSettingsPlantedCookie(t *testing.T) {
 	}
 	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrNotSignedIn) {
 		t.Errorf("the victim's sign-out did not reach the victim's credentials: %v", err)
+	}
+}
+
+// TestSettingsCookieFromAnotherPort: cookies do not tell ports apart, so a
+// server on another port of the host can set cookies the browser sends
+// to the broker. One named like the session's old fixed name
+// (oauthfs_settings) does nothing now: each session's cookie has a name
+// of its own, which only the holder of the session's key can tell.
+func TestSettingsCookieFromAnotherPort(t *testing.T) {
+	f := newSigninFixture(t, otherIntegration)
+	f.signIn(t, uid, "Test")
+	victim, _ := openSettings(t, f, uid)
+	web, _ := url.Parse(f.web.URL)
+	mine := victim.Jar.Cookies(web)
+	if len(mine) != 1 || !strings.HasPrefix(mine[0].Name, settingsCookie) || mine[0].Name == settingsCookie {
+		t.Fatalf("the session's cookie = %v; want a name of its own", mine)
+	}
+	other := *web
+	other.Host = "127.0.0.1:1" // another port: its cookies are the host's too
+	victim.Jar.SetCookies(&other, []*http.Cookie{
+		{Name: "oauthfs_settings", Value: "planted", Path: "/"},
+		{Name: "oauthfs_settings_0000000000000000", Value: "planted", Path: "/"},
+	})
+	code, page, _ := settingsPage(t, f, victim)
+	if code != 200 || !strings.Contains(page, "Signed in") {
+		t.Errorf("the victim's page with cookies planted from another port = %d", code)
+	}
+	// And the session's cookie name says nothing of another session's.
+	other2, _ := openSettings(t, f, uid)
+	if n := other2.Jar.Cookies(web); len(n) != 1 || n[0].Name == mine[0].Name {
+		t.Errorf("two sessions' cookies = %v and %v; want names of their own", mine, n)
+	}
+}
+
+// TestSignInPagesHoldNoSettingsKey: the pages of a sign-in (the callback,
+// the confirmation's answer, the failures) never carry the key of the
+// browser's settings session: their URLs do not hold it, and a page that
+// shares the broker's origin could read them.
+func TestSignInPagesHoldNoSettingsKey(t *testing.T) {
+	f := newSigninFixture(t, otherIntegration)
+	c, _ := openSettings(t, f, uid)
+	_, _, csrf := settingsPage(t, f, c)
+	stop := &settingsBrowser{browser(false), c.key}
+	stop.Jar = c.Jar
+	resp := postResp(t, f, stop, "/settings/integrations/"+f.guid(t, "Other")+"/signin", csrf, f.web.URL)
+	resp.Body.Close()
+	cb := resp.Header.Get("Location")
+	pages := map[string]string{}
+	_, pages["the confirmation page"] = get(t, c.Client, cb)
+	_, pages["a replayed callback"] = get(t, c.Client, cb)
+	_, pages["an unknown state"] = get(t, c.Client, f.web.URL+"/callback?state=unknown&code=x")
+	_, pages["a start link that is unknown"] = get(t, c.Client, f.web.URL+"/start?state=unknown")
+	for name, body := range pages {
+		if strings.Contains(body, c.key) {
+			t.Errorf("%s holds the settings key:\n%s", name, body)
+		}
 	}
 }

@@ -376,11 +376,12 @@ func (t *Table) Handler() http.Handler {
 	})
 }
 
-func cookieName(s *signin) string { return "oauthfs_" + s.id[:12] }
+// bindingCookieName names the cookie that binds a browser to sign-in s.
+func bindingCookieName(s *signin) string { return "oauthfs_" + s.id[:12] }
 
 // boundTo reports whether r comes from the browser that opened s first.
 func boundTo(r *http.Request, s *signin) bool {
-	c, err := r.Cookie(cookieName(s))
+	c, err := r.Cookie(bindingCookieName(s))
 	return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.binding)) == 1
 }
 
@@ -422,7 +423,7 @@ func (t *Table) startPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName(s), Value: s.binding, Path: "/", HttpOnly: true,
+		Name: bindingCookieName(s), Value: s.binding, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteLaxMode, Secure: t.callback.Scheme == "https", MaxAge: int(lifetime / time.Second),
 	})
 	authOrigin := ""
@@ -617,8 +618,20 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 		t.pageFor(w, r, http.StatusBadRequest, "Sign-in failed", "The form could not be read.")
 		return
 	}
-	if o := r.Header.Get("Origin"); !t.sameOrigin(o) && r.Header.Get("Sec-Fetch-Site") != "same-origin" {
+	// The page's own origin, or (a browser that sends Origin: null, or
+	// none) the browser's word that the form came from this site.
+	if o := r.Header.Get("Origin"); !t.sameOrigin(o) && !((o == "" || o == "null") && r.Header.Get("Sec-Fetch-Site") == "same-origin") {
 		t.pageFor(w, r, http.StatusForbidden, "Sign-in failed", "This form was not sent from the sign-in page: nothing was stored.")
+		return
+	}
+	// A person's click, not a script: the browser says so in headers no
+	// page can set (Fetch metadata). A page that shares the broker's
+	// origin could otherwise open the sign-in in a window of its own and
+	// press Yes there, or post the form with fetch().
+	if r.Header.Get("Sec-Fetch-Mode") != "navigate" || r.Header.Get("Sec-Fetch-User") != "?1" {
+		t.log.Warn("refused a confirmation that no person clicked", "mode", r.Header.Get("Sec-Fetch-Mode"), "user", r.Header.Get("Sec-Fetch-User"))
+		t.pageFor(w, r, http.StatusForbidden, "Sign-in failed",
+			"The confirmation must be a click on its button in your browser (this request did not say it was): nothing was stored. Use a current browser.")
 		return
 	}
 	t.mu.Lock()
@@ -729,7 +742,7 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{{.Title}} · oauthfs</title>
 <style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;line-height:1.5}
 h1{font-size:1.4em}.ok{color:#1a7f37}.fail{color:#cf222e}</style></head>
-<body><h1 class="{{if .OK}}ok{{else}}fail{{end}}">{{.Title}}</h1><p>{{.Text}}</p>{{if .Back}}<p><a href="{{.Back}}">Back to Managed Credentials</a></p>{{end}}</body></html>
+<body><h1 class="{{if .OK}}ok{{else}}fail{{end}}">{{.Title}}</h1><p>{{.Text}}</p></body></html>
 `))
 
 // securityHeaders sets the headers every page carries: no caching, no
@@ -751,27 +764,24 @@ func securityHeaders(w http.ResponseWriter, formAction string) {
 
 // page writes a small HTML page that says plainly what happened.
 func page(w http.ResponseWriter, status int, title, text string) {
-	writePage(w, status, title, text, "")
+	writePage(w, status, title, text)
 }
 
-// pageFor is page for a browser that may have a settings session: it
-// then links back to the settings page.
-func (t *Table) pageFor(w http.ResponseWriter, r *http.Request, status int, title, text string) {
-	back := ""
-	if s := t.cookieSession(r); s != nil {
-		back = pageURL(s)
-	}
-	writePage(w, status, title, text, back)
+// pageFor is page for a sign-in's pages. They never link back to a
+// settings session, whose key belongs only on pages whose own URL holds
+// it: these pages' URLs do not, and a page that shares the broker's
+// origin could read them.
+func (t *Table) pageFor(w http.ResponseWriter, _ *http.Request, status int, title, text string) {
+	page(w, status, title, text)
 }
 
-func writePage(w http.ResponseWriter, status int, title, text string, back string) {
+func writePage(w http.ResponseWriter, status int, title, text string) {
 	securityHeaders(w, "")
 	w.WriteHeader(status)
 	pageTmpl.Execute(w, struct {
 		Title, Text string
 		OK          bool
-		Back        string
-	}{title, text, status == http.StatusOK, back})
+	}{title, text, status == http.StatusOK})
 }
 
 // hostName is this host's name, for the sign-in pages.

@@ -91,6 +91,15 @@ auth_params = { access_type = "offline", prompt = "consent" }
 
 // browser is an HTTP client with a cookie jar. With follow false it stops
 // at the redirect back to the broker, so the test holds the callback URL.
+// clicked sets the Fetch metadata headers a browser sends with a form
+// that a person submitted with a click, which no page script can set.
+func clicked(req *http.Request) {
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	req.Header.Set("Sec-Fetch-User", "?1")
+	req.Header.Set("Sec-Fetch-Dest", "document")
+}
+
 func browser(follow bool) *http.Client {
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
@@ -183,6 +192,7 @@ func confirm(t *testing.T, c *http.Client, u *url.URL, page, action string) (int
 	req, _ := http.NewRequest("POST", u.Scheme+"://"+u.Host+"/confirm", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", u.Scheme+"://"+u.Host)
+	clicked(req)
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -554,11 +564,19 @@ func TestCallbackStoresNothingUntilConfirmed(t *testing.T) {
 	for _, m := range hiddenRE.FindAllStringSubmatch(page, -1) {
 		fields.Set(m[1], m[2])
 	}
-	post := func(c *http.Client, form url.Values, origin string) int {
+	post := func(c *http.Client, form url.Values, origin string, fetch ...string) int {
 		req, _ := http.NewRequest("POST", f.web.URL+"/confirm", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		if origin != "" {
 			req.Header.Set("Origin", origin)
+		}
+		clicked(req)
+		for i := 0; i+1 < len(fetch); i += 2 {
+			if fetch[i+1] == "" {
+				req.Header.Del(fetch[i])
+			} else {
+				req.Header.Set(fetch[i], fetch[i+1])
+			}
 		}
 		resp, err := c.Do(req)
 		if err != nil {
@@ -574,13 +592,20 @@ func TestCallbackStoresNothingUntilConfirmed(t *testing.T) {
 		c      *http.Client
 		form   url.Values
 		origin string
+		fetch  []string // Fetch metadata that differs from a person's click
 	}{
-		{"no Origin", br, fields, ""},
-		{"a foreign Origin", br, fields, "http://127.0.0.1:1"},
-		{"a forged nonce", br, wrong, origin},
-		{"another browser", browser(true), fields, origin},
+		{"no Origin", br, fields, "", []string{"Sec-Fetch-Site", ""}},
+		{"a foreign Origin", br, fields, "http://127.0.0.1:1", []string{"Sec-Fetch-Site", "cross-site"}},
+		{"a foreign Origin from a non-browser", br, fields, "http://127.0.0.1:1", nil},
+		{"a forged nonce", br, wrong, origin, nil},
+		{"another browser", browser(true), fields, origin, nil},
+		// A page that shares the broker's origin: its script posts the
+		// form with fetch(), or clicks Yes in a window it opened.
+		{"a script's fetch", br, fields, origin, []string{"Sec-Fetch-Mode", "cors", "Sec-Fetch-User", "", "Sec-Fetch-Dest", "empty"}},
+		{"a script's click", br, fields, origin, []string{"Sec-Fetch-User", ""}},
+		{"no Fetch metadata", br, fields, origin, []string{"Sec-Fetch-Mode", "", "Sec-Fetch-User", "", "Sec-Fetch-Site", "", "Sec-Fetch-Dest", ""}},
 	} {
-		if code := post(tc.c, tc.form, tc.origin); code != 403 {
+		if code := post(tc.c, tc.form, tc.origin, tc.fetch...); code != 403 {
 			t.Errorf("confirmation with %s = %d; want 403", tc.name, code)
 		}
 	}
@@ -648,6 +673,7 @@ func TestPlantedCookieCannotStealAnAccount(t *testing.T) {
 	req, _ := http.NewRequest("POST", f.web.URL+"/confirm", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", f.web.URL)
+	clicked(req)
 	if resp, err := attacker.Do(req); err != nil || resp.StatusCode != 403 {
 		t.Errorf("the attacker's own confirmation = %v, %v; want 403", resp.StatusCode, err)
 	}

@@ -244,6 +244,9 @@ func TestCluster(t *testing.T) {
 		req, _ := http.NewRequest("POST", "http://"+e.b.web+"/confirm", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Origin", "http://"+e.public) // the browser's: the public origin
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		req.Header.Set("Sec-Fetch-Mode", "navigate")
+		req.Header.Set("Sec-Fetch-User", "?1")
 		resp, err = c.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -175,6 +175,11 @@ func submitForm(t *testing.T, c *http.Client, resp *http.Response, fields url.Va
 	req, _ := http.NewRequest("POST", resp.Request.URL.ResolveReference(action).String(), strings.NewReader(all.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", resp.Request.URL.Scheme+"://"+resp.Request.URL.Host)
+	// And with the Fetch metadata of a person's click.
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	req.Header.Set("Sec-Fetch-User", "?1")
+	req.Header.Set("Sec-Fetch-Dest", "document")
 	next, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
