@@ -304,7 +304,9 @@ func testGitCredential(t *testing.T, d *devRun) {
 	if err == nil || !strings.Contains(out, `refusing to send a token over "http"`) {
 		t.Errorf("clone over http with a helper that does not allow it = %v\n%s; want the helper's refusal", err, out)
 	}
-	helper := func(name string) string { return "credential.helper=!" + binary + " git-credential --allow-http " + name }
+	helper := func(name string) string {
+		return "credential.helper=!" + binary + " git-credential --allow-http " + name
+	}
 	out, err = git(root, "-c", "credential.helper=", "-c", helper("Demo"), "clone", srv.URL+"/demo.git", filepath.Join(root, "clone"))
 	if err != nil {
 		t.Fatalf("git clone with the helper: %v\n%s", err, out)
