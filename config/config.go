@@ -77,6 +77,13 @@ type Settings struct {
 	// sign-in web server, to forward a browser's requests for a sign-in
 	// this broker holds.
 	ClusterURL string `toml:"cluster_url"`
+	// ClusterCAFile holds the certificates (PEM) that verify the other
+	// brokers' https cluster_url; "": the system's roots.
+	ClusterCAFile string `toml:"cluster_ca_file"`
+	// TLSCertFile and TLSKeyFile, when set, make the sign-in web server
+	// serve https itself (PEM files).
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
 	// AuditLog is the audit log's file ("-": standard output; "": none).
 	AuditLog string `toml:"audit_log"`
 	// MetricsListen is where Prometheus metrics are served, host:port
@@ -345,7 +352,7 @@ func (c *Config) defaults(md toml.MetaData) error {
 		c.Store.Backend = BackendFile
 	}
 	base := filepath.Dir(c.File)
-	for _, p := range []*string{&b.Socket, b.StateDir, &b.KeyFile, &c.Store.DSNFile, &b.AuditLog} {
+	for _, p := range []*string{&b.Socket, b.StateDir, &b.KeyFile, &c.Store.DSNFile, &b.AuditLog, &b.ClusterCAFile, &b.TLSCertFile, &b.TLSKeyFile} {
 		if *p != "" && *p != "-" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -424,6 +431,12 @@ func (c *Config) validate() error {
 		case c.Store.Backend != BackendPostgres:
 			return c.errf("[broker] cluster_url is for the brokers of a cluster, which share [store] backend = \"postgres\"")
 		}
+	}
+	if c.Settings.ClusterCAFile != "" && c.Settings.ClusterURL == "" {
+		return c.errf("[broker] cluster_ca_file verifies the other brokers' cluster_url; set cluster_url too, or remove it")
+	}
+	if (c.Settings.TLSCertFile == "") != (c.Settings.TLSKeyFile == "") {
+		return c.errf("[broker] tls_cert_file and tls_key_file go together: set both, or neither")
 	}
 	names := map[string]int{}
 	guids := map[uuid.UUID]int{}

@@ -9,6 +9,8 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,7 +134,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		si.Observe(aud, met)
 	}
 	if err == nil && cfg.Settings.ClusterURL != "" {
-		err = si.Cluster(st.(*store.Postgres), cfg.Settings.ClusterURL)
+		err = joinCluster(si, st.(*store.Postgres), cfg.Settings)
 	}
 	if err != nil {
 		br.Close()
@@ -153,6 +155,17 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 			closeStore()
 			return nil, fmt.Errorf("host: %w on %s: %w", ErrWebListen, cfg.Settings.Listen, err)
 		}
+	}
+	if s := cfg.Settings; s.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.TLSCertFile, s.TLSKeyFile)
+		if err != nil {
+			web.Close()
+			sock.Close()
+			br.Close()
+			closeStore()
+			return nil, fmt.Errorf("host: [broker] tls_cert_file %s and tls_key_file %s: %w", s.TLSCertFile, s.TLSKeyFile, err)
+		}
+		web = tls.NewListener(web, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	h := &Host{
 		Broker: br, SignIn: si, Socket: opts.Socket,
@@ -211,6 +224,28 @@ func (h *Host) Reload(cfg *config.Config) (ignored []string, err error) {
 		}
 	}
 	return ignored, nil
+}
+
+// joinCluster makes si one broker of the cluster on pg: forwarded
+// requests are signed with a key derived from the store key, and the
+// other brokers' https cluster_url is verified with cluster_ca_file.
+func joinCluster(si *signin.Table, pg *store.Postgres, s config.Settings) error {
+	key, err := pg.DeriveKey("oauthfs forwarding key v1")
+	if err != nil {
+		return err
+	}
+	opts := signin.ClusterOptions{Key: key}
+	if s.ClusterCAFile != "" {
+		pem, err := os.ReadFile(s.ClusterCAFile)
+		if err != nil {
+			return fmt.Errorf("host: [broker] cluster_ca_file: %w", err)
+		}
+		opts.RootCAs = x509.NewCertPool()
+		if !opts.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("host: [broker] cluster_ca_file %s holds no PEM certificate", s.ClusterCAFile)
+		}
+	}
+	return si.Cluster(pg, s.ClusterURL, opts)
 }
 
 // Source returns the broker as user uid sees it, for a filesystem of

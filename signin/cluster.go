@@ -3,6 +3,12 @@ package signin
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -10,8 +16,14 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/oauthfs/oauthfs/internal/printable"
+	"github.com/oauthfs/oauthfs/internal/secmem"
 )
 
 // Behind a load balancer, each request of a browser may reach any broker
@@ -36,26 +48,47 @@ type Router interface {
 }
 
 // forwardedHeader marks a request one broker forwarded to another, which
-// never forwards it again.
+// never forwards it again; forwardedHeader+"-At" and "-Sig" sign it.
 const forwardedHeader = "X-Oauthfs-Forwarded"
+
+// forwardSkew bounds how old (or how far ahead) a signed forwarded
+// request may be.
+const forwardSkew = 30 * time.Second
 
 // cluster is a Table's part in a cluster; nil on one host.
 type cluster struct {
 	router Router
-	self   string // where the other brokers reach this one's sign-in web server
+	self   string            // where the other brokers reach this one's sign-in web server
+	key    *memguard.Enclave // signs forwarded requests; every broker of the cluster derives the same
 	proxy  *httputil.ReverseProxy
+}
+
+// ClusterOptions configure a broker's part in a cluster.
+type ClusterOptions struct {
+	// Key signs the requests brokers forward to each other (HMAC-SHA256):
+	// every broker of the cluster must have the same, which the caller
+	// derives from the store key they share. Required. The cluster keeps
+	// it; the caller must not destroy it.
+	Key *memguard.Enclave
+	// RootCAs verifies the other brokers' certificates when cluster_url
+	// is https; nil: the system's roots.
+	RootCAs *x509.CertPool
 }
 
 // Cluster makes t one broker of a cluster: it records its sign-ins and
 // settings sessions in r under self, the URL where the other brokers
 // reach its sign-in web server, and forwards browsers' requests for those
-// of other brokers to them.
-func (t *Table) Cluster(r Router, self string) error {
+// of other brokers to them, signed, refusing forwarded requests that are
+// not.
+func (t *Table) Cluster(r Router, self string, opts ClusterOptions) error {
 	u, err := url.Parse(self)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("signin: cluster_url %q: want the http(s) URL where the other brokers reach this one", self)
 	}
-	c := &cluster{router: r, self: u.Scheme + "://" + u.Host}
+	if opts.Key == nil {
+		return fmt.Errorf("signin: cluster: no key to sign forwarded requests with")
+	}
+	c := &cluster{router: r, self: u.Scheme + "://" + u.Host, key: opts.Key}
 	c.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			to, _ := url.Parse(pr.In.Header.Get(forwardedHeader + "-To"))
@@ -63,9 +96,16 @@ func (t *Table) Cluster(r Router, self string) error {
 			pr.Out.Host = pr.In.Host // the public host, as the browser sent it
 			pr.Out.Header.Del(forwardedHeader + "-To")
 			pr.Out.Header.Set(forwardedHeader, c.self)
+			at := strconv.FormatInt(time.Now().Unix(), 10)
+			pr.Out.Header.Set(forwardedHeader+"-At", at)
+			if sig, err := c.sign(pr.Out, at); err == nil {
+				pr.Out.Header.Set(forwardedHeader+"-Sig", sig)
+			}
 		},
 		Transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			TLSClientConfig:       &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout:   5 * time.Second,
 			ResponseHeaderTimeout: 2 * time.Minute, // a code exchange waits for the provider
 			MaxIdleConnsPerHost:   16,
 		},
@@ -97,13 +137,64 @@ func (t *Table) route(secret string, expires time.Time) {
 	}
 }
 
+// sign returns the signature of a forwarded request r made at at (Unix
+// seconds): an HMAC of its method, host, path and query, time and body
+// (which it reads and puts back).
+func (c *cluster) sign(r *http.Request, at string) (string, error) {
+	var body []byte
+	if r.Body != nil {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return "", err
+		}
+		r.Body, body = io.NopCloser(bytes.NewReader(b)), b
+	}
+	k, err := secmem.Open(c.key)
+	if err != nil {
+		return "", err
+	}
+	defer k.Destroy()
+	sum := sha256.Sum256(body)
+	m := hmac.New(sha256.New, k.Bytes())
+	for _, part := range []string{r.Method, r.Host, r.URL.RequestURI(), at, hex.EncodeToString(sum[:])} {
+		m.Write([]byte(part))
+		m.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
+}
+
+// signedByPeer reports whether r, which says another broker forwarded it,
+// carries a valid and recent signature of this cluster.
+func (c *cluster) signedByPeer(r *http.Request) bool {
+	at := r.Header.Get(forwardedHeader + "-At")
+	sec, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return false
+	}
+	if d := time.Since(time.Unix(sec, 0)); d > forwardSkew || d < -forwardSkew {
+		return false
+	}
+	want, err := c.sign(r, at)
+	return err == nil && hmac.Equal([]byte(want), []byte(r.Header.Get(forwardedHeader+"-Sig")))
+}
+
 // forward sends r to the broker that holds its sign-in or session, when
-// that is another broker, and reports whether it did (and answered w).
+// that is another broker, and reports whether it did (and answered w). A
+// request that says another broker forwarded it is served here only when
+// that broker signed it; anything else that claims so is refused.
 func (t *Table) forward(w http.ResponseWriter, r *http.Request) bool {
 	t.mu.Lock()
 	c := t.cluster
 	t.mu.Unlock()
-	if c == nil || r.Header.Get(forwardedHeader) != "" {
+	if r.Header.Get(forwardedHeader) != "" || r.Header.Get(forwardedHeader+"-Sig") != "" {
+		if c == nil || !c.signedByPeer(r) {
+			t.log.Warn("refused a request that claims to be forwarded by another broker but is not signed by one", "from", printable.String(r.Header.Get(forwardedHeader), 128))
+			page(w, http.StatusForbidden, "Refused", "This request claims to come from another broker of the cluster, but is not signed by one.")
+			return true
+		}
+		return false // forwarded to us: served here
+	}
+	if c == nil {
 		return false
 	}
 	secret := t.routeSecret(r)

@@ -184,6 +184,13 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	return s, nil
 }
 
+// DeriveKey returns a key for another use, named by label, derived from
+// the store key that every broker of the cluster holds: the same on every
+// host. The caller owns the enclave.
+func (s *Postgres) DeriveKey(label string) (*memguard.Enclave, error) {
+	return deriveKey(s.key, label)
+}
+
 // deriveKey returns a key for another use than sealing records: an HMAC
 // of label under key, which every host holding key derives alike.
 func deriveKey(key *memguard.Enclave, label string) (*memguard.Enclave, error) {

@@ -2,10 +2,19 @@ package test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"html"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -14,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +39,7 @@ import (
 // database: two daemons (two sockets, two sign-in web servers, one key
 // file), each with a session mount.
 type clusterEnv struct {
+	tls    bool // the sign-in web servers serve https (tls_cert_file)
 	dir    string
 	public string // the sign-in web servers' public address: A's, as if a load balancer stood there
 	p      *localprovider.Provider
@@ -47,7 +58,7 @@ type clusterHost struct {
 func newClusterEnv(t *testing.T, dsn string, lifetime time.Duration, brokerConfig ...string) *clusterEnv {
 	t.Helper()
 	fusetest.Require(t)
-	e := &clusterEnv{dir: t.TempDir(), p: localprovider.New(), dsn: dsn}
+	e := &clusterEnv{dir: t.TempDir(), p: localprovider.New(), dsn: dsn, tls: strings.Contains(strings.Join(brokerConfig, "\n"), "tls_cert_file")}
 	t.Cleanup(e.p.Close)
 	e.p.SetLifetime(lifetime)
 	e.p.SetRotate(true) // strict rotation: a refresh token works once
@@ -71,8 +82,8 @@ func (e *clusterEnv) host(t *testing.T, name, web string, brokerConfig ...string
 	cfg := fmt.Sprintf(`[broker]
 socket = %q
 listen = %q
-callback_url = "http://%s/callback"
-cluster_url = "http://%s"
+callback_url = "%s://%s/callback"
+cluster_url = "%s://%s"
 state_dir = %q
 key_file = %q
 request_timeout = "2s"
@@ -88,11 +99,20 @@ client_secret = "test-secret"
 auth_url = "%s/authorize"
 token_url = "%s/token"
 revocation_url = "%s/revoke"
-`, h.socket, web, e.public, web, filepath.Join(e.dir, name, "state"), filepath.Join(e.dir, "key"), strings.Join(brokerConfig, "\n"), filepath.Join(e.dir, "dsn"), e.p.URL, e.p.URL, e.p.URL)
+`, h.socket, web, e.scheme(), e.public, e.scheme(), web, filepath.Join(e.dir, name, "state"), filepath.Join(e.dir, "key"), strings.Join(brokerConfig, "\n"), filepath.Join(e.dir, "dsn"), e.p.URL, e.p.URL, e.p.URL)
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// scheme is the sign-in web servers' scheme: https when the brokers
+// serve TLS themselves.
+func (e *clusterEnv) scheme() string {
+	if e.tls {
+		return "https"
+	}
+	return "http"
 }
 
 // start runs the host's broker daemon.
@@ -546,6 +566,86 @@ func TestClusterRefreshAheadOnEitherHost(t *testing.T) {
 	if slowest >= 600*time.Millisecond {
 		t.Errorf("a read on B waited %v for the provider; want B to refresh the token ahead, as A did", slowest)
 	}
+}
+
+// TestClusterForwardingIsSignedAndEncrypted: brokers forward a browser's
+// requests to each other over TLS (cluster_url https, verified with
+// cluster_ca_file), signed with a key derived from the store key; a
+// request that only claims to be forwarded is refused.
+func TestClusterForwardingIsSignedAndEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeSelfSigned(t, certFile, keyFile)
+	e := newClusterEnv(t, pgtest.Shared(t), time.Hour,
+		fmt.Sprintf("tls_cert_file = %q\ntls_key_file = %q\ncluster_ca_file = %q", certFile, keyFile, certFile))
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(certFile)
+	pool.AppendCertsFromPEM(pem)
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+
+	// A's settings link, opened through B: B forwards to A over https.
+	link, err := e.a.cli(t, "settings", "--no-browser")
+	if err != nil {
+		t.Fatalf("settings on A: %v %s", err, link)
+	}
+	u, _ := url.Parse(strings.TrimSpace(strings.Split(link, "\n")[0]))
+	if u.Scheme != "https" {
+		t.Fatalf("the settings link %q is not https", u)
+	}
+	u.Host = e.b.web
+	code, fwd := httpGet(t, c, u.String())
+	m := regexp.MustCompile(`url=(/settings\?s=[^"]+)"`).FindStringSubmatch(fwd)
+	if code != 200 || m == nil {
+		t.Fatalf("A's settings link through B = %d %q", code, fwd)
+	}
+	if code, page := httpGet(t, c, "https://"+e.b.web+m[1]); code != 200 || !strings.Contains(page, "Managed Credentials") {
+		t.Errorf("A's settings page through B = %d", code)
+	}
+
+	// Claiming to be forwarded, unsigned or badly signed, to A directly.
+	for _, h := range []map[string]string{
+		{"X-Oauthfs-Forwarded": "https://" + e.b.web},
+		{"X-Oauthfs-Forwarded": "https://" + e.b.web, "X-Oauthfs-Forwarded-At": strconv.FormatInt(time.Now().Unix(), 10), "X-Oauthfs-Forwarded-Sig": "forged"},
+	} {
+		req, _ := http.NewRequest("GET", "https://"+e.a.web+m[1], nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Errorf("a request to A claiming to be forwarded (%v) = %d; want 403", h, resp.StatusCode)
+		}
+	}
+	// Nothing speaks plain http there.
+	if resp, err := http.Get("http://" + e.a.web + "/settings"); err == nil && resp.StatusCode == 200 {
+		t.Errorf("A's sign-in web server answered plain http")
+	}
+}
+
+// writeSelfSigned writes a self-signed certificate for 127.0.0.1 and its
+// key, PEM.
+func writeSelfSigned(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "oauthfs test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
 }
 
 // TestClusterDatabaseOutage stops the database for 10 s under load: cached
