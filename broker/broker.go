@@ -39,6 +39,10 @@ type Options struct {
 	// Metrics counts token requests, reads, sign-outs, revocations and
 	// store writes, and reports the users signed in; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Directory holds the metadata of the integrations' issuers, which
+	// the caller fetched (provider.Directory.Fetch) before New and before
+	// each Reload; nil: each is looked up when first needed.
+	Directory *provider.Directory
 }
 
 // Broker holds every user's credentials for the configured integrations
@@ -134,6 +138,10 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		b.timeout = config.DefaultRequestTimeout
 	}
 	b.reg.http = provider.NewHTTPClient(b.timeout)
+	b.reg.dir = opts.Directory
+	if b.reg.dir == nil {
+		b.reg.dir = provider.NewDirectory(b.reg.http)
+	}
 	b.reg.callback = cfg.Settings.CallbackURL
 	if b.metrics != nil {
 		b.reg.observe = b.metrics.TokenRequest
@@ -196,6 +204,7 @@ func metaOf(c *config.Integration, creds map[string]*grant, err error) credentia
 		AuthURL:       c.AuthURL,
 		TokenURL:      c.TokenURL,
 		Scopes:        nonNil(c.Scopes),
+		Issuer:        nonEmpty(c.Issuer),
 		Status:        credential.StatusNotSignedIn,
 		GrantedScopes: []string{},
 	}
@@ -225,6 +234,14 @@ func metaOf(c *config.Integration, creds map[string]*grant, err error) credentia
 		m.Error = &e
 	}
 	return m
+}
+
+// nonEmpty returns &s, or nil for "".
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 func nonNil(s []string) []string {
@@ -370,7 +387,17 @@ func (b *Broker) Logout(ctx context.Context, uid int, id string) (LogoutResult, 
 func (b *Broker) logout(ctx context.Context, uid int, id string) (LogoutResult, error) {
 	had, old, p, err := b.forget(uid, id)
 	res := LogoutResult{SignedOut: had}
-	if !had || old == nil || p.Config().RevocationURL == "" {
+	if !had || old == nil {
+		return res, err
+	}
+	if p.Config().RevocationURL == "" {
+		// An issuer not reached yet may give one.
+		if rerr := p.Ready(ctx); rerr != nil {
+			res.RevocationError = rerr.Error()
+			return res, err
+		}
+	}
+	if p.Config().RevocationURL == "" {
 		return res, err
 	}
 	in := p.Config()

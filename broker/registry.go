@@ -17,6 +17,7 @@ import (
 // that owns its client secret. It is safe for concurrent use.
 type registry struct {
 	http     *http.Client           // shared by every provider client
+	dir      *provider.Directory    // the issuers' metadata, shared by every provider client
 	callback string                 // the redirect URI of sign-ins
 	observe  func(provider.Request) // nil: token requests are not counted
 
@@ -56,7 +57,7 @@ func (r *registry) replace(cfg *config.Config, timeout time.Duration) (added, re
 	byGUID := map[string]*provider.Client{}
 	byName := map[string]*provider.Client{}
 	for _, ic := range cfg.Integrations {
-		p, err := provider.New(ic, provider.Options{Callback: r.callback, Timeout: timeout, HTTP: r.http, Observe: r.observe})
+		p, err := provider.New(ic, provider.Options{Callback: r.callback, Timeout: timeout, HTTP: r.http, Observe: r.observe, Directory: r.dir})
 		if err != nil {
 			return 0, 0, fmt.Errorf("broker: %w", err)
 		}

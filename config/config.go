@@ -175,6 +175,12 @@ type Integration struct {
 	// (client_id and client_secret in the form). It is never retried the
 	// other way. Default: post for provider presets, basic otherwise.
 	AuthStyle string `toml:"auth_style"`
+	// Issuer is the authorization server's issuer identifier (RFC 8414
+	// §2). When set, its metadata is fetched when the broker starts and
+	// on each reload (package provider, not here): it fills the
+	// endpoints left out here, and says whether authorization responses
+	// carry the issuer (RFC 9207), which sign-in then checks.
+	Issuer string `toml:"issuer"`
 
 	// GUID is RawGUID parsed, or the UUIDv5 of Name when RawGUID is empty.
 	GUID uuid.UUID `toml:"-"`
@@ -414,7 +420,7 @@ func (c *Config) validate() error {
 			return c.errf("[broker] metrics_listen %q: want host:port, such as \"127.0.0.1:9464\"", a)
 		}
 	}
-	if err := checkURL(c.Settings.CallbackURL); err != nil {
+	if err := CheckURL(c.Settings.CallbackURL); err != nil {
 		return c.errf("[broker] callback_url: %v", err)
 	}
 	if err := checkCallbackPath(c.Settings.CallbackURL); err != nil {
@@ -547,11 +553,19 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 	default:
 		return c.integrationErr(in, i, "auth_style %q: want %q (HTTP Basic) or %q (in the form)", in.AuthStyle, AuthStyleBasic, AuthStylePost)
 	}
-	for _, u := range []struct{ key, val string }{{"auth_url", in.AuthURL}, {"token_url", in.TokenURL}} {
-		if u.val == "" {
-			return c.integrationErr(in, i, "%s is missing (set it, or set provider)", u.key)
+	if in.Issuer != "" {
+		if err := CheckIssuer(in.Issuer); err != nil {
+			return c.integrationErr(in, i, "issuer: %v", err)
 		}
-		if err := checkURL(u.val); err != nil {
+	}
+	for _, u := range []struct{ key, val string }{{"auth_url", in.AuthURL}, {"token_url", in.TokenURL}} {
+		if u.val == "" && in.Issuer != "" {
+			continue // from the issuer's metadata
+		}
+		if u.val == "" {
+			return c.integrationErr(in, i, "%s is missing (set it, or set issuer or provider)", u.key)
+		}
+		if err := CheckURL(u.val); err != nil {
 			return c.integrationErr(in, i, "%s: %v", u.key, err)
 		}
 	}
@@ -559,7 +573,7 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 		if u.val == "" {
 			continue
 		}
-		if err := checkURL(u.val); err != nil {
+		if err := CheckURL(u.val); err != nil {
 			return c.integrationErr(in, i, "%s: %v", u.key, err)
 		}
 	}
@@ -593,9 +607,10 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 	return nil
 }
 
-// checkURL accepts absolute https URLs, and http URLs whose host is a
-// loopback address or "localhost".
-func checkURL(s string) error {
+// CheckURL accepts absolute https URLs, and http URLs whose host is a
+// loopback address or "localhost": the rule for every endpoint, whether
+// configured or found in an issuer's metadata.
+func CheckURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
 		return fmt.Errorf("%q is not a URL", s)
@@ -614,6 +629,19 @@ func checkURL(s string) error {
 	default:
 		return fmt.Errorf("%q: scheme must be https", s)
 	}
+}
+
+// CheckIssuer accepts an issuer identifier as RFC 8414 §2 has it: a URL
+// as [CheckURL] accepts, with no query or fragment.
+func CheckIssuer(s string) error {
+	if err := CheckURL(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s)
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
+		return fmt.Errorf("%q has a query or a fragment, which an issuer identifier never has (RFC 8414 §2)", s)
+	}
+	return nil
 }
 
 // checkCallbackPath refuses a callback_url whose path the sign-in web

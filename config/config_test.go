@@ -185,6 +185,11 @@ func TestInvalid(t *testing.T) {
 		{"callback on /settings", "[broker]\ncallback_url = \"http://127.0.0.1:8400/settings/cb\"\n", "uses the path /settings"},
 		{"callback under a prefix", "[broker]\ncallback_url = \"https://build-3.example.com/oauthfs/callback\"\n", "needs a host name of its own"},
 		{"wrong type", "[broker]\nsocket = 5\n", "c.toml"},
+		{"issuer over plain http", base("issuer = \"http://idp.example\"\n"), "issuer: \"http://idp.example\" uses plain http"},
+		{"issuer with a query", base("issuer = \"https://idp.example/?tenant=a\"\n"), "has a query or a fragment"},
+		{"issuer with a fragment", base("issuer = \"https://idp.example/#a\"\n"), "has a query or a fragment"},
+		{"issuer not a url", base("issuer = \"idp.example\"\n"), "issuer: \"idp.example\" is not an absolute URL"},
+		{"no endpoints, no issuer", base(""), "(set it, or set issuer or provider)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("/etc/c.toml", []byte(tc.src))
@@ -228,6 +233,37 @@ func TestDeviceAuthURL(t *testing.T) {
 			}
 			if got := c.Integrations[0].DeviceAuthURL; got != tc.want {
 				t.Errorf("device_auth_url = %q; want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestIssuer: an issuer alone is a complete integration (its metadata
+// gives the endpoints, in package provider), and endpoints set beside it
+// are kept as they are.
+func TestIssuer(t *testing.T) {
+	for _, tc := range []struct {
+		name, extra         string
+		issuer, auth, token string
+	}{
+		{"issuer alone", `issuer = "https://idp.example"`, "https://idp.example", "", ""},
+		{"issuer with a path", `issuer = "https://idp.example/realms/a"`, "https://idp.example/realms/a", "", ""},
+		{"loopback issuer", `issuer = "http://127.0.0.1:9"`, "http://127.0.0.1:9", "", ""},
+		{"issuer and endpoints", "issuer = \"https://idp.example\"\nauth_url = \"https://idp.example/a\"\ntoken_url = \"https://idp.example/t\"",
+			"https://idp.example", "https://idp.example/a", "https://idp.example/t"},
+		{"issuer and a preset", "issuer = \"https://accounts.google.com\"\nprovider = \"google\"",
+			"https://accounts.google.com", "https://accounts.google.com/o/oauth2/auth", "https://oauth2.googleapis.com/token"},
+		{"no issuer", "auth_url = \"https://a.example/a\"\ntoken_url = \"https://a.example/t\"", "", "https://a.example/a", "https://a.example/t"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "[[integration]]\nname = \"A\"\nclient_id = \"i\"\nclient_secret = \"s\"\n" + tc.extra + "\n"
+			c, err := Parse("c.toml", []byte(src))
+			if err != nil {
+				t.Fatalf("Parse(%q) = %v; want no error", src, err)
+			}
+			in := c.Integrations[0]
+			if in.Issuer != tc.issuer || in.AuthURL != tc.auth || in.TokenURL != tc.token {
+				t.Errorf("Parse(%q) = issuer %q, auth_url %q, token_url %q; want %q, %q, %q", src, in.Issuer, in.AuthURL, in.TokenURL, tc.issuer, tc.auth, tc.token)
 			}
 		})
 	}

@@ -89,12 +89,15 @@ func FormatTime(t time.Time) string {
 // Integration is one integration as a user sees it: the object in
 // meta.json and in the integrations.json array. It never holds a secret.
 type Integration struct {
-	GUID          string   `json:"guid"`
-	Name          string   `json:"name"`
-	DisplayName   string   `json:"display_name"`
-	ClientID      string   `json:"client_id"`
-	AuthURL       string   `json:"auth_url"`
-	TokenURL      string   `json:"token_url"`
+	GUID        string `json:"guid"`
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name"`
+	ClientID    string `json:"client_id"`
+	AuthURL     string `json:"auth_url"`
+	TokenURL    string `json:"token_url"`
+	// Issuer is the authorization server's issuer identifier, when the
+	// configuration names one, or nil.
+	Issuer        *string  `json:"issuer"`
 	Scopes        []string `json:"scopes"`
 	Authenticated bool     `json:"authenticated"`
 	Status        Status   `json:"status"`

@@ -23,6 +23,7 @@ import (
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/metrics"
+	"github.com/oauthfs/oauthfs/provider"
 	"github.com/oauthfs/oauthfs/session"
 	"github.com/oauthfs/oauthfs/signin"
 	"github.com/oauthfs/oauthfs/store"
@@ -31,6 +32,11 @@ import (
 // ErrWebListen is wrapped when the sign-in web server cannot listen on
 // the configured address.
 var ErrWebListen = errors.New("sign-in web server cannot listen")
+
+// ErrMetadata is wrapped when an integration's issuer has metadata that
+// oauthfs cannot use (another issuer, not found, an endpoint over plain
+// http): the configuration must change. It is provider.ErrMetadata.
+var ErrMetadata = provider.ErrMetadata
 
 // ErrMetricsListen is wrapped when the metrics server cannot listen on
 // metrics_listen.
@@ -69,7 +75,26 @@ type Host struct {
 	metrics    *http.Server // nil: metrics_listen is off
 	closeStore func()       // closes the store and the audit log
 	settings   config.Settings
+	dir        *provider.Directory // the issuers' metadata, fetched again on each reload
+	log        *slog.Logger
 	once       sync.Once
+}
+
+// discover fetches the metadata of every issuer of cfg into dir, within
+// request_timeout. An issuer that cannot be reached is logged and asked
+// again when needed; unusable metadata are an error that wraps
+// provider.ErrMetadata.
+func discover(dir *provider.Directory, cfg *config.Config, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Settings.RequestTimeout)
+	defer cancel()
+	unreachable, err := dir.Fetch(ctx, cfg.Integrations)
+	if err != nil {
+		return fmt.Errorf("host: %w", err)
+	}
+	for _, e := range unreachable {
+		log.Warn("an issuer's metadata could not be read; its integrations work once it answers", "err", e)
+	}
+	return nil
 }
 
 // Start builds a broker host for cfg and serves its session socket and
@@ -89,6 +114,13 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 			return nil, fmt.Errorf("host: %w on [broker] metrics_listen %s: %w", ErrMetricsListen, a, err)
 		}
 		met = metrics.New(opts.Version)
+	}
+	// The issuers' metadata first: unusable ones stop the start before
+	// anything listens.
+	dir := provider.NewDirectory(provider.NewHTTPClient(cfg.Settings.RequestTimeout))
+	if err := discover(dir, cfg, log); err != nil {
+		closeListener(ml)
+		return nil, err
 	}
 	var aud *audit.Log
 	if p := cfg.Settings.AuditLog; p != "" {
@@ -124,7 +156,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		}
 		st = f
 	}
-	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st, Audit: aud, Metrics: met})
+	br, err := broker.New(cfg, broker.Options{Logger: log, Store: st, Audit: aud, Metrics: met, Directory: dir})
 	if err != nil {
 		closeStore()
 		return nil, err
@@ -175,6 +207,8 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 
 		closeStore: closeStore,
 		settings:   cfg.Settings,
+		dir:        dir,
+		log:        log,
 	}
 	go h.srv.Serve(sock)
 	go h.web.Serve(session.CapConns(web, signin.MaxConns, false, log))
@@ -203,9 +237,15 @@ func (h *Host) Stop() {
 	})
 }
 
-// Reload applies the integrations of cfg, as [broker.Broker.Reload]
-// does, and reports the [broker] settings that change only on restart.
+// Reload reads the metadata of cfg's issuers again and applies the
+// integrations of cfg, as [broker.Broker.Reload] does, and reports the
+// [broker] settings that change only on restart. Unusable metadata
+// refuse the reload; an issuer that cannot be reached keeps the metadata
+// read before.
 func (h *Host) Reload(cfg *config.Config) (ignored []string, err error) {
+	if err := discover(h.dir, cfg, h.log); err != nil {
+		return nil, err
+	}
 	ignored, err = h.Broker.Reload(cfg)
 	if err != nil {
 		return nil, err

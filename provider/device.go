@@ -49,8 +49,12 @@ type Device struct {
 // StartDevice asks the integration's device authorization endpoint for a
 // user code, authenticating the client as auth_style says (RFC 8628 §3.1).
 func (c *Client) StartDevice(ctx context.Context) (*Device, error) {
-	if c.cfg.DeviceAuthURL == "" {
-		return nil, fmt.Errorf("integration %s has no device_auth_url: %w", c.cfg.Name, ErrNoDeviceAuth)
+	if err := c.readyFor(ctx, func(in *config.Integration) string { return in.DeviceAuthURL }); err != nil {
+		return nil, err
+	}
+	in := c.Config()
+	if in.DeviceAuthURL == "" {
+		return nil, fmt.Errorf("integration %s has no device_auth_url: %w", in.Name, ErrNoDeviceAuth)
 	}
 	secret, err := secmem.Open(c.secret)
 	if err != nil {
@@ -63,10 +67,10 @@ func (c *Client) StartDevice(ctx context.Context) (*Device, error) {
 	cfg := c.oauthConfig(string(secret.Bytes()))
 	var opts []oauth2.AuthCodeOption
 	hc := c.http
-	if c.cfg.AuthStyle == config.AuthStylePost {
+	if in.AuthStyle == config.AuthStylePost {
 		opts = append(opts, oauth2.SetAuthURLParam("client_secret", cfg.ClientSecret))
 	} else {
-		hc = basicAuthClient(c.http, c.cfg.DeviceAuthURL, cfg.ClientID, cfg.ClientSecret)
+		hc = basicAuthClient(c.http, in.DeviceAuthURL, cfg.ClientID, cfg.ClientSecret)
 	}
 	resp, err := cfg.DeviceAuth(context.WithValue(ctx, oauth2.HTTPClient, hc), opts...)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/awnumar/memguard"
@@ -25,7 +26,11 @@ import (
 // Client talks to the provider of one integration. It is safe for
 // concurrent use by multiple goroutines.
 type Client struct {
-	cfg *config.Integration
+	cfg *config.Integration // as configured
+	dir *Directory          // the metadata of issuers
+	// state is the configuration in use: cfg, with the endpoints its
+	// issuer's metadata give where cfg has none, once they are known.
+	state atomic.Pointer[resolved]
 	// secret is the client secret; owned by the Client, wiped by
 	// memguard.Purge at exit.
 	secret   *memguard.Enclave
@@ -48,6 +53,35 @@ type Options struct {
 	// once it has its answer, for the broker's metrics. It must not
 	// block.
 	Observe func(Request)
+	// Directory holds the metadata of issuers, shared by the clients of
+	// a broker; nil: a directory of the client's own.
+	Directory *Directory
+}
+
+// resolved is a configuration in use, and the metadata it took endpoints
+// from (nil: none yet, or no issuer). It is immutable.
+type resolved struct {
+	cfg  *config.Integration
+	meta *Metadata
+}
+
+// resolve returns cfg with the endpoints of m where cfg has none:
+// configured endpoints win.
+func resolve(cfg *config.Integration, m *Metadata) *resolved {
+	if m == nil {
+		return &resolved{cfg: cfg}
+	}
+	cp := *cfg
+	for _, f := range []struct {
+		dst *string
+		v   string
+	}{{&cp.AuthURL, m.AuthURL}, {&cp.TokenURL, m.TokenURL}, {&cp.RevocationURL, m.RevocationURL},
+		{&cp.DeviceAuthURL, m.DeviceAuthURL}, {&cp.UserinfoURL, m.UserinfoURL}} {
+		if *f.dst == "" {
+			*f.dst = f.v
+		}
+	}
+	return &resolved{cfg: &cp, meta: m}
 }
 
 // Request is one request to a token endpoint, as [Options.Observe] is
@@ -113,11 +147,100 @@ func New(cfg *config.Integration, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, secret: sec, http: opts.HTTP, timeout: opts.Timeout, callback: opts.Callback, observe: opts.Observe}, nil
+	c := &Client{cfg: cfg, dir: opts.Directory, secret: sec, http: opts.HTTP, timeout: opts.Timeout, callback: opts.Callback, observe: opts.Observe}
+	if c.dir == nil {
+		c.dir = NewDirectory(opts.HTTP)
+	}
+	c.state.Store(resolve(cfg, nil))
+	c.current()
+	return c, nil
 }
 
-// Config returns the integration's configuration.
-func (c *Client) Config() *config.Integration { return c.cfg }
+// current returns the configuration in use, taking the endpoints of the
+// issuer's metadata once the directory has them.
+func (c *Client) current() *resolved {
+	st := c.state.Load()
+	if st.meta != nil || c.cfg.Issuer == "" {
+		return st
+	}
+	if m := c.dir.Cached(c.cfg.Issuer); m != nil {
+		next := resolve(c.cfg, m)
+		if c.state.CompareAndSwap(st, next) {
+			return next
+		}
+		return c.state.Load()
+	}
+	return st
+}
+
+// Config returns the integration's configuration as it is used: with the
+// endpoints its issuer's metadata give where the configuration has none,
+// once they are known (see [Client.Ready]). Callers must not change it.
+func (c *Client) Config() *config.Integration { return c.current().cfg }
+
+// Ready makes sure the metadata of the integration's issuer are known,
+// asking the issuer when they are not yet (at most once every 10 s after
+// a failure, within the request timeout). For an integration without an
+// issuer it returns nil at once. The error names the integration and the
+// URL asked.
+func (c *Client) Ready(ctx context.Context) error {
+	if c.cfg.Issuer == "" || c.current().meta != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	m, err := c.dir.Lookup(ctx, c.cfg.Issuer)
+	if err != nil {
+		return fmt.Errorf("provider: integration %q: the metadata of its issuer: %w", c.cfg.Name, err)
+	}
+	if st := c.state.Load(); st.meta == nil {
+		c.state.CompareAndSwap(st, resolve(c.cfg, m))
+	}
+	return nil
+}
+
+// readyFor is Ready when the endpoint in use is still unknown ("").
+func (c *Client) readyFor(ctx context.Context, endpoint func(*config.Integration) string) error {
+	if endpoint(c.Config()) != "" {
+		return nil
+	}
+	return c.Ready(ctx)
+}
+
+func tokenURL(in *config.Integration) string { return in.TokenURL }
+
+// CheckIssuer checks the iss parameters of an authorization response
+// (RFC 9207 §2.4), which tell which authorization server sent it, so that
+// a response another server delivered to the shared callback is not
+// taken for this integration's (a mix-up attack). For an integration
+// without an issuer there is nothing to compare with, and every response
+// passes. Otherwise iss must be the issuer exactly; a response without
+// iss passes only when the issuer's metadata do not say that it always
+// sends one (authorization_response_iss_parameter_supported). The error
+// wraps [ErrIssuer] and quotes the iss it got, cleaned.
+func (c *Client) CheckIssuer(iss []string) error {
+	want := c.cfg.Issuer
+	st := c.current()
+	switch {
+	case want == "":
+		return nil
+	case len(iss) > 1:
+		return fmt.Errorf("the authorization response names %d issuers: %w", len(iss), ErrIssuer)
+	case len(iss) == 1 && iss[0] == want:
+		return nil
+	case len(iss) == 1:
+		return fmt.Errorf("the authorization response comes from the issuer %q, not from %s's issuer %q: %w",
+			printable.String(iss[0], 200), c.cfg.Name, want, ErrIssuer)
+	case st.meta == nil:
+		// Not known whether the issuer names itself: sign-ins start only
+		// once it is (Ready), so this is not reached; refuse.
+		return fmt.Errorf("the authorization response names no issuer, and the metadata of %s's issuer %q are not known: %w", c.cfg.Name, want, ErrIssuer)
+	case st.meta.IssParameter:
+		return fmt.Errorf("the authorization response names no issuer, but %s's issuer %q names itself in every response (authorization_response_iss_parameter_supported): %w",
+			c.cfg.Name, want, ErrIssuer)
+	}
+	return nil
+}
 
 // maxConnsPerHost bounds the connections to one provider.
 const maxConnsPerHost = 64
@@ -149,17 +272,18 @@ func NewHTTPClient(timeout time.Duration) *http.Client {
 // oauthConfig is the x/oauth2 view of the integration, with secret (a
 // copy the caller makes from a locked buffer; x/oauth2 takes Go strings).
 func (c *Client) oauthConfig(secret string) *oauth2.Config {
+	in := c.Config()
 	style := oauth2.AuthStyleInHeader
-	if c.cfg.AuthStyle == config.AuthStylePost {
+	if in.AuthStyle == config.AuthStylePost {
 		style = oauth2.AuthStyleInParams
 	}
 	return &oauth2.Config{
-		ClientID:     c.cfg.ClientID,
+		ClientID:     in.ClientID,
 		ClientSecret: secret,
 		// Set, never detected: x/oauth2's detection retries a refused
 		// request with the secret in the other place.
-		Endpoint:    oauth2.Endpoint{AuthURL: c.cfg.AuthURL, TokenURL: c.cfg.TokenURL, DeviceAuthURL: c.cfg.DeviceAuthURL, AuthStyle: style},
-		Scopes:      c.cfg.Scopes,
+		Endpoint:    oauth2.Endpoint{AuthURL: in.AuthURL, TokenURL: in.TokenURL, DeviceAuthURL: in.DeviceAuthURL, AuthStyle: style},
+		Scopes:      in.Scopes,
 		RedirectURL: c.callback,
 	}
 }
@@ -204,6 +328,9 @@ func answer(tok *oauth2.Token) (*Answer, error) {
 // token in rt. It is bounded by the request timeout, whatever its caller
 // does: a refresh that a reader gave up on still completes for the next.
 func (c *Client) Refresh(rt *memguard.Enclave) (*Answer, error) {
+	if err := c.readyFor(context.Background(), tokenURL); err != nil {
+		return nil, err
+	}
 	rtBuf, err := secmem.Open(rt)
 	if err != nil {
 		return nil, fmt.Errorf("open refresh token: %w", err)
@@ -245,13 +372,16 @@ func (c *Client) Refresh(rt *memguard.Enclave) (*Answer, error) {
 // authorization endpoint with state, the PKCE challenge of the verifier in
 // v, and the integration's auth_params.
 func (c *Client) AuthCodeURL(state string, v *memguard.Enclave) (string, error) {
+	if c.Config().AuthURL == "" {
+		return "", fmt.Errorf("integration %s: the authorization endpoint is not known yet (its issuer was not reached)", c.cfg.Name)
+	}
 	buf, err := secmem.Open(v)
 	if err != nil {
 		return "", err
 	}
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(string(buf.Bytes()))}
 	buf.Destroy()
-	for k, val := range c.cfg.AuthParams {
+	for k, val := range c.Config().AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, val))
 	}
 	return c.oauthConfig("").AuthCodeURL(state, opts...), nil
@@ -266,6 +396,9 @@ func NewVerifier() (*memguard.Enclave, error) {
 // in v, and finds out which account signed in. ctx may end early; the
 // request is bounded by the request timeout either way.
 func (c *Client) Exchange(ctx context.Context, code string, v *memguard.Enclave) (*Answer, error) {
+	if err := c.readyFor(ctx, tokenURL); err != nil {
+		return nil, err
+	}
 	vb, err := secmem.Open(v)
 	if err != nil {
 		return nil, err
@@ -317,10 +450,11 @@ func (c *Client) account(ctx context.Context, tok *oauth2.Token) string {
 			return printable.String(v, MaxAccount)
 		}
 	}
-	if c.cfg.UserinfoURL == "" {
+	userinfo := c.Config().UserinfoURL
+	if userinfo == "" {
 		return ""
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.UserinfoURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, userinfo, nil)
 	if err != nil {
 		return ""
 	}
@@ -367,6 +501,9 @@ func accountName(raw []byte) string {
 // auth_style says.
 func (c *Client) Revoke(ctx context.Context, tok *secmem.Buffer, hint string) error {
 	defer tok.Destroy()
+	if err := c.readyFor(ctx, func(in *config.Integration) string { return in.RevocationURL }); err != nil {
+		return err
+	}
 	secret, err := secmem.Open(c.secret)
 	if err != nil {
 		return err
@@ -375,19 +512,20 @@ func (c *Client) Revoke(ctx context.Context, tok *secmem.Buffer, hint string) er
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 	defer cancel()
 	form := url.Values{"token": {string(tok.Bytes())}, "token_type_hint": {hint}}
-	post := c.cfg.AuthStyle == config.AuthStylePost
+	in := c.Config()
+	post := in.AuthStyle == config.AuthStylePost
 	if post {
-		form.Set("client_id", c.cfg.ClientID)
+		form.Set("client_id", in.ClientID)
 		form.Set("client_secret", string(secret.Bytes()))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.RevocationURL, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if !post {
 		// client_secret_basic, with the RFC 6749 §2.3.1 form encoding.
-		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(string(secret.Bytes())))
+		req.SetBasicAuth(url.QueryEscape(in.ClientID), url.QueryEscape(string(secret.Bytes())))
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -46,6 +46,9 @@ func (t *Table) StartDevice(ctx context.Context, uid int, id string) (*DeviceLin
 	if err != nil {
 		return nil, err
 	}
+	if err := in.Ready(ctx); err != nil {
+		return nil, fmt.Errorf("signin: %w: %w", err, credential.ErrUnavailable)
+	}
 	cfg := in.Config()
 	if cfg.DeviceAuthURL == "" {
 		return nil, fmt.Errorf("signin: %s has no device_auth_url; set it in its [[integration]] table (the provider presets github, gitlab, google and microsoft have one): %w", cfg.Name, credential.ErrSignIn)

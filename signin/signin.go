@@ -213,6 +213,11 @@ func (t *Table) Start(uid int, id string) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The issuer's metadata give the endpoints and say whether the
+	// callback must see the issuer's iss: no sign-in without them.
+	if err := in.Ready(context.Background()); err != nil {
+		return nil, fmt.Errorf("signin: start: %w: %w", err, credential.ErrUnavailable)
+	}
 	verifier, err := provider.NewVerifier()
 	if err != nil {
 		return nil, fmt.Errorf("signin: start: %w: %w", err, credential.ErrUnavailable)
@@ -532,6 +537,17 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	in, uid := s.in, s.uid
 	name := in.Config().Name
+	// RFC 9207: every integration shares this callback, so a response
+	// that another authorization server sent under this sign-in's state
+	// (a mix-up) is refused before its code or error is looked at.
+	if err := in.CheckIssuer(q["iss"]); err != nil {
+		t.finishLocked(s, Failed, "the sign-in was refused: "+err.Error())
+		t.mu.Unlock()
+		t.log.Warn("sign-in callback refused: the authorization response is not from the integration's issuer", "uid", uid, "integration", name, "err", err)
+		t.pageFor(w, r, http.StatusBadRequest, "Sign-in to "+name+" failed",
+			"The answer that reached oauthfs did not come from "+name+"'s sign-in server: "+err.Error()+". Nothing was stored; start again with oauthfs login "+name+".")
+		return
+	}
 	if e := q.Get("error"); e != "" {
 		pe := provider.NewError(0, e, q.Get("error_description"))
 		msg := "the provider refused the sign-in: " + pe.Code

@@ -6,6 +6,7 @@ import (
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
+	"github.com/oauthfs/oauthfs/host"
 )
 
 // Exit codes, the same for every command. They follow the errno table of
@@ -46,7 +47,7 @@ func exitCode(err error) int {
 		return exitPermission
 	case errors.Is(err, credential.ErrUnavailable):
 		return exitUnavailable
-	case errors.Is(err, config.ErrInvalid):
+	case errors.Is(err, config.ErrInvalid), errors.Is(err, host.ErrMetadata):
 		return exitConfig
 	case errors.Is(err, fusefs.ErrMountpoint):
 		return exitMount

@@ -154,6 +154,8 @@ func startHost(cfg *config.Config, opts host.Options) (*host.Host, error) {
 		return nil, withHint(err, "set [broker] listen (and callback_url) in %s to a free address", cfg.File)
 	case errors.Is(err, host.ErrMetricsListen):
 		return nil, withHint(err, "set [broker] metrics_listen in %s to a free address, or remove it", cfg.File)
+	case errors.Is(err, host.ErrMetadata):
+		return nil, withHint(err, "fix issuer in %s (exactly the issuer's identifier, as its metadata name it), or set auth_url and token_url and leave issuer out", cfg.File)
 	case err != nil:
 		return nil, explain(err, "")
 	}

@@ -1,8 +1,10 @@
 // Package localprovider is a small OAuth 2.0 provider on loopback: an
 // authorization endpoint that approves every request (PKCE S256
-// required), a token endpoint (authorization_code and refresh_token
-// grants), RFC 7009 revocation and a userinfo endpoint that checks bearer
-// tokens. 'oauthfs dev' runs it so a newcomer needs no account anywhere.
+// required) and names its issuer in its answers (RFC 9207), a token
+// endpoint (authorization_code and refresh_token grants), RFC 7009
+// revocation, a userinfo endpoint that checks bearer tokens, and its
+// metadata (OpenID Connect Discovery and RFC 8414). 'oauthfs dev' runs it
+// so a newcomer needs no account anywhere.
 //
 // Tests use its knobs for fault injection: token lifetime, refresh-token
 // rotation (with or without a grace period), a request counter, and
@@ -44,6 +46,17 @@ const (
 	Unauthorized             // 401 invalid_client, whatever the credentials
 )
 
+// Metadata says which metadata documents a [Provider] serves.
+type Metadata int
+
+// The values of [Metadata].
+const (
+	BothMetadata   Metadata = iota // both (the default)
+	OpenIDMetadata                 // /.well-known/openid-configuration only
+	OAuthMetadata                  // /.well-known/oauth-authorization-server only (RFC 8414)
+	NoMetadata                     // neither: 404
+)
+
 // Provider is an httptest token endpoint. It is safe for concurrent use.
 type Provider struct {
 	*httptest.Server
@@ -75,6 +88,12 @@ type Provider struct {
 	authStyle      []string             // how each token request authenticated: basic or post
 	denyCode       string               // the error /authorize answers with SetDenyWith
 	denyDesc       string
+
+	metadata     Metadata // which metadata documents are served
+	metaIssuer   string   // the issuer the metadata name; "": the provider's URL
+	sendIss      bool     // /authorize puts iss in its answers (RFC 9207)
+	advertiseIss bool     // the metadata say so (authorization_response_iss_parameter_supported)
+	metaRequests int      // requests for a metadata document
 }
 
 // codeGrant is what an authorization code was issued for.
@@ -96,6 +115,7 @@ func Start(l net.Listener) *Provider {
 		refresh: map[string]bool{}, access: map[string]time.Time{}, successor: map[string]string{},
 		codes: map[string]codeGrant{}, devices: map[string]*deviceGrant{},
 		deviceInterval: time.Second, deviceLife: 5 * time.Minute,
+		sendIss: true, advertiseIss: true,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", p.token)
@@ -104,6 +124,8 @@ func Start(l net.Listener) *Provider {
 	mux.HandleFunc("/userinfo", p.userinfo)
 	mux.HandleFunc("/device/code", p.deviceCode)
 	mux.HandleFunc("/device", p.devicePage)
+	mux.HandleFunc("GET /.well-known/openid-configuration", p.serveMetadata(OpenIDMetadata))
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", p.serveMetadata(OAuthMetadata))
 	p.Server = httptest.NewUnstartedServer(mux)
 	if l != nil {
 		p.Server.Listener.Close()
@@ -137,6 +159,66 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintln(w, `{"sub":"dev-user"}`)
+}
+
+// Issuer is the provider's issuer identifier: its URL.
+func (p *Provider) Issuer() string { return p.URL }
+
+// SetMetadata sets which metadata documents the provider serves.
+func (p *Provider) SetMetadata(m Metadata) { p.mu.Lock(); p.metadata = m; p.mu.Unlock() }
+
+// SetMetadataIssuer makes the metadata name issuer instead of the
+// provider's own ("" restores it), as a server standing in for another
+// would.
+func (p *Provider) SetMetadataIssuer(issuer string) {
+	p.mu.Lock()
+	p.metaIssuer = issuer
+	p.mu.Unlock()
+}
+
+// SetIss sets whether the authorization endpoint names the issuer in its
+// answers (send) and whether the metadata say it always does
+// (advertise), RFC 9207. Both are on at first, as in oidc-provider.
+func (p *Provider) SetIss(send, advertise bool) {
+	p.mu.Lock()
+	p.sendIss, p.advertiseIss = send, advertise
+	p.mu.Unlock()
+}
+
+// MetadataRequests returns how many requests for a metadata document
+// reached the provider.
+func (p *Provider) MetadataRequests() int { p.mu.Lock(); defer p.mu.Unlock(); return p.metaRequests }
+
+// serveMetadata answers the metadata document of kind, when the provider
+// serves it, and 404 otherwise.
+func (p *Provider) serveMetadata(kind Metadata) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.metaRequests++
+		served, issuer, iss := p.metadata, p.metaIssuer, p.advertiseIss
+		p.mu.Unlock()
+		if served != BothMetadata && served != kind {
+			http.NotFound(w, r)
+			return
+		}
+		if issuer == "" {
+			issuer = p.URL
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"issuer":                                         issuer,
+			"authorization_endpoint":                         p.URL + "/authorize",
+			"token_endpoint":                                 p.URL + "/token",
+			"revocation_endpoint":                            p.URL + "/revoke",
+			"userinfo_endpoint":                              p.URL + "/userinfo",
+			"device_authorization_endpoint":                  p.URL + "/device/code",
+			"response_types_supported":                       []string{"code"},
+			"grant_types_supported":                          []string{"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"},
+			"code_challenge_methods_supported":               []string{"S256"},
+			"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post"},
+			"authorization_response_iss_parameter_supported": iss,
+		})
+	}
 }
 
 // SetDeny makes the authorization endpoint answer access_denied.
@@ -173,7 +255,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p.mu.Lock()
 	p.lastAuth = q
-	deny, denyCode, denyDesc := p.deny, p.denyCode, p.denyDesc
+	deny, denyCode, denyDesc, sendIss := p.deny, p.denyCode, p.denyDesc, p.sendIss
 	p.mu.Unlock()
 	if denyCode == "" {
 		denyCode, denyDesc = "access_denied", "The user said no"
@@ -185,6 +267,9 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	back := redirect.Query()
 	back.Set("state", q.Get("state"))
+	if sendIss {
+		back.Set("iss", p.URL) // in error answers too (RFC 9207 §2)
+	}
 	switch {
 	case deny:
 		back.Set("error", denyCode)

@@ -31,7 +31,7 @@ from oauthfs import Client, MountError
 
 BIN = Path(os.environ.get("OAUTHFS_BIN") or Path(__file__).resolve().parents[2] / "bin" / "oauthfs")
 META_KEYS = {
-    "guid", "name", "display_name", "client_id", "auth_url", "token_url", "scopes",
+    "guid", "name", "display_name", "client_id", "auth_url", "token_url", "issuer", "scopes",
     "authenticated", "status", "expiry", "granted_scopes", "error", "account",
 }  # fmt: skip
 UNKNOWN = "00000000-0000-4000-8000-000000000001"

@@ -85,7 +85,8 @@ class Integration(TypedDict):
     - ``name``: its name, unique, as under ``by-name/``; ``display_name``:
       the name shown to people.
     - ``client_id``, ``auth_url``, ``token_url``, ``scopes``: its OAuth client
-      and the scopes it asks for.
+      and the scopes it asks for; ``issuer``: its authorization server's
+      issuer identifier, or None when the configuration names none.
     - ``authenticated``: True when you are signed in (status ``signed_in``
       or ``error``).
     - ``status``: ``signed_in``, ``not_signed_in``, ``expired`` (sign in
@@ -103,6 +104,7 @@ class Integration(TypedDict):
     client_id: str
     auth_url: str
     token_url: str
+    issuer: Optional[str]
     scopes: List[str]
     authenticated: bool
     status: str
