@@ -23,6 +23,7 @@ client_id = "test-client"
 client_secret = "test-secret"
 auth_url = "{provider}/authorize"
 token_url = "{provider}/token"
+issuer = "{provider}"
 scopes = ["x", "y"]
 `
 
@@ -503,5 +504,16 @@ func TestSignInPagesHoldNoSettingsKey(t *testing.T) {
 		if strings.Contains(body, c.key) {
 			t.Errorf("%s holds the settings key:\n%s", name, body)
 		}
+	}
+}
+
+// TestSettingsDetailsShowIssuer: an integration's details name its issuer
+// when one is configured, as posit-sdk's integration objects do.
+func TestSettingsDetailsShowIssuer(t *testing.T) {
+	f := newSigninFixture(t, otherIntegration)
+	c, _ := openSettings(t, f, uid)
+	_, page, _ := settingsPage(t, f, c)
+	if want := "<dt>Issuer</dt><dd><code>" + f.p.URL + "</code></dd>"; strings.Count(page, want) != 1 {
+		t.Errorf("the settings page shows the issuer %d times; want once (%q)", strings.Count(page, want), want)
 	}
 }

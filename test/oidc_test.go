@@ -123,14 +123,14 @@ callback_url = "http://%s/callback"
 state_dir = %q
 request_timeout = "5s"
 
+# Demo names only its issuer: its endpoints come from oidc-provider's
+# metadata, and its sign-ins check the iss of each authorization
+# response (RFC 9207), which oidc-provider sends.
 [[integration]]
 name = "Demo"
 client_id = "oauthfs"
 client_secret = %q
-auth_url = "%s/auth"
-token_url = "%s/token"
-revocation_url = "%s/token/revocation"
-device_auth_url = "%s/device/auth"
+issuer = "%s"
 scopes = ["openid", "offline_access"]
 auth_params = { prompt = "consent" }
 
@@ -144,7 +144,7 @@ token_url = "%s/token"
 revocation_url = "%s/token/revocation"
 scopes = ["openid", "offline_access"]
 auth_params = { prompt = "consent" }
-`, e.socket, web, web, filepath.Join(dir, "state"), oidcSecret, o.url, o.url, o.url, o.url, oidcSecret, o.url, o.url, o.url)
+`, e.socket, web, web, filepath.Join(dir, "state"), oidcSecret, o.url, oidcSecret, o.url, o.url, o.url)
 	os.WriteFile(e.cfg, []byte(cfg), 0o600)
 	return e, o
 }
@@ -248,6 +248,21 @@ func TestConformanceOIDCProvider(t *testing.T) {
 	}
 	if meta := metaStatus(t, e); meta["status"] != "signed_in" || !strings.Contains(fmt.Sprint(meta["granted_scopes"]), "offline_access") {
 		t.Errorf("meta = %v", meta)
+	}
+	// Demo was configured from its issuer alone: the sign-in above used
+	// the endpoints of oidc-provider's metadata, and checked the iss of
+	// its authorization response (RFC 9207), which oidc-provider says it
+	// sends.
+	if meta := metaStatus(t, e); meta["issuer"] != o.url || meta["auth_url"] != o.url+"/auth" || meta["token_url"] != o.url+"/token" {
+		t.Errorf("meta of an integration configured by its issuer = %v", meta)
+	}
+	var md map[string]any
+	if resp, err := http.Get(o.url + "/.well-known/openid-configuration"); err == nil {
+		json.NewDecoder(resp.Body).Decode(&md)
+		resp.Body.Close()
+	}
+	if md["authorization_response_iss_parameter_supported"] != true {
+		t.Errorf("oidc-provider does not say it sends iss: the RFC 9207 check was not exercised (%v)", md["authorization_response_iss_parameter_supported"])
 	}
 
 	t.Run("refresh after expiry", func(t *testing.T) {
