@@ -43,14 +43,16 @@ func codeFrom(t *testing.T, p *localprovider.Provider, redirect string) url.Valu
 func TestMixUp(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		issuer bool               // the integration names A's issuer
+		issuer bool // the integration names A's issuer
 		setA   func(*localprovider.Provider)
 		answer func(a, b url.Values) url.Values // the callback's query, from A's answer and B's
 		ok     bool
 		page   string // in the refusal page
 	}{
 		{"B's code and B's iss under A's state", true, nil,
-			func(a, b url.Values) url.Values { return url.Values{"state": a["state"], "code": b["code"], "iss": b["iss"]} },
+			func(a, b url.Values) url.Values {
+				return url.Values{"state": a["state"], "code": b["code"], "iss": b["iss"]}
+			},
 			false, "not from Test's issuer"},
 		{"B's error and B's iss under A's state", true, nil,
 			func(a, b url.Values) url.Values {
