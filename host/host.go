@@ -213,7 +213,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	go h.srv.Serve(sock)
 	go h.web.Serve(session.CapConns(web, signin.MaxConns, false, log))
 	if met != nil {
-		h.metrics = met.Server()
+		h.metrics = met.Server(ml.Addr().String())
 		go h.metrics.Serve(session.CapConns(ml, metrics.MaxConns, false, log))
 		log.Info("metrics listening", "address", "http://"+ml.Addr().String()+"/metrics")
 	}

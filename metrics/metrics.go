@@ -17,6 +17,7 @@ package metrics
 import (
 	"net/http"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/internal/hostcheck"
 	"github.com/oauthfs/oauthfs/provider"
 )
 
@@ -106,7 +108,7 @@ const (
 
 // Server returns the HTTP server of metrics_listen: /metrics, and 404
 // elsewhere.
-func (m *Metrics) Server() *http.Server {
+func (m *Metrics) Server(listen string) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
@@ -116,7 +118,12 @@ func (m *Metrics) Server() *http.Server {
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "oauthfs serves its metrics at /metrics only", http.StatusNotFound)
 	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+	// Scrapers name the address they were given; a page of another site
+	// that resolves to it (DNS rebinding) names its own site.
+	own := func(host string) bool {
+		return hostcheck.Loopback(host) || strings.EqualFold(hostcheck.Name(host), hostcheck.Name(listen))
+	}
+	return &http.Server{Handler: hostcheck.Handler(mux, own), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 }
 

@@ -24,7 +24,7 @@ import (
 // official text parser.
 func scrape(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
 	t.Helper()
-	srv := httptest.NewServer(m.Server().Handler)
+	srv := httptest.NewServer(m.Server("127.0.0.1:9464").Handler)
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
@@ -134,7 +134,7 @@ func TestNilMetrics(t *testing.T) {
 
 // TestServerPaths checks that the server answers /metrics only.
 func TestServerPaths(t *testing.T) {
-	srv := httptest.NewServer(New("v").Server().Handler)
+	srv := httptest.NewServer(New("v").Server("127.0.0.1:9464").Handler)
 	defer srv.Close()
 	for _, c := range []struct {
 		method, path string

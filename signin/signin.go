@@ -22,6 +22,7 @@ import (
 
 	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/internal/hostcheck"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/metrics"
@@ -372,13 +373,25 @@ func (t *Table) Handler() http.Handler {
 	mux.HandleFunc("POST /settings/integrations/{guid}/signin", t.settingsSignIn)
 	mux.HandleFunc("POST /settings/integrations/{guid}/signout", t.settingsSignOut)
 	mux.HandleFunc("POST /settings/end", t.settingsEnd)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return hostcheck.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		if t.forward(w, r) {
 			return // another broker of the cluster holds it
 		}
 		mux.ServeHTTP(w, r)
-	})
+	}), t.ownHost)
+}
+
+// ownHost reports whether host (a request's Host) names this sign-in web
+// server: callback_url's host, as browsers and a reverse proxy send it,
+// or a loopback name or address (the default set-up, oauthfs dev, and
+// the brokers of a cluster on one machine). Any other name is a page of
+// somebody else's site that resolves to this server (DNS rebinding).
+func (t *Table) ownHost(host string) bool {
+	if hostcheck.Loopback(host) {
+		return true
+	}
+	return t.callback != nil && strings.EqualFold(hostcheck.Name(host), t.callback.Hostname())
 }
 
 // bindingCookieName names the cookie that binds a browser to sign-in s.

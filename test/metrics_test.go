@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -250,4 +251,43 @@ time.sleep(60)
 			t.Errorf("broker with metrics_listen = \"9464\": %v\n%s", err, out)
 		}
 	})
+}
+
+// TestHostHeaderChecked: the sign-in web server and the metrics server
+// answer only for their own names (callback_url's host, a loopback name
+// or address, metrics_listen's host): a page of another site whose name
+// resolves to 127.0.0.1 (DNS rebinding) gets 421 Misdirected Request.
+func TestHostHeaderChecked(t *testing.T) {
+	d := newDaemonEnv(t)
+	metricsAddr := freeAddr(t)
+	cfg, _ := os.ReadFile(d.cfg)
+	text := strings.Replace(string(cfg), "[broker]\n", fmt.Sprintf("[broker]\nmetrics_listen = %q\n", metricsAddr), 1)
+	web := regexp.MustCompile(`(?m)^listen = "([^"]+)"`).FindStringSubmatch(text)[1]
+	os.WriteFile(d.cfg, []byte(text), 0o600)
+	d.startBroker(t)
+	_, port, _ := net.SplitHostPort(web)
+	for _, tc := range []struct {
+		name, url, host string
+		want            int
+	}{
+		{"sign-in, its own address", "http://" + web + "/settings", web, 401},
+		{"sign-in, localhost", "http://" + web + "/settings", "localhost:" + port, 401},
+		{"sign-in, a rebound name", "http://" + web + "/settings", "evil.example:" + port, 421},
+		{"sign-in, a rebound name without port", "http://" + web + "/start?state=x", "evil.example", 421},
+		{"metrics, its own address", "http://" + metricsAddr + "/metrics", metricsAddr, 200},
+		{"metrics, a rebound name", "http://" + metricsAddr + "/metrics", "attacker.example", 421},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", tc.url, nil)
+			req.Host = tc.host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("GET %s with Host %s = %d; want %d", tc.url, tc.host, resp.StatusCode, tc.want)
+			}
+		})
+	}
 }
