@@ -138,6 +138,7 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		b.timeout = config.DefaultRequestTimeout
 	}
 	b.reg.http = provider.NewHTTPClient(b.timeout)
+	b.reg.now = b.now
 	b.reg.dir = opts.Directory
 	if b.reg.dir == nil {
 		b.reg.dir = provider.NewDirectory(b.reg.http)
@@ -266,7 +267,11 @@ func (b *Broker) Put(uid int, id string, t credential.Tokens) error {
 	if err != nil {
 		return err
 	}
-	access, err := credential.NewToken(t.Access, t.Expiry, b.now())
+	obtained := t.Obtained
+	if obtained.IsZero() {
+		obtained = b.now()
+	}
+	access, err := credential.NewToken(t.Access, t.Expiry, obtained)
 	if err != nil {
 		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, credential.ErrUnavailable)
 	}

@@ -166,7 +166,7 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 	if mine {
 		stopAhead(cr)
 		if result.Status == credential.StatusSignedIn {
-			b.replaceAccess(cr, result.Access, now) // the token it replaced is handed out until its time
+			b.replaceAccess(cr, result.Access, now, in.RefreshRevokesAccess) // the token it replaced is handed out until its time
 		} else {
 			cr.access, cr.prev = result.Access, nil
 		}
@@ -202,7 +202,7 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 // ans over (sealing or wiping its tokens).
 func answered(base store.Record, ans *provider.Answer, now time.Time) (*store.Record, error) {
 	defer ans.Wipe()
-	t, err := credential.NewToken(ans.Access, credential.ExpiryFrom(ans.ExpiresIn, now), now) // wipes ans.Access
+	t, err := credential.NewToken(ans.Access, ans.Expiry, ans.Obtained) // wipes ans.Access
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ func (b *Broker) failedLocked(uid int, name, g string, cr *grant, cached *creden
 	b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "transient", Reason: err.Error()})
 	if b.users[uid][g] == cr {
 		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
-		cr.failing, cr.retryAt = true, now.Add(retryInterval)
+		cr.failing, cr.retryAt = true, now.Add(retryDelay(err))
 	}
 	if cached.Valid(now, 0) {
 		b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err)
@@ -353,7 +353,11 @@ func (b *Broker) storeChanged(c store.Change) {
 			// handed out here until its own time, as there.
 			next.prev, next.readTok = old.prev, old.readTok
 			next.access = old.access
-			b.replaceAccess(next, rec.Access, b.now())
+			revokes := false
+			if p, err := b.reg.find(c.GUID); err == nil {
+				revokes = p.Config().RefreshRevokesAccess
+			}
+			b.replaceAccess(next, rec.Access, b.now(), revokes)
 		}
 		creds[c.GUID] = next
 		b.armAheadLocked(uid, c.GUID, next) // refreshed ahead here too if read here

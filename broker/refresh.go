@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oauthfs/oauthfs/audit"
+	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/provider"
@@ -64,6 +65,17 @@ func (b *Broker) fresh(t *credential.Token, now time.Time, ahead time.Duration) 
 	return t != nil && (t.Expiry().IsZero() || now.Add(ahead).Before(b.handOutBy(t)))
 }
 
+// retryDelay is how long after a failure of err no new attempt starts:
+// retryInterval, or what the provider asked for (Retry-After, with a 429
+// or a 503), whichever is longer.
+func retryDelay(err error) time.Duration {
+	var pe *provider.Error
+	if errors.As(err, &pe) && pe.RetryAfter > retryInterval {
+		return pe.RetryAfter
+	}
+	return retryInterval
+}
+
 // handingOut returns the token cr hands out now (which may be past its
 // hand-out time: then a refresh is due): after a refresh ahead, the token
 // it replaced, until that token's own hand-out time; otherwise the newest.
@@ -86,9 +98,11 @@ func (b *Broker) handingOut(cr *grant, now time.Time) *credential.Token {
 // within its refresh-ahead lead (and a second, for the news to travel
 // between hosts). A token further from its time is no refresh ahead's:
 // a host that held an older token than the one the cluster refreshed,
-// or a refresh forced early, hands out t at once. Callers hold b.mu.
-func (b *Broker) replaceAccess(cr *grant, t *credential.Token, now time.Time) {
-	if old := b.handingOut(cr, now); old != t && b.fresh(old, now, 0) && !b.fresh(old, now, b.aheadFor(old)+time.Second) {
+// or a refresh forced early, hands out t at once. So does an integration
+// whose refresh ends the replaced token (revokes: GitHub Apps). Callers
+// hold b.mu.
+func (b *Broker) replaceAccess(cr *grant, t *credential.Token, now time.Time, revokes bool) {
+	if old := b.handingOut(cr, now); !revokes && old != t && b.fresh(old, now, 0) && !b.fresh(old, now, b.aheadFor(old)+time.Second) {
 		cr.prev = old
 	} else {
 		cr.prev = nil
@@ -346,7 +360,7 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		ans, err := p.Refresh(rt)
 		b.mu.Lock()
 		cr.attempting = false
-		t, save, rerr = b.settleLocked(uid, in.Name, g, cr, cached, ans, err)
+		t, save, rerr = b.settleLocked(uid, in, g, cr, cached, ans, err)
 		b.mu.Unlock()
 	}
 	if save {
@@ -373,7 +387,8 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 // settleLocked records the outcome of a refresh of cr and says whether the
 // store must be written. It takes ans over (sealing or wiping its tokens).
 // Callers hold b.mu.
-func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *credential.Token, ans *provider.Answer, err error) (*credential.Token, bool, error) {
+func (b *Broker) settleLocked(uid int, in *config.Integration, g string, cr *grant, cached *credential.Token, ans *provider.Answer, err error) (*credential.Token, bool, error) {
+	name := in.Name
 	now := b.now()
 	if ans != nil {
 		defer ans.Wipe()
@@ -398,7 +413,7 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 			return nil, true, fmt.Errorf("broker: %s: %w: %v", name, credential.ErrExpired, err)
 		}
 		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
-		cr.failing, cr.retryAt = true, now.Add(retryInterval)
+		cr.failing, cr.retryAt = true, now.Add(retryDelay(err))
 		b.recordLocked(uid, name, g, audit.Event{Event: "refresh", Result: "transient", Reason: err.Error()})
 		if cached.Valid(now, 0) {
 			b.log.Warn("refresh failed; serving the cached token", "uid", uid, "integration", name, "guid", g, "err", err,
@@ -410,14 +425,14 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 	}
 	fail := func(err error) (*credential.Token, bool, error) {
 		cr.status, cr.lastErr = credential.StatusError, "refresh failed: "+err.Error()
-		cr.failing, cr.retryAt = true, now.Add(retryInterval)
+		cr.failing, cr.retryAt = true, now.Add(retryDelay(err))
 		b.log.Error("refresh failed", "uid", uid, "integration", name, "guid", g, "err", err)
 		if cached.Valid(now, 0) {
 			return cached, false, nil
 		}
 		return nil, false, fmt.Errorf("broker: %s: %w: %w", name, credential.ErrUnavailable, err)
 	}
-	t, err := credential.NewToken(ans.Access, credential.ExpiryFrom(ans.ExpiresIn, now), now) // wipes ans.Access
+	t, err := credential.NewToken(ans.Access, ans.Expiry, ans.Obtained) // wipes ans.Access
 	if err != nil {
 		return fail(err)
 	}
@@ -432,7 +447,7 @@ func (b *Broker) settleLocked(uid int, name, g string, cr *grant, cached *creden
 		}
 		cr.refresh = rt
 	}
-	b.replaceAccess(cr, t, now)
+	b.replaceAccess(cr, t, now, in.RefreshRevokesAccess)
 	if ans.Scopes != nil {
 		cr.scopes = ans.Scopes
 	}

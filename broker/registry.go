@@ -20,6 +20,7 @@ type registry struct {
 	dir      *provider.Directory    // the issuers' metadata, shared by every provider client
 	callback string                 // the redirect URI of sign-ins
 	observe  func(provider.Request) // nil: token requests are not counted
+	now      func() time.Time       // the broker's clock
 
 	mu     sync.RWMutex // guards the maps
 	byGUID map[string]*provider.Client
@@ -57,7 +58,7 @@ func (r *registry) replace(cfg *config.Config, timeout time.Duration) (added, re
 	byGUID := map[string]*provider.Client{}
 	byName := map[string]*provider.Client{}
 	for _, ic := range cfg.Integrations {
-		p, err := provider.New(ic, provider.Options{Callback: r.callback, Timeout: timeout, HTTP: r.http, Observe: r.observe, Directory: r.dir})
+		p, err := provider.New(ic, provider.Options{Callback: r.callback, Timeout: timeout, HTTP: r.http, Observe: r.observe, Directory: r.dir, Now: r.now})
 		if err != nil {
 			return 0, 0, fmt.Errorf("broker: %w", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -163,7 +164,15 @@ type Integration struct {
 	Scopes           []string          `toml:"scopes"`
 	Provider         string            `toml:"provider"`
 	AuthParams       map[string]string `toml:"auth_params"`
-	RevocationURL    string            `toml:"revocation_url"`
+	// AssumedLifetime is how long an access token lives when the token
+	// endpoint does not say (no expires_in), as Salesforce's does not; 0:
+	// such a token is taken as never expiring.
+	AssumedLifetime time.Duration `toml:"assumed_lifetime"`
+	// RefreshRevokesAccess says that a refresh ends the access token it
+	// replaces at once (GitHub Apps): the broker then never hands out the
+	// replaced token after a refresh ahead. The github preset sets it.
+	RefreshRevokesAccess bool   `toml:"refresh_revokes_access"`
+	RevocationURL        string `toml:"revocation_url"`
 	// DeviceAuthURL is the device authorization endpoint (RFC 8628), for
 	// 'oauthfs login --device'.
 	DeviceAuthURL string `toml:"device_auth_url"`
@@ -398,6 +407,57 @@ var providers = map[string]struct {
 	"zoom":      {endpoints.Zoom, ""},
 }
 
+// applyQuirks sets what a preset's provider needs beyond its endpoints
+// (docs/design.md, "Providers' quirks"), where the configuration does not
+// say otherwise.
+func applyQuirks(provider string, in *Integration) {
+	switch provider {
+	case "google":
+		// Google sends a refresh token only to an authorization request
+		// with access_type=offline, and again only with prompt=consent.
+		if in.AuthParams == nil {
+			in.AuthParams = map[string]string{}
+		}
+		for k, v := range map[string]string{"access_type": "offline", "prompt": "consent"} {
+			if _, ok := in.AuthParams[k]; !ok {
+				in.AuthParams[k] = v
+			}
+		}
+	case "microsoft":
+		// Microsoft Entra sends a refresh token only for offline_access.
+		if !slices.Contains(in.Scopes, "offline_access") {
+			in.Scopes = append(in.Scopes, "offline_access")
+		}
+	case "github":
+		// A GitHub App's refresh ends the access token it replaces.
+		in.RefreshRevokesAccess = true
+	}
+}
+
+// checkEntraScopes refuses what Microsoft Entra refuses: scopes for more
+// than one resource in one request (two .default scopes, say).
+func checkEntraScopes(in *Integration) error {
+	u, _ := url.Parse(in.AuthURL)
+	if !strings.EqualFold(in.Provider, "microsoft") && (u == nil || !strings.HasSuffix(strings.ToLower(u.Hostname()), "login.microsoftonline.com")) {
+		return nil
+	}
+	resources := map[string]bool{}
+	for _, s := range in.Scopes {
+		if r, ok := strings.CutSuffix(s, "/.default"); ok {
+			resources[r] = true
+		}
+	}
+	if len(resources) > 1 {
+		names := make([]string, 0, len(resources))
+		for r := range resources {
+			names = append(names, r)
+		}
+		sort.Strings(names)
+		return fmt.Errorf("scopes name %d resources (%s): Microsoft Entra grants a token for one resource at a time; make one integration per resource", len(names), strings.Join(names, ", "))
+	}
+	return nil
+}
+
 // providerNames returns the known provider keys, sorted.
 func providerNames() []string {
 	out := make([]string, 0, len(providers))
@@ -545,6 +605,13 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 		if in.AuthStyle == "" {
 			in.AuthStyle = AuthStylePost
 		}
+		applyQuirks(strings.ToLower(in.Provider), in)
+	}
+	if err := checkEntraScopes(in); err != nil {
+		return c.integrationErr(in, i, "%v", err)
+	}
+	if in.AssumedLifetime < 0 || (in.AssumedLifetime > 0 && in.AssumedLifetime < time.Second) {
+		return c.integrationErr(in, i, "assumed_lifetime %v: want a string with a unit of a second or more, such as \"2h\"", in.AssumedLifetime)
 	}
 	switch in.AuthStyle {
 	case "":

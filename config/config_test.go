@@ -183,6 +183,8 @@ func TestInvalid(t *testing.T) {
 		{"bad userinfo", base("provider = \"github\"\nuserinfo_url = \"http://example.com/u\"\n"), "userinfo_url"},
 		{"bad device url", base("provider = \"github\"\ndevice_auth_url = \"http://example.com/d\"\n"), "device_auth_url"},
 		{"callback on /settings", "[broker]\ncallback_url = \"http://127.0.0.1:8400/settings/cb\"\n", "uses the path /settings"},
+		{"Entra: two resources", base("provider = \"microsoft\"\nscopes = [\"https://graph.microsoft.com/.default\", \"api://x/.default\"]\n"), "Microsoft Entra grants a token for one resource at a time"},
+		{"assumed lifetime in nanoseconds", base("provider = \"github\"\nassumed_lifetime = 7200\n"), "assumed_lifetime"},
 		{"callback under a prefix", "[broker]\ncallback_url = \"https://build-3.example.com/oauthfs/callback\"\n", "needs a host name of its own"},
 		{"wrong type", "[broker]\nsocket = 5\n", "c.toml"},
 		{"issuer over plain http", base("issuer = \"http://idp.example\"\n"), "issuer: \"http://idp.example\" uses plain http"},
@@ -367,4 +369,39 @@ func TestStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPresetQuirks: each preset sets what its provider needs beyond its
+// endpoints, unless the configuration says otherwise.
+func TestPresetQuirks(t *testing.T) {
+	parse := func(t *testing.T, lines string) *Integration {
+		t.Helper()
+		c, err := Parse("c.toml", []byte("[[integration]]\nname = \"A\"\nclient_id = \"i\"\nclient_secret = \"s\"\n"+lines))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Integrations[0]
+	}
+	t.Run("google", func(t *testing.T) {
+		in := parse(t, "provider = \"google\"\n")
+		if in.AuthParams["access_type"] != "offline" || in.AuthParams["prompt"] != "consent" {
+			t.Errorf("google auth_params = %v; want access_type=offline, prompt=consent", in.AuthParams)
+		}
+		if in := parse(t, "provider = \"google\"\nauth_params = { prompt = \"select_account\" }\n"); in.AuthParams["prompt"] != "select_account" || in.AuthParams["access_type"] != "offline" {
+			t.Errorf("google with its own prompt = %v; want it kept, and access_type added", in.AuthParams)
+		}
+	})
+	t.Run("microsoft", func(t *testing.T) {
+		if in := parse(t, "provider = \"microsoft\"\nscopes = [\"User.Read\"]\n"); strings.Join(in.Scopes, " ") != "User.Read offline_access" {
+			t.Errorf("microsoft scopes = %v; want offline_access added", in.Scopes)
+		}
+	})
+	t.Run("github", func(t *testing.T) {
+		if in := parse(t, "provider = \"github\"\n"); !in.RefreshRevokesAccess {
+			t.Error("github: refresh_revokes_access is not set")
+		}
+		if in := parse(t, "provider = \"gitlab\"\n"); in.RefreshRevokesAccess {
+			t.Error("gitlab: refresh_revokes_access is set")
+		}
+	})
 }

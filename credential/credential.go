@@ -309,7 +309,9 @@ type Tokens struct {
 	Access  []byte
 	Refresh []byte    // may be empty
 	Expiry  time.Time // zero: the token does not expire
-	Scopes  []string  // granted scopes, if the provider said
+	// Obtained is when the provider's answer arrived; zero: when stored.
+	Obtained time.Time
+	Scopes   []string // granted scopes, if the provider said
 	// Account names the provider account that signed in (an email, a
 	// login or an OIDC sub), when the provider said; shown, never trusted.
 	Account string

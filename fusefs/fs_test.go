@@ -921,3 +921,21 @@ func TestInodesComeFromTheRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestNoExpiry: a token that does not expire (the provider gave no
+// expires_in: classic GitHub OAuth apps) has an empty expiry file, 0
+// bytes by stat and by read, and its token reads as usual.
+func TestNoExpiry(t *testing.T) {
+	f := newFake()
+	f.expiry[gA] = time.Time{}
+	dir := mount(t, f)
+	p := filepath.Join(dir, gA, "expiry")
+	got, err := os.ReadFile(p)
+	st, serr := os.Stat(p)
+	if err != nil || len(got) != 0 || serr != nil || st.Size() != 0 {
+		t.Errorf("expiry of a token without one = %q (%v), size %v (%v); want empty", got, err, st, serr)
+	}
+	if tok, err := os.ReadFile(filepath.Join(dir, gA, "access_token")); err != nil || string(tok) != "gho_token_A" {
+		t.Errorf("access_token = %q, %v", tok, err)
+	}
+}

@@ -135,7 +135,7 @@ func (c *Client) PollDevice(ctx context.Context, d *Device) (*Answer, error) {
 		c.observed("device_code", time.Time{}, err)
 		return nil, err
 	}
-	a, err := answer(tok)
+	a, err := c.answer(tok)
 	c.observed("device_code", time.Time{}, err)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -23,9 +26,21 @@ type Error struct {
 	Status      int    // HTTP status
 	Code        string // the "error" field, e.g. invalid_grant
 	Description string // the "error_description" field, cleaned and cut
+	// RetryAfter is how long the provider asked to be left alone
+	// (Retry-After, with 429 or 503), at most MaxRetryAfter; 0: it did not.
+	RetryAfter time.Duration
+	// DPoP is set when the provider wants DPoP proofs (RFC 9449), which
+	// oauthfs does not make.
+	DPoP bool
 }
 
+// MaxRetryAfter bounds how long a provider's Retry-After is honoured.
+const MaxRetryAfter = 10 * time.Minute
+
 func (e *Error) Error() string {
+	if e.DPoP {
+		return "token endpoint requires DPoP (RFC 9449, proof-of-possession tokens), which oauthfs does not support; use a client registration without DPoP (" + e.Summary() + ")"
+	}
 	return "token endpoint answered " + e.Summary()
 }
 
@@ -64,6 +79,22 @@ func NewError(status int, code, description string) *Error {
 	return &Error{Status: status, Code: printable.Code(code, maxCode), Description: printable.String(description, maxDescription)}
 }
 
+// retryAfter parses a Retry-After header (seconds, or an HTTP date) into
+// a wait from now, at most MaxRetryAfter; 0 when there is none.
+func retryAfter(h string, now time.Time) time.Duration {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(h, 10, 64); err == nil {
+		d = time.Duration(min(max(n, 0), int64(MaxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), MaxRetryAfter)
+}
+
 // classify turns an error from x/oauth2 or net/http into one that is safe
 // to log and says plainly what happened at which endpoint.
 func classify(ctx context.Context, err error, timeout time.Duration, endpoint string) error {
@@ -74,6 +105,11 @@ func classify(ctx context.Context, err error, timeout time.Duration, endpoint st
 			status = re.Response.StatusCode
 		}
 		pe := NewError(status, re.ErrorCode, re.ErrorDescription)
+		if re.Response != nil {
+			pe.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), time.Now())
+			pe.DPoP = strings.HasPrefix(strings.ToLower(re.Response.Header.Get("WWW-Authenticate")), "dpop") ||
+				pe.Code == "invalid_dpop_proof" || pe.Code == "use_dpop_nonce"
+		}
 		switch {
 		case pe.Status >= 300 && pe.Status < 400:
 			return fmt.Errorf("%s answered HTTP %d, a redirect, which oauthfs does not follow (it would carry secrets to another address)", endpoint, pe.Status)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
@@ -36,8 +37,9 @@ type Client struct {
 	secret   *memguard.Enclave
 	http     *http.Client
 	timeout  time.Duration
-	callback string        // the redirect URI of sign-ins
-	observe  func(Request) // nil: nobody is told of token requests
+	callback string           // the redirect URI of sign-ins
+	observe  func(Request)    // nil: nobody is told of token requests
+	now      func() time.Time // the broker's clock
 }
 
 // Options are what a [Client] needs besides its integration.
@@ -56,6 +58,8 @@ type Options struct {
 	// Directory holds the metadata of issuers, shared by the clients of
 	// a broker; nil: a directory of the client's own.
 	Directory *Directory
+	// Now is the clock answers are timed by; nil: time.Now.
+	Now func() time.Time
 }
 
 // resolved is a configuration in use, and the metadata it took endpoints
@@ -147,7 +151,10 @@ func New(cfg *config.Integration, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, dir: opts.Directory, secret: sec, http: opts.HTTP, timeout: opts.Timeout, callback: opts.Callback, observe: opts.Observe}
+	c := &Client{cfg: cfg, dir: opts.Directory, secret: sec, http: opts.HTTP, timeout: opts.Timeout, callback: opts.Callback, observe: opts.Observe, now: opts.Now}
+	if c.now == nil {
+		c.now = time.Now
+	}
 	if c.dir == nil {
 		c.dir = NewDirectory(opts.HTTP)
 	}
@@ -290,14 +297,21 @@ func (c *Client) oauthConfig(secret string) *oauth2.Config {
 
 // Answer is a token endpoint's successful answer. The caller owns the
 // byte slices and wipes them (Wipe, or by sealing them into enclaves).
+// Its times are absolute, fixed when the answer arrived: nothing
+// downstream counts a lifetime from a later "now".
 type Answer struct {
 	Access []byte
 	// Refresh is the refresh token the provider sent; for a refresh, only
 	// when it rotated (differs from the one used), else nil.
-	Refresh   []byte
-	ExpiresIn int64    // seconds; 0 when the answer has none
-	Scopes    []string // the granted scopes, or nil when the answer has none
-	Account   string   // the account that signed in, when known (sign-in only)
+	Refresh []byte
+	// Obtained is when the answer arrived. Expiry is when the access
+	// token expires: Obtained plus the answer's expires_in (at most
+	// credential.MaxLifetime), or, when the answer has none and the
+	// integration sets assumed_lifetime, plus that; the zero time for a
+	// token that does not expire.
+	Obtained, Expiry time.Time
+	Scopes           []string // the granted scopes, or nil when the answer has none
+	Account          string   // the account that signed in, when known (sign-in only)
 }
 
 // Wipe clears the answer's tokens.
@@ -306,15 +320,20 @@ func (a *Answer) Wipe() {
 	memguard.WipeBytes(a.Refresh)
 }
 
-// answer checks a token response and copies what oauthfs keeps of it.
-func answer(tok *oauth2.Token) (*Answer, error) {
+// answer checks a token response and copies what oauthfs keeps of it,
+// timing it by the moment it arrived.
+func (c *Client) answer(tok *oauth2.Token) (*Answer, error) {
 	switch {
 	case tok.AccessToken == "":
 		return nil, errors.New("token endpoint sent no access token")
 	case len(tok.AccessToken) > MaxTokenLen || len(tok.RefreshToken) > MaxTokenLen:
 		return nil, fmt.Errorf("token endpoint sent a token longer than %d KiB", MaxTokenLen>>10)
 	}
-	a := &Answer{Access: []byte(tok.AccessToken), ExpiresIn: tok.ExpiresIn}
+	now := c.now()
+	a := &Answer{Access: []byte(tok.AccessToken), Obtained: now, Expiry: credential.ExpiryFrom(tok.ExpiresIn, now)}
+	if tok.ExpiresIn <= 0 && c.cfg.AssumedLifetime > 0 {
+		a.Expiry = now.Add(c.cfg.AssumedLifetime) // a provider that does not say (Salesforce)
+	}
 	if tok.RefreshToken != "" {
 		a.Refresh = []byte(tok.RefreshToken)
 	}
@@ -356,7 +375,7 @@ func (c *Client) Refresh(rt *memguard.Enclave) (*Answer, error) {
 		c.observed("refresh_token", start, err)
 		return nil, err
 	}
-	a, err := answer(tok)
+	a, err := c.answer(tok)
 	c.observed("refresh_token", start, err)
 	if err != nil {
 		return nil, err
@@ -420,7 +439,7 @@ func (c *Client) Exchange(ctx context.Context, code string, v *memguard.Enclave)
 		c.observed("authorization_code", start, err)
 		return nil, err
 	}
-	a, err := answer(tok)
+	a, err := c.answer(tok)
 	c.observed("authorization_code", start, err)
 	if err != nil {
 		return nil, err

@@ -151,7 +151,7 @@ func (t *Table) pollDevice(ctx context.Context, s *signin, d *provider.Device) {
 	if scopes == nil {
 		scopes = in.Config().Scopes // RFC 6749 §5.1
 	}
-	tokens := credential.Tokens{Access: ans.Access, Refresh: ans.Refresh, Expiry: credential.ExpiryFrom(ans.ExpiresIn, t.k.Now()), Scopes: scopes, Account: ans.Account}
+	tokens := credential.Tokens{Access: ans.Access, Refresh: ans.Refresh, Expiry: ans.Expiry, Obtained: ans.Obtained, Scopes: scopes, Account: ans.Account}
 	t.mu.Lock()
 	ended := s.ended
 	t.mu.Unlock()

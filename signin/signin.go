@@ -141,7 +141,8 @@ type signin struct {
 // held is a token answer waiting for the final confirmation.
 type held struct {
 	access, refresh *memguard.Enclave
-	expiresIn       int64
+	expiry          time.Time // as the provider's answer said when it arrived
+	obtained        time.Time // when it arrived
 	scopes          []string
 	account         string
 }
@@ -606,7 +607,7 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	if scopes == nil {
 		scopes = in.Config().Scopes // RFC 6749 §5.1: no scope means the requested ones
 	}
-	h := &held{expiresIn: ans.ExpiresIn, scopes: scopes, account: ans.Account}
+	h := &held{expiry: ans.Expiry, obtained: ans.Obtained, scopes: scopes, account: ans.Account}
 	if h.access, err = secmem.Seal(ans.Access); err == nil {
 		h.refresh, err = secmem.Seal(ans.Refresh)
 	}
@@ -697,7 +698,7 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 		t.pageFor(w, r, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
 		return
 	}
-	tokens := credential.Tokens{Access: append([]byte(nil), access.Bytes()...), Expiry: credential.ExpiryFrom(h.expiresIn, t.k.Now()), Scopes: h.scopes, Account: h.account}
+	tokens := credential.Tokens{Access: append([]byte(nil), access.Bytes()...), Expiry: h.expiry, Obtained: h.obtained, Scopes: h.scopes, Account: h.account}
 	access.Destroy()
 	if h.refresh != nil {
 		refresh, err := secmem.Open(h.refresh)

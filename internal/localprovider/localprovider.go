@@ -57,6 +57,42 @@ const (
 	NoMetadata                     // neither: 404
 )
 
+// Quirks are behaviours of real providers the local one can take on, one
+// switch each (docs/design.md, "Providers' quirks").
+type Quirks struct {
+	// OfflineConsent: a sign-in gets a refresh token only when its
+	// authorization request had access_type=offline and prompt=consent
+	// (Google).
+	OfflineConsent bool
+	// OneResource: scopes of two resources' .default in one request are
+	// refused with invalid_scope (Microsoft Entra).
+	OneResource bool
+	// KeepOldRefresh: a rotated refresh token stays valid after its
+	// successor is used (Microsoft Entra).
+	KeepOldRefresh bool
+	// RefreshEndsAccess: a refresh ends the access token it replaces
+	// (GitHub Apps).
+	RefreshEndsAccess bool
+	// NoExpiresIn: answers say nothing of the access token's lifetime
+	// (Salesforce, classic GitHub OAuth apps).
+	NoExpiresIn bool
+	// NoRefreshToken: sign-ins get no refresh token (classic GitHub OAuth
+	// apps: tokens that never expire).
+	NoRefreshToken bool
+	// ReuseRevokesFamily: a rotated refresh token used again after its
+	// successor was used revokes every token of its family (Okta, Auth0,
+	// Cognito with rotation; the grace of SetRotateGrace covers the time
+	// before the successor's first use).
+	ReuseRevokesFamily bool
+	// RateLimit: after RateLimit token requests, the next ones get 429
+	// with Retry-After RetryAfter (seconds) until RetryAfter has passed.
+	RateLimit  int
+	RetryAfter int
+	// DPoP: the token endpoint wants DPoP proofs (RFC 9449) and answers
+	// 400 use_dpop_nonce with a WWW-Authenticate: DPoP challenge.
+	DPoP bool
+}
+
 // Provider is an httptest token endpoint. It is safe for concurrent use.
 type Provider struct {
 	*httptest.Server
@@ -94,7 +130,23 @@ type Provider struct {
 	sendIss      bool     // /authorize puts iss in its answers (RFC 9207)
 	advertiseIss bool     // the metadata say so (authorization_response_iss_parameter_supported)
 	metaRequests int      // requests for a metadata document
+
+	quirks      Quirks
+	offline     map[string]bool            // codes whose authorization request asked for offline access with consent
+	issuedWith  map[string]map[string]bool // refresh token -> the access tokens issued with it
+	family      map[string]string          // refresh token -> its family (the first of its line)
+	revoked     map[string]bool            // families revoked by a reuse
+	reuses      int                        // rotated refresh tokens used again
+	limitedTill time.Time                  // RateLimit: 429 until then
+	sinceLimit  int                        // token requests since the last limit
 }
+
+// SetQuirks sets the quirks the provider behaves with.
+func (p *Provider) SetQuirks(q Quirks) { p.mu.Lock(); p.quirks = q; p.mu.Unlock() }
+
+// Reuses returns how many times a refresh token was used again after its
+// successor had been used (a client that sent a rotated token twice).
+func (p *Provider) Reuses() int { p.mu.Lock(); defer p.mu.Unlock(); return p.reuses }
 
 // codeGrant is what an authorization code was issued for.
 type codeGrant struct{ challenge, redirect string }
@@ -114,6 +166,7 @@ func Start(l net.Listener) *Provider {
 		prefix:  "tok",
 		refresh: map[string]bool{}, access: map[string]time.Time{}, successor: map[string]string{},
 		codes: map[string]codeGrant{}, devices: map[string]*deviceGrant{},
+		offline: map[string]bool{}, family: map[string]string{}, revoked: map[string]bool{}, issuedWith: map[string]map[string]bool{},
 		deviceInterval: time.Second, deviceLife: 5 * time.Minute,
 		sendIss: true, advertiseIss: true,
 	}
@@ -256,6 +309,9 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.lastAuth = q
 	deny, denyCode, denyDesc, sendIss := p.deny, p.denyCode, p.denyDesc, p.sendIss
+	if p.quirks.OneResource && twoResources(q.Get("scope")) {
+		deny, denyCode, denyDesc = true, "invalid_scope", "AADSTS70011: the scopes name more than one resource"
+	}
 	p.mu.Unlock()
 	if denyCode == "" {
 		denyCode, denyDesc = "access_denied", "The user said no"
@@ -281,6 +337,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		code := "code-" + random()
 		p.mu.Lock()
 		p.codes[code] = codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri")}
+		p.offline[code] = q.Get("access_type") == "offline" && q.Get("prompt") == "consent"
 		p.mu.Unlock()
 		back.Set("code", code)
 	}
@@ -380,6 +437,7 @@ func (p *Provider) newPairLocked() (string, string) {
 	a := p.prefix + "-at-" + random()
 	r := p.prefix + "-rt-" + random()
 	p.access[a], p.refresh[r] = time.Now().Add(p.lifetime), true
+	p.family[r], p.issuedWith[r] = r, map[string]bool{a: true}
 	return a, r
 }
 
@@ -392,8 +450,30 @@ func random() string {
 func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.requests++
-	mode, delay := p.mode, p.slowDelay
+	mode, delay, q := p.mode, p.slowDelay, p.quirks
+	limited := false
+	if q.RateLimit > 0 {
+		p.sinceLimit++
+		switch now := time.Now(); {
+		case now.Before(p.limitedTill):
+			limited = true
+		case p.sinceLimit > q.RateLimit:
+			p.limitedTill, limited = now.Add(time.Duration(q.RetryAfter)*time.Second), true
+			p.sinceLimit = 0
+		}
+	}
 	p.mu.Unlock()
+	if limited {
+		w.Header().Set("Retry-After", fmt.Sprint(q.RetryAfter))
+		oauthError(w, http.StatusTooManyRequests, "slow_down", "rate limited")
+		return
+	}
+	if q.DPoP {
+		w.Header().Set("WWW-Authenticate", `DPoP error="use_dpop_nonce", error_description="Authorization server requires nonce in DPoP proof"`)
+		w.Header().Set("DPoP-Nonce", random())
+		oauthError(w, 400, "use_dpop_nonce", "Authorization server requires nonce in DPoP proof")
+		return
+	}
 
 	if err := r.ParseForm(); err != nil || r.Method != http.MethodPost {
 		oauthError(w, 400, "invalid_request", "want a POST form")
@@ -459,32 +539,62 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	}
 	rt := r.PostForm.Get("refresh_token")
 	p.mu.Lock()
-	if !p.refresh[rt] {
+	fam := p.family[rt]
+	if q.ReuseRevokesFamily && !p.refresh[rt] && fam != "" && !p.revoked[fam] {
+		// A rotated token used again: its whole family is revoked.
+		p.reuses++
+		p.revoked[fam] = true
+		for t, f := range p.family {
+			if f == fam {
+				delete(p.refresh, t)
+			}
+		}
+	}
+	if !p.refresh[rt] || p.revoked[fam] {
+		if !q.ReuseRevokesFamily && fam != "" && p.successor[rt] != "" {
+			p.reuses++
+		}
 		p.mu.Unlock()
 		oauthError(w, 400, "invalid_grant", "unknown refresh token")
 		return
 	}
 	p.refreshes++
 	resp := map[string]any{"token_type": "Bearer", "scope": "read write"}
+	if q.RefreshEndsAccess {
+		for at := range p.issuedWith[rt] {
+			delete(p.access, at)
+		}
+	}
 	a := p.prefix + "-at-" + random()
 	p.access[a] = time.Now().Add(p.lifetime)
 	resp["access_token"] = a
-	resp["expires_in"] = int(p.lifetime / time.Second)
+	if !q.NoExpiresIn {
+		resp["expires_in"] = int(p.lifetime / time.Second)
+	}
 	if p.rotate {
 		// Using rt retires whatever rt was issued in exchange for.
 		for old, next := range p.successor {
-			if next == rt {
+			if next == rt && !q.KeepOldRefresh {
 				delete(p.refresh, old)
-				delete(p.successor, old)
 			}
 		}
-		if !p.grace {
+		if !p.grace && !q.KeepOldRefresh {
 			delete(p.refresh, rt)
 		}
 		nr := p.prefix + "-rt-" + random()
 		p.refresh[nr] = true
 		p.successor[rt] = nr
+		if fam == "" {
+			fam = rt
+		}
+		p.family[nr] = fam
+		p.issuedWith[nr] = map[string]bool{a: true}
 		resp["refresh_token"] = nr
+	} else {
+		if p.issuedWith[rt] == nil || q.RefreshEndsAccess {
+			p.issuedWith[rt] = map[string]bool{}
+		}
+		p.issuedWith[rt][a] = true
 	}
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
@@ -513,11 +623,30 @@ func (p *Provider) exchange(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	a, rt := p.newPairLocked()
-	life := p.lifetime
+	life, q, offline := p.lifetime, p.quirks, p.offline[code]
+	delete(p.offline, code)
 	p.mu.Unlock()
+	resp := map[string]any{"access_token": a, "refresh_token": rt, "token_type": "Bearer", "scope": "read write"}
+	if !q.NoExpiresIn {
+		resp["expires_in"] = int(life / time.Second)
+	}
+	if q.NoRefreshToken || q.OfflineConsent && !offline {
+		delete(resp, "refresh_token")
+	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"access_token": a, "refresh_token": rt, "token_type": "Bearer",
-		"expires_in": int(life / time.Second), "scope": "read write"})
+	json.NewEncoder(w).Encode(resp)
+}
+
+// twoResources reports whether scope names the .default scopes of more
+// than one resource.
+func twoResources(scope string) bool {
+	res := map[string]bool{}
+	for _, s := range strings.Fields(scope) {
+		if r, ok := strings.CutSuffix(s, "/.default"); ok {
+			res[r] = true
+		}
+	}
+	return len(res) > 1
 }
 
 func oauthError(w http.ResponseWriter, status int, code, desc string) {
