@@ -353,11 +353,7 @@ func (b *Broker) storeChanged(c store.Change) {
 			// handed out here until its own time, as there.
 			next.prev, next.readTok = old.prev, old.readTok
 			next.access = old.access
-			revokes := false
-			if p, err := b.reg.find(c.GUID); err == nil {
-				revokes = p.Config().RefreshRevokesAccess
-			}
-			b.replaceAccess(next, rec.Access, b.now(), revokes)
+			b.replaceAccess(next, rec.Access, b.now(), b.refreshRevokes(c.GUID))
 		}
 		creds[c.GUID] = next
 		b.armAheadLocked(uid, c.GUID, next) // refreshed ahead here too if read here
@@ -366,11 +362,18 @@ func (b *Broker) storeChanged(c store.Change) {
 	b.mu.Unlock()
 	// Sessions are told beside the next changes: a session slow to
 	// acknowledge must not hold up other users' changes.
-	if c.Refresh && err == nil {
+	if c.Refresh && err == nil && !b.refreshRevokes(c.GUID) {
 		b.notify(uid, EventUpdated, c.GUID)
 	} else {
 		go b.publish(uid, EventChanged, c.GUID)
 	}
+}
+
+// refreshRevokes reports whether a refresh of the integration guid ends
+// the access token it replaces (refresh_revokes_access).
+func (b *Broker) refreshRevokes(guid string) bool {
+	p, err := b.reg.find(guid)
+	return err == nil && p.Config().RefreshRevokesAccess
 }
 
 // uidOf returns the uid of the user named name on this host.

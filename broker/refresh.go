@@ -27,6 +27,10 @@ const (
 // expire before asking again (changes reach it by events anyway).
 const noExpiryKeep = time.Hour
 
+// Timeout returns the broker's request_timeout: how long a request to a
+// provider may take.
+func (b *Broker) Timeout() time.Duration { return b.timeout }
+
 // Now returns the broker's clock.
 func (b *Broker) Now() time.Time { return b.now() }
 
@@ -350,9 +354,12 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		b.mu.Lock()
 		cr.attempting = false
 		b.mu.Unlock()
-		if changed {
+		switch {
+		case changed:
 			b.publish(uid, EventChanged, g) // signed out, or expired: sessions drop the token
-		} else {
+		case in.RefreshRevokesAccess && rerr == nil:
+			b.publish(uid, EventChanged, g) // the provider ended the token sessions keep
+		default:
 			b.notify(uid, EventUpdated, g)
 		}
 		return t, rerr
@@ -376,9 +383,12 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 			b.mu.Unlock()
 		}
 	}
-	if errors.Is(rerr, credential.ErrExpired) {
+	switch {
+	case errors.Is(rerr, credential.ErrExpired):
 		b.publish(uid, EventChanged, g) // sessions must drop the revoked token
-	} else {
+	case in.RefreshRevokesAccess && save && rerr == nil:
+		b.publish(uid, EventChanged, g) // the provider ended the token sessions keep
+	default:
 		b.notify(uid, EventUpdated, g) // a new expiry, or a failure to show
 	}
 	return t, rerr

@@ -22,6 +22,7 @@ import (
 	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/metrics"
 	"github.com/oauthfs/oauthfs/provider"
 	"github.com/oauthfs/oauthfs/session"
@@ -173,7 +174,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		closeStore()
 		return nil, err
 	}
-	sock, err := session.Listen(opts.Socket, opts.SocketMode, opts.DirMode)
+	sock, err := unixsock.Listen(opts.Socket, opts.SocketMode, opts.DirMode)
 	if err != nil {
 		br.Close()
 		closeStore()
@@ -202,7 +203,7 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 	h := &Host{
 		Broker: br, SignIn: si, Socket: opts.Socket,
 		sock: sock,
-		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log},
+		srv:  &session.Server{B: br, SignIn: si, Owner: opts.Owner, Log: log, Version: opts.Version},
 		web:  signin.NewServer(si.Handler(), log),
 
 		closeStore: closeStore,
@@ -211,10 +212,10 @@ func Start(cfg *config.Config, opts Options) (*Host, error) {
 		log:        log,
 	}
 	go h.srv.Serve(sock)
-	go h.web.Serve(session.CapConns(web, signin.MaxConns, false, log))
+	go h.web.Serve(unixsock.CapConns(web, signin.MaxConns, false, log))
 	if met != nil {
 		h.metrics = met.Server(ml.Addr().String())
-		go h.metrics.Serve(session.CapConns(ml, metrics.MaxConns, false, log))
+		go h.metrics.Serve(unixsock.CapConns(ml, metrics.MaxConns, false, log))
 		log.Info("metrics listening", "address", "http://"+ml.Addr().String()+"/metrics")
 	}
 	log.Info("broker listening", "socket", opts.Socket, "sign_in", cfg.Settings.CallbackURL,

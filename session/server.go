@@ -18,14 +18,17 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/oauthfs/oauthfs/api"
 	"github.com/oauthfs/oauthfs/audit"
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/internal/wirejson"
 	"github.com/oauthfs/oauthfs/provider"
 	"github.com/oauthfs/oauthfs/signin"
+	"github.com/oauthfs/oauthfs/store"
 )
 
 // maxBody bounds request bodies on the session socket.
@@ -94,6 +97,8 @@ type Server struct {
 	// credentials (the system daemon).
 	Owner int
 	Log   *slog.Logger
+	// Version is the build's version, for GET /v1/info.
+	Version string
 
 	bodies quota // locked pages of request bodies, per uid
 
@@ -124,7 +129,7 @@ func (s *Server) log() *slog.Logger {
 func (s *Server) Serve(l net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
-		ConnContext:       connContext,
+		ConnContext:       unixsock.ConnContext,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -135,7 +140,7 @@ func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	s.hs = hs
 	s.mu.Unlock()
-	err := hs.Serve(CapConns(l, maxConnsPerUser, true, s.log()))
+	err := hs.Serve(unixsock.CapConns(l, maxConnsPerUser, true, s.log()))
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -152,18 +157,19 @@ type route struct {
 // each (a test checks).
 func (s *Server) routes() []route {
 	return []route{
-		{"GET " + PathIntegrations, s.list},
-		{"GET " + PathIntegration, s.get},
-		{"GET " + PathToken, s.token},
-		{"PUT " + PathCredentials, s.put},
-		{"DELETE " + PathCredentials, s.forget},
-		{"POST " + PathLogin, s.login},
-		{"POST " + PathDeviceLogin, s.deviceLogin},
-		{"GET " + PathLoginStatus, s.loginStatus},
-		{"DELETE " + PathLoginStatus, s.loginCancel},
-		{"POST " + PathEvents, s.events},
-		{"POST " + PathSettings, s.settingsLink},
-		{"DELETE " + PathSettings, s.settingsEnd},
+		{"GET " + api.PathInfo, s.info},
+		{"GET " + api.PathIntegrations, s.list},
+		{"GET " + api.PathIntegration, s.get},
+		{"GET " + api.PathToken, s.token},
+		{"PUT " + api.PathCredentials, s.put},
+		{"DELETE " + api.PathCredentials, s.forget},
+		{"POST " + api.PathLogin, s.login},
+		{"POST " + api.PathDeviceLogin, s.deviceLogin},
+		{"GET " + api.PathLoginStatus, s.loginStatus},
+		{"DELETE " + api.PathLoginStatus, s.loginCancel},
+		{"POST " + api.PathEvents, s.events},
+		{"POST " + api.PathSettings, s.settingsLink},
+		{"DELETE " + api.PathSettings, s.settingsEnd},
 	}
 }
 
@@ -175,7 +181,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc(r.pattern, r.handler)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		uid, ok := peer(r.Context())
+		uid, ok := unixsock.Peer(r.Context())
 		switch {
 		case !ok:
 			writeError(w, fmt.Errorf("session: the caller's credentials could not be read: %w", credential.ErrPermission))
@@ -185,14 +191,20 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, fmt.Errorf("session: this broker serves uid %d only: %w", s.Owner, credential.ErrPermission))
 			return
 		}
-		if r.URL.Path != PathEvents { // the event stream's body is a stream of acks
+		if r.URL.Path != api.PathEvents { // the event stream's body is a stream of acks
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		}
 		mux.ServeHTTP(w, r)
 	})
 }
 
-func uidOf(r *http.Request) int { uid, _ := peer(r.Context()); return uid }
+func uidOf(r *http.Request) int { uid, _ := unixsock.Peer(r.Context()); return uid }
+
+// info answers GET /v1/info: the broker's request timeout, which session
+// mounts bound their calls by, and its version.
+func (s *Server) info(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.Info{RequestTimeoutMillis: s.B.Timeout().Milliseconds(), Version: s.Version})
+}
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.B.Integrations(uidOf(r)))
@@ -220,7 +232,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	uid := uidOf(r)
 	t, err := s.B.Token(r.Context(), uid, r.PathValue("id"))
-	ev := audit.Event{Event: "token", Via: "socket", Result: result(err), PID: peerPID(r.Context())}
+	ev := audit.Event{Event: "token", Via: "socket", Result: result(err), PID: unixsock.PeerPID(r.Context())}
 	switch {
 	case errors.Is(err, credential.ErrNotFound):
 		// Whatever the caller asked for, said the same way, so that
@@ -335,14 +347,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
-	if enc.Encode(Event{Kind: EventHello}) != nil || rc.Flush() != nil {
+	if enc.Encode(api.Event{Kind: api.EventHello}) != nil || rc.Flush() != nil {
 		return
 	}
 	for {
 		select {
 		case ev := <-sub.C:
 			rc.SetWriteDeadline(time.Now().Add(broker.AckTimeout))
-			if enc.Encode(ev) != nil || rc.Flush() != nil {
+			if enc.Encode(api.Event{Seq: ev.Seq, Kind: api.EventKind(ev.Kind), GUID: ev.GUID}) != nil || rc.Flush() != nil {
 				return
 			}
 			rc.SetWriteDeadline(time.Time{})
@@ -512,7 +524,7 @@ func parseCredentials(body []byte) (credentialsRequest, error) {
 		}
 	}()
 	for k := range fields {
-		if !slices.Contains(CredentialsKeys, k) {
+		if !slices.Contains(api.CredentialsKeys, k) {
 			return out, badRequest("%s: unknown field %q (names are case-sensitive)", want, printableKey(k))
 		}
 	}
@@ -571,7 +583,7 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, api.LogoutResult{SignedOut: res.SignedOut, Revoked: res.Revoked, RevocationError: res.RevocationError})
 }
 
 // errNoSignIn is the error of the sign-in endpoints of a server without
@@ -579,19 +591,38 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 var errNoSignIn = fmt.Errorf("session: this broker offers no sign-in: %w", credential.ErrSignIn)
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	s.withSignIn(w, func(t *signin.Table) (any, error) { return t.Start(uidOf(r), r.PathValue("id")) })
+	s.withSignIn(w, func(t *signin.Table) (any, error) {
+		l, err := t.Start(uidOf(r), r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		return api.SignIn{ID: l.ID, URL: l.URL, Expires: l.Expires, Name: l.Name, GUID: l.GUID}, nil
+	})
 }
 
 func (s *Server) deviceLogin(w http.ResponseWriter, r *http.Request) {
-	s.withSignIn(w, func(t *signin.Table) (any, error) { return t.StartDevice(r.Context(), uidOf(r), r.PathValue("id")) })
+	s.withSignIn(w, func(t *signin.Table) (any, error) {
+		l, err := t.StartDevice(r.Context(), uidOf(r), r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		return api.DeviceSignIn{ID: l.ID, VerificationURI: l.VerificationURI, VerificationURIComplete: l.VerificationURIComplete,
+			UserCode: l.UserCode, Expires: l.Expires, Name: l.Name, GUID: l.GUID}, nil
+	})
 }
 
 func (s *Server) settingsLink(w http.ResponseWriter, r *http.Request) {
-	s.withSignIn(w, func(t *signin.Table) (any, error) { return t.SettingsLink(uidOf(r)) })
+	s.withSignIn(w, func(t *signin.Table) (any, error) {
+		l, err := t.SettingsLink(uidOf(r))
+		if err != nil {
+			return nil, err
+		}
+		return api.SettingsLink{URL: l.URL, Expires: l.Expires}, nil
+	})
 }
 
 func (s *Server) settingsEnd(w http.ResponseWriter, r *http.Request) {
-	s.withSignIn(w, func(t *signin.Table) (any, error) { return SettingsEnded{Ended: t.EndSettings(uidOf(r))}, nil })
+	s.withSignIn(w, func(t *signin.Table) (any, error) { return api.SettingsEnded{Ended: t.EndSettings(uidOf(r))}, nil })
 }
 
 // withSignIn answers with what f makes of the sign-in table, or with
@@ -640,7 +671,7 @@ func (s *Server) loginStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, api.SignInStatus{Status: string(st.Status), Message: st.Message, Name: st.Name, GUID: st.GUID, Account: st.Account})
 }
 
 func (s *Server) loginCancel(w http.ResponseWriter, r *http.Request) {
@@ -678,7 +709,46 @@ func badRequest(format string, args ...any) error {
 
 func writeError(w http.ResponseWriter, err error) {
 	c := codeOf(err)
-	writeJSON(w, c.Status, ErrorAnswer{Error: c.Code, Message: err.Error()})
+	writeJSON(w, c.Status, api.ErrorAnswer{Error: c.Code, Message: err.Error()})
+}
+
+// errorIs says which errors the server answers with each code of
+// api.ErrorCodes, in order: the first that matches wins, and an error
+// none matches is "unavailable".
+var errorIs = []struct {
+	code string
+	is   func(error) bool
+}{
+	{"not_found", is(credential.ErrNotFound)},
+	{"not_signed_in", is(credential.ErrNotSignedIn)},
+	{"expired", is(credential.ErrExpired)},
+	{"forbidden", is(credential.ErrPermission)},
+	{"bad_request", is(credential.ErrBadRequest)},
+	{"sign_in_failed", is(credential.ErrSignIn)},
+	{"store", is(store.ErrUnusable)},
+	{"timeout", func(err error) bool {
+		return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	}},
+}
+
+func is(target error) func(error) bool { return func(err error) bool { return errors.Is(err, target) } }
+
+// codeOf returns the row of api.ErrorCodes that the server answers err
+// with.
+func codeOf(err error) api.ErrorCode {
+	code := "unavailable"
+	for _, e := range errorIs {
+		if e.is(err) {
+			code = e.code
+			break
+		}
+	}
+	for _, c := range api.ErrorCodes {
+		if c.Code == code {
+			return c
+		}
+	}
+	return api.ErrorCodes[len(api.ErrorCodes)-1]
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

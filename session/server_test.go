@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,8 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/oauthfs/oauthfs/api"
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 )
 
 const uid = 1000
@@ -49,16 +52,16 @@ func TestServerRefusesUnknownPeers(t *testing.T) {
 		want  string
 	}{
 		{"no peer credentials", -1, context.Background(), 403, "credentials could not be read"},
-		{"not the owner", uid, context.WithValue(context.Background(), peerKey{}, peerCred{uid: uid + 1}), 403, "serves uid 1000 only"},
-		{"the owner", uid, context.WithValue(context.Background(), peerKey{}, peerCred{uid: uid}), 200, `"name": "Test"`},
-		{"any user of the daemon", -1, context.WithValue(context.Background(), peerKey{}, peerCred{uid: uid + 7}), 200, `"status": "not_signed_in"`},
+		{"not the owner", uid, unixsock.WithPeer(context.Background(), uid + 1, 0), 403, "serves uid 1000 only"},
+		{"the owner", uid, unixsock.WithPeer(context.Background(), uid, 0), 200, `"name": "Test"`},
+		{"any user of the daemon", -1, unixsock.WithPeer(context.Background(), uid + 7, 0), 200, `"status": "not_signed_in"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Server{B: b, Owner: tc.owner}
 			w := httptest.NewRecorder()
-			s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, PathIntegrations, nil).WithContext(tc.ctx))
+			s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, api.PathIntegrations, nil).WithContext(tc.ctx))
 			if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.want) {
-				t.Errorf("GET %s = %d %s; want %d with %q", PathIntegrations, w.Code, w.Body, tc.code, tc.want)
+				t.Errorf("GET %s = %d %s; want %d with %q", api.PathIntegrations, w.Code, w.Body, tc.code, tc.want)
 			}
 		})
 	}
@@ -69,20 +72,25 @@ func TestServerRefusesUnknownPeers(t *testing.T) {
 // gives the right exit code.
 func TestEveryErrorCodeHasAClientMeaning(t *testing.T) {
 	seen := map[string]bool{}
-	for _, c := range errorCodes {
+	for _, c := range api.ErrorCodes {
 		if seen[c.Code] {
 			t.Errorf("code %q appears twice", c.Code)
 		}
 		seen[c.Code] = true
-		if meaning(c.Code) == nil {
+		if api.Meaning(c.Code) == nil {
 			t.Errorf("the server can answer %q, which the client does not map to a sentinel", c.Code)
 		}
 		if c.Status < 400 {
 			t.Errorf("code %q has status %d; want an error status", c.Code, c.Status)
 		}
 	}
-	if last := errorCodes[len(errorCodes)-1]; last.Is != nil {
-		t.Errorf("the last row %q must match every error", last.Code)
+	for _, e := range errorIs {
+		if !seen[e.code] {
+			t.Errorf("the server answers %q, which api.ErrorCodes does not list", e.code)
+		}
+	}
+	if got := codeOf(errors.New("anything else")).Code; got != "unavailable" {
+		t.Errorf("codeOf(an unknown error) = %q; want unavailable", got)
 	}
 }
 
@@ -98,13 +106,13 @@ func TestAPIDocMatchesTheProtocol(t *testing.T) {
 		documented = append(documented, m[1]+" "+m[2])
 	}
 	var declared []string
-	for _, c := range errorCodes {
+	for _, c := range api.ErrorCodes {
 		declared = append(declared, c.Code+" "+strconv.Itoa(c.Status))
 	}
 	slices.Sort(documented)
 	slices.Sort(declared)
 	if !slices.Equal(documented, declared) {
-		t.Errorf("docs/api.md's error table = %v; protocol.go declares %v", documented, declared)
+		t.Errorf("docs/api.md's error table = %v; package api declares %v", documented, declared)
 	}
 	for _, r := range (&Server{}).routes() {
 		p := strings.ReplaceAll(r.pattern, "{login}", "{login_id}")
@@ -112,7 +120,7 @@ func TestAPIDocMatchesTheProtocol(t *testing.T) {
 			t.Errorf("docs/api.md has no section for %s", p)
 		}
 	}
-	for _, k := range CredentialsKeys {
+	for _, k := range api.CredentialsKeys {
 		if !strings.Contains(string(doc), `"`+k+`"`) {
 			t.Errorf("docs/api.md does not show the key %s", k)
 		}

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
-	"github.com/oauthfs/oauthfs/session"
 )
 
 func TestClientMountServesFromCache(t *testing.T) {
@@ -36,7 +36,7 @@ func TestClientMountServesFromCache(t *testing.T) {
 // seen by the very next open, however warm the cache.
 func TestClientMountSeesChangesAtOnce(t *testing.T) {
 	s := newClientStack(t)
-	c := session.NewClient(s.socket, 5*time.Second)
+	c := client.NewClient(s.socket, 5*time.Second)
 	for i := 0; i < 30; i++ {
 		a := s.put(t, time.Hour)
 		if got, err := s.read(); err != nil || got != a {
@@ -141,7 +141,7 @@ func TestSocketRefusesNonBrokers(t *testing.T) {
 	}
 	defer l.Close()
 	go http.Serve(l, http.NotFoundHandler()) // some other HTTP service
-	_, err = session.NewClient(sock, time.Second).Integrations(context.Background())
+	_, err = client.NewClient(sock, time.Second).Integrations(context.Background())
 	if err == nil || !errors.Is(err, errUnavailable()) || !containsAll(err.Error(), "does not answer like an oauthfs broker") {
 		t.Errorf("Integrations from a non-broker = %v", err)
 	}
@@ -156,4 +156,30 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestClientMountKeepsWhatARefreshGaveIt: the mount that asked for a
+// token the broker had to refresh keeps the new one; the broker's
+// "updated" event about that refresh does not make it ask again.
+func TestClientMountKeepsWhatARefreshGaveIt(t *testing.T) {
+	s := newClientStack(t)
+	a, r, _ := s.p.Grant()
+	if err := s.b.Put(os.Getuid(), "Test", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: time.Now().Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	s.meta(t) // the mount's connection for the broker's other answers is open
+	before := s.accepts.Load()
+	first, err := s.read() // refreshed on read, through the socket
+	if err != nil || first == a || s.p.Refreshes() != 1 {
+		t.Fatalf("read of a due token = %q, %v after %d refreshes; want a refreshed token", first, err, s.p.Refreshes())
+	}
+	time.Sleep(300 * time.Millisecond) // the updated event has arrived
+	for range 5 {
+		if got, err := s.read(); err != nil || got != first {
+			t.Fatalf("read = %q, %v; want the refreshed token", got, err)
+		}
+	}
+	if n := s.accepts.Load() - before; n != 1 {
+		t.Errorf("%d connections to the broker for a refresh and six reads of its token; want one (the mount keeps the new token)", n)
+	}
 }

@@ -76,6 +76,10 @@ func TestDaemonReloadAndOutage(t *testing.T) {
 		if !strings.Contains(m.stderr.String(), "level=DEBUG") {
 			t.Errorf("the mount logged no debug lines")
 		}
+		// The mount bounds its calls by the broker's request_timeout.
+		if !strings.Contains(m.stderr.String(), "request_timeout=2s") {
+			t.Errorf("the session mount did not learn the broker's request_timeout (2s):\n%s", m.stderr)
+		}
 		// Nothing secret in either log, at debug level.
 		for name, logs := range map[string]string{"broker": br.stderr.String(), "mount": m.stderr.String()} {
 			for _, secret := range []string{access, refresh, "test-secret"} {

@@ -5,18 +5,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/testutil"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/session"
 )
 
@@ -35,10 +39,26 @@ type stack struct {
 	// Embedded mounts only: tells the filesystem the clock moved.
 	jumps chan chan struct{}
 
-	// Session mounts only: the socket's server and the mount's client.
-	srv    *session.Server
-	socket string
-	c      *session.Cached
+	// Session mounts only: the socket's server and the mount's client,
+	// and how many connections the server accepted.
+	srv     *session.Server
+	socket  string
+	c       *client.Cached
+	accepts atomic.Int64
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // jumpSource is an embedded broker's session with one addition for tests
@@ -149,7 +169,7 @@ func newClientStackWith(t *testing.T, settings string) *stack {
 	s := newBrokerStack(t, 2*time.Second, settings)
 	s.socket = filepath.Join(t.TempDir(), "broker.sock")
 	s.serve(t)
-	s.c = session.NewCached(session.NewClient(s.socket, 5*time.Second), nil)
+	s.c = client.NewCached(client.NewClient(s.socket, 5*time.Second), nil)
 	uid := os.Getuid()
 	s.dir = fusetest.Mount(t, fusefs.NewRoot(fusefs.Options{Source: s.c, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 7 * time.Second, Context: t.Context()}))
 	waitFor(t, s.c.Live)
@@ -158,12 +178,12 @@ func newClientStackWith(t *testing.T, settings string) *stack {
 
 // serve (re)starts the socket server.
 func (s *stack) serve(t *testing.T) {
-	l, err := session.Listen(s.socket, 0o600, 0o700)
+	l, err := unixsock.Listen(s.socket, 0o600, 0o700)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.srv = &session.Server{B: s.b, Owner: -1}
-	go s.srv.Serve(l)
+	go s.srv.Serve(countingListener{l, &s.accepts})
 	t.Cleanup(func() { s.srv.Close() })
 }
 

@@ -3,10 +3,11 @@ package main
 import (
 	"errors"
 
+	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/secmem"
-	"github.com/oauthfs/oauthfs/session"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/store"
 )
 
@@ -23,11 +24,11 @@ func explain(err error, id string) error {
 		name = "NAME"
 	}
 	switch {
-	case errors.Is(err, session.ErrUntrusted):
+	case errors.Is(err, unixsock.ErrUntrusted):
 		return withHint(err, "use a broker socket of your own: unset OAUTHFS_BROKER or pass --broker; if XDG_RUNTIME_DIR is unset (cron, su, sudo), set it to a directory that is yours")
-	case errors.Is(err, session.ErrNoBroker):
+	case errors.Is(err, client.ErrNoBroker):
 		return withHint(err, "is 'oauthfs mount' running? pass --broker SOCKET or set OAUTHFS_BROKER if it listens elsewhere")
-	case errors.Is(err, session.ErrSocketInUse):
+	case errors.Is(err, unixsock.ErrSocketInUse):
 		return withHint(err, "stop the other broker, remove what is at that path, or set [broker] socket to another path")
 	case errors.Is(err, credential.ErrNotFound):
 		return withHint(err, "run 'oauthfs list' to see the configured integrations")

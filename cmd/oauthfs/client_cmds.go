@@ -12,11 +12,11 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
-	"github.com/oauthfs/oauthfs/session"
 )
 
 // clientTimeout bounds one session API call from a command: the broker's
@@ -25,19 +25,19 @@ const clientTimeout = config.DefaultRequestTimeout + fuseSlack
 
 // dial returns a client for the broker found by resolveSocket, and a
 // context that ends on SIGINT or SIGTERM.
-func dial(flagSock, flagCfg string) (*session.Client, context.Context, context.CancelFunc, error) {
+func dial(flagSock, flagCfg string) (*client.Client, context.Context, context.CancelFunc, error) {
 	sock, err := resolveSocket(flagSock, flagCfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	return session.NewClient(sock, clientTimeout), ctx, cancel, nil
+	return client.NewClient(sock, clientTimeout), ctx, cancel, nil
 }
 
 // dialFor parses the arguments of a command that takes one NAME|GUID,
 // then dials the broker that its --broker and --config flags (sock and
 // cfg, read after parsing) lead to.
-func dialFor(fs *flag.FlagSet, args []string, sock, cfg *string) (string, *session.Client, context.Context, context.CancelFunc, error) {
+func dialFor(fs *flag.FlagSet, args []string, sock, cfg *string) (string, *client.Client, context.Context, context.CancelFunc, error) {
 	if err := parse(fs, args); err != nil {
 		return "", nil, nil, nil, err
 	}
@@ -70,7 +70,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 
 // openToken asks the broker for id's token and decrypts it. The caller owns
 // the buffer and destroys it as soon as the token is written out.
-func openToken(ctx context.Context, c *session.Client, id string) (*credential.Token, *secmem.Buffer, error) {
+func openToken(ctx context.Context, c *client.Client, id string) (*credential.Token, *secmem.Buffer, error) {
 	t, err := c.Token(ctx, id)
 	if err != nil {
 		return nil, nil, explain(err, id)

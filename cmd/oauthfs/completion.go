@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oauthfs/oauthfs/session"
+	"github.com/oauthfs/oauthfs/client"
 )
 
 func runCompletion(args []string, stdout, stderr io.Writer) error {
@@ -150,7 +150,7 @@ func integrationNames(words []string) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	list, err := session.NewClient(path, time.Second).Integrations(ctx)
+	list, err := client.NewClient(path, time.Second).Integrations(ctx)
 	if err != nil {
 		return nil
 	}

@@ -21,13 +21,12 @@ import (
 
 	"github.com/awnumar/memguard"
 
-	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/host"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/printable"
-	"github.com/oauthfs/oauthfs/session"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/signin"
 )
 
@@ -124,7 +123,7 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	defer h.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	root := fusefs.NewRoot(fusefs.Options{Source: broker.Session{B: h.Broker, UID: uid}, UID: uint32(uid), GID: uint32(gid),
+	root := fusefs.NewRoot(fusefs.Options{Source: h.Source(uid), UID: uint32(uid), GID: uint32(gid),
 		Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log, Context: ctx})
 	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
 	if err != nil {
@@ -340,7 +339,7 @@ func devLock(mnt string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
-	if err := session.CheckSocketDir(dir); err != nil {
+	if err := unixsock.CheckSocketDir(dir); err != nil {
 		return nil, withHint(fmt.Errorf("dev: %w", err), "set XDG_RUNTIME_DIR to a directory of your own (usually /run/user/%d); %s is not yours", os.Getuid(), dir)
 	}
 	path := filepath.Join(dir, "dev.lock")

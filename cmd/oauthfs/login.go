@@ -13,9 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oauthfs/oauthfs/api"
+	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
-	"github.com/oauthfs/oauthfs/session"
 )
 
 func runLogin(args []string, stdout, stderr io.Writer) error {
@@ -65,7 +66,7 @@ func runLogin(args []string, stdout, stderr io.Writer) error {
 
 // deviceLogin runs 'login --device': it prints the page to open and the
 // code, and waits while the broker polls the provider.
-func deviceLogin(ctx context.Context, c *session.Client, id string, timeout time.Duration, stdout, stderr io.Writer) error {
+func deviceLogin(ctx context.Context, c *client.Client, id string, timeout time.Duration, stdout, stderr io.Writer) error {
 	si, err := c.DeviceLogin(ctx, id)
 	if err != nil {
 		return explain(err, id)
@@ -96,7 +97,7 @@ func syncOut(stdout io.Writer) {
 
 // waitSignIn waits for the sign-in loginID to end, asking the broker at
 // most once a second, and prints "signed in to NAME [as ACCOUNT]".
-func waitSignIn(ctx context.Context, c *session.Client, loginID, name string, timeout time.Duration, stdout io.Writer) error {
+func waitSignIn(ctx context.Context, c *client.Client, loginID, name string, timeout time.Duration, stdout io.Writer) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		asked := time.Now()
@@ -107,14 +108,14 @@ func waitSignIn(ctx context.Context, c *session.Client, loginID, name string, ti
 			return fmt.Errorf("sign-in to %s cancelled", name)
 		case err != nil:
 			return explain(err, name)
-		case st.Status == session.SignInSignedIn:
+		case st.Status == api.SignInSignedIn:
 			if st.Account != "" {
 				fmt.Fprintf(stdout, "signed in to %s as %s\n", name, printable.String(st.Account, 200))
 			} else {
 				fmt.Fprintf(stdout, "signed in to %s\n", name)
 			}
 			return nil
-		case st.Status == session.SignInFailed:
+		case st.Status == api.SignInFailed:
 			return explain(fmt.Errorf("sign-in to %s failed: %s: %w", name, st.Message, credential.ErrSignIn), name)
 		}
 		if time.Now().After(deadline) {

@@ -13,11 +13,10 @@ import (
 
 	"github.com/awnumar/memguard"
 
-	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/host"
-	"github.com/oauthfs/oauthfs/session"
 )
 
 // fuseSlack is added to the broker's request timeout for the deadline of
@@ -73,8 +72,14 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		stop    = func() {}
 	)
 	if *sock != "" {
-		c := session.NewClient(*sock, config.DefaultRequestTimeout+fuseSlack)
+		// The broker says its request_timeout, which bounds every call
+		// the mount makes (a broker too old to say: the default).
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		reqTimeout := config.DefaultRequestTimeout
+		if info, err := client.NewClient(*sock, 5*time.Second).Info(ctx); err == nil && info.RequestTimeout() > 0 {
+			reqTimeout = info.RequestTimeout()
+		}
+		c := client.NewClient(*sock, reqTimeout+fuseSlack)
 		_, err := c.Integrations(ctx)
 		cancel()
 		if err != nil {
@@ -83,8 +88,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
 			return err
 		}
-		src, timeout = session.NewCached(c, log), config.DefaultRequestTimeout+2*fuseSlack
-		log.Info("using the broker", "socket", *sock)
+		src, timeout = client.NewCached(c, log), reqTimeout+2*fuseSlack
+		log.Info("using the broker", "socket", *sock, "request_timeout", reqTimeout)
 	} else {
 		if *cfgFile == "" {
 			*cfgFile = config.DefaultFile()
@@ -105,7 +110,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 			h.Stop()
 			return explain(err, "")
 		}
-		src, timeout = broker.Session{B: h.Broker, UID: uid}, cfg.Settings.RequestTimeout+fuseSlack
+		src, timeout = h.Source(uid), cfg.Settings.RequestTimeout+fuseSlack
 	}
 	defer stop()
 

@@ -34,11 +34,13 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/oauthfs/oauthfs/broker"
+	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
 	"github.com/oauthfs/oauthfs/internal/fusetest"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/session"
 )
 
@@ -516,7 +518,7 @@ func mountSystem(b *testing.B, br *broker.Broker) string {
 // 'oauthfs broker' and 'oauthfs mount --broker' do.
 func mountClient(b *testing.B, br *broker.Broker) string {
 	sock := filepath.Join(b.TempDir(), "broker.sock")
-	l, err := session.Listen(sock, 0o600, 0o700)
+	l, err := unixsock.Listen(sock, 0o600, 0o700)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -524,7 +526,7 @@ func mountClient(b *testing.B, br *broker.Broker) string {
 	go srv.Serve(l)
 	b.Cleanup(func() { srv.Close() })
 	uid := os.Getuid()
-	src := fusetest.NewWatched(session.NewCached(session.NewClient(sock, 12*time.Second), nil))
+	src := fusetest.NewWatched(client.NewCached(client.NewClient(sock, 12*time.Second), nil))
 	dir := fusetest.Mount(b, fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 14 * time.Second, Context: b.Context()}))
 	src.Wait(b)
 	return dir

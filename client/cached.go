@@ -1,4 +1,4 @@
-package session
+package client
 
 import (
 	"bufio"
@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oauthfs/oauthfs/api"
 	"github.com/oauthfs/oauthfs/credential"
 )
 
@@ -162,7 +163,7 @@ func (s *Cached) Watch(ctx context.Context, f func(credential.Change)) {
 func (s *Cached) watchOnce(ctx context.Context, f func(credential.Change)) error {
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://oauthfs"+PathEvents, pr)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://oauthfs"+api.PathEvents, pr)
 	if err != nil {
 		return err
 	}
@@ -176,12 +177,12 @@ func (s *Cached) watchOnce(ctx context.Context, f func(credential.Change)) error
 	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		var ev Event
+		var ev api.Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return err
 		}
 		c := ev.Change()
-		if ev.Kind == EventHello {
+		if ev.Kind == api.EventHello {
 			// Live only once the filesystem has dropped what it kept
 			// while the stream was down.
 			f(c)
@@ -189,7 +190,13 @@ func (s *Cached) watchOnce(ctx context.Context, f func(credential.Change)) error
 			s.log.Debug("event stream up", "socket", s.client.socket)
 			continue
 		}
-		s.invalidate(c.GUID, true)
+		// An update (a refresh, or a failed one) makes nothing kept
+		// unsafe: a kept token may be kept until its own refresh time,
+		// and the mount that asked for the refresh keeps the new one.
+		// Only what the filesystem shows of the integration changes.
+		if ev.Kind != api.EventUpdated {
+			s.invalidate(c.GUID, true)
+		}
 		f(c)
 		if _, err := io.WriteString(pw, strconv.FormatUint(ev.Seq, 10)+"\n"); err != nil {
 			return err

@@ -1,4 +1,13 @@
-package session
+// Package client is the session API's client (docs/api.md): [Client], what
+// the commands use, and [Cached], the source a session mount serves its
+// filesystem from. It speaks the protocol of package api over the
+// broker's Unix socket, after checking that the socket and the process
+// answering on it are the caller's or root's.
+//
+// It must never import the broker, sign-in, the store or a provider: a
+// command or a session mount links the protocol, not the broker. It may
+// import api, credential and internal packages only.
+package client
 
 import (
 	"bytes"
@@ -15,9 +24,11 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/oauthfs/oauthfs/api"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/internal/wirejson"
 )
 
@@ -48,13 +59,13 @@ func (c *Client) Socket() string { return c.socket }
 // Integrations lists every integration the caller can see.
 func (c *Client) Integrations(ctx context.Context) ([]credential.Integration, error) {
 	var out []credential.Integration
-	return out, c.do(ctx, http.MethodGet, PathIntegrations, nil, &out)
+	return out, c.do(ctx, http.MethodGet, api.PathIntegrations, nil, &out)
 }
 
 // Integration describes one integration by guid or name.
 func (c *Client) Integration(ctx context.Context, id string) (credential.Integration, error) {
 	var out credential.Integration
-	return out, c.do(ctx, http.MethodGet, path(PathIntegration, id), nil, &out)
+	return out, c.do(ctx, http.MethodGet, api.Path(api.PathIntegration, id), nil, &out)
 }
 
 // Token returns a valid access token, refreshed by the broker if needed.
@@ -69,32 +80,32 @@ func (c *Client) token(ctx context.Context, id string) (*credential.Token, time.
 	// The answer is read into a locked buffer on a connection of its
 	// own, not through net/http, whose buffers are recycled unwiped; the
 	// token goes from there into its enclave.
-	resp, err := c.rawGet(ctx, path(PathToken, id))
+	resp, err := c.rawGet(ctx, api.Path(api.PathToken, id))
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	defer resp.Destroy()
 	status, body, err := splitResponse(resp.Bytes())
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("session: %s does not answer like an oauthfs broker (%v): %w", c.socket, err, credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker (%v): %w", c.socket, err, credential.ErrUnavailable)
 	}
 	if status >= 300 {
 		return nil, time.Time{}, c.remoteError(status, body)
 	}
-	var out TokenAnswer
+	var out api.TokenAnswer
 	if err := json.Unmarshal(body, &out); err != nil {
-		return nil, time.Time{}, fmt.Errorf("session: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
 	}
 	defer memguard.WipeBytes(out.AccessToken)
 	n, err := wirejson.UnquotedLen(out.AccessToken)
 	if err != nil || n == 0 {
-		return nil, time.Time{}, fmt.Errorf("session: the broker sent a malformed token: %w", credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", credential.ErrUnavailable)
 	}
 	value := make([]byte, n)
 	wirejson.Unquote(value, out.AccessToken)
 	t, err := credential.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 	}
 	return t, parseTime(out.RefreshAt), nil
 }
@@ -123,19 +134,19 @@ func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error
 	// says) moves to one of its exact size.
 	buf, err := secmem.NewBuffer(8 << 10)
 	if err != nil {
-		return nil, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
+		return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 	}
 	n, total := 0, -1
 	for total < 0 || n < total {
 		if n == buf.Size() {
 			if total < 0 || total > maxTokenResponse {
 				buf.Destroy()
-				return nil, fmt.Errorf("session: the broker's answer is longer than %d bytes: %w", maxTokenResponse, credential.ErrUnavailable)
+				return nil, fmt.Errorf("client: the broker's answer is longer than %d bytes: %w", maxTokenResponse, credential.ErrUnavailable)
 			}
 			bigger, err := secmem.NewBuffer(total)
 			if err != nil {
 				buf.Destroy()
-				return nil, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
+				return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 			}
 			copy(bigger.Bytes(), buf.Bytes()[:n])
 			buf.Destroy()
@@ -160,7 +171,7 @@ func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error
 	out, err := secmem.NewBuffer(max(1, n))
 	if err != nil {
 		buf.Destroy()
-		return nil, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable)
+		return nil, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 	}
 	copy(out.Bytes(), buf.Bytes()[:n])
 	buf.Destroy()
@@ -224,9 +235,9 @@ func parseTime(s *string) time.Time {
 
 // Logout forgets the caller's credentials for the integration, and
 // revokes them at the provider when the broker is configured to.
-func (c *Client) Logout(ctx context.Context, id string) (LogoutResult, error) {
-	var out LogoutResult
-	err := c.do(ctx, http.MethodDelete, path(PathCredentials, id), nil, &out)
+func (c *Client) Logout(ctx context.Context, id string) (api.LogoutResult, error) {
+	var out api.LogoutResult
+	err := c.do(ctx, http.MethodDelete, api.Path(api.PathCredentials, id), nil, &out)
 	return out, err
 }
 
@@ -239,7 +250,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return err
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("session: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
+		return fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
 	}
 	return nil
 }
@@ -256,7 +267,7 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://oauthfs"+path, rd)
 	if err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+		return nil, fmt.Errorf("client: %w", err)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -265,7 +276,7 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return nil, fmt.Errorf("session: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
+		return nil, fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 	}
 	if resp.StatusCode >= 300 {
 		return nil, c.remoteError(resp.StatusCode, data)
@@ -278,10 +289,10 @@ func (c *Client) raw(ctx context.Context, method, path string, body any) ([]byte
 func (c *Client) remoteError(status int, data []byte) error {
 	var e struct{ Error, Message string }
 	if json.Unmarshal(data, &e) != nil || e.Error == "" {
-		return fmt.Errorf("session: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, status, credential.ErrUnavailable)
+		return fmt.Errorf("client: %s does not answer like an oauthfs broker (HTTP %d): %w", c.socket, status, credential.ErrUnavailable)
 	}
 	msg := printable.String(e.Message, 1000)
-	if s := meaning(e.Error); s != nil {
+	if s := api.Meaning(e.Error); s != nil {
 		return &remoteErr{Code: e.Error, Message: msg, sentinel: s}
 	}
 	return &remoteErr{Code: printable.Code(e.Error, 64), Message: msg}
@@ -291,14 +302,14 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.Is(err, ErrUntrusted) {
+	if errors.Is(err, unixsock.ErrUntrusted) {
 		return err
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
-		return fmt.Errorf("session: %w at %s: %w", ErrNoBroker, c.socket, credential.ErrUnavailable)
+		return fmt.Errorf("client: %w at %s: %w", ErrNoBroker, c.socket, credential.ErrUnavailable)
 	}
-	return fmt.Errorf("session: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
+	return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 }
 
 // remoteErr is an error answered by the broker. It unwraps to the
@@ -312,40 +323,47 @@ func (e *remoteErr) Error() string { return e.Message }
 func (e *remoteErr) Unwrap() error { return e.sentinel }
 
 // Login starts a sign-in and returns the link to open.
-func (c *Client) Login(ctx context.Context, id string) (*SignIn, error) {
-	var out SignIn
-	return &out, c.do(ctx, http.MethodPost, path(PathLogin, id), nil, &out)
+func (c *Client) Login(ctx context.Context, id string) (*api.SignIn, error) {
+	var out api.SignIn
+	return &out, c.do(ctx, http.MethodPost, api.Path(api.PathLogin, id), nil, &out)
 }
 
 // DeviceLogin starts a device sign-in and returns the page and code to
 // show the user.
-func (c *Client) DeviceLogin(ctx context.Context, id string) (*DeviceSignIn, error) {
-	var out DeviceSignIn
-	return &out, c.do(ctx, http.MethodPost, path(PathDeviceLogin, id), nil, &out)
+func (c *Client) DeviceLogin(ctx context.Context, id string) (*api.DeviceSignIn, error) {
+	var out api.DeviceSignIn
+	return &out, c.do(ctx, http.MethodPost, api.Path(api.PathDeviceLogin, id), nil, &out)
 }
 
 // Settings returns a one-time link to the settings page.
-func (c *Client) Settings(ctx context.Context) (*SettingsLink, error) {
-	var out SettingsLink
-	return &out, c.do(ctx, http.MethodPost, PathSettings, nil, &out)
+func (c *Client) Settings(ctx context.Context) (*api.SettingsLink, error) {
+	var out api.SettingsLink
+	return &out, c.do(ctx, http.MethodPost, api.PathSettings, nil, &out)
 }
 
 // EndSettings ends every settings session of the caller and returns how
 // many there were.
 func (c *Client) EndSettings(ctx context.Context) (int, error) {
-	var out SettingsEnded
-	return out.Ended, c.do(ctx, http.MethodDelete, PathSettings, nil, &out)
+	var out api.SettingsEnded
+	return out.Ended, c.do(ctx, http.MethodDelete, api.PathSettings, nil, &out)
 }
 
 // WaitLogin waits up to wait (at most a minute) for the sign-in to end and
 // returns its status, which is still "pending" if it has not.
-func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (SignInStatus, error) {
-	var out SignInStatus
-	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("%s?wait=%d", path(PathLoginStatus, loginID), int(wait/time.Second)), nil, &out)
+func (c *Client) WaitLogin(ctx context.Context, loginID string, wait time.Duration) (api.SignInStatus, error) {
+	var out api.SignInStatus
+	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("%s?wait=%d", api.Path(api.PathLoginStatus, loginID), int(wait/time.Second)), nil, &out)
 }
 
 // CancelLogin ends a pending sign-in.
 func (c *Client) CancelLogin(ctx context.Context, loginID string) error {
 	var out map[string]bool
-	return c.do(ctx, http.MethodDelete, path(PathLoginStatus, loginID), nil, &out)
+	return c.do(ctx, http.MethodDelete, api.Path(api.PathLoginStatus, loginID), nil, &out)
+}
+
+// Info returns what the broker says of itself: its request timeout and
+// version.
+func (c *Client) Info(ctx context.Context) (api.Info, error) {
+	var out api.Info
+	return out, c.do(ctx, http.MethodGet, api.PathInfo, nil, &out)
 }

@@ -1,4 +1,10 @@
-package session
+// Package unixsock is the session API's Unix socket: listening with the
+// socket's and its directory's modes, the checks a client makes before it
+// trusts a socket, the peer's credentials (SO_PEERCRED) that tell callers
+// apart, and caps on the connections each uid may hold.
+//
+// It must never import anything of oauthfs.
+package unixsock
 
 import (
 	"context"
@@ -16,38 +22,50 @@ import (
 // ErrSocketInUse is wrapped when the socket path is taken.
 var ErrSocketInUse = errors.New("socket path in use")
 
+// ErrUntrusted is wrapped when the socket or the process answering on it
+// is not the caller's or root's: another user may have put it there to
+// hand out tokens (or sign-in links) of their choosing.
+var ErrUntrusted = errors.New("untrusted broker socket")
+
 type peerKey struct{}
 
 // peerCred is what SO_PEERCRED said of a connection's peer.
 type peerCred struct{ uid, pid int }
 
-// peer returns the uid of the connection's peer, as recorded by
-// connContext.
-func peer(ctx context.Context) (int, bool) {
+// Peer returns the uid of the connection's peer, as recorded by
+// ConnContext.
+func Peer(ctx context.Context) (int, bool) {
 	p, ok := ctx.Value(peerKey{}).(peerCred)
 	return p.uid, ok
 }
 
-// peerPID returns the pid of the connection's peer when it connected, or
+// PeerPID returns the pid of the connection's peer when it connected, or
 // 0.
-func peerPID(ctx context.Context) int {
+func PeerPID(ctx context.Context) int {
 	p, _ := ctx.Value(peerKey{}).(peerCred)
 	return p.pid
 }
 
-// connContext records the peer's uid and pid, which the listener read
-// with SO_PEERCRED. A connection whose credentials could not be read gets
-// no uid and every request is refused.
-func connContext(ctx context.Context, c net.Conn) context.Context {
+// ConnContext records the peer's uid and pid, which a listener made by
+// CapConns with perUser read with SO_PEERCRED: an http.Server's
+// ConnContext. A connection whose credentials could not be read gets no
+// uid, and a server must refuse its requests.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	if pc, ok := c.(*capConn); ok && pc.uid >= 0 {
 		return context.WithValue(ctx, peerKey{}, peerCred{pc.uid, pc.pid})
 	}
 	return ctx
 }
 
-// peerUID returns the uid of the process at the other end of a Unix
+// WithPeer returns ctx as ConnContext makes it for a peer with uid and
+// pid: for a handler's tests.
+func WithPeer(ctx context.Context, uid, pid int) context.Context {
+	return context.WithValue(ctx, peerKey{}, peerCred{uid, pid})
+}
+
+// PeerUID returns the uid of the process at the other end of a Unix
 // socket connection, from SO_PEERCRED.
-func peerUID(c net.Conn) (int, error) {
+func PeerUID(c net.Conn) (int, error) {
 	uid, _, err := peerUIDPID(c)
 	return uid, err
 }
@@ -155,28 +173,28 @@ func CapConns(l net.Listener, max int, perUser bool, log *slog.Logger) net.Liste
 func Listen(path string, mode, dirMode os.FileMode) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return nil, fmt.Errorf("session: socket directory: %w", err)
+		return nil, fmt.Errorf("unixsock: socket directory: %w", err)
 	}
 	if err := CheckSocketDir(dir); err != nil {
 		return nil, err
 	}
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("session: %s exists and is not a socket: %w", path, ErrSocketInUse)
+			return nil, fmt.Errorf("unixsock: %s exists and is not a socket: %w", path, ErrSocketInUse)
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("session: a broker is already listening on %s: %w", path, ErrSocketInUse)
+			return nil, fmt.Errorf("unixsock: a broker is already listening on %s: %w", path, ErrSocketInUse)
 		}
 		os.Remove(path) // left by a dead process
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("session: listen on %s: %w", path, err)
+		return nil, fmt.Errorf("unixsock: listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("session: chmod %s: %w", path, err)
+		return nil, fmt.Errorf("unixsock: chmod %s: %w", path, err)
 	}
 	return l, nil
 }
@@ -190,7 +208,7 @@ func CheckSocketDir(dir string) error {
 	}
 	st, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("session: socket directory: %w", err)
+		return fmt.Errorf("unixsock: socket directory: %w", err)
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
@@ -199,9 +217,9 @@ func CheckSocketDir(dir string) error {
 	me := os.Geteuid()
 	switch {
 	case int(sys.Uid) != me && sys.Uid != 0:
-		return fmt.Errorf("session: socket directory %s belongs to uid %d, not to you (uid %d) or root, so its socket cannot be trusted: %w", dir, sys.Uid, me, ErrUntrusted)
+		return fmt.Errorf("unixsock: socket directory %s belongs to uid %d, not to you (uid %d) or root, so its socket cannot be trusted: %w", dir, sys.Uid, me, ErrUntrusted)
 	case st.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("session: socket directory %s is writable by others (mode %04o), so its socket cannot be trusted: %w", dir, st.Mode().Perm(), ErrUntrusted)
+		return fmt.Errorf("unixsock: socket directory %s is writable by others (mode %04o), so its socket cannot be trusted: %w", dir, st.Mode().Perm(), ErrUntrusted)
 	}
 	return nil
 }
@@ -214,7 +232,7 @@ func ownedLink(path string) error {
 		return nil
 	}
 	if sys, ok := lst.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && sys.Uid != 0 {
-		return fmt.Errorf("session: %s is a symbolic link made by uid %d, not by you or root, so it cannot be trusted: %w", path, sys.Uid, ErrUntrusted)
+		return fmt.Errorf("unixsock: %s is a symbolic link made by uid %d, not by you or root, so it cannot be trusted: %w", path, sys.Uid, ErrUntrusted)
 	}
 	return nil
 }
