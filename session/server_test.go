@@ -52,9 +52,9 @@ func TestServerRefusesUnknownPeers(t *testing.T) {
 		want  string
 	}{
 		{"no peer credentials", -1, context.Background(), 403, "credentials could not be read"},
-		{"not the owner", uid, unixsock.WithPeer(context.Background(), uid + 1, 0), 403, "serves uid 1000 only"},
+		{"not the owner", uid, unixsock.WithPeer(context.Background(), uid+1, 0), 403, "serves uid 1000 only"},
 		{"the owner", uid, unixsock.WithPeer(context.Background(), uid, 0), 200, `"name": "Test"`},
-		{"any user of the daemon", -1, unixsock.WithPeer(context.Background(), uid + 7, 0), 200, `"status": "not_signed_in"`},
+		{"any user of the daemon", -1, unixsock.WithPeer(context.Background(), uid+7, 0), 200, `"status": "not_signed_in"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Server{B: b, Owner: tc.owner}
