@@ -63,7 +63,12 @@ type Broker struct {
 	audit   *audit.Log         // nil: no audit log
 	metrics *metrics.Metrics   // nil: no metrics
 	shared  store.Shared       // the store, when brokers on other hosts share it
-	unwatch context.CancelFunc // stops hearing the shared store's changes
+	// life is the broker's lifetime, which Close ends (unwatch): the
+	// context of its requests to providers and the store that no
+	// reader's request bounds (a refresh a reader gave up on completes
+	// for the next one), each bounded by its own timeout.
+	life    context.Context
+	unwatch context.CancelFunc // ends life: stops hearing the shared store's changes
 	reg     registry
 	saves   saveLocks
 	events  hub
@@ -123,7 +128,7 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		broken:  map[int]error{},
 		names:   map[int]string{},
 		gen:     map[int]uint64{},
-		unwatch: func() {},
+
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -152,11 +157,10 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 	if _, _, err := b.reg.replace(cfg, b.timeout); err != nil {
 		return nil, err
 	}
+	b.life, b.unwatch = context.WithCancel(context.Background())
 	if sh, ok := opts.Store.(store.Shared); ok {
 		b.shared = sh
-		var ctx context.Context
-		ctx, b.unwatch = context.WithCancel(context.Background())
-		go sh.Watch(ctx, b.storeChanged)
+		go sh.Watch(b.life, b.storeChanged)
 	}
 	return b, nil
 }
@@ -476,7 +480,7 @@ func (b *Broker) credsLocked(uid int) (map[string]*grant, error) {
 				return u, nil // loaded meanwhile
 			}
 		} else {
-			recs, err = b.store.Load(b.storeUserLocked(uid))
+			recs, err = b.store.Load(b.life, b.storeUserLocked(uid))
 		}
 		if err != nil {
 			return nil, b.loadFailedLocked(uid, err)
@@ -556,9 +560,9 @@ func (b *Broker) persist(uid int, guid string) error {
 	b.mu.Unlock()
 	var err error
 	if c == nil {
-		err = b.store.Remove(u, guid)
+		err = b.store.Remove(b.life, u, guid)
 	} else {
-		err = b.store.Save(u, r)
+		err = b.store.Save(b.life, u, r)
 	}
 	b.metrics.StoreWrite(err)
 	return err

@@ -40,7 +40,7 @@ func (b *Broker) loadSharedLocked(uid int) ([]store.Record, error) {
 		gen, epoch := b.gen[uid], b.epoch
 		b.mu.Unlock()
 		key := fmt.Sprintf("%d/%d/%d", uid, gen, epoch)
-		v, err, _ := b.loads.Do(key, func() (any, error) { return b.store.Load(u) })
+		v, err, _ := b.loads.Do(key, func() (any, error) { return b.store.Load(b.life, u) })
 		b.mu.Lock()
 		if err != nil {
 			return nil, err
@@ -85,7 +85,7 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 		ran     bool
 		pending *store.Record // what fn asked to commit
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*b.timeout)
+	ctx, cancel := context.WithTimeout(b.life, 2*b.timeout)
 	defer cancel()
 	err := b.shared.Update(ctx, u, g, func(cur *store.Record) (*store.Record, error) {
 		ran = true
@@ -108,7 +108,7 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 		case base.Refresh == nil:
 			result = base // nothing to refresh with: serve until expiry
 		default:
-			ans, err := p.Refresh(base.Refresh)
+			ans, err := p.Refresh(ctx, base.Refresh)
 			if err != nil {
 				var pe *provider.Error
 				if errors.As(err, &pe) && pe.InvalidGrant() {
@@ -253,7 +253,7 @@ func (b *Broker) persistShared(uid int, guid string) error {
 	b.mu.Lock()
 	u := b.storeUserLocked(uid)
 	b.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*b.timeout)
+	ctx, cancel := context.WithTimeout(b.life, 2*b.timeout)
 	defer cancel()
 	return b.shared.Update(ctx, u, guid, func(*store.Record) (*store.Record, error) {
 		b.mu.Lock()
@@ -274,7 +274,7 @@ func (b *Broker) forgetShared(uid int, p *provider.Client, old *grant, had bool)
 	b.mu.Lock()
 	u := b.storeUserLocked(uid)
 	b.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	ctx, cancel := context.WithTimeout(b.life, b.timeout)
 	rec, err := b.shared.Take(ctx, u, g)
 	cancel()
 	if rec != nil || err != nil {
@@ -326,7 +326,7 @@ func (b *Broker) storeChanged(c store.Change) {
 	if !loaded {
 		return // nothing of theirs in memory; the next use loads it
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	ctx, cancel := context.WithTimeout(b.life, b.timeout)
 	rec, err := b.shared.Get(ctx, u, c.GUID)
 	cancel()
 	b.mu.Lock()

@@ -186,8 +186,8 @@ type slowLoad struct {
 	delay time.Duration
 }
 
-func (s *slowLoad) Load(u store.User) ([]store.Record, error) {
-	r, err := s.Postgres.Load(u)
+func (s *slowLoad) Load(ctx context.Context, u store.User) ([]store.Record, error) {
+	r, err := s.Postgres.Load(ctx, u)
 	s.mu.Lock()
 	d := s.delay
 	s.mu.Unlock()

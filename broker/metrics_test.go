@@ -25,11 +25,11 @@ type brokenStore struct {
 	broken atomic.Bool
 }
 
-func (s *brokenStore) Save(u store.User, r store.Record) error {
+func (s *brokenStore) Save(ctx context.Context, u store.User, r store.Record) error {
 	if s.broken.Load() {
 		return errors.New("disk full")
 	}
-	return s.Store.Save(u, r)
+	return s.Store.Save(ctx, u, r)
 }
 
 // metricsConfig is a configuration with one integration, Test, on p,

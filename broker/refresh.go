@@ -364,7 +364,7 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		}
 		return t, rerr
 	} else {
-		ans, err := p.Refresh(rt)
+		ans, err := p.Refresh(b.life, rt)
 		b.mu.Lock()
 		cr.attempting = false
 		t, save, rerr = b.settleLocked(uid, in, g, cr, cached, ans, err)

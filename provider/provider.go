@@ -344,10 +344,11 @@ func (c *Client) answer(tok *oauth2.Token) (*Answer, error) {
 }
 
 // Refresh asks the token endpoint for a new access token with the refresh
-// token in rt. It is bounded by the request timeout, whatever its caller
-// does: a refresh that a reader gave up on still completes for the next.
-func (c *Client) Refresh(rt *memguard.Enclave) (*Answer, error) {
-	if err := c.readyFor(context.Background(), tokenURL); err != nil {
+// token in rt, within the request timeout. The broker passes a context
+// that no reader's request ends (a refresh a reader gave up on still
+// completes for the next), which its shutdown does.
+func (c *Client) Refresh(ctx context.Context, rt *memguard.Enclave) (*Answer, error) {
+	if err := c.readyFor(ctx, tokenURL); err != nil {
 		return nil, err
 	}
 	rtBuf, err := secmem.Open(rt)
@@ -360,7 +361,7 @@ func (c *Client) Refresh(rt *memguard.Enclave) (*Answer, error) {
 		return nil, fmt.Errorf("open client secret: %w", err)
 	}
 	defer secret.Destroy()
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
 	// x/oauth2 takes and returns Go strings, so these are copies: never

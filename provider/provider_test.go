@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -54,7 +55,7 @@ func TestObserve(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, err := c.Refresh(enc)
+			a, err := c.Refresh(context.Background(), enc)
 			if a != nil {
 				a.Wipe()
 			}

@@ -130,6 +130,8 @@ func (t *Table) route(secret string, expires time.Time) {
 	if c == nil {
 		return
 	}
+	// Not a request's context: the route outlives the request that made
+	// the sign-in or session.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.router.AddRoute(ctx, secret, c.self, expires); err != nil {

@@ -87,6 +87,8 @@ func (t *Table) StartDevice(ctx context.Context, uid int, id string) (*DeviceLin
 	if !d.Expiry.IsZero() && d.Expiry.Before(expires) {
 		expires = d.Expiry
 	}
+	// Not the request's context: the polling outlives the request that
+	// started it, until the code expires or the sign-in is cancelled.
 	poll, cancel := context.WithTimeout(context.Background(), expires.Sub(now))
 	s := &signin{
 		id: randomID(16), uid: uid, user: userName(uid), in: in, expires: expires,

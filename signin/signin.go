@@ -217,6 +217,8 @@ func (t *Table) Start(uid int, id string) (*Link, error) {
 	}
 	// The issuer's metadata give the endpoints and say whether the
 	// callback must see the issuer's iss: no sign-in without them.
+	// Not the caller's context: the metadata, once read, serve every
+	// later sign-in (Ready bounds the request by the request timeout).
 	if err := in.Ready(context.Background()); err != nil {
 		return nil, fmt.Errorf("signin: start: %w: %w", err, credential.ErrUnavailable)
 	}

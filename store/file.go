@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -230,7 +231,7 @@ func additional(uid int, guid string) []byte {
 // Save seals r into its file atomically: a temporary file is written and
 // fsynced, renamed over the old one, and the directory is fsynced, so a
 // crash leaves the old or the new state, never a torn one.
-func (s *File) Save(u User, r Record) error {
+func (s *File) Save(_ context.Context, u User, r Record) error {
 	uid := u.UID
 	plain, err := encodeRecord(r)
 	if err != nil {
@@ -255,7 +256,7 @@ func (s *File) Save(u User, r Record) error {
 }
 
 // Remove deletes the record of guid, if there is one, durably.
-func (s *File) Remove(u User, guid string) error {
+func (s *File) Remove(_ context.Context, u User, guid string) error {
 	uid := u.UID
 	err := os.Remove(s.path(uid, guid))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -307,11 +308,11 @@ func syncDir(dir string) error {
 // file that exists but does not open is an ErrUnusable error naming it. A
 // store in the first format (one file per user) is converted: every record
 // is written in the new format before the old file goes.
-func (s *File) Load(u User) ([]Record, error) {
+func (s *File) Load(ctx context.Context, u User) ([]Record, error) {
 	uid := u.UID
 	old := filepath.Join(s.dir, strconv.Itoa(uid)+".store")
 	if _, err := os.Lstat(old); err == nil {
-		return s.migrate(uid, old)
+		return s.migrate(ctx, uid, old)
 	}
 	dir := s.userDir(uid)
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -394,7 +395,7 @@ func removeStaleTemps(dir string) {
 // migrate converts the first format's file at old into per-record files
 // and then removes it. A crash on the way leaves old in place, and the
 // next load converts it again from the start.
-func (s *File) migrate(uid int, old string) ([]Record, error) {
+func (s *File) migrate(ctx context.Context, uid int, old string) ([]Record, error) {
 	bad := func(why string) error {
 		return fmt.Errorf("store: credential store %s %s; it was left untouched: %w", old, why, ErrUnusable)
 	}
@@ -427,7 +428,7 @@ func (s *File) migrate(uid int, old string) ([]Record, error) {
 		return nil, bad("is corrupt (" + err.Error() + ")")
 	}
 	for _, r := range recs {
-		if err := s.Save(User{UID: uid}, r); err != nil {
+		if err := s.Save(ctx, User{UID: uid}, r); err != nil {
 			return nil, err
 		}
 	}

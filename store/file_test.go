@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -71,7 +72,7 @@ func TestFileMigratesTheFirstFormat(t *testing.T) {
 		{g1, "at-1", "rt-1"},
 		{g2, "removed-at", "removed-rt"}, // an integration no longer configured
 	})
-	recs, err := mustOpen(t, dir).Load(User{UID: uid})
+	recs, err := mustOpen(t, dir).Load(context.Background(), User{UID: uid})
 	if err != nil || len(recs) != 2 {
 		t.Fatalf("Load after migration = %d records, %v; want 2", len(recs), err)
 	}
@@ -84,7 +85,7 @@ func TestFileMigratesTheFirstFormat(t *testing.T) {
 		}
 	}
 	// And it all survives one more load, in the new format.
-	recs, err = mustOpen(t, dir).Load(User{UID: uid})
+	recs, err = mustOpen(t, dir).Load(context.Background(), User{UID: uid})
 	got := map[string]string{}
 	for _, r := range recs {
 		got[r.GUID] = read(t, r.Access)
@@ -156,11 +157,11 @@ func TestFileRefusesPlantedState(t *testing.T) {
 		s := mustOpen(t, dir)
 		tok, _ := credential.NewToken([]byte("mine"), time.Time{}, time.Now())
 		const g = "a3c4f5d6-b8e9-4a1b-9c2d-3e4f5a6b7c8d"
-		if err := s.Save(User{UID: uid}, Record{GUID: g, Access: tok, Status: credential.StatusSignedIn}); err != nil {
+		if err := s.Save(context.Background(), User{UID: uid}, Record{GUID: g, Access: tok, Status: credential.StatusSignedIn}); err != nil {
 			t.Fatal(err)
 		}
 		os.Chown(filepath.Join(dir, "1000", g+".cred"), other, other)
-		_, err := mustOpen(t, dir).Load(User{UID: uid})
+		_, err := mustOpen(t, dir).Load(context.Background(), User{UID: uid})
 		if err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
 			t.Errorf("Load = %v; want the planted record refused", err)
 		}

@@ -66,7 +66,7 @@ func Migrate(ctx context.Context, from *File, to Shared, name func(uid int) (str
 		if !ok || n == "" {
 			return out, fmt.Errorf("store: uid %d has credentials in the state directory but no user name on this host; the database keys users by name", uid)
 		}
-		recs, err := from.Load(User{UID: uid, Name: n})
+		recs, err := from.Load(ctx, User{UID: uid, Name: n})
 		if err != nil {
 			return out, err
 		}

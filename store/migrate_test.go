@@ -17,16 +17,16 @@ func TestMigrate(t *testing.T) {
 	names := map[int]string{1000: "alice", 1001: "bob"}
 	name := func(uid int) (string, bool) { n, ok := names[uid]; return n, ok }
 
-	f.Save(User{UID: 1000}, pgRecord(t, guidA, "alice-file-a", "r1"))
-	f.Save(User{UID: 1000}, pgRecord(t, guidB, "alice-file-b", "r2"))
-	f.Save(User{UID: 1001}, pgRecord(t, guidA, "bob-file", "r3"))
+	f.Save(context.Background(), User{UID: 1000}, pgRecord(t, guidA, "alice-file-a", "r1"))
+	f.Save(context.Background(), User{UID: 1000}, pgRecord(t, guidB, "alice-file-b", "r2"))
+	f.Save(context.Background(), User{UID: 1001}, pgRecord(t, guidA, "bob-file", "r3"))
 	// The database already holds a newer grant of bob's, and an older
 	// one of alice's.
 	older := pgRecord(t, guidB, "alice-db-old", "r4")
 	older.Access, _ = credential.NewToken([]byte("alice-db-old"), time.Now().Add(time.Hour), time.Now().Add(-time.Hour))
-	pg.Save(User{Name: "alice"}, older)
+	pg.Save(context.Background(), User{Name: "alice"}, older)
 	time.Sleep(10 * time.Millisecond)
-	pg.Save(User{Name: "bob"}, pgRecord(t, guidA, "bob-db-new", "r5"))
+	pg.Save(context.Background(), User{Name: "bob"}, pgRecord(t, guidA, "bob-db-new", "r5"))
 
 	moved, err := Migrate(context.Background(), f, pg, name)
 	if err != nil {

@@ -371,11 +371,11 @@ func (s *Postgres) user(u User) error {
 }
 
 // Load returns the user's records.
-func (s *Postgres) Load(u User) ([]Record, error) {
+func (s *Postgres) Load(ctx context.Context, u User) ([]Record, error) {
 	if err := s.user(u); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, `SELECT guid::text, sealed FROM oauthfs_credentials WHERE user_name = $1 ORDER BY guid`, u.Name)
 	if err != nil {
@@ -443,19 +443,19 @@ func (s *Postgres) get(ctx context.Context, q querier, u User, guid, lock string
 }
 
 // Save writes r and tells the other brokers.
-func (s *Postgres) Save(u User, r Record) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+func (s *Postgres) Save(ctx context.Context, u User, r Record) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	return s.inTx(ctx, func(tx pgx.Tx) error { return s.save(ctx, tx, u, r, false) })
 }
 
 // Remove deletes the record of guid, if there is one, and tells the
 // other brokers.
-func (s *Postgres) Remove(u User, guid string) error {
+func (s *Postgres) Remove(ctx context.Context, u User, guid string) error {
 	if err := s.user(u); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM oauthfs_credentials WHERE user_name = $1 AND guid = $2`, u.Name, guid); err != nil {

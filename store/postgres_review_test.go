@@ -93,7 +93,7 @@ func TestReviewLockHeldByVanishedBroker(t *testing.T) {
 	direct := openPG(t, dsn, key)
 	pdsn, f := viaFreezer(t, dsn)
 	behind := openPG(t, pdsn, key)
-	direct.Save(alice, pgRecord(t, guidA, "a1", "r1"))
+	direct.Save(context.Background(), alice, pgRecord(t, guidA, "a1", "r1"))
 	in := make(chan struct{})
 	go behind.Update(context.Background(), alice, guidA, func(cur *Record) (*Record, error) {
 		close(in)
@@ -122,7 +122,7 @@ func TestReviewRouteFlood(t *testing.T) {
 	measure := func() time.Duration {
 		t0 := time.Now()
 		for i := 0; i < 20; i++ {
-			if err := s.Save(alice, pgRecord(t, guidA, "a", "r")); err != nil {
+			if err := s.Save(context.Background(), alice, pgRecord(t, guidA, "a", "r")); err != nil {
 				t.Fatal(err)
 			}
 		}

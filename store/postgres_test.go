@@ -74,13 +74,13 @@ func TestPostgresRecords(t *testing.T) {
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
 	s := openPG(t, dsn, key)
-	if err := s.Save(alice, pgRecord(t, guidA, "CANARY-at-1", "CANARY-rt-1")); err != nil {
+	if err := s.Save(context.Background(), alice, pgRecord(t, guidA, "CANARY-at-1", "CANARY-rt-1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(User{UID: 1001, Name: "bob"}, pgRecord(t, guidA, "bob-at", "bob-rt")); err != nil {
+	if err := s.Save(context.Background(), User{UID: 1001, Name: "bob"}, pgRecord(t, guidA, "bob-at", "bob-rt")); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := s.Load(alice)
+	recs, err := s.Load(context.Background(), alice)
 	if err != nil || len(recs) != 1 || read(t, recs[0].Access) != "CANARY-at-1" || refreshOf(t, recs[0]) != "CANARY-rt-1" ||
 		recs[0].Account != "octocat" || recs[0].Status != credential.StatusSignedIn {
 		t.Fatalf("Load = %+v, %v", recs, err)
@@ -114,23 +114,23 @@ func TestPostgresRecords(t *testing.T) {
 	if _, err := conn.Exec(context.Background(), `UPDATE oauthfs_credentials SET sealed = (SELECT sealed FROM oauthfs_credentials WHERE user_name = 'alice') WHERE user_name = 'bob'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Load(User{UID: 1001, Name: "bob"}); !errors.Is(err, ErrUnusable) {
+	if _, err := s.Load(context.Background(), User{UID: 1001, Name: "bob"}); !errors.Is(err, ErrUnusable) {
 		t.Errorf("Load of a row copied from another user = %v; want ErrUnusable", err)
 	}
-	s.Save(alice, pgRecord(t, guidB, "at-b", "CANARY-rt-b"))
+	s.Save(context.Background(), alice, pgRecord(t, guidB, "at-b", "CANARY-rt-b"))
 	if r, err := s.Take(context.Background(), alice, guidB); err != nil || r == nil || refreshOf(t, *r) != "CANARY-rt-b" {
 		t.Errorf("Take = %+v, %v; want the stored record", r, err)
 	}
 	if r, err := s.Take(context.Background(), alice, guidB); err != nil || r != nil {
 		t.Errorf("Take of nothing = %+v, %v; want nil, nil", r, err)
 	}
-	if err := s.Remove(alice, guidA); err != nil {
+	if err := s.Remove(context.Background(), alice, guidA); err != nil {
 		t.Fatal(err)
 	}
-	if recs, err := s.Load(alice); err != nil || len(recs) != 0 {
+	if recs, err := s.Load(context.Background(), alice); err != nil || len(recs) != 0 {
 		t.Errorf("Load after Remove = %d records, %v", len(recs), err)
 	}
-	if _, err := s.Load(User{UID: 7}); !errors.Is(err, ErrUnusable) {
+	if _, err := s.Load(context.Background(), User{UID: 7}); !errors.Is(err, ErrUnusable) {
 		t.Errorf("Load of a user without a name = %v; want ErrUnusable", err)
 	}
 }
@@ -160,7 +160,7 @@ func TestPostgresKeyAndSchema(t *testing.T) {
 		t.Errorf("concurrent open: %v", err)
 	}
 	s := openPG(t, dsn, key)
-	if err := s.Save(alice, pgRecord(t, guidA, "a", "r")); err != nil {
+	if err := s.Save(context.Background(), alice, pgRecord(t, guidA, "a", "r")); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("another key", func(t *testing.T) {
@@ -205,7 +205,7 @@ func TestPostgresUpdate(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "key")
 	a := openPG(t, dsn, key)
 	b := openPG(t, dsn, key)
-	if err := a.Save(alice, pgRecord(t, guidA, "at-0", "0")); err != nil {
+	if err := a.Save(context.Background(), alice, pgRecord(t, guidA, "at-0", "0")); err != nil {
 		t.Fatal(err)
 	}
 	var inside, most atomic.Int32
@@ -262,7 +262,7 @@ func TestPostgresWatch(t *testing.T) {
 	go a.Watch(ctx, func(ch Change) { got <- ch })
 	// Wait until a's LISTEN is up: b's changes are heard.
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		b.Remove(alice, "00000000-0000-5000-8000-000000000000")
+		b.Remove(context.Background(), alice, "00000000-0000-5000-8000-000000000000")
 		select {
 		case <-got:
 		case <-time.After(200 * time.Millisecond):
@@ -287,8 +287,8 @@ func TestPostgresWatch(t *testing.T) {
 			return Change{}
 		}
 	}
-	a.Save(alice, pgRecord(t, guidA, "a", "r"))
-	b.Save(alice, pgRecord(t, guidB, "b", "r"))
+	a.Save(context.Background(), alice, pgRecord(t, guidA, "a", "r"))
+	b.Save(context.Background(), alice, pgRecord(t, guidB, "b", "r"))
 	if ch := next(); ch != (Change{User: "alice", GUID: guidB}) {
 		t.Errorf("heard %+v; want b's save of %s (and not a's own)", ch, guidB)
 	}
@@ -299,7 +299,7 @@ func TestPostgresWatch(t *testing.T) {
 	if ch := next(); ch != (Change{User: "alice", GUID: guidB, Refresh: true}) {
 		t.Errorf("heard %+v; want a refresh", ch)
 	}
-	b.Remove(alice, guidB)
+	b.Remove(context.Background(), alice, guidB)
 	if ch := next(); ch != (Change{User: "alice", GUID: guidB}) {
 		t.Errorf("heard %+v; want the removal", ch)
 	}
@@ -313,11 +313,11 @@ func TestPostgresWatch(t *testing.T) {
 	if ch := next(); ch != (Change{}) {
 		t.Errorf("after the database came back heard %+v; want Change{} (anything may have changed)", ch)
 	}
-	b.Save(alice, pgRecord(t, guidB, "b3", "r3"))
+	b.Save(context.Background(), alice, pgRecord(t, guidB, "b3", "r3"))
 	if ch := next(); ch.GUID != guidB {
 		t.Errorf("after reconnecting heard %+v", ch)
 	}
-	if recs, err := a.Load(alice); err != nil || len(recs) != 2 {
+	if recs, err := a.Load(context.Background(), alice); err != nil || len(recs) != 2 {
 		t.Errorf("Load after the database came back = %d, %v", len(recs), err)
 	}
 }
@@ -388,7 +388,7 @@ func TestPostgresNotificationsSealed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := writer.Save(alice, pgRecord(t, guidA, "at", "rt")); err != nil {
+	if err := writer.Save(context.Background(), alice, pgRecord(t, guidA, "at", "rt")); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -8,6 +8,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -60,9 +61,9 @@ type Record struct {
 // a later state is never overwritten by an earlier one. Load of a user
 // with nothing stored returns no records and no error.
 type Store interface {
-	Load(u User) ([]Record, error)
-	Save(u User, r Record) error
-	Remove(u User, guid string) error
+	Load(ctx context.Context, u User) ([]Record, error)
+	Save(ctx context.Context, u User, r Record) error
+	Remove(ctx context.Context, u User, guid string) error
 }
 
 var _ Store = (*File)(nil)
