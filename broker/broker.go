@@ -128,7 +128,6 @@ func New(cfg *config.Config, opts Options) (*Broker, error) {
 		broken:  map[int]error{},
 		names:   map[int]string{},
 		gen:     map[int]uint64{},
-
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
