@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +109,39 @@ scopes = ["https://graph.microsoft.com/.default", "api://other/.default"]
 			t.Errorf("meta expiry %v, status %s; want null, signed_in", m.Expiry, m.Status)
 		}
 	})
+}
+
+// TestExpiryCountsFromTheExchange: a token's lifetime counts from when
+// the provider's answer arrived (the code exchange at the callback), not
+// from the final confirmation, which may come minutes later: confirmed
+// 60 s after the exchange, a 90 s token has 30 s left, and its refresh
+// time is the exchange's time plus 90 s less the margin.
+func TestExpiryCountsFromTheExchange(t *testing.T) {
+	f := newSigninFixture(t)
+	f.p.SetLifetime(90 * time.Second)
+	c, cb, si := f.startTo(t, uid)
+	code, page := get(t, c, cb) // the exchange
+	exchanged := f.clk.Now()
+	if code != 200 || !strings.Contains(page, `action="/confirm"`) {
+		t.Fatalf("callback = %d %q", code, page)
+	}
+	f.clk.Advance(60 * time.Second) // a slow "Yes"
+	u, _ := url.Parse(cb)
+	if code, _ := confirm(t, c, u, page, "confirm"); code != 200 {
+		t.Fatalf("confirm = %d", code)
+	}
+	if st := f.status(t, uid, si); st.Status != SignedIn {
+		t.Fatalf("status = %+v", st)
+	}
+	tok, _ := f.b.Peek(uid, f.guid(t, "Test"))
+	if tok == nil {
+		t.Fatal("no token to hand out 60 s after the exchange of a 90 s token")
+	}
+	// (Within a second: the clock runs while the answer travels.)
+	if got, want := tok.Expiry(), exchanged.Add(90*time.Second); got.Sub(want).Abs() > time.Second {
+		t.Errorf("expiry = %v; want the exchange (%v) plus 90 s", got, exchanged)
+	}
+	if got, want := f.b.RefreshAt(tok), exchanged.Add(90*time.Second-90*time.Second/4); got.Sub(want).Abs() > time.Second {
+		t.Errorf("refresh_at = %v; want the exchange plus 90 s less the margin (22.5 s): %v", got, want)
+	}
 }
