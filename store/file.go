@@ -2,14 +2,10 @@ package store
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,7 +17,6 @@ import (
 	"github.com/awnumar/memguard"
 	"github.com/google/uuid"
 
-	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/safepath"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 )
@@ -31,10 +26,6 @@ const (
 	storeMagicV1 = "OAUTHFS1" // one file per user, every credential in it
 	storeMagic   = "OAUTHFS2" // one file per user and integration
 )
-
-// maxText bounds the text a record holds (scopes, error, account): it is
-// clipped to this when written.
-const maxText = 4 << 10
 
 // File keeps one AEAD-sealed file per user and integration:
 // STATE_DIR/UID/GUID.cred (docs/store-format.md). A change writes only its
@@ -112,92 +103,6 @@ func checkOwned(what, path string, forbidden os.FileMode) error {
 	return nil
 }
 
-// loadKey reads the key in path. The directories on the way must be
-// safe from other users (safepath.CheckDirs), and the file is checked
-// once open, on its descriptor: a check by path could pass for one file
-// while another, swapped in between, is read.
-func loadKey(path string) (*memguard.Enclave, error) {
-	if err := safepath.CheckDirs("key_file", filepath.Dir(path)); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("store: %w: %w", err, ErrNotPrivate)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("store: key_file: %w", err)
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("store: key_file %s is not a regular file: %w", path, ErrUnusable)
-	}
-	if err := safepath.CheckFile("key_file", f, 0o077); err != nil {
-		return nil, fmt.Errorf("store: %w: %w", err, ErrNotPrivate)
-	}
-	bad := fmt.Errorf("store: key_file %s: want 64 hex digits (a 32-byte key): %w", path, ErrUnusable)
-	text, err := secmem.NewBuffer(2*32 + 2)
-	if err != nil {
-		return nil, err
-	}
-	defer text.Destroy()
-	n, err := io.ReadFull(f, text.Bytes())
-	if (err != nil && !errors.Is(err, io.ErrUnexpectedEOF)) || n < 64 || n > 65 || (n == 65 && text.Bytes()[64] != '\n') {
-		return nil, bad
-	}
-	key, err := secmem.NewBuffer(32)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := hex.Decode(key.Bytes(), text.Bytes()[:64]); err != nil {
-		key.Destroy()
-		return nil, bad
-	}
-	return key.Seal()
-}
-
-func createKey(path string) (*memguard.Enclave, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("store: key_file: %w", err)
-	}
-	if err := safepath.CheckDirs("key_file", filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("store: %w: %w", err, ErrNotPrivate)
-	}
-	key, err := secmem.Random(32)
-	if err != nil {
-		return nil, err
-	}
-	text, err := secmem.NewBuffer(65)
-	if err != nil {
-		key.Destroy()
-		return nil, err
-	}
-	defer text.Destroy()
-	hex.Encode(text.Bytes(), key.Bytes())
-	text.Bytes()[64] = '\n'
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		key.Destroy()
-		return nil, fmt.Errorf("store: create key_file: %w", err)
-	}
-	_, werr := f.Write(text.Bytes())
-	serr := f.Sync()
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = serr
-	}
-	if werr != nil {
-		key.Destroy()
-		os.Remove(path)
-		return nil, fmt.Errorf("store: write key_file %s: %w", path, werr)
-	}
-	return key.Seal()
-}
-
 func (s *File) userDir(uid int) string { return filepath.Join(s.dir, strconv.Itoa(uid)) }
 
 func (s *File) path(uid int, guid string) string {
@@ -206,21 +111,6 @@ func (s *File) path(uid int, guid string) string {
 
 // aead returns the cipher for the store key.
 func (s *File) aead() (cipher.AEAD, error) { return newAEAD(s.key) }
-
-// newAEAD returns AES-256-GCM with key. The expanded key schedule lives
-// on the Go heap for the duration of one seal or open.
-func newAEAD(key *memguard.Enclave) (cipher.AEAD, error) {
-	k, err := secmem.Open(key)
-	if err != nil {
-		return nil, fmt.Errorf("store: open store key: %w", err)
-	}
-	defer k.Destroy()
-	block, err := aes.NewCipher(k.Bytes())
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
 
 // additional binds a record file to its user and integration: a file
 // copied to another name does not open.
@@ -439,249 +329,4 @@ func (s *File) migrate(ctx context.Context, uid int, old string) ([]Record, erro
 		return nil, err
 	}
 	return recs, nil
-}
-
-// encodeRecord writes r into a new locked buffer, which the caller
-// destroys. Layout, big-endian (docs/store-format.md): u8 status, i64
-// expiry, i64 obtained (unix ns, 0 = none), bytes32 access, bytes32
-// refresh, str16 scopes, str16 error, str16 account. Text is clipped to
-// maxText, so no accepted value can make encoding fail.
-func encodeRecord(r Record) (*secmem.Buffer, error) {
-	var access, refresh *secmem.Buffer
-	var err error
-	var expiry, obtained time.Time
-	if r.Access != nil {
-		if access, err = r.Access.Open(); err != nil {
-			return nil, err
-		}
-		defer access.Destroy()
-		expiry, obtained = r.Access.Expiry(), r.Access.Obtained()
-	}
-	if r.Refresh != nil {
-		if refresh, err = secmem.Open(r.Refresh); err != nil {
-			return nil, err
-		}
-		defer refresh.Destroy()
-	}
-	scopes, lastErr, account := clip(strings.Join(r.Scopes, " ")), clip(r.Error), clip(r.Account)
-	size := 1 + 8 + 8 + 4 + bufLen(access) + 4 + bufLen(refresh) + 2 + len(scopes) + 2 + len(lastErr) + 2 + len(account)
-	out, err := secmem.NewBuffer(size)
-	if err != nil {
-		return nil, err
-	}
-	b := out.Bytes()[:0]
-	b = append(b, statusByte[r.Status])
-	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(expiry)))
-	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(obtained)))
-	b = appendBytes32(b, access)
-	b = appendBytes32(b, refresh)
-	b = appendStr16(b, scopes)
-	b = appendStr16(b, lastErr)
-	b = appendStr16(b, account)
-	if len(b) != size { // cannot happen: every length above is the clipped one
-		out.Destroy()
-		return nil, fmt.Errorf("store: encode credentials: size %d, want %d", len(b), size)
-	}
-	return out, nil
-}
-
-// clip bounds stored text to maxText bytes, at a UTF-8 boundary.
-func clip(s string) string {
-	if len(s) <= maxText {
-		return s
-	}
-	s = s[:maxText]
-	for len(s) > 0 && s[len(s)-1]&0xc0 == 0x80 {
-		s = s[:len(s)-1]
-	}
-	if len(s) > 0 && s[len(s)-1] >= 0xc0 {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-var statusByte = map[credential.Status]byte{credential.StatusSignedIn: 1, credential.StatusExpired: 2, credential.StatusError: 3}
-
-func bufLen(b *secmem.Buffer) int {
-	if b == nil {
-		return 0
-	}
-	return b.Size()
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n)
-}
-
-func appendStr16(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
-}
-
-func appendBytes32(b []byte, lb *secmem.Buffer) []byte {
-	if lb == nil {
-		return binary.BigEndian.AppendUint32(b, 0)
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(lb.Size()))
-	return append(b, lb.Bytes()...)
-}
-
-// decodeRecord parses what encodeRecord wrote. Token bytes go straight
-// from the locked plaintext into new enclaves.
-func decodeRecord(p []byte) (Record, error) {
-	d := decoder{p: p}
-	var r Record
-	sb := d.u8()
-	r.Status = statusOf(sb)
-	expiry, obtained := fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
-	access, refresh := d.bytes32(), d.bytes32()
-	r.Scopes = strings.Fields(d.str16())
-	r.Error = d.str16()
-	r.Account = d.str16()
-	if d.err == nil && r.Status == "" {
-		d.err = fmt.Errorf("unknown status %d", sb)
-	}
-	if d.err == nil && len(d.p) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
-	if d.err != nil {
-		return Record{}, d.err
-	}
-	return r, r.seal(access, refresh, expiry, obtained)
-}
-
-// seal puts copies of the token bytes into r's enclaves.
-func (r *Record) seal(access, refresh []byte, expiry, obtained time.Time) error {
-	if len(access) > 0 {
-		t, err := credential.NewToken(append([]byte(nil), access...), expiry, obtained)
-		if err != nil {
-			return err
-		}
-		r.Access = t
-	}
-	if len(refresh) > 0 {
-		e, err := secmem.Seal(append([]byte(nil), refresh...))
-		if err != nil {
-			return err
-		}
-		r.Refresh = e
-	}
-	return nil
-}
-
-func statusOf(b byte) credential.Status {
-	for s, v := range statusByte {
-		if v == b {
-			return s
-		}
-	}
-	return ""
-}
-
-// decodeV1 parses the first format: u32 count; per record: str16 guid, u8
-// status, i64 expiry, i64 obtained, bytes32 access, bytes32 refresh, str16
-// scopes, str16 error.
-func decodeV1(p []byte) ([]Record, error) {
-	d := decoder{p: p}
-	n := d.u32()
-	if d.err == nil && n > 1<<16 {
-		d.err = errors.New("implausible record count")
-	}
-	var recs []Record
-	for i := uint32(0); i < n && d.err == nil; i++ {
-		r := Record{GUID: d.str16()}
-		sb := d.u8()
-		r.Status = statusOf(sb)
-		expiry, obtained := fromUnixNano(int64(d.u64())), fromUnixNano(int64(d.u64()))
-		access, refresh := d.bytes32(), d.bytes32()
-		r.Scopes = strings.Fields(d.str16())
-		r.Error = d.str16()
-		if d.err != nil {
-			break
-		}
-		if u, err := uuid.Parse(r.GUID); err != nil || u.String() != r.GUID {
-			return nil, fmt.Errorf("record %d: bad guid", i)
-		}
-		if r.Status == "" {
-			return nil, fmt.Errorf("record %d: unknown status %d", i, sb)
-		}
-		if err := r.seal(access, refresh, expiry, obtained); err != nil {
-			return nil, err
-		}
-		recs = append(recs, r)
-	}
-	if d.err == nil && len(d.p) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
-	return recs, d.err
-}
-
-type decoder struct {
-	p   []byte
-	err error
-}
-
-func (d *decoder) take(n int) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n > len(d.p) {
-		d.err = errors.New("truncated record")
-		return nil
-	}
-	b := d.p[:n]
-	d.p = d.p[n:]
-	return b
-}
-
-func (d *decoder) u8() byte {
-	if b := d.take(1); b != nil {
-		return b[0]
-	}
-	return 0
-}
-
-func (d *decoder) u32() uint32 {
-	if b := d.take(4); b != nil {
-		return binary.BigEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (d *decoder) u64() uint64 {
-	if b := d.take(8); b != nil {
-		return binary.BigEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (d *decoder) str16() string {
-	b := d.take(2)
-	if b == nil {
-		return ""
-	}
-	return string(d.take(int(binary.BigEndian.Uint16(b))))
-}
-
-func (d *decoder) bytes32() []byte {
-	b := d.take(4)
-	if b == nil {
-		return nil
-	}
-	n := binary.BigEndian.Uint32(b)
-	if n > maxTokenLen {
-		d.err = errors.New("token longer than the limit")
-		return nil
-	}
-	return d.take(int(n))
 }

@@ -191,19 +191,6 @@ func (s *Postgres) DeriveKey(label string) (*memguard.Enclave, error) {
 	return deriveKey(s.key, label)
 }
 
-// deriveKey returns a key for another use than sealing records: an HMAC
-// of label under key, which every host holding key derives alike.
-func deriveKey(key *memguard.Enclave, label string) (*memguard.Enclave, error) {
-	k, err := secmem.Open(key)
-	if err != nil {
-		return nil, fmt.Errorf("store: open store key: %w", err)
-	}
-	defer k.Destroy()
-	m := hmac.New(sha256.New, k.Bytes())
-	m.Write([]byte(label))
-	return secmem.Seal(m.Sum(nil))
-}
-
 // Close releases the store's connections.
 func (s *Postgres) Close() { s.pool.Close() }
 
