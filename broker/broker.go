@@ -77,8 +77,14 @@ type Broker struct {
 	users  map[int]map[string]*grant // uid -> guid -> grant, loaded lazily
 	broken map[int]error             // uid -> why its stored credentials do not load
 	names  map[int]string            // uid -> user name, for the store
-	gen    map[int]uint64            // uid -> count of changes made elsewhere, for loads they overtake
-	epoch  uint64                    // count of times everything may have changed elsewhere
+	// nameFailed is when a user name lookup of uid last failed: it is
+	// not tried again for nameRetry. lookupName looks a name up (a
+	// directory service, for the system daemon); nil: user.LookupId.
+	nameFailed  map[int]time.Time
+	lookupName  func(uid int) (string, error)
+	nameLookups singleflight.Group
+	gen         map[int]uint64 // uid -> count of changes made elsewhere, for loads they overtake
+	epoch       uint64         // count of times everything may have changed elsewhere
 }
 
 // grant is one user's tokens for one integration. Its fields are guarded
@@ -117,17 +123,18 @@ type grant struct {
 // secret into an enclave.
 func New(cfg *config.Config, opts Options) (*Broker, error) {
 	b := &Broker{
-		log:     opts.Logger,
-		now:     opts.Now,
-		margin:  cfg.Settings.RefreshMargin,
-		timeout: cfg.Settings.RequestTimeout,
-		store:   opts.Store,
-		audit:   opts.Audit,
-		metrics: opts.Metrics,
-		users:   map[int]map[string]*grant{},
-		broken:  map[int]error{},
-		names:   map[int]string{},
-		gen:     map[int]uint64{},
+		log:        opts.Logger,
+		now:        opts.Now,
+		margin:     cfg.Settings.RefreshMargin,
+		timeout:    cfg.Settings.RequestTimeout,
+		store:      opts.Store,
+		audit:      opts.Audit,
+		metrics:    opts.Metrics,
+		users:      map[int]map[string]*grant{},
+		broken:     map[int]error{},
+		names:      map[int]string{},
+		nameFailed: map[int]time.Time{},
+		gen:        map[int]uint64{},
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -447,24 +454,58 @@ func (b *Broker) SignOut(ctx context.Context, uid int, guid string) (note string
 	return note, err
 }
 
-// storeUser names uid for the store. Callers hold b.mu.
+// nameRetry is how long a failed user name lookup is not tried again.
+const nameRetry = 30 * time.Second
+
+// storeUserLocked names uid for the store, from the names looked up so
+// far (resolveNameLocked): it never waits for a directory service. Callers
+// hold b.mu.
 func (b *Broker) storeUserLocked(uid int) store.User {
-	name, ok := b.names[uid]
-	if !ok {
-		if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
-			name = u.Username
-			b.names[uid] = name // a failed lookup (the directory restarting) is tried again
-		}
+	return store.User{UID: uid, Name: b.names[uid]}
+}
+
+// resolveNameLocked looks up uid's user name unless it is known, or its
+// lookup failed less than nameRetry ago. The lookup (NSS: LDAP or SSSD,
+// which can be slow) runs without b.mu, one at a time per uid, so it
+// never holds up other users. Callers hold b.mu; it is released and taken
+// again around the lookup.
+func (b *Broker) resolveNameLocked(uid int) {
+	if _, ok := b.names[uid]; ok {
+		return
 	}
-	return store.User{UID: uid, Name: name}
+	if at, ok := b.nameFailed[uid]; ok && b.now().Sub(at) < nameRetry {
+		return
+	}
+	b.mu.Unlock()
+	v, err, _ := b.nameLookups.Do(strconv.Itoa(uid), func() (any, error) {
+		if b.lookupName != nil {
+			return b.lookupName(uid)
+		}
+		u, err := user.LookupId(strconv.Itoa(uid))
+		if err != nil {
+			return "", err
+		}
+		return u.Username, nil
+	})
+	b.mu.Lock()
+	if err != nil {
+		b.nameFailed[uid] = b.now()
+		return
+	}
+	b.names[uid] = v.(string)
+	delete(b.nameFailed, uid)
 }
 
 // credsLocked returns user uid's credentials, loading them from the store
-// on first use. Callers hold b.mu; from a shared store, it releases b.mu
-// while it loads.
+// on first use. Callers hold b.mu; on first use it releases b.mu while it
+// looks up the user's name, and, from a shared store, while it loads.
 func (b *Broker) credsLocked(uid int) (map[string]*grant, error) {
 	if u, ok := b.users[uid]; ok {
 		return u, nil
+	}
+	b.resolveNameLocked(uid) // without b.mu while it looks up
+	if u, ok := b.users[uid]; ok {
+		return u, nil // loaded meanwhile
 	}
 	if err := b.broken[uid]; err != nil {
 		return nil, err

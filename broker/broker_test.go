@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -497,4 +498,40 @@ func guidOf(t *testing.T, f *fixture) string {
 		t.Fatal(err)
 	}
 	return in.GUID
+}
+
+// TestSlowNameLookupHoldsUpNobodyElse: looking up a user's name (LDAP or
+// SSSD behind NSS, which can take seconds) happens without the broker's
+// lock, so other users' reads go on meanwhile; a failed lookup is not
+// tried again at once.
+func TestSlowNameLookupHoldsUpNobodyElse(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	f.signIn(t) // uid's credentials are loaded
+	release := make(chan struct{})
+	var lookups atomic.Int32
+	f.b.mu.Lock()
+	f.b.lookupName = func(u int) (string, error) {
+		if u == uid+1 {
+			lookups.Add(1)
+			<-release // a directory that does not answer
+			return "", errors.New("directory down")
+		}
+		return "alice", nil
+	}
+	f.b.mu.Unlock()
+	done := make(chan struct{})
+	go func() { f.b.Integrations(uid + 1); close(done) }() // waits on the lookup
+	for lookups.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if _, err := f.b.Token(context.Background(), uid, "Test"); err != nil || time.Since(start) > time.Second {
+		t.Errorf("another user's read during a slow name lookup = %v after %v; want it at once", err, time.Since(start))
+	}
+	close(release)
+	<-done
+	f.b.Integrations(uid + 1)
+	if n := lookups.Load(); n != 1 {
+		t.Errorf("a failed lookup was tried %d times within its retry time; want once", n)
+	}
 }
