@@ -35,10 +35,9 @@ func systemMountRoot(t *testing.T, idle time.Duration) (string, *sync.Map, inter
 		t.Skip("setpriv (util-linux) is missing")
 	}
 	dir := filepath.Join(t.TempDir(), "oauth")
-	for d := dir; d != filepath.Dir(os.TempDir()) && d != "/"; d = filepath.Dir(d) {
-		os.Chmod(d, 0o755) // other users pass through the test's directories
+	for d := filepath.Dir(dir); d != filepath.Clean(os.TempDir()) && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755) // other users pass through the test's directories, never the temporary directory itself
 	}
-	os.Chmod(filepath.Dir(dir), 0o755)
 	var fakes sync.Map
 	root := fusefs.NewSystemRoot(fusefs.SystemOptions{
 		View: func(uid uint32) (fusefs.Source, uint32, error) {

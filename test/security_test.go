@@ -678,6 +678,14 @@ func TestSecAuditFloodIsBounded(t *testing.T) {
 	cmd.Wait()
 	var sent int
 	fmt.Sscanf(out.String(), "SENT %d", &sent)
+	if sent < 200 {
+		t.Fatalf("the flood sent %d requests; want a flood", sent)
+	}
+	// Half the requests come from new processes, each a distinct event;
+	// more than 20 a second beyond a burst of 200 must be dropped, which
+	// a machine under load may not reach in 10 s: then only the merging
+	// is proven.
+	wantDropped := sent/2 > 200+20*10+100
 	// The summary of what was dropped, and the count of the repeats
 	// merged into one line, come once the flood is over.
 	var raw []byte
@@ -694,17 +702,14 @@ func TestSecAuditFloodIsBounded(t *testing.T) {
 			dropped = dropped || strings.Contains(l, `"event":"audit_dropped"`)
 			merged = merged || strings.Contains(l, fmt.Sprintf(`"uid":%d,`, e.mallory.uid)) && strings.Contains(l, `"count":`)
 		}
-		return dropped && merged
+		return merged && (dropped || !wantDropped)
 	})
 	for _, l := range lines {
 		if len(l) > 2048 {
 			t.Errorf("an audit line of %d bytes", len(l))
 		}
 	}
-	t.Logf("%d requests in 10 s: the audit log grew to %d bytes, %d lines", sent, len(raw), len(lines))
-	if sent < 500 {
-		t.Fatalf("the flood sent %d requests; want a flood", sent)
-	}
+	t.Logf("%d requests in 10 s: the audit log grew to %d bytes, %d lines (drops expected: %v, seen: %v)", sent, len(raw), len(lines), wantDropped, dropped)
 	if len(raw) > 512<<10 {
 		t.Errorf("the audit log grew to %d bytes from %d requests; want it bounded", len(raw), sent)
 	}

@@ -187,6 +187,11 @@ func devSignIn(si *signin.Table, uid int) error {
 		req, _ := http.NewRequest("POST", start.Scheme+"://"+start.Host+step.path, strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Origin", start.Scheme+"://"+start.Host)
+		// Acting as the user's own browser, who asked for this sign-in
+		// by running oauthfs dev: the Fetch metadata of a click.
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		req.Header.Set("Sec-Fetch-Mode", "navigate")
+		req.Header.Set("Sec-Fetch-User", "?1")
 		if resp, err = c.Do(req); err != nil {
 			return err
 		}
