@@ -194,14 +194,32 @@ func (b *Broker) Integrations(uid int) []credential.Integration {
 // Integration returns what user uid sees of the integration with guid or
 // name id. It never asks a provider.
 func (b *Broker) Integration(uid int, id string) (credential.Integration, error) {
-	p, err := b.reg.find(id)
-	if err != nil {
+	p, creds, err := b.lockGrants(uid, id)
+	if p == nil {
 		return credential.Integration{}, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	creds, err := b.credsLocked(uid)
+	if err == nil {
+		defer b.mu.Unlock()
+	}
 	return metaOf(p.Config(), creds, err), nil
+}
+
+// lockGrants finds the integration with guid or name id, locks b.mu and
+// returns user uid's grants, keyed by GUID, loading them on first use.
+// The caller unlocks b.mu. On an error b.mu is not held, and the
+// integration is returned if it was found (the grants did not load).
+func (b *Broker) lockGrants(uid int, id string) (*provider.Client, map[string]*grant, error) {
+	p, err := b.reg.find(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.mu.Lock()
+	creds, err := b.credsLocked(uid)
+	if err != nil {
+		b.mu.Unlock()
+		return p, nil, err
+	}
+	return p, creds, nil
 }
 
 // metaOf is what a user whose credentials are creds (or did not load,
@@ -270,12 +288,8 @@ func (b *Broker) Put(uid int, id string, t credential.Tokens) error {
 	switch {
 	case len(t.Access) == 0:
 		return fmt.Errorf("broker: store credentials for %q: the access token is empty: %w", id, credential.ErrBadRequest)
-	case len(t.Access) > provider.MaxTokenLen || len(t.Refresh) > provider.MaxTokenLen:
-		return fmt.Errorf("broker: store credentials for %q: a token is longer than %d KiB: %w", id, provider.MaxTokenLen>>10, credential.ErrBadRequest)
-	}
-	p, err := b.reg.find(id)
-	if err != nil {
-		return err
+	case len(t.Access) > credential.MaxTokenLen || len(t.Refresh) > credential.MaxTokenLen:
+		return fmt.Errorf("broker: store credentials for %q: a token is longer than %d KiB: %w", id, credential.MaxTokenLen>>10, credential.ErrBadRequest)
 	}
 	obtained := t.Obtained
 	if obtained.IsZero() {
@@ -289,14 +303,12 @@ func (b *Broker) Put(uid int, id string, t credential.Tokens) error {
 	if err != nil {
 		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, credential.ErrUnavailable)
 	}
-	in := p.Config()
-	g := in.GUID.String()
-	b.mu.Lock()
-	creds, err := b.credsLocked(uid)
+	p, creds, err := b.lockGrants(uid, id)
 	if err != nil {
-		b.mu.Unlock()
 		return err
 	}
+	in := p.Config()
+	g := in.GUID.String()
 	prev := creds[g]
 	c := &grant{
 		access:  access,
@@ -338,18 +350,11 @@ func (b *Broker) Forget(uid int, id string) (bool, error) {
 // forget drops the credentials and returns what was dropped, and the
 // integration's provider, so that the caller can revoke the refresh token.
 func (b *Broker) forget(uid int, id string) (bool, *grant, *provider.Client, error) {
-	p, err := b.reg.find(id)
+	p, creds, err := b.lockGrants(uid, id)
 	if err != nil {
 		return false, nil, nil, err
 	}
-	in := p.Config()
-	g := in.GUID.String()
-	b.mu.Lock()
-	creds, err := b.credsLocked(uid)
-	if err != nil {
-		b.mu.Unlock()
-		return false, nil, nil, err
-	}
+	g := p.Config().GUID.String()
 	old, had := creds[g]
 	delete(creds, g)
 	stopAhead(old)
@@ -362,7 +367,7 @@ func (b *Broker) forget(uid int, id string) (bool, *grant, *provider.Client, err
 	if !had {
 		return false, nil, p, nil
 	}
-	b.log.Info("signed out", "uid", uid, "integration", in.Name, "guid", g)
+	b.log.Info("signed out", "uid", uid, "integration", p.Config().Name, "guid", g)
 	b.publish(uid, EventChanged, g)
 	if err := b.persist(uid, g); err != nil {
 		return true, old, p, fmt.Errorf("broker: signed out in memory, but the store still holds the old tokens: %w", err)
@@ -608,26 +613,27 @@ func (b *Broker) persist(uid int, guid string) error {
 	return err
 }
 
-// Session binds a broker to one user. It is what the filesystem of that
-// user's embedded mount talks to. It is safe for concurrent use.
-type Session struct {
+// Source binds a broker to one user: it is what that user's filesystem
+// in the broker's own process (an embedded mount, or the user's view of
+// the system mount) reads tokens from. It is safe for concurrent use.
+type Source struct {
 	B   *Broker
 	UID int
 }
 
 // Integrations returns the user's view of every integration.
-func (s Session) Integrations(context.Context) ([]credential.Integration, error) {
+func (s Source) Integrations(context.Context) ([]credential.Integration, error) {
 	return s.B.Integrations(s.UID), nil
 }
 
 // Integration returns the user's view of one integration.
-func (s Session) Integration(_ context.Context, id string) (credential.Integration, error) {
+func (s Source) Integration(_ context.Context, id string) (credential.Integration, error) {
 	return s.B.Integration(s.UID, id)
 }
 
 // Token returns a valid access token with refresh-on-read, and until when
 // it may be kept (its refresh time).
-func (s Session) Token(ctx context.Context, id string) (*credential.Token, time.Time, error) {
+func (s Source) Token(ctx context.Context, id string) (*credential.Token, time.Time, error) {
 	t, err := s.B.Token(ctx, s.UID, id)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -638,16 +644,16 @@ func (s Session) Token(ctx context.Context, id string) (*credential.Token, time.
 // Peek returns the token Token would hand out now, without a network
 // call, and until when it may be kept; nil when there is none or it is
 // due for a refresh.
-func (s Session) Peek(guid string) (*credential.Token, time.Time) { return s.B.Peek(s.UID, guid) }
+func (s Source) Peek(guid string) (*credential.Token, time.Time) { return s.B.Peek(s.UID, guid) }
 
 // Touch records that a read of guid's current token reached the
 // filesystem, so that the token is refreshed ahead of its refresh time.
-func (s Session) Touch(guid string) { s.B.Touch(s.UID, guid) }
+func (s Source) Touch(guid string) { s.B.Touch(s.UID, guid) }
 
 // Watch calls f with every change to the user's integrations until ctx
 // ends. A change completes only after f returns (or after the broker
 // stops waiting, AckTimeout).
-func (s Session) Watch(ctx context.Context, f func(credential.Change)) {
+func (s Source) Watch(ctx context.Context, f func(credential.Change)) {
 	for ctx.Err() == nil {
 		sub, err := s.B.Subscribe(s.UID)
 		if err != nil {
@@ -664,7 +670,7 @@ func (s Session) Watch(ctx context.Context, f func(credential.Change)) {
 	}
 }
 
-func (s Session) watch(ctx context.Context, sub *Subscription, f func(credential.Change)) {
+func (s Source) watch(ctx context.Context, sub *Subscription, f func(credential.Change)) {
 	for {
 		select {
 		case ev := <-sub.C:

@@ -29,7 +29,7 @@ import (
 //   - Loads from the store do not hold the broker's lock, so that a slow
 //     database never holds up reads of tokens already in memory.
 
-// loadShared loads user uid's records from the shared store, one load per
+// loadSharedLocked loads user uid's records from the shared store, one load per
 // user at a time, without holding b.mu: it is called and returns with
 // b.mu held. A load that a change of the user overtook is done again.
 func (b *Broker) loadSharedLocked(uid int) ([]store.Record, error) {
@@ -394,7 +394,7 @@ func (b *Broker) uidOf(name string) (int, bool) {
 	return uid, err == nil
 }
 
-// loadFailed records why user uid's credentials did not load: for good
+// loadFailedLocked records why user uid's credentials did not load: for good
 // when they are unusable, only for this use when the store was
 // unreachable. Callers hold b.mu.
 func (b *Broker) loadFailedLocked(uid int, err error) error {

@@ -10,5 +10,5 @@
 // Every secret lives in a memguard enclave and is decrypted only for the
 // moment it is used. It talks to providers through package provider and
 // saves through a store.Store. It must never import go-fuse, the session
-// API or the sign-in pages; the filesystem reaches it through [Session].
+// API or the sign-in pages; the filesystem reaches it through [Source].
 package broker

@@ -135,6 +135,7 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 	h.mu.Unlock()
 }
 
+// dropLocked ends subscription s. Callers hold h.mu.
 func (h *hub) dropLocked(s *Subscription) {
 	if h.subs[s] {
 		delete(h.subs, s)

@@ -225,18 +225,15 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*credential.Tok
 }
 
 func (b *Broker) token(ctx context.Context, uid int, id string) (*credential.Token, error) {
-	p, err := b.reg.find(id)
-	if err != nil {
+	p, creds, err := b.lockGrants(uid, id)
+	if p == nil {
 		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
 	}
 	in := p.Config()
 	g := in.GUID.String()
-	b.mu.Lock()
-	creds, err := b.credsLocked(uid)
-	if err != nil {
-		b.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
-	}
 	cr := creds[g]
 	if cr == nil {
 		b.mu.Unlock()

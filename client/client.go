@@ -185,15 +185,23 @@ func answerLen(b []byte) int {
 	if i < 0 {
 		return -1
 	}
-	for _, h := range bytes.Split(b[:i], []byte("\r\n")) {
-		k, v, _ := bytes.Cut(h, []byte(":"))
-		if strings.EqualFold(string(bytes.TrimSpace(k)), "Content-Length") {
-			if n, err := strconv.Atoi(string(bytes.TrimSpace(v))); err == nil && n >= 0 {
-				return i + 4 + n
-			}
-		}
+	if n, ok := contentLength(b[:i]); ok {
+		return i + 4 + n
 	}
 	return 1 << 30 // no length: read to EOF, within the bound
+}
+
+// contentLength returns the Content-Length that the header head (the
+// answer up to its blank line) gives, and whether it gives a valid one.
+func contentLength(head []byte) (int, bool) {
+	for _, h := range bytes.Split(head, []byte("\r\n")) {
+		k, v, _ := bytes.Cut(h, []byte(":"))
+		if strings.EqualFold(string(bytes.TrimSpace(k)), "Content-Length") {
+			n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
+			return n, err == nil && n >= 0
+		}
+	}
+	return 0, false
 }
 
 // splitResponse returns the status and body of an HTTP/1.1 answer with
@@ -203,7 +211,7 @@ func splitResponse(b []byte) (int, []byte, error) {
 	if !ok {
 		return 0, nil, errors.New("no end of header")
 	}
-	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	line, _, _ := bytes.Cut(head, []byte("\r\n"))
 	f := bytes.Fields(line)
 	if len(f) < 2 || !bytes.HasPrefix(f[0], []byte("HTTP/1.")) {
 		return 0, nil, errors.New("no status line")
@@ -212,15 +220,11 @@ func splitResponse(b []byte) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, errors.New("bad status")
 	}
-	for _, h := range bytes.Split(rest, []byte("\r\n")) {
-		k, v, _ := bytes.Cut(h, []byte(":"))
-		if strings.EqualFold(string(bytes.TrimSpace(k)), "Content-Length") {
-			n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
-			if err != nil || n > len(body) {
-				return 0, nil, errors.New("truncated body")
-			}
-			body = body[:n]
+	if n, ok := contentLength(head); ok {
+		if n > len(body) {
+			return 0, nil, errors.New("truncated body")
 		}
+		body = body[:n]
 	}
 	return status, body, nil
 }

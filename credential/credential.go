@@ -75,8 +75,10 @@ const (
 // precision.
 const timeFormat = "2006-01-02T15:04:05Z"
 
-// TimeLen is the length of a time formatted by [FormatTime].
-const TimeLen = len(timeFormat)
+// MaxTokenLen bounds an access or refresh token: longer ones are refused
+// where they enter (a provider's answer, an import, a stored record), so
+// nothing downstream meets one.
+const MaxTokenLen = 64 << 10
 
 // FormatTime formats t as [timeFormat] in UTC, or "" for the zero time.
 func FormatTime(t time.Time) string {

@@ -181,7 +181,7 @@ func (t *tree) entry(ctx context.Context, ch *fs.Inode, out *fuse.EntryOut, keep
 	out.SetEntryTimeout(keep)
 }
 
-// state returns the integ of guid, creating it. Callers hold t.mu.
+// stateLocked returns the integ of guid, creating it. Callers hold t.mu.
 func (t *tree) stateLocked(guid string) *integ {
 	st := t.integs[guid]
 	if st == nil {

@@ -291,7 +291,7 @@ func joinCluster(si *signin.Table, pg *store.Postgres, s config.Settings) error 
 
 // Source returns the broker as user uid sees it, for a filesystem of
 // theirs (a fusefs.Source).
-func (h *Host) Source(uid int) broker.Session { return broker.Session{B: h.Broker, UID: uid} }
+func (h *Host) Source(uid int) broker.Source { return broker.Source{B: h.Broker, UID: uid} }
 
 // closeListener closes l unless it is nil.
 func closeListener(l net.Listener) {

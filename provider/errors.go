@@ -68,9 +68,6 @@ const (
 	maxDescription = 200
 	MaxAccount     = 200
 	MaxScopes      = 2 << 10
-	// MaxTokenLen bounds a token: longer ones are refused where they
-	// enter, so nothing downstream meets one.
-	MaxTokenLen = 64 << 10
 )
 
 // NewError keeps a provider's error code and description, cleaned and

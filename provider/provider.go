@@ -326,8 +326,8 @@ func (c *Client) answer(tok *oauth2.Token) (*Answer, error) {
 	switch {
 	case tok.AccessToken == "":
 		return nil, errors.New("token endpoint sent no access token")
-	case len(tok.AccessToken) > MaxTokenLen || len(tok.RefreshToken) > MaxTokenLen:
-		return nil, fmt.Errorf("token endpoint sent a token longer than %d KiB", MaxTokenLen>>10)
+	case len(tok.AccessToken) > credential.MaxTokenLen || len(tok.RefreshToken) > credential.MaxTokenLen:
+		return nil, fmt.Errorf("token endpoint sent a token longer than %d KiB", credential.MaxTokenLen>>10)
 	}
 	now := c.now()
 	a := &Answer{Access: []byte(tok.AccessToken), Obtained: now, Expiry: credential.ExpiryFrom(tok.ExpiresIn, now)}

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/oauthfs/oauthfs/credential"
-	"github.com/oauthfs/oauthfs/provider"
 )
 
 // Fuzz targets for every parser that takes outside input. Their seed
@@ -29,7 +28,7 @@ func FuzzParseCredentials(f *testing.F) {
 			}
 			return
 		}
-		if len(cr.c.Access) == 0 || len(cr.c.Access) > provider.MaxTokenLen || cr.expiresIn < 0 {
+		if len(cr.c.Access) == 0 || len(cr.c.Access) > credential.MaxTokenLen || cr.expiresIn < 0 {
 			t.Fatalf("parseCredentials(%q) accepted %d bytes, expires_in %d", body, len(cr.c.Access), cr.expiresIn)
 		}
 	})

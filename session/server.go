@@ -537,8 +537,8 @@ func parseCredentials(body []byte) (credentialsRequest, error) {
 		if err != nil {
 			return nil, badRequest("%s: %s must be a string", want, key)
 		}
-		if n > provider.MaxTokenLen {
-			return nil, badRequest("%s is longer than %d KiB", key, provider.MaxTokenLen>>10)
+		if n > credential.MaxTokenLen {
+			return nil, badRequest("%s is longer than %d KiB", key, credential.MaxTokenLen>>10)
 		}
 		v := make([]byte, n)
 		wirejson.Unquote(v, raw)

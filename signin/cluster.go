@@ -30,18 +30,18 @@ import (
 // of a cluster, while a sign-in lives in the broker that started it: its
 // PKCE verifier, the tokens waiting for the final confirmation and the
 // command waiting for the result never leave that process. So each
-// broker records which sign-ins and settings sessions it holds in a
+// broker records which sign-ins and settings visits it holds in a
 // Router (the cluster's database), under a hash of their secret, and
 // forwards a browser's request for one it does not hold to the broker
 // that does. Single use, the binding to one browser and the final
 // confirmation then work as on one host.
 
 // Router records which broker of a cluster holds a sign-in or a settings
-// session, by its secret (a state, a one-time link's key, a session's
+// visit, by its secret (a state, a one-time link's key, a visit's
 // key).
 type Router interface {
 	// AddRoute records that the broker reached at owner holds secret's
-	// sign-in or session until expires.
+	// sign-in or visit until expires.
 	AddRoute(ctx context.Context, secret, owner string, expires time.Time) error
 	// Route returns the owner of secret, or "" when there is none.
 	Route(ctx context.Context, secret string) (string, error)
@@ -76,7 +76,7 @@ type ClusterOptions struct {
 }
 
 // Cluster makes t one broker of a cluster: it records its sign-ins and
-// settings sessions in r under self, the URL where the other brokers
+// settings visits in r under self, the URL where the other brokers
 // reach its sign-in web server, and forwards browsers' requests for those
 // of other brokers to them, signed, refusing forwarded requests that are
 // not.
@@ -131,7 +131,7 @@ func (t *Table) route(secret string, expires time.Time) {
 		return
 	}
 	// Not a request's context: the route outlives the request that made
-	// the sign-in or session.
+	// the sign-in or visit.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.router.AddRoute(ctx, secret, c.self, expires); err != nil {
@@ -180,7 +180,7 @@ func (c *cluster) signedByPeer(r *http.Request) bool {
 	return err == nil && hmac.Equal([]byte(want), []byte(r.Header.Get(forwardedHeader+"-Sig")))
 }
 
-// forward sends r to the broker that holds its sign-in or session, when
+// forward sends r to the broker that holds its sign-in or visit, when
 // that is another broker, and reports whether it did (and answered w). A
 // request that says another broker forwarded it is served here only when
 // that broker signed it; anything else that claims so is refused.
@@ -218,7 +218,7 @@ func (t *Table) forward(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // routeSecret returns the secret that names r's sign-in or settings
-// session: the state of the sign-in pages and the callback, the key of a
+// visit: the state of the sign-in pages and the callback, the key of a
 // one-time settings link, or the key of a settings page. A form's body is
 // read and put back.
 func (t *Table) routeSecret(r *http.Request) string {
@@ -249,10 +249,10 @@ func (t *Table) routeSecret(r *http.Request) string {
 // secretRE matches the secrets randomID makes (base64url of 32 bytes).
 var secretRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
-// holds reports whether secret names a sign-in, link or session of this
+// holds reports whether secret names a sign-in, link or visit of this
 // broker.
 func (t *Table) holds(secret string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.byState[secret] != nil || t.links[secret] != nil || t.sessions[secret] != nil
+	return t.byState[secret] != nil || t.links[secret] != nil || t.visits[secret] != nil
 }

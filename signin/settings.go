@@ -22,12 +22,12 @@ import (
 
 // The Managed Credentials page (/settings): a user's integrations, their
 // status, Sign in and Sign out, and each one's details. A browser gets a
-// session for one user only by opening a one-time link that the user
+// visit for one user only by opening a one-time link that the user
 // asked the broker for over the session socket (oauthfs settings).
 //
-// A session is two secrets, and every request must carry both: a key in
+// A visit is two secrets, and every request must carry both: a key in
 // the URL (/settings?s=KEY; the forms post to URLs that carry it too) and
-// a cookie, whose name is the session's own (see sessionCookieName). The
+// a cookie, whose name is the visit's own (see visitCookieName). The
 // key appears only on pages whose URL holds it. The cookie alone is not enough because cookies do not tell
 // ports apart: a browser sends it to a server another local user runs on
 // any port of the same host. The key alone is not enough because URLs
@@ -35,13 +35,13 @@ import (
 const (
 	// settingsLinkLife is how long a one-time link works.
 	settingsLinkLife = time.Minute
-	// settingsLife is how long a session lasts: a working day.
+	// settingsLife is how long a visit lasts: a working day.
 	settingsLife = 10 * time.Hour
-	// Bounds on one user's unused links and sessions, and everyone's.
-	maxSettingsLinksPerUser    = 20
-	maxSettingsSessionsPerUser = 32
-	maxSettings                = 10000
-	// settingsCookie begins the names of the session cookies.
+	// Bounds on one user's unused links and visits, and everyone's.
+	maxSettingsLinksPerUser  = 20
+	maxSettingsVisitsPerUser = 32
+	maxSettings              = 10000
+	// settingsCookie begins the names of the visit cookies.
 	settingsCookie = "oauthfs_settings_"
 )
 
@@ -58,12 +58,12 @@ type settingsLink struct {
 	expires time.Time
 }
 
-// settingsSession is one browser's session on the settings page. Its
+// settingsVisit is one browser's visit on the settings page. Its
 // fields are guarded by Table.mu.
-type settingsSession struct {
+type settingsVisit struct {
 	uid      int
 	user     string
-	key      string // in the page's URL; the key of Table.sessions
+	key      string // in the page's URL; the key of Table.visits
 	cookie   string // the value of the browser's settings cookie
 	csrf     string
 	expires  time.Time
@@ -79,7 +79,7 @@ type SettingsLink struct {
 
 // SettingsLink returns a one-time link to the settings page for user
 // uid: it works once, within a minute, and gives the browser that opens
-// it a session for uid for a working day.
+// it a visit for uid for a working day.
 func (t *Table) SettingsLink(uid int) (*SettingsLink, error) {
 	if t.callback == nil {
 		return nil, fmt.Errorf("signin: the settings page needs [broker] callback_url: %w", credential.ErrSignIn)
@@ -106,15 +106,15 @@ func (t *Table) SettingsLink(uid int) (*SettingsLink, error) {
 	return &SettingsLink{URL: u.String(), Expires: now.Add(settingsLinkLife)}, nil
 }
 
-// EndSettings ends every settings session and unused link of user uid,
-// and returns how many sessions it ended.
+// EndSettings ends every settings visit and unused link of user uid,
+// and returns how many visits it ended.
 func (t *Table) EndSettings(uid int) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	for k, s := range t.sessions {
+	for k, s := range t.visits {
 		if s.uid == uid {
-			delete(t.sessions, k)
+			delete(t.visits, k)
 			s.expires = time.Time{} // a sign-in it started no longer returns to it
 			n++
 		}
@@ -125,13 +125,13 @@ func (t *Table) EndSettings(uid int) int {
 		}
 	}
 	if n > 0 {
-		t.log.Info("settings sessions ended", "uid", uid, "count", n)
+		t.log.Info("settings visits ended", "uid", uid, "count", n)
 		t.audit.Record(audit.Event{Event: "settings_session", User: userName(uid), UID: audit.UID(uid), Result: "ended", Reason: fmt.Sprintf("%d sessions ended everywhere", n)})
 	}
 	return n
 }
 
-// pruneSettingsLocked drops expired links and sessions. Callers hold
+// pruneSettingsLocked drops expired links and visits. Callers hold
 // t.mu.
 func (t *Table) pruneSettingsLocked(now time.Time) {
 	for k, l := range t.links {
@@ -139,21 +139,21 @@ func (t *Table) pruneSettingsLocked(now time.Time) {
 			delete(t.links, k)
 		}
 	}
-	for k, s := range t.sessions {
+	for k, s := range t.visits {
 		if now.After(s.expires) {
-			delete(t.sessions, k)
+			delete(t.visits, k)
 		}
 	}
 }
 
-// sessionCookieName is the name of session s's cookie, which differs
-// from session to session and is known only to whoever holds the
-// session's key: a server on another port of the host (cookies do not
+// visitCookieName is the name of visit s's cookie, which differs
+// from visit to visit and is known only to whoever holds the
+// visit's key: a server on another port of the host (cookies do not
 // tell ports apart) cannot set a cookie that replaces it without knowing
 // the key. With https, the __Host- prefix makes browsers refuse it from
 // any other origin than a secure one of this host, with no Domain and
 // Path=/.
-func (t *Table) sessionCookieName(key string) string {
+func (t *Table) visitCookieName(key string) string {
 	sum := sha256.Sum256([]byte("oauthfs settings cookie " + key))
 	name := settingsCookie + hex.EncodeToString(sum[:8])
 	if t.callback.Scheme == "https" {
@@ -162,15 +162,15 @@ func (t *Table) sessionCookieName(key string) string {
 	return name
 }
 
-// session returns the settings session named by r's s parameter when r
-// also carries that session's cookie, or nil.
-func (t *Table) session(r *http.Request) *settingsSession {
+// visit returns the settings visit named by r's s parameter when r
+// also carries that visit's cookie, or nil.
+func (t *Table) visit(r *http.Request) *settingsVisit {
 	key := r.URL.Query().Get("s")
 	if key == "" {
 		return nil
 	}
 	t.mu.Lock()
-	s := t.sessions[key]
+	s := t.visits[key]
 	t.mu.Unlock()
 	if s == nil || !t.alive(s) || !t.hasCookie(r, s) {
 		return nil
@@ -178,17 +178,17 @@ func (t *Table) session(r *http.Request) *settingsSession {
 	return s
 }
 
-// alive reports whether session s has neither expired nor ended.
-func (t *Table) alive(s *settingsSession) bool {
+// alive reports whether visit s has neither expired nor ended.
+func (t *Table) alive(s *settingsVisit) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.sessions[s.key] == s && !t.k.Now().After(s.expires)
+	return t.visits[s.key] == s && !t.k.Now().After(s.expires)
 }
 
-// hasCookie reports whether r carries the cookie of session s, among
+// hasCookie reports whether r carries the cookie of visit s, among
 // any others of the same name.
-func (t *Table) hasCookie(r *http.Request, s *settingsSession) bool {
-	for _, c := range r.CookiesNamed(t.sessionCookieName(s.key)) {
+func (t *Table) hasCookie(r *http.Request, s *settingsVisit) bool {
+	for _, c := range r.CookiesNamed(t.visitCookieName(s.key)) {
 		if subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.cookie)) == 1 {
 			return true
 		}
@@ -196,10 +196,10 @@ func (t *Table) hasCookie(r *http.Request, s *settingsSession) bool {
 	return false
 }
 
-// pageURL is the settings page of session s.
-func pageURL(s *settingsSession) string { return "/settings?" + url.Values{"s": {s.key}}.Encode() }
+// pageURL is the settings page of visit s.
+func pageURL(s *settingsVisit) string { return "/settings?" + url.Values{"s": {s.key}}.Encode() }
 
-// openSettings answers a one-time link: it starts a session for the
+// openSettings answers a one-time link: it starts a visit for the
 // link's user in this browser and sends it on to /settings.
 func (t *Table) openSettings(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
@@ -214,33 +214,33 @@ func (t *Table) openSettings(w http.ResponseWriter, r *http.Request) {
 			"Settings links work once, within a minute of being made. Run oauthfs settings again for a new one.")
 		return
 	}
-	// One user's sessions are bounded: the oldest goes.
+	// One user's visits are bounded: the oldest goes.
 	var oldest string
 	n := 0
-	for k, s := range t.sessions {
+	for k, s := range t.visits {
 		if s.uid == l.uid {
 			n++
-			if oldest == "" || s.expires.Before(t.sessions[oldest].expires) {
+			if oldest == "" || s.expires.Before(t.visits[oldest].expires) {
 				oldest = k
 			}
 		}
 	}
-	if n >= maxSettingsSessionsPerUser {
-		delete(t.sessions, oldest)
+	if n >= maxSettingsVisitsPerUser {
+		delete(t.visits, oldest)
 	}
-	if len(t.sessions) >= maxSettings {
+	if len(t.visits) >= maxSettings {
 		t.mu.Unlock()
 		page(w, http.StatusServiceUnavailable, "Too many sessions", "The broker has too many settings sessions open; try again later.")
 		return
 	}
-	s := &settingsSession{uid: l.uid, user: userName(l.uid), key: randomID(32), cookie: randomID(32), csrf: randomID(32), expires: now.Add(settingsLife)}
-	t.sessions[s.key] = s
+	s := &settingsVisit{uid: l.uid, user: userName(l.uid), key: randomID(32), cookie: randomID(32), csrf: randomID(32), expires: now.Add(settingsLife)}
+	t.visits[s.key] = s
 	t.mu.Unlock()
 	t.route(s.key, s.expires)
-	t.log.Info("settings session started", "uid", l.uid)
+	t.log.Info("settings visit started", "uid", l.uid)
 	t.audit.Record(audit.Event{Event: "settings_session", User: s.user, UID: audit.UID(l.uid), Result: "started"})
 	http.SetCookie(w, &http.Cookie{
-		Name: t.sessionCookieName(s.key), Value: s.cookie, Path: "/", HttpOnly: true,
+		Name: t.visitCookieName(s.key), Value: s.cookie, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https", MaxAge: int(settingsLife / time.Second),
 	})
 	// A page of this site, not a redirect, takes the browser on: a
@@ -266,7 +266,7 @@ type settingsView struct {
 
 // settingsPage shows the caller's integrations.
 func (t *Table) settingsPage(w http.ResponseWriter, r *http.Request) {
-	s := t.session(r)
+	s := t.visit(r)
 	if s == nil {
 		page(w, http.StatusUnauthorized, "Managed Credentials",
 			"This page needs a link of your own: run oauthfs settings in a terminal, as the user whose credentials you want to manage.")
@@ -325,7 +325,7 @@ func settingsHeaders(w http.ResponseWriter, formAction string) {
 
 // settingsJSON answers the page's script with the caller's integrations.
 func (t *Table) settingsJSON(w http.ResponseWriter, r *http.Request) {
-	s := t.session(r)
+	s := t.visit(r)
 	if s == nil {
 		http.Error(w, "no session", http.StatusUnauthorized)
 		return
@@ -353,15 +353,15 @@ func (t *Table) settingsAsset(w http.ResponseWriter, r *http.Request) {
 	w.Write(b)
 }
 
-// form checks a POST of the settings page: the browser's session, the
+// form checks a POST of the settings page: the browser's visit, the
 // page's csrf token, and the browser's own origin. It answers 403 itself
 // when they do not hold.
-func (t *Table) form(w http.ResponseWriter, r *http.Request) *settingsSession {
+func (t *Table) form(w http.ResponseWriter, r *http.Request) *settingsVisit {
 	if err := r.ParseForm(); err != nil {
 		page(w, http.StatusBadRequest, "Managed Credentials", "The form could not be read.")
 		return nil
 	}
-	s := t.session(r) // the s parameter is in the form's URL
+	s := t.visit(r) // the s parameter is in the form's URL
 	origin, site := r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")
 	// A page sent with Referrer-Policy: no-referrer posts its forms with
 	// Origin: null (Fetch standard, "serializing a request origin"); the
@@ -382,14 +382,14 @@ func (t *Table) form(w http.ResponseWriter, r *http.Request) *settingsSession {
 }
 
 // say records what an action did, for the next page of s.
-func (t *Table) say(s *settingsSession, msg string, bad bool) {
+func (t *Table) say(s *settingsVisit, msg string, bad bool) {
 	t.mu.Lock()
 	s.flash, s.flashBad = msg, bad
 	t.mu.Unlock()
 }
 
 // settingsSignIn starts a sign-in from the settings page: the browser,
-// which holds the user's session, goes straight to the provider, comes
+// which holds the user's visit, goes straight to the provider, comes
 // back to the same final confirmation as any sign-in, and then to
 // /settings.
 func (t *Table) settingsSignIn(w http.ResponseWriter, r *http.Request) {
@@ -452,28 +452,28 @@ func (t *Table) settingsSignOut(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, pageURL(s), http.StatusSeeOther)
 }
 
-// settingsEnd ends this browser's session.
+// settingsEnd ends this browser's visit.
 func (t *Table) settingsEnd(w http.ResponseWriter, r *http.Request) {
 	s := t.form(w, r)
 	if s == nil {
 		return
 	}
 	t.mu.Lock()
-	delete(t.sessions, s.key)
+	delete(t.visits, s.key)
 	s.expires = time.Time{}
 	t.mu.Unlock()
 	t.audit.Record(audit.Event{Event: "settings_session", User: s.user, UID: audit.UID(s.uid), Result: "ended"})
-	http.SetCookie(w, &http.Cookie{Name: t.sessionCookieName(s.key), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: t.visitCookieName(s.key), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: t.callback.Scheme == "https"})
 	page(w, http.StatusOK, "Session ended", "This browser no longer has your Managed Credentials page. Run oauthfs settings for a new link.")
 }
 
-// settingsFor returns the settings session sign-in si started from, when
+// settingsForLocked returns the settings visit sign-in si started from, when
 // r's browser holds it and it is alive: where the sign-in ends. Callers
 // hold t.mu.
-func (t *Table) settingsForLocked(r *http.Request, si *signin) *settingsSession {
+func (t *Table) settingsForLocked(r *http.Request, si *signin) *settingsVisit {
 	s := si.settings
-	if s == nil || t.sessions[s.key] != s || t.k.Now().After(s.expires) || !t.hasCookie(r, s) {
+	if s == nil || t.visits[s.key] != s || t.k.Now().After(s.expires) || !t.hasCookie(r, s) {
 		return nil
 	}
 	return s

@@ -131,9 +131,9 @@ type signin struct {
 
 	// cancel stops the polling of a device sign-in; nil for others.
 	cancel context.CancelFunc
-	// settings is the settings session the sign-in started from, where
+	// settings is the settings visit the sign-in started from, where
 	// it comes back to; nil for others.
-	settings *settingsSession
+	settings *settingsVisit
 	// scopes are the granted scopes, once signed in: for the audit log.
 	scopes []string
 }
@@ -163,8 +163,8 @@ type Table struct {
 	total   int         // pending sign-ins of everyone
 	ended   []*signin   // oldest first, at most maxEnded
 
-	links    map[string]*settingsLink    // one-time settings links, by key
-	sessions map[string]*settingsSession // settings sessions, by the key of their URL
+	links  map[string]*settingsLink  // one-time settings links, by key
+	visits map[string]*settingsVisit // settings visits, by the key of their URL
 	// deviceStarts holds, per uid, when its recent device sign-ins began.
 	deviceStarts map[int][]time.Time
 	cluster      *cluster         // nil on one host
@@ -177,7 +177,7 @@ type Table struct {
 // sign-in). log may be nil.
 func New(k Keeper, callbackURL string, log *slog.Logger) (*Table, error) {
 	t := &Table{k: k, log: log, host: hostName(), byState: map[string]*signin{}, byLogin: map[string]*signin{}, pending: map[int]int{},
-		links: map[string]*settingsLink{}, sessions: map[string]*settingsSession{}, deviceStarts: map[int][]time.Time{}}
+		links: map[string]*settingsLink{}, visits: map[string]*settingsVisit{}, deviceStarts: map[int][]time.Time{}}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
@@ -406,7 +406,8 @@ func boundTo(r *http.Request, s *signin) bool {
 	return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.binding)) == 1
 }
 
-// lookup finds the pending sign-in of state, or says why there is none.
+// lookupLocked finds the pending sign-in of state, or says why there is
+// none. Callers hold t.mu.
 func (t *Table) lookupLocked(state string, now time.Time) (*signin, string) {
 	s := t.byState[state]
 	switch {
@@ -800,7 +801,7 @@ func page(w http.ResponseWriter, status int, title, text string) {
 }
 
 // pageFor is page for a sign-in's pages. They never link back to a
-// settings session, whose key belongs only on pages whose own URL holds
+// settings visit, whose key belongs only on pages whose own URL holds
 // it: these pages' URLs do not, and a page that shares the broker's
 // origin could read them.
 func (t *Table) pageFor(w http.ResponseWriter, _ *http.Request, status int, title, text string) {
@@ -827,7 +828,7 @@ func hostName() string {
 
 // NewServer returns the HTTP server for the sign-in pages: timeouts on
 // every phase of a request, small headers, and bodies bounded by h. Serve
-// it on a listener wrapped with session.CapConns(l, MaxConns, false, log).
+// it on a listener wrapped with unixsock.CapConns(l, MaxConns, false, log).
 func NewServer(h http.Handler, log *slog.Logger) *http.Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -854,7 +855,7 @@ const (
 	idleTimeout       = 15 * time.Second // browsers reconnect cheaply
 )
 
-// Observe makes t record sign-ins and settings sessions in the audit log
+// Observe makes t record sign-ins and settings visits in the audit log
 // l, and count sign-ins in m (nil: none).
 func (t *Table) Observe(l *audit.Log, m *metrics.Metrics) {
 	t.mu.Lock()

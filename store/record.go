@@ -258,7 +258,7 @@ func (d *decoder) bytes32() []byte {
 		return nil
 	}
 	n := binary.BigEndian.Uint32(b)
-	if n > maxTokenLen {
+	if n > credential.MaxTokenLen {
 		d.err = errors.New("token longer than the limit")
 		return nil
 	}

@@ -31,10 +31,6 @@ var ErrNotPrivate = fmt.Errorf("not private: %w", ErrUnusable)
 // but records sealed with it remain.
 var ErrKeyMissing = fmt.Errorf("key missing: %w", ErrUnusable)
 
-// maxTokenLen bounds a stored token; the broker refuses longer ones where
-// they enter.
-const maxTokenLen = 64 << 10
-
 // User names the owner of stored credentials. The file store keys users
 // by UID.
 type User struct {

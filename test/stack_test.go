@@ -146,7 +146,7 @@ func newStackWith(t *testing.T, timeout time.Duration, settings string) *stack {
 	s := newBrokerStack(t, timeout, settings)
 	uid := os.Getuid()
 	s.jumps = make(chan chan struct{})
-	src := jumpSource{fusetest.NewWatched(broker.Session{B: s.b, UID: uid}), s.jumps}
+	src := jumpSource{fusetest.NewWatched(broker.Source{B: s.b, UID: uid}), s.jumps}
 	root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(os.Getgid()),
 		Timeout: timeout + 2*time.Second, Logger: slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Context: t.Context()})

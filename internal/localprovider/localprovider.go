@@ -433,6 +433,7 @@ func (p *Provider) Issued(at string) bool {
 	return ok
 }
 
+// newPairLocked issues a new access and refresh token. Callers hold p.mu.
 func (p *Provider) newPairLocked() (string, string) {
 	a := p.prefix + "-at-" + random()
 	r := p.prefix + "-rt-" + random()

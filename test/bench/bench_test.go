@@ -404,7 +404,7 @@ func signIn(b *testing.B, br *broker.Broker, p *localprovider.Provider, name str
 // and returns once the mount watches the broker.
 func mountEmbedded(b *testing.B, br *broker.Broker) string {
 	uid := os.Getuid()
-	src := fusetest.NewWatched(broker.Session{B: br, UID: uid})
+	src := fusetest.NewWatched(broker.Source{B: br, UID: uid})
 	dir := fusetest.Mount(b, fusefs.NewRoot(fusefs.Options{Source: src,
 		UID: uint32(uid), GID: uint32(os.Getgid()), Timeout: 12 * time.Second, Context: b.Context()}))
 	src.Wait(b)
@@ -492,11 +492,11 @@ func mountSystem(b *testing.B, br *broker.Broker) string {
 	var watched sync.Map // uid -> *fusetest.Watched
 	root := fusefs.NewSystemRoot(fusefs.SystemOptions{
 		View: func(uid uint32) (fusefs.Source, uint32, error) {
-			src := fusetest.NewWatched(broker.Session{B: br, UID: int(uid)})
+			src := fusetest.NewWatched(broker.Source{B: br, UID: int(uid)})
 			watched.Store(uid, src)
 			return src, uid, nil
 		},
-		Watch:   broker.Session{B: br, UID: 0}.Watch,
+		Watch:   broker.Source{B: br, UID: 0}.Watch,
 		Timeout: 12 * time.Second,
 		Context: b.Context(),
 	})

@@ -84,10 +84,11 @@ func viaFreezer(t *testing.T, dsn string) (string, *freezer) {
 	return u.String(), f
 }
 
-// A broker whose path to the database goes silent mid-Update keeps the
-// record's advisory lock on the server: no other broker can refresh the
-// grant until the server's TCP keepalive (hours by default) notices.
-func TestReviewLockHeldByVanishedBroker(t *testing.T) {
+// TestLockFreedWhenABrokerVanishes: a broker cut off from the database
+// mid-Update does not keep the record's advisory lock. Before, it kept
+// it on the server, and no other broker could refresh the grant until
+// the server's TCP keepalive (hours by default) noticed.
+func TestLockFreedWhenABrokerVanishes(t *testing.T) {
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
 	direct := openPG(t, dsn, key)
@@ -113,9 +114,10 @@ func TestReviewLockHeldByVanishedBroker(t *testing.T) {
 	t.Errorf("the lock of a broker cut off from the database is held on")
 }
 
-// Unauthenticated requests with a made-up state each cost a Route query on
-// the same pool as refreshes: a flood delays the brokers' own work.
-func TestReviewRouteFlood(t *testing.T) {
+// TestRouteFloodLeavesThePoolFree: a flood of made-up sign-in states does
+// not delay the brokers' own work. Before, unauthenticated requests with
+// a made-up state each cost a Route query on the same pool as refreshes.
+func TestRouteFloodLeavesThePoolFree(t *testing.T) {
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
 	s := openPG(t, dsn, key)

@@ -1,8 +1,8 @@
 package broker
 
-// Regression tests from a review of the cluster code (each failed before
-// the fix it names): two brokers on one database, driven through their
-// Go API, with faults injected at the provider and in the database.
+// Cluster tests with faults injected at the provider and in the database:
+// two brokers on one database, driven through their Go API. Each comment
+// says what went wrong before the code it proves.
 
 import (
 	"context"
@@ -29,7 +29,7 @@ type tw struct{ t *testing.T }
 
 func (w tw) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
 
-func pocCfg(t *testing.T, p *localprovider.Provider, n int) *config.Config {
+func clusterCfg(t *testing.T, p *localprovider.Provider, n int) *config.Config {
 	dir := t.TempDir()
 	src := fmt.Sprintf("[broker]\nstate_dir = %q\nrequest_timeout = \"5s\"\n", dir)
 	for i := 0; i < n; i++ {
@@ -42,8 +42,8 @@ func pocCfg(t *testing.T, p *localprovider.Provider, n int) *config.Config {
 	return cfg
 }
 
-// pocHost is one broker of a cluster on dsn, with its own store (origin).
-func pocHost(t *testing.T, dsn, key string, cfg *config.Config, name string) (*Broker, *store.Postgres) {
+// clusterHost is one broker of a cluster on dsn, with its own store (origin).
+func clusterHost(t *testing.T, dsn, key string, cfg *config.Config, name string) (*Broker, *store.Postgres) {
 	lg := slog.New(slog.NewTextHandler(tw{t}, nil)).With("host", name)
 	pg, err := store.OpenPostgres(context.Background(), dsn, store.PostgresOptions{KeyFile: key, Timeout: 5 * time.Second, Log: lg})
 	if err != nil {
@@ -79,18 +79,20 @@ func meName(t *testing.T, b *Broker) string {
 	return b.storeUserLocked(os.Getuid()).Name
 }
 
-// A LISTEN connection that drops (pg_terminate_backend, an idle-connection
+// TestRotatedTokenSurvivesReconnect: a rotated refresh token is kept when
+// the LISTEN connection drops during the refresh. Before: a LISTEN
+// connection that drops (pg_terminate_backend, an idle-connection
 // killer, a DB failover) while a refresh is at the provider: the
 // reconnect's Change{} drops the user's grants, the refresh's answer is
 // not committed, and the rotated refresh token is lost for the cluster.
-func TestReviewRotatedTokenLostOnReconnect(t *testing.T) {
+func TestRotatedTokenSurvivesReconnect(t *testing.T) {
 	p := localprovider.New()
 	defer p.Close()
 	p.SetRotate(true)
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
-	cfg := pocCfg(t, p, 1)
-	br, pg := pocHost(t, dsn, key, cfg, "A")
+	cfg := clusterCfg(t, p, 1)
+	br, pg := clusterHost(t, dsn, key, cfg, "A")
 	me := os.Getuid()
 	g := cfg.Integrations[0].GUID.String()
 	_, rt, _ := p.Grant()
@@ -125,18 +127,19 @@ func TestReviewRotatedTokenLostOnReconnect(t *testing.T) {
 	}
 }
 
-// A sign-out on host A while host B refreshes the same grant: B's
+// TestSignOutWinsOverAConcurrentRefresh: a sign-out stays signed out.
+// Before: a sign-out on host A while host B refreshed the same grant: B's
 // commit re-inserts the row that A deleted, and A (told by B's
 // notification) is signed in again.
-func TestReviewLogoutResurrected(t *testing.T) {
+func TestSignOutWinsOverAConcurrentRefresh(t *testing.T) {
 	p := localprovider.New()
 	defer p.Close()
 	p.SetRotate(true)
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
-	cfg := pocCfg(t, p, 2)
-	a, pgA := pocHost(t, dsn, key, cfg, "A")
-	b, _ := pocHost(t, dsn, key, cfg, "B")
+	cfg := clusterCfg(t, p, 2)
+	a, pgA := clusterHost(t, dsn, key, cfg, "A")
+	b, _ := clusterHost(t, dsn, key, cfg, "B")
 	me := os.Getuid()
 	g := cfg.Integrations[0].GUID.String()
 	_, rt, _ := p.Grant()
@@ -178,8 +181,10 @@ func TestReviewLogoutResurrected(t *testing.T) {
 	}
 }
 
-// A load that started before another host's sign-out is joined (singleflight)
-// by a caller that came after the change: the stale records are installed.
+// slowLoad delays each Load of a store, for
+// TestLoadAfterSignOutIsNotAStaleOne: before, a load that started before
+// another host's sign-out was joined (singleflight) by a caller that came
+// after the change, and the stale records were installed.
 type slowLoad struct {
 	*store.Postgres
 	mu    sync.Mutex
@@ -195,13 +200,13 @@ func (s *slowLoad) Load(ctx context.Context, u store.User) ([]store.Record, erro
 	return r, err
 }
 
-func TestReviewStaleLoadJoined(t *testing.T) {
+func TestLoadAfterSignOutIsNotAStaleOne(t *testing.T) {
 	p := localprovider.New()
 	defer p.Close()
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
-	cfg := pocCfg(t, p, 1)
-	a, _ := pocHost(t, dsn, key, cfg, "A")
+	cfg := clusterCfg(t, p, 1)
+	a, _ := clusterHost(t, dsn, key, cfg, "A")
 	pgB, err := store.OpenPostgres(context.Background(), dsn, store.PostgresOptions{KeyFile: key, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -234,18 +239,19 @@ func TestReviewStaleLoadJoined(t *testing.T) {
 	}
 }
 
-// Refreshes hold a pool connection while the provider answers: with
+// TestSlowRefreshesLeaveThePoolFree: slow providers hold up no database
+// work. Before, refreshes held a pool connection while the provider answered: with
 // pgxpool's default of max(4, NumCPU) connections, four slow refreshes
 // hold up every other database operation of the host (a sign-out here, a
 // first load, the notifications of other hosts).
-func TestReviewPoolStarvation(t *testing.T) {
+func TestSlowRefreshesLeaveThePoolFree(t *testing.T) {
 	p := localprovider.New()
 	defer p.Close()
 	p.SetRotate(true)
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
-	cfg := pocCfg(t, p, 5)
-	a, _ := pocHost(t, dsn, key, cfg, "A")
+	cfg := clusterCfg(t, p, 5)
+	a, _ := clusterHost(t, dsn, key, cfg, "A")
 	me := os.Getuid()
 	for i := 0; i < 5; i++ {
 		_, rt, _ := p.Grant()
@@ -270,17 +276,19 @@ func TestReviewPoolStarvation(t *testing.T) {
 	}
 }
 
-// B's Watch goroutine applies changes one at a time and publish waits for
+// TestSlowWatcherHoldsUpNoOtherUser: one user's slow session mount does not
+// delay another user's changes. Before, B's Watch goroutine applied
+// changes one at a time and publish waited for
 // acks (up to AckTimeout): a slow session of user "nobody" on B delays
 // root's sign-out on A reaching root's sessions on B.
-func TestReviewWatchHeadOfLine(t *testing.T) {
+func TestSlowWatcherHoldsUpNoOtherUser(t *testing.T) {
 	p := localprovider.New()
 	defer p.Close()
 	dsn := pgtest.Shared(t)
 	key := filepath.Join(t.TempDir(), "key")
-	cfg := pocCfg(t, p, 1)
-	a, _ := pocHost(t, dsn, key, cfg, "A")
-	b, _ := pocHost(t, dsn, key, cfg, "B")
+	cfg := clusterCfg(t, p, 1)
+	a, _ := clusterHost(t, dsn, key, cfg, "A")
+	b, _ := clusterHost(t, dsn, key, cfg, "B")
 	me, other := os.Getuid(), 65534
 	for _, u := range []int{me, other} {
 		if err := a.Put(u, "I0", credential.Tokens{Access: []byte("at"), Expiry: time.Now().Add(time.Hour)}); err != nil {
