@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,66 +21,71 @@ import (
 // systemConfig is the system broker's default configuration file.
 const systemConfig = "/etc/oauthfs/config.toml"
 
-func runBroker(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("broker", "[--config FILE]",
-		"Run the broker daemon for every user of this host: the session API on\n"+
-			"the config's socket (default "+config.SystemSocket+"), where each\n"+
-			"caller sees only its own credentials, the sign-in web server, and one\n"+
-			"encrypted store file per user. SIGHUP reloads the configuration;\n"+
-			"SIGINT and SIGTERM stop it.", stderr)
+var brokerCommand = &command{
+	name: "broker", args: "[--config FILE]",
+	summary: "run the broker daemon for every user of this host",
+	help: "Run the broker daemon for every user of this host: the session API on\n" +
+		"the config's socket (default " + config.SystemSocket + "), where each\n" +
+		"caller sees only its own credentials, the sign-in web server, and one\n" +
+		"encrypted store file per user. SIGHUP reloads the configuration;\n" +
+		"SIGINT and SIGTERM stop it.",
+	flags: brokerFlags,
+}
+
+// brokerFlags declares the flags of oauthfs broker.
+func brokerFlags(fs *flag.FlagSet) runFunc {
 	def := systemConfig
 	if os.Geteuid() != 0 {
 		def = config.DefaultFile()
 	}
 	cfgFile := fs.String("config", def, "configuration `file`")
 	level := fs.String("log-level", envOr("OAUTHFS_LOG_LEVEL", "info"), "log `level`: debug, info, warn or error ($OAUTHFS_LOG_LEVEL)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return usageErrorf("broker takes no arguments")
-	}
-	log, err := newLogger(stderr, *level)
-	if err != nil {
-		return err
-	}
-	defer memguard.Purge()
-	cfg, err := loadConfig(*cfgFile, log)
-	if err != nil {
-		return err
-	}
-	if dir := cfg.Settings.Mount; dir != "" {
-		if err := fusefs.PrepareSystemMountpoint(dir); err != nil {
-			return withHint(err, "the system mount needs root and an empty directory at [broker] mount in %s; set mount = \"\" to serve none", *cfgFile)
+	return func(_, stderr io.Writer) error {
+		if fs.NArg() != 0 {
+			return usageErrorf("broker takes no arguments")
 		}
-	}
-	// Every user connects; SO_PEERCRED tells them apart.
-	h, err := startHost(cfg, host.Options{Owner: -1, Socket: cfg.Settings.SocketFor(true), SocketMode: 0o666, DirMode: 0o755, Log: log})
-	if err != nil {
-		return err
-	}
-	defer h.Stop()
-	var done chan struct{}
-	if dir := cfg.Settings.Mount; dir != "" {
-		server, err := mountSystem(h, dir, cfg.Settings.RequestTimeout+fuseSlack, log)
+		log, err := newLogger(stderr, *level)
 		if err != nil {
 			return err
 		}
-		done = make(chan struct{})
-		go func() { server.Wait(); close(done) }()
-		defer func() {
-			log.Info("unmounting the system mount", "mountpoint", dir)
-			if err := fusefs.Unmount(server, dir, done); err != nil {
-				log.Error("unmount failed", "mountpoint", dir, "err", err)
+		defer memguard.Purge()
+		cfg, err := loadConfig(*cfgFile, log)
+		if err != nil {
+			return err
+		}
+		if dir := cfg.Settings.Mount; dir != "" {
+			if err := fusefs.PrepareSystemMountpoint(dir); err != nil {
+				return withHint(err, "the system mount needs root and an empty directory at [broker] mount in %s; set mount = \"\" to serve none", *cfgFile)
 			}
-		}()
+		}
+		// Every user connects; SO_PEERCRED tells them apart.
+		h, err := startHost(cfg, host.Options{Owner: -1, Socket: cfg.Settings.SocketFor(true), SocketMode: 0o666, DirMode: 0o755, Log: log})
+		if err != nil {
+			return err
+		}
+		defer h.Stop()
+		var done chan struct{}
+		if dir := cfg.Settings.Mount; dir != "" {
+			server, err := mountSystem(h, dir, cfg.Settings.RequestTimeout+fuseSlack, log)
+			if err != nil {
+				return err
+			}
+			done = make(chan struct{})
+			go func() { server.Wait(); close(done) }()
+			defer func() {
+				log.Info("unmounting the system mount", "mountpoint", dir)
+				if err := fusefs.Unmount(server, dir, done); err != nil {
+					log.Error("unmount failed", "mountpoint", dir, "err", err)
+				}
+			}()
+		}
+		s := waitForStop(done, func() { reload(log, h, *cfgFile) })
+		if s == nil {
+			return fmt.Errorf("the system mount at %s was unmounted under the broker; it stops too (systemd restarts it)", cfg.Settings.Mount)
+		}
+		log.Info("stopping", "signal", s.String())
+		return nil
 	}
-	s := waitForStop(done, func() { reload(log, h, *cfgFile) })
-	if s == nil {
-		return fmt.Errorf("the system mount at %s was unmounted under the broker; it stops too (systemd restarts it)", cfg.Settings.Mount)
-	}
-	log.Info("stopping", "signal", s.String())
-	return nil
 }
 
 // mountSystem serves the system mount at dir: every process of the host

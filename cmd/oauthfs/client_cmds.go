@@ -34,13 +34,10 @@ func dial(flagSock, flagCfg string) (*client.Client, context.Context, context.Ca
 	return client.NewClient(sock, clientTimeout), ctx, cancel, nil
 }
 
-// dialFor parses the arguments of a command that takes one NAME|GUID,
-// then dials the broker that its --broker and --config flags (sock and
-// cfg, read after parsing) lead to.
-func dialFor(fs *flag.FlagSet, args []string, sock, cfg *string) (string, *client.Client, context.Context, context.CancelFunc, error) {
-	if err := parse(fs, args); err != nil {
-		return "", nil, nil, nil, err
-	}
+// dialFor takes the one NAME|GUID argument of a command, then dials the
+// broker that its --broker and --config flags (sock and cfg, read after
+// parsing) lead to.
+func dialFor(fs *flag.FlagSet, sock, cfg *string) (string, *client.Client, context.Context, context.CancelFunc, error) {
 	id, err := oneArg(fs, "NAME or GUID")
 	if err != nil {
 		return "", nil, nil, nil, err
@@ -49,23 +46,31 @@ func dialFor(fs *flag.FlagSet, args []string, sock, cfg *string) (string, *clien
 	return id, c, ctx, cancel, err
 }
 
-func runToken(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("token", "NAME|GUID",
-		"Print a valid access token for the integration, with no newline. The\n"+
-			"broker refreshes it first when it is expired or about to expire.", stderr)
+var tokenCommand = &command{
+	name: "token", args: "NAME|GUID",
+	summary: "print a valid access token (refreshed when needed)",
+	help: "Print a valid access token for the integration, with no newline. The\n" +
+		"broker refreshes it first when it is expired or about to expire.",
+	flags: tokenFlags,
+}
+
+// tokenFlags declares the flags of oauthfs token.
+func tokenFlags(fs *flag.FlagSet) runFunc {
 	sock, cfg := socketFlags(fs)
-	id, c, ctx, cancel, err := dialFor(fs, args, sock, cfg)
-	if err != nil {
+	return func(stdout, _ io.Writer) error {
+		id, c, ctx, cancel, err := dialFor(fs, sock, cfg)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		_, buf, err := openToken(ctx, c, id)
+		if err != nil {
+			return err
+		}
+		defer buf.Destroy()
+		_, err = stdout.Write(buf.Bytes())
 		return err
 	}
-	defer cancel()
-	_, buf, err := openToken(ctx, c, id)
-	if err != nil {
-		return err
-	}
-	defer buf.Destroy()
-	_, err = stdout.Write(buf.Bytes())
-	return err
 }
 
 // openToken asks the broker for id's token and decrypts it. The caller owns
@@ -98,83 +103,96 @@ func (t *triState) Set(s string) error {
 }
 func (t *triState) IsBoolFlag() bool { return true }
 
-func runList(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("list", "[--json] [--name REGEX] [--authenticated[=false]]",
-		"List the integrations, one per line: NAME (GUID): authenticated, or\n"+
-			"not authenticated. Like the SDKs' integrations.find() and find_by().", stderr)
+var listCommand = &command{
+	name: "list", args: "[--json] [--name REGEX] [--authenticated[=false]]",
+	summary: "list integrations and whether you are signed in",
+	help: "List the integrations, one per line: NAME (GUID): authenticated, or\n" +
+		"not authenticated. Like the SDKs' integrations.find() and find_by().",
+	flags: listFlags,
+}
+
+// listFlags declares the flags of oauthfs list.
+func listFlags(fs *flag.FlagSet) runFunc {
 	sock, cfg := socketFlags(fs)
 	asJSON := fs.Bool("json", false, "print the index as JSON (the same as integrations.json)")
 	name := fs.String("name", "", "only integrations whose name matches this `regex`")
 	var authed triState
 	fs.Var(&authed, "authenticated", "only integrations you are signed in to (=false: only the others)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return usageErrorf("list takes no arguments; use --name REGEX to filter")
-	}
-	var re *regexp.Regexp
-	if *name != "" {
-		var err error
-		if re, err = regexp.Compile(*name); err != nil {
-			return withHint(&usageError{fmt.Sprintf("--name %q is not a valid regular expression: %v", *name, err)}, "see https://pkg.go.dev/regexp/syntax")
+	return func(stdout, _ io.Writer) error {
+		if fs.NArg() != 0 {
+			return usageErrorf("list takes no arguments; use --name REGEX to filter")
 		}
-	}
-	c, ctx, cancel, err := dial(*sock, *cfg)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	list, err := c.Integrations(ctx)
-	if err != nil {
-		return explain(err, "")
-	}
-	out := []credential.Integration{}
-	for _, in := range list {
-		if (re == nil || re.MatchString(in.Name)) && (!authed.set || in.Authenticated == authed.val) {
-			out = append(out, in)
+		var re *regexp.Regexp
+		if *name != "" {
+			var err error
+			if re, err = regexp.Compile(*name); err != nil {
+				return withHint(&usageError{fmt.Sprintf("--name %q is not a valid regular expression: %v", *name, err)}, "see https://pkg.go.dev/regexp/syntax")
+			}
 		}
-	}
-	if *asJSON {
-		b, err := json.MarshalIndent(out, "", "  ")
+		c, ctx, cancel, err := dial(*sock, *cfg)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(stdout, "%s\n", b)
-		return err
-	}
-	for _, in := range out {
-		state := "authenticated"
-		if !in.Authenticated {
-			state = "not authenticated"
+		defer cancel()
+		list, err := c.Integrations(ctx)
+		if err != nil {
+			return explain(err, "")
 		}
-		fmt.Fprintf(stdout, "%s (%s): %s\n", printable.String(in.Name, 0), printable.String(in.GUID, 64), state)
-	}
-	return nil
-}
-
-func runLogout(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("logout", "NAME|GUID",
-		"Forget your tokens for the integration, in memory and on disk, and\n"+
-			"revoke them at the provider when revocation_url is configured. Every\n"+
-			"mount sees ENOKEY at the next open of its access_token.", stderr)
-	sock, cfg := socketFlags(fs)
-	id, c, ctx, cancel, err := dialFor(fs, args, sock, cfg)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	res, err := c.Logout(ctx, id)
-	if err != nil {
-		return explain(err, id)
-	}
-	if !res.SignedOut {
-		fmt.Fprintf(stdout, "%s: you were not signed in\n", printable.String(id, 0))
+		out := []credential.Integration{}
+		for _, in := range list {
+			if (re == nil || re.MatchString(in.Name)) && (!authed.set || in.Authenticated == authed.val) {
+				out = append(out, in)
+			}
+		}
+		if *asJSON {
+			b, err := json.MarshalIndent(out, "", "  ")
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "%s\n", b)
+			return err
+		}
+		for _, in := range out {
+			state := "authenticated"
+			if !in.Authenticated {
+				state = "not authenticated"
+			}
+			fmt.Fprintf(stdout, "%s (%s): %s\n", printable.String(in.Name, 0), printable.String(in.GUID, 64), state)
+		}
 		return nil
 	}
-	fmt.Fprintf(stdout, "signed out of %s\n", printable.String(id, 0))
-	if res.RevocationError != "" {
-		fmt.Fprintf(stderr, "oauthfs: warning: the provider did not confirm the revocation (%s); the tokens are forgotten here but may stay valid at the provider until they expire\n", printable.String(res.RevocationError, 0))
+}
+
+var logoutCommand = &command{
+	name: "logout", args: "NAME|GUID",
+	summary: "forget (and revoke) your tokens for an integration",
+	help: "Forget your tokens for the integration, in memory and on disk, and\n" +
+		"revoke them at the provider when revocation_url is configured. Every\n" +
+		"mount sees ENOKEY at the next open of its access_token.",
+	flags: logoutFlags,
+}
+
+// logoutFlags declares the flags of oauthfs logout.
+func logoutFlags(fs *flag.FlagSet) runFunc {
+	sock, cfg := socketFlags(fs)
+	return func(stdout, stderr io.Writer) error {
+		id, c, ctx, cancel, err := dialFor(fs, sock, cfg)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		res, err := c.Logout(ctx, id)
+		if err != nil {
+			return explain(err, id)
+		}
+		if !res.SignedOut {
+			fmt.Fprintf(stdout, "%s: you were not signed in\n", printable.String(id, 0))
+			return nil
+		}
+		fmt.Fprintf(stdout, "signed out of %s\n", printable.String(id, 0))
+		if res.RevocationError != "" {
+			fmt.Fprintf(stderr, "oauthfs: warning: the provider did not confirm the revocation (%s); the tokens are forgotten here but may stay valid at the provider until they expire\n", printable.String(res.RevocationError, 0))
+		}
+		return nil
 	}
-	return nil
 }

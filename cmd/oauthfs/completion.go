@@ -12,22 +12,27 @@ import (
 	"github.com/oauthfs/oauthfs/client"
 )
 
-func runCompletion(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("completion", "bash|zsh|fish",
-		"Print shell completion for oauthfs: commands, their flags, and the names\n"+
-			"of integrations (asked of the broker, when one answers). Load it with\n"+
-			"  bash: source <(oauthfs completion bash)   (or put it in /etc/bash_completion.d)\n"+
-			"  zsh:  source <(oauthfs completion zsh)\n"+
-			"  fish: oauthfs completion fish | source", stderr)
-	if err := parse(fs, args); err != nil {
+var completionCommand = &command{
+	name: "completion", args: "bash|zsh|fish",
+	summary: "print shell completion (commands, flags, integration names)",
+	help: "Print shell completion for oauthfs: commands, their flags, and the names\n" +
+		"of integrations (asked of the broker, when one answers). Load it with\n" +
+		"  bash: source <(oauthfs completion bash)   (or put it in /etc/bash_completion.d)\n" +
+		"  zsh:  source <(oauthfs completion zsh)\n" +
+		"  fish: oauthfs completion fish | source",
+	flags: completionFlags,
+}
+
+// completionFlags declares the flags of oauthfs completion.
+func completionFlags(fs *flag.FlagSet) runFunc {
+	return func(stdout, _ io.Writer) error {
+		script, ok := completionScripts[fs.Arg(0)]
+		if fs.NArg() != 1 || !ok {
+			return usageErrorf("completion takes one shell: bash, zsh or fish")
+		}
+		_, err := io.WriteString(stdout, script)
 		return err
 	}
-	script, ok := completionScripts[fs.Arg(0)]
-	if fs.NArg() != 1 || !ok {
-		return usageErrorf("completion takes one shell: bash, zsh or fish")
-	}
-	_, err := io.WriteString(stdout, script)
-	return err
 }
 
 // completionScripts ask 'oauthfs __complete WORDS... CURRENT' for the
@@ -88,28 +93,17 @@ func runComplete(args []string, stdout, _ io.Writer) error {
 	return nil
 }
 
-// flagSink, when set, is told of every flag set a command makes.
-var flagSink func(*flag.FlagSet)
-
-// flagsOf returns the flags of the command that words start: the command
-// is asked for its help, which makes its flag set and stops there.
+// flagsOf returns the flags of the command that words start, as it
+// declares them.
 func flagsOf(words []string) []string {
-	var sets []*flag.FlagSet
-	flagSink = func(fs *flag.FlagSet) { sets = append(sets, fs) }
-	defer func() { flagSink = nil }()
-	args := []string{"--help"}
-	if words[0] == "store" {
-		args = []string{"migrate", "--help"}
+	c := lookupCommand(words[0])
+	if c == nil {
+		return nil
 	}
-	for _, c := range commands {
-		if c.name == words[0] {
-			c.run(args, io.Discard, io.Discard)
-		}
-	}
+	fs := newFlags(c, io.Discard)
+	c.flags(fs)
 	var out []string
-	for _, fs := range sets {
-		fs.VisitAll(func(f *flag.Flag) { out = append(out, "--"+f.Name) })
-	}
+	fs.VisitAll(func(f *flag.Flag) { out = append(out, "--"+f.Name) })
 	return out
 }
 

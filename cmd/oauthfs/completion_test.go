@@ -20,6 +20,7 @@ func TestComplete(t *testing.T) {
 		{[]string{"completion", ""}, "bash\nfish\nzsh\n"},
 		{[]string{"store", ""}, "migrate\n"},
 		{[]string{"store", "migrate", "--to", "p"}, "postgres\n"},
+		{[]string{"store", "migrate", "--"}, "--config\n--from\n--to\n"},
 		{[]string{"token", ""}, ""},
 	} {
 		var out bytes.Buffer
@@ -43,5 +44,32 @@ func TestComplete(t *testing.T) {
 		if code := run([]string{"completion", sh}, &out, &errb); code != 0 || !strings.Contains(out.String(), "oauthfs __complete") {
 			t.Errorf("completion %s: exit %d, %q", sh, code, out.String())
 		}
+	}
+}
+
+// TestEveryCommandHelps: each command's --help, made from the flags it
+// declares up front, names every flag completion offers, and runs
+// nothing.
+func TestEveryCommandHelps(t *testing.T) {
+	t.Setenv("OAUTHFS_BROKER", t.TempDir()+"/none.sock")
+	for _, c := range commands {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run([]string{c.name, "--help"}, &out, &errb); code != exitOK || out.Len() != 0 {
+				t.Fatalf("%s --help: exit %d, stdout %q", c.name, code, out.String())
+			}
+			if !strings.HasPrefix(errb.String(), "Usage: oauthfs "+c.name+" ") || !strings.Contains(errb.String(), c.help) {
+				t.Errorf("%s --help = %q; want its usage and help", c.name, errb.String())
+			}
+			flags := flagsOf([]string{c.name})
+			if c.name == "token" && len(flags) == 0 {
+				t.Errorf("token declares no flags; want --broker and --config")
+			}
+			for _, f := range flags {
+				if !strings.Contains(errb.String(), "  -"+strings.TrimPrefix(f, "--")) {
+					t.Errorf("%s --help does not list %s:\n%s", c.name, f, errb.String())
+				}
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"html"
 	"io"
@@ -36,128 +37,133 @@ const (
 	devSignedOut = "Other"
 )
 
-func runDev(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", "[MOUNTPOINT]",
-		"Try oauthfs with no account anywhere: start a local OAuth 2.0 provider on\n"+
-			"127.0.0.1, a broker configured for it with two integrations, sign in to\n"+
-			"one ("+devSignedIn+") through the real authorization-code + PKCE flow, and\n"+
-			"mount at MOUNTPOINT (default ./oauth). Tokens expire quickly so that\n"+
-			"refresh-on-read shows. Ctrl-C unmounts and removes everything.", stderr)
+var devCommand = &command{
+	name: "dev", args: "[MOUNTPOINT]",
+	summary: "try it now: a local provider, a broker and a mount in one command",
+	help: "Try oauthfs with no account anywhere: start a local OAuth 2.0 provider on\n" +
+		"127.0.0.1, a broker configured for it with two integrations, sign in to\n" +
+		"one (" + devSignedIn + ") through the real authorization-code + PKCE flow, and\n" +
+		"mount at MOUNTPOINT (default ./oauth). Tokens expire quickly so that\n" +
+		"refresh-on-read shows. Ctrl-C unmounts and removes everything.",
+	flags: devFlags,
+}
+
+// devFlags declares the flags of oauthfs dev.
+func devFlags(fs *flag.FlagSet) runFunc {
 	lifetime := fs.Duration("token-lifetime", time.Minute, "lifetime of the provider's access tokens")
 	level := fs.String("log-level", envOr("OAUTHFS_LOG_LEVEL", "info"), "log `level`: debug, info, warn or error")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 1 {
-		return usageErrorf("dev takes at most one MOUNTPOINT")
-	}
-	if *lifetime < time.Second {
-		return usageErrorf("--token-lifetime must be at least 1s")
-	}
-	mountpoint := "oauth"
-	if fs.NArg() == 1 {
-		mountpoint = fs.Arg(0)
-	}
-	log, err := newLogger(stderr, *level)
-	if err != nil {
-		return err
-	}
-	defer memguard.Purge()
-
-	unlock, err := devLock(mountpoint)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	created, err := devMountpoint(mountpoint)
-	if err != nil {
-		return err
-	}
-	if created {
-		defer os.Remove(mountpoint)
-	}
-	tmp, err := os.MkdirTemp("", "oauthfs-dev-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-
-	// The provider and the sign-in server on free loopback ports.
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("dev: %w", err)
-	}
-	prov := localprovider.Start(pl)
-	defer prov.Close()
-	prov.SetLifetime(*lifetime)
-	prov.SetPrefix("dev")
-	web, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("dev: %w", err)
-	}
-	defer web.Close()
-	secret := filepath.Join(tmp, "client.secret")
-	if err := os.WriteFile(secret, []byte(prov.ClientSecret), 0o600); err != nil {
-		return err
-	}
-	sock, export := devSocket(tmp)
-	text := fmt.Sprintf("[broker]\nsocket = %q\nlisten = %q\ncallback_url = \"http://%s/callback\"\nstate_dir = \"\"\n",
-		sock, web.Addr(), web.Addr())
-	for _, n := range []string{devSignedIn, devSignedOut} {
-		text += fmt.Sprintf("\n[[integration]]\nname = %q\nclient_id = %q\nclient_secret_file = %q\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\nrevocation_url = \"%s/revoke\"\nuserinfo_url = \"%s/userinfo\"\nscopes = [\"read\"]\n",
-			n, prov.ClientID, secret, prov.URL, prov.URL, prov.URL, prov.URL)
-	}
-	cfgFile := filepath.Join(tmp, "config.toml")
-	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
-		return err
-	}
-	cfg, err := config.Load(cfgFile)
-	if err != nil {
-		return err
-	}
-	uid, gid := os.Getuid(), os.Getgid()
-	h, err := startHost(cfg, host.Options{Owner: uid, Socket: sock, SocketMode: 0o600, DirMode: 0o700, Web: web, Log: log})
-	if err != nil {
-		return err
-	}
-	defer h.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	root := fusefs.NewRoot(fusefs.Options{Source: h.Source(uid), UID: uint32(uid), GID: uint32(gid),
-		Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log, Context: ctx})
-	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
-	if err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { server.Wait(); close(done) }()
-	defer func() {
-		select {
-		case <-done:
-		default:
-			fusefs.Unmount(server, mountpoint, done)
+	return func(stdout, stderr io.Writer) error {
+		if fs.NArg() > 1 {
+			return usageErrorf("dev takes at most one MOUNTPOINT")
 		}
-	}()
+		if *lifetime < time.Second {
+			return usageErrorf("--token-lifetime must be at least 1s")
+		}
+		mountpoint := "oauth"
+		if fs.NArg() == 1 {
+			mountpoint = fs.Arg(0)
+		}
+		log, err := newLogger(stderr, *level)
+		if err != nil {
+			return err
+		}
+		defer memguard.Purge()
 
-	if err := devSignIn(h.SignIn, uid); err != nil {
-		return fmt.Errorf("dev: the automatic sign-in to %s failed: %w", devSignedIn, err)
-	}
-	if e := os.Getenv("OAUTHFS_BROKER"); e != "" && e != sock {
-		export = true // this shell's setting would win over the search
-	}
-	if !export {
-		log.Info("the other commands find this broker without settings", "socket", sock)
-	}
-	printDevGuide(stdout, devGuide{mnt: mountpoint, provider: prov.URL, socket: sock, export: export, lifetime: *lifetime})
+		unlock, err := devLock(mountpoint)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		created, err := devMountpoint(mountpoint)
+		if err != nil {
+			return err
+		}
+		if created {
+			defer os.Remove(mountpoint)
+		}
+		tmp, err := os.MkdirTemp("", "oauthfs-dev-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
 
-	if s := waitForStop(done, nil); s != nil {
-		log.Info("stopping", "signal", s.String())
-		fusefs.Unmount(server, mountpoint, done)
-	} else {
-		log.Info("unmounted", "mountpoint", mountpoint)
+		// The provider and the sign-in server on free loopback ports.
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		prov := localprovider.Start(pl)
+		defer prov.Close()
+		prov.SetLifetime(*lifetime)
+		prov.SetPrefix("dev")
+		web, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		defer web.Close()
+		secret := filepath.Join(tmp, "client.secret")
+		if err := os.WriteFile(secret, []byte(prov.ClientSecret), 0o600); err != nil {
+			return err
+		}
+		sock, export := devSocket(tmp)
+		text := fmt.Sprintf("[broker]\nsocket = %q\nlisten = %q\ncallback_url = \"http://%s/callback\"\nstate_dir = \"\"\n",
+			sock, web.Addr(), web.Addr())
+		for _, n := range []string{devSignedIn, devSignedOut} {
+			text += fmt.Sprintf("\n[[integration]]\nname = %q\nclient_id = %q\nclient_secret_file = %q\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\nrevocation_url = \"%s/revoke\"\nuserinfo_url = \"%s/userinfo\"\nscopes = [\"read\"]\n",
+				n, prov.ClientID, secret, prov.URL, prov.URL, prov.URL, prov.URL)
+		}
+		cfgFile := filepath.Join(tmp, "config.toml")
+		if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
+			return err
+		}
+		cfg, err := config.Load(cfgFile)
+		if err != nil {
+			return err
+		}
+		uid, gid := os.Getuid(), os.Getgid()
+		h, err := startHost(cfg, host.Options{Owner: uid, Socket: sock, SocketMode: 0o600, DirMode: 0o700, Web: web, Log: log})
+		if err != nil {
+			return err
+		}
+		defer h.Stop()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		root := fusefs.NewRoot(fusefs.Options{Source: h.Source(uid), UID: uint32(uid), GID: uint32(gid),
+			Timeout: cfg.Settings.RequestTimeout + fuseSlack, Logger: log, Context: ctx})
+		server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
+		if err != nil {
+			return err
+		}
+		done := make(chan struct{})
+		go func() { server.Wait(); close(done) }()
+		defer func() {
+			select {
+			case <-done:
+			default:
+				fusefs.Unmount(server, mountpoint, done)
+			}
+		}()
+
+		if err := devSignIn(h.SignIn, uid); err != nil {
+			return fmt.Errorf("dev: the automatic sign-in to %s failed: %w", devSignedIn, err)
+		}
+		if e := os.Getenv("OAUTHFS_BROKER"); e != "" && e != sock {
+			export = true // this shell's setting would win over the search
+		}
+		if !export {
+			log.Info("the other commands find this broker without settings", "socket", sock)
+		}
+		printDevGuide(stdout, devGuide{mnt: mountpoint, provider: prov.URL, socket: sock, export: export, lifetime: *lifetime})
+
+		if s := waitForStop(done, nil); s != nil {
+			log.Info("stopping", "signal", s.String())
+			fusefs.Unmount(server, mountpoint, done)
+		} else {
+			log.Info("unmounted", "mountpoint", mountpoint)
+		}
+		fmt.Fprintln(stdout, "oauthfs dev: stopped and cleaned up.")
+		return nil
 	}
-	fmt.Fprintln(stdout, "oauthfs dev: stopped and cleaned up.")
-	return nil
 }
 
 // devSignIn signs in to devSignedIn the way a browser would: the start

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"html/template"
 	"io"
@@ -19,49 +20,57 @@ import (
 	"github.com/oauthfs/oauthfs/internal/printable"
 )
 
-func runLogin(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("login", "[--no-browser | --device] NAME|GUID",
-		"Sign in to the integration. Prints the sign-in link on its own line,\n"+
-			"opens it in a browser ($BROWSER, or xdg-open) unless --no-browser, and\n"+
-			"waits until the sign-in completes. With --device (for sessions whose\n"+
-			"browser cannot reach the broker, such as SSH), prints a page to open on\n"+
-			"any device and the code to check there, and waits while the broker\n"+
-			"polls the provider (RFC 8628; the integration needs device_auth_url).", stderr)
+var loginCommand = &command{
+	name: "login", args: "[--no-browser | --device] NAME|GUID",
+	summary: "sign in to an integration in a browser, or with a code on another device",
+	help: "Sign in to the integration. Prints the sign-in link on its own line,\n" +
+		"opens it in a browser ($BROWSER, or xdg-open) unless --no-browser, and\n" +
+		"waits until the sign-in completes. With --device (for sessions whose\n" +
+		"browser cannot reach the broker, such as SSH), prints a page to open on\n" +
+		"any device and the code to check there, and waits while the broker\n" +
+		"polls the provider (RFC 8628; the integration needs device_auth_url).",
+	flags: loginFlags,
+}
+
+// loginFlags declares the flags of oauthfs login.
+func loginFlags(fs *flag.FlagSet) runFunc {
 	sock, cfg := socketFlags(fs)
 	noBrowser := fs.Bool("no-browser", false, "only print the link; open it yourself")
 	device := fs.Bool("device", false, "sign in with a code on another device (RFC 8628)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this `duration`")
-	id, c, ctx, cancel, err := dialFor(fs, args, sock, cfg)
-	if err != nil {
-		return err
+	return func(stdout, stderr io.Writer) error {
+		id, c, ctx, cancel, err := dialFor(fs, sock, cfg)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		if *device {
+			return deviceLogin(ctx, c, id, *timeout, stdout, stderr)
+		}
+		si, err := c.Login(ctx, id)
+		if err != nil {
+			return explain(err, id)
+		}
+		si.Name = printable.String(si.Name, 255)
+		if err := linkOK(si.URL); err != nil {
+			c.CancelLogin(context.Background(), si.ID)
+			return err
+		}
+		fmt.Fprintln(stdout, si.URL)
+		syncOut(stdout)
+		opened := false
+		if !*noBrowser {
+			var cleanup func()
+			opened, _, cleanup = openBrowser(si.URL)
+			defer cleanup()
+		}
+		if opened {
+			fmt.Fprintf(stderr, "Opened the sign-in link in a browser. Waiting for the sign-in to %s to complete (Ctrl-C to cancel)...\n", si.Name)
+		} else {
+			fmt.Fprintf(stderr, "Open the link above in a browser. Waiting for the sign-in to %s to complete (Ctrl-C to cancel)...\n", si.Name)
+		}
+		return waitSignIn(ctx, c, si.ID, si.Name, *timeout, stdout)
 	}
-	defer cancel()
-	if *device {
-		return deviceLogin(ctx, c, id, *timeout, stdout, stderr)
-	}
-	si, err := c.Login(ctx, id)
-	if err != nil {
-		return explain(err, id)
-	}
-	si.Name = printable.String(si.Name, 255)
-	if err := linkOK(si.URL); err != nil {
-		c.CancelLogin(context.Background(), si.ID)
-		return err
-	}
-	fmt.Fprintln(stdout, si.URL)
-	syncOut(stdout)
-	opened := false
-	if !*noBrowser {
-		var cleanup func()
-		opened, _, cleanup = openBrowser(si.URL)
-		defer cleanup()
-	}
-	if opened {
-		fmt.Fprintf(stderr, "Opened the sign-in link in a browser. Waiting for the sign-in to %s to complete (Ctrl-C to cancel)...\n", si.Name)
-	} else {
-		fmt.Fprintf(stderr, "Open the link above in a browser. Waiting for the sign-in to %s to complete (Ctrl-C to cancel)...\n", si.Name)
-	}
-	return waitSignIn(ctx, c, si.ID, si.Name, *timeout, stdout)
 }
 
 // deviceLogin runs 'login --device': it prints the page to open and the

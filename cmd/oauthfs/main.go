@@ -22,29 +22,29 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// command is one subcommand.
+// command is one subcommand. Its flags are declared on a flag set before
+// anything runs, so that help and completion know them without running
+// the command.
 type command struct {
-	name, args, summary string
-	run                 func(args []string, stdout, stderr io.Writer) error
+	name    string
+	args    string // the usage line after the name
+	summary string // one line, for the list of commands
+	help    string // what the command does, for its --help
+	// flags declares the command's flags on fs and returns what runs
+	// the command once fs has parsed the command line.
+	flags func(fs *flag.FlagSet) runFunc
 }
 
-var commands []command
+// runFunc runs a command whose flag set has parsed its command line.
+type runFunc func(stdout, stderr io.Writer) error
+
+// commands are the subcommands, in the order the usage lists them.
+var commands []*command
 
 func init() {
-	commands = []command{
-		{"mount", "[--config FILE | --broker SOCKET] MOUNTPOINT", "serve /oauth at MOUNTPOINT until unmounted", runMount},
-		{"token", "NAME|GUID", "print a valid access token (refreshed when needed)", runToken},
-		{"list", "[--json] [--name REGEX] [--authenticated]", "list integrations and whether you are signed in", runList},
-		{"broker", "[--config FILE]", "run the broker daemon for every user of this host", runBroker},
-		{"login", "[--no-browser | --device] NAME|GUID", "sign in to an integration in a browser, or with a code on another device", runLogin},
-		{"logout", "NAME|GUID", "forget (and revoke) your tokens for an integration", runLogout},
-		{"settings", "[--no-browser] [--sign-out-everywhere]", "open your Managed Credentials page in a browser", runSettings},
-		{"git-credential", "NAME|GUID get", "a git credential helper answering with the token", runGitCredential},
-		{"store", "migrate --from file --to postgres", "copy the credentials of a file store into the cluster's database", runStore},
-		{"dev", "[MOUNTPOINT]", "try it now: a local provider, a broker and a mount in one command", runDev},
-		{"completion", "bash|zsh|fish", "print shell completion (commands, flags, integration names)", runCompletion},
-		{"version", "", "print the version", runVersion},
-	}
+	// In init: completion's commands refer to this list.
+	commands = []*command{mountCommand, tokenCommand, listCommand, brokerCommand, loginCommand, logoutCommand,
+		settingsCommand, gitCredentialCommand, storeCommand, devCommand, completionCommand, versionCommand}
 }
 
 func usage(w io.Writer) {
@@ -74,12 +74,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if args[0] == "__complete" { // for the completion scripts; not listed
 		return report(stderr, runComplete(args[1:], stdout, stderr))
 	}
+	c := lookupCommand(args[0])
+	if c == nil {
+		return report(stderr, usageErrorf("unknown command %q (commands: %s)", args[0], commandNames()))
+	}
+	fs := newFlags(c, stderr)
+	run := c.flags(fs)
+	if err := parse(fs, args[1:]); err != nil {
+		return report(stderr, err)
+	}
+	return report(stderr, run(stdout, stderr))
+}
+
+// lookupCommand returns the command called name, or nil.
+func lookupCommand(name string) *command {
 	for _, c := range commands {
-		if c.name == args[0] {
-			return report(stderr, c.run(args[1:], stdout, stderr))
+		if c.name == name {
+			return c
 		}
 	}
-	return report(stderr, usageErrorf("unknown command %q (commands: %s)", args[0], commandNames()))
+	return nil
 }
 
 func commandNames() string {
@@ -133,15 +147,13 @@ func usageErrorf(format string, args ...any) error {
 	return withHint(&usageError{fmt.Sprintf(format, args...)}, "run 'oauthfs --help'")
 }
 
-// newFlags returns a flag set that reports errors instead of exiting.
-func newFlags(name, args, summary string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// newFlags returns c's flag set, without its flags, which reports errors
+// instead of exiting.
+func newFlags(c *command, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	if flagSink != nil {
-		flagSink(fs)
-	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: oauthfs %s %s\n\n%s\n", name, args, summary)
+		fmt.Fprintf(stderr, "Usage: oauthfs %s %s\n\n%s\n", c.name, c.args, c.help)
 		if hasFlags(fs) {
 			fmt.Fprintf(stderr, "\nOptions:\n")
 			fs.PrintDefaults()

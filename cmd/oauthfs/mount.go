@@ -38,103 +38,108 @@ func envOr(key, def string) string {
 	return def
 }
 
-func runMount(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("mount", "[--config FILE | --broker SOCKET] MOUNTPOINT",
-		"Serve the oauthfs filesystem at MOUNTPOINT in the foreground until it is\n"+
-			"unmounted (umount, fusermount3 -u) or the process gets SIGINT or SIGTERM.\n"+
-			"With --config (the default) the broker runs inside this process and\n"+
-			"listens on the config's socket; with --broker it is a client of a\n"+
-			"running broker.", stderr)
+var mountCommand = &command{
+	name: "mount", args: "[--config FILE | --broker SOCKET] MOUNTPOINT",
+	summary: "serve /oauth at MOUNTPOINT until unmounted",
+	help: "Serve the oauthfs filesystem at MOUNTPOINT in the foreground until it is\n" +
+		"unmounted (umount, fusermount3 -u) or the process gets SIGINT or SIGTERM.\n" +
+		"With --config (the default) the broker runs inside this process and\n" +
+		"listens on the config's socket; with --broker it is a client of a\n" +
+		"running broker.",
+	flags: mountFlags,
+}
+
+// mountFlags declares the flags of oauthfs mount.
+func mountFlags(fs *flag.FlagSet) runFunc {
 	cfgFile := fs.String("config", "", "configuration `file` (default "+config.DefaultFile()+")")
 	sock := fs.String("broker", "", "use the running broker at this `socket` instead of an embedded one")
 	level := fs.String("log-level", envOr("OAUTHFS_LOG_LEVEL", "info"), "log `level`: debug, info, warn or error ($OAUTHFS_LOG_LEVEL)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	mountpoint, err := oneArg(fs, "MOUNTPOINT")
-	if err != nil {
-		return err
-	}
-	if *cfgFile != "" && *sock != "" {
-		return withHint(&usageError{"--config and --broker cannot be used together"},
-			"--config runs a broker in this process; --broker uses one that is already running")
-	}
-	log, err := newLogger(stderr, *level)
-	if err != nil {
-		return err
-	}
-	defer memguard.Purge()
+	return func(_, stderr io.Writer) error {
+		mountpoint, err := oneArg(fs, "MOUNTPOINT")
+		if err != nil {
+			return err
+		}
+		if *cfgFile != "" && *sock != "" {
+			return withHint(&usageError{"--config and --broker cannot be used together"},
+				"--config runs a broker in this process; --broker uses one that is already running")
+		}
+		log, err := newLogger(stderr, *level)
+		if err != nil {
+			return err
+		}
+		defer memguard.Purge()
 
-	uid, gid := os.Getuid(), os.Getgid()
-	var (
-		src     fusefs.Source
-		timeout time.Duration
-		stop    = func() {}
-	)
-	if *sock != "" {
-		// The broker says its request_timeout, which bounds every call
-		// the mount makes (a broker too old to say: the default).
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		reqTimeout := config.DefaultRequestTimeout
-		if info, err := client.NewClient(*sock, 5*time.Second).Info(ctx); err == nil && info.RequestTimeout() > 0 {
-			reqTimeout = info.RequestTimeout()
+		uid, gid := os.Getuid(), os.Getgid()
+		var (
+			src     fusefs.Source
+			timeout time.Duration
+			stop    = func() {}
+		)
+		if *sock != "" {
+			// The broker says its request_timeout, which bounds every call
+			// the mount makes (a broker too old to say: the default).
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			reqTimeout := config.DefaultRequestTimeout
+			if info, err := client.NewClient(*sock, 5*time.Second).Info(ctx); err == nil && info.RequestTimeout() > 0 {
+				reqTimeout = info.RequestTimeout()
+			}
+			c := client.NewClient(*sock, reqTimeout+fuseSlack)
+			_, err := c.Integrations(ctx)
+			cancel()
+			if err != nil {
+				return explain(err, "")
+			}
+			if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
+				return err
+			}
+			src, timeout = client.NewCached(c, log), reqTimeout+2*fuseSlack
+			log.Info("using the broker", "socket", *sock, "request_timeout", reqTimeout)
+		} else {
+			if *cfgFile == "" {
+				*cfgFile = config.DefaultFile()
+			}
+			cfg, err := loadConfig(*cfgFile, log)
+			if err != nil {
+				return err
+			}
+			if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
+				return err
+			}
+			h, err := startHost(cfg, host.Options{Owner: uid, Socket: cfg.Settings.Socket, SocketMode: 0o600, DirMode: 0o700, Log: log})
+			if err != nil {
+				return err
+			}
+			stop = h.Stop
+			if err := h.Broker.Load(uid); err != nil {
+				h.Stop()
+				return explain(err, "")
+			}
+			src, timeout = h.Source(uid), cfg.Settings.RequestTimeout+fuseSlack
 		}
-		c := client.NewClient(*sock, reqTimeout+fuseSlack)
-		_, err := c.Integrations(ctx)
-		cancel()
-		if err != nil {
-			return explain(err, "")
-		}
-		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
-			return err
-		}
-		src, timeout = client.NewCached(c, log), reqTimeout+2*fuseSlack
-		log.Info("using the broker", "socket", *sock, "request_timeout", reqTimeout)
-	} else {
-		if *cfgFile == "" {
-			*cfgFile = config.DefaultFile()
-		}
-		cfg, err := loadConfig(*cfgFile, log)
-		if err != nil {
-			return err
-		}
-		if err := fusefs.PrepareMountpoint(mountpoint); err != nil {
-			return err
-		}
-		h, err := startHost(cfg, host.Options{Owner: uid, Socket: cfg.Settings.Socket, SocketMode: 0o600, DirMode: 0o700, Log: log})
-		if err != nil {
-			return err
-		}
-		stop = h.Stop
-		if err := h.Broker.Load(uid); err != nil {
-			h.Stop()
-			return explain(err, "")
-		}
-		src, timeout = h.Source(uid), cfg.Settings.RequestTimeout+fuseSlack
-	}
-	defer stop()
+		defer stop()
 
-	// The filesystem watches its source for changes until it is
-	// unmounted (or the broker stops).
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log, Context: ctx})
-	server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
-	if err != nil {
-		return err
-	}
-	log.Info("mounted", "mountpoint", mountpoint)
-	done := make(chan struct{})
-	go func() { server.Wait(); close(done) }()
-	if s := waitForStop(done, nil); s != nil {
-		log.Info("unmounting", "signal", s.String(), "mountpoint", mountpoint)
-		if err := fusefs.Unmount(server, mountpoint, done); err != nil {
-			log.Error("unmount failed", "mountpoint", mountpoint, "err", err)
+		// The filesystem watches its source for changes until it is
+		// unmounted (or the broker stops).
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		root := fusefs.NewRoot(fusefs.Options{Source: src, UID: uint32(uid), GID: uint32(gid), Timeout: timeout, Logger: log, Context: ctx})
+		server, err := fusefs.Mount(mountpoint, root, uint32(uid), uint32(gid))
+		if err != nil {
+			return err
 		}
-	} else {
-		log.Info("unmounted", "mountpoint", mountpoint)
+		log.Info("mounted", "mountpoint", mountpoint)
+		done := make(chan struct{})
+		go func() { server.Wait(); close(done) }()
+		if s := waitForStop(done, nil); s != nil {
+			log.Info("unmounting", "signal", s.String(), "mountpoint", mountpoint)
+			if err := fusefs.Unmount(server, mountpoint, done); err != nil {
+				log.Error("unmount failed", "mountpoint", mountpoint, "err", err)
+			}
+		} else {
+			log.Info("unmounted", "mountpoint", mountpoint)
+		}
+		return nil
 	}
-	return nil
 }
 
 // loadConfig loads the configuration file and logs its warnings.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -28,14 +29,20 @@ func versionString() string {
 	return "devel"
 }
 
-func runVersion(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("version", "", "Print the version of oauthfs.", stderr)
-	if err := parse(fs, args); err != nil {
-		return err
+var versionCommand = &command{
+	name: "version", args: "",
+	summary: "print the version",
+	help:    "Print the version of oauthfs.",
+	flags:   versionFlags,
+}
+
+// versionFlags declares the flags of oauthfs version.
+func versionFlags(fs *flag.FlagSet) runFunc {
+	return func(stdout, _ io.Writer) error {
+		if fs.NArg() != 0 {
+			return usageErrorf("version takes no arguments")
+		}
+		fmt.Fprintf(stdout, "oauthfs %s\n", versionString())
+		return nil
 	}
-	if fs.NArg() != 0 {
-		return usageErrorf("version takes no arguments")
-	}
-	fmt.Fprintf(stdout, "oauthfs %s\n", versionString())
-	return nil
 }
