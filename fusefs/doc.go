@@ -9,10 +9,13 @@
 //	    ├── expiry
 //	    └── meta.json
 //
-// It owns the node types, the errno mapping and mounting. It reaches a
+// It owns the node types and mounting: a user's own mount ([NewRoot],
+// [Mount]), and the system mount ([NewSystemRoot], [MountSystem]), one
+// filesystem at /oauth where each caller's paths lead to a view of its
+// own credentials (docs/design.md, "The system mount"). It reaches a
 // broker only through the [Source] interface, so the same tree serves an
 // embedded broker or a remote one; it must never import
 // golang.org/x/oauth2 or the broker. Node methods return only
-// syscall.Errno, and errno is the one place that maps broker errors to
-// them.
+// syscall.Errno, which credential.Errno, the one mapping of broker errors
+// to errnos, gives them.
 package fusefs

@@ -1,10 +1,21 @@
 // Package store keeps users' credentials across restarts: the [Store]
-// interface the broker saves to, and [File], its implementation in
-// encrypted files (docs/store-format.md). Records hold their tokens in
-// memguard enclaves; what reaches the disk is ciphertext only.
+// interface the broker saves to, and its two implementations:
 //
-// It owns the key file, the AEAD, the record codec and atomic writes. It
-// must never import the broker, the session API or the filesystem.
+//   - [File], one encrypted file per user (docs/store-format.md), for a
+//     single host;
+//   - [Postgres], a table of encrypted records shared by the brokers of a
+//     cluster (docs/cluster.md). It is also a [Shared] store: updates
+//     under a per-record lock, notifications of other hosts' changes
+//     ([Change]), and the routes that tell a broker which host holds a
+//     sign-in.
+//
+// [Migrate] copies a file store into a shared one. Records hold their
+// tokens in memguard enclaves; what reaches the disk or the database is
+// ciphertext only.
+//
+// It owns the key file, the AEAD and the keys derived from it, the record
+// codec and atomic writes. It must never import the broker, the session
+// API or the filesystem.
 package store
 
 import (
