@@ -194,8 +194,6 @@ func TestLogBoundsWhatOneUserWrites(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	var got []Event
 	for {
-		l.qmu.RLock()
-		l.qmu.RUnlock()
 		got = events(t, path)
 		dropped, merged := false, false
 		for _, ev := range got {

@@ -671,7 +671,19 @@ func (s *Server) loginStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.SignInStatus{Status: string(st.Status), Message: st.Message, Name: st.Name, GUID: st.GUID, Account: st.Account})
+	writeJSON(w, http.StatusOK, api.SignInStatus{Status: wireStatus(st.Status), Message: st.Message, Name: st.Name, GUID: st.GUID, Account: st.Account})
+}
+
+// wireStatus is how the protocol says sign-in state st.
+func wireStatus(st signin.State) string {
+	switch st {
+	case signin.SignedIn:
+		return api.SignInSignedIn
+	case signin.Failed:
+		return api.SignInFailed
+	default:
+		return api.SignInPending
+	}
 }
 
 func (s *Server) loginCancel(w http.ResponseWriter, r *http.Request) {
