@@ -79,6 +79,7 @@ func TestImportRules(t *testing.T) {
 		// onlyOurs, when set, is all of oauthfs it may import itself.
 		onlyOurs []string
 	}{
+		{pkg: "config", onlyOurs: []string{}},
 		{pkg: "credential", never: []string{oauth2, gofuse}, onlyOurs: []string{"internal/"}},
 		{pkg: "api", never: []string{oauth2, gofuse}, onlyOurs: []string{"credential"}},
 		{pkg: "client", never: []string{"broker", "signin", "store", "provider", "session", "audit", "config", "metrics", "host", "fusefs", oauth2, gofuse},
