@@ -87,7 +87,7 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 	)
 	ctx, cancel := context.WithTimeout(b.life, 2*b.timeout)
 	defer cancel()
-	err := b.shared.Update(ctx, u, g, func(cur *store.Record) (*store.Record, error) {
+	err := b.shared.Update(ctx, u, g, true, func(cur *store.Record) (*store.Record, error) {
 		ran = true
 		base, mustSave := cur, false
 		if held != nil && cur != nil && obtainedOf(*held).After(obtainedOf(*cur)) {
@@ -255,7 +255,7 @@ func (b *Broker) persistShared(uid int, guid string) error {
 	b.mu.Unlock()
 	ctx, cancel := context.WithTimeout(b.life, 2*b.timeout)
 	defer cancel()
-	return b.shared.Update(ctx, u, guid, func(*store.Record) (*store.Record, error) {
+	return b.shared.Update(ctx, u, guid, false, func(*store.Record) (*store.Record, error) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		c := b.users[uid][guid]

@@ -72,7 +72,7 @@ func Migrate(ctx context.Context, from *File, to Shared, name func(uid int) (str
 		}
 		for _, r := range recs {
 			m := Moved{User: n, GUID: r.GUID}
-			err := to.Update(ctx, User{UID: uid, Name: n}, r.GUID, func(cur *Record) (*Record, error) {
+			err := to.Update(ctx, User{UID: uid, Name: n}, r.GUID, false, func(cur *Record) (*Record, error) {
 				if cur != nil && !obtained(r).After(obtained(*cur)) {
 					m.Kept = true
 					return nil, nil

@@ -74,8 +74,10 @@ type Change struct {
 	// User and GUID name the record; User is "" when anything may have
 	// changed (notifications were missed while the store was unreachable).
 	User, GUID string
-	// Refresh is set when only the tokens of a signed-in grant changed
-	// (a refresh), not whether the user is signed in.
+	// Refresh is set when a refresh replaced the tokens of a signed-in
+	// grant, which stays signed in: the token it replaced stays valid
+	// (unless the provider ends it on refresh). A sign-in or an import
+	// over a signed-in grant is not a refresh: it may be another account.
 	Refresh bool
 }
 
@@ -94,8 +96,10 @@ type Shared interface {
 	// sharing the store respects, and commits the record fn returns (nil:
 	// no change) before it returns. A broker that dies releases the lock
 	// with its connection. fn runs at most once; its error is returned
-	// and nothing is committed.
-	Update(ctx context.Context, u User, guid string, fn func(cur *Record) (*Record, error)) error
+	// and nothing is committed. refresh says that fn refreshes the grant:
+	// the other brokers are told of a [Change] with Refresh set when the
+	// grant was and stays signed in.
+	Update(ctx context.Context, u User, guid string, refresh bool, fn func(cur *Record) (*Record, error)) error
 	// Watch calls f, one change at a time, for every change that another
 	// broker commits, until ctx ends; after the store was unreachable it
 	// calls f with a Change whose User is "".
@@ -488,7 +492,7 @@ func (s *Postgres) Take(ctx context.Context, u User, guid string) (*Record, erro
 }
 
 // Update runs fn on the locked record and commits what it returns.
-func (s *Postgres) Update(ctx context.Context, u User, guid string, fn func(cur *Record) (*Record, error)) error {
+func (s *Postgres) Update(ctx context.Context, u User, guid string, refresh bool, fn func(cur *Record) (*Record, error)) error {
 	if err := s.user(u); err != nil {
 		return err
 	}
@@ -510,7 +514,7 @@ func (s *Postgres) Update(ctx context.Context, u User, guid string, fn func(cur 
 		}
 		wctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 		defer cancel2()
-		refresh := cur != nil && cur.Status == next.Status && next.Status == credential.StatusSignedIn
+		refresh := refresh && cur != nil && cur.Status == next.Status && next.Status == credential.StatusSignedIn
 		return s.save(wctx, tx, u, *next, refresh)
 	})
 }

@@ -96,7 +96,7 @@ func TestLockFreedWhenABrokerVanishes(t *testing.T) {
 	behind := openPG(t, pdsn, key)
 	direct.Save(context.Background(), alice, pgRecord(t, guidA, "a1", "r1"))
 	in := make(chan struct{})
-	go behind.Update(context.Background(), alice, guidA, func(cur *Record) (*Record, error) {
+	go behind.Update(context.Background(), alice, guidA, false, func(cur *Record) (*Record, error) {
 		close(in)
 		time.Sleep(500 * time.Millisecond) // at the provider
 		return cur, nil
@@ -105,7 +105,7 @@ func TestLockFreedWhenABrokerVanishes(t *testing.T) {
 	f.freeze() // the host vanishes from the network
 	for i := 0; i < 3; i++ {
 		t0 := time.Now()
-		err := direct.Update(context.Background(), alice, guidA, func(cur *Record) (*Record, error) { return nil, nil })
+		err := direct.Update(context.Background(), alice, guidA, false, func(cur *Record) (*Record, error) { return nil, nil })
 		t.Logf("another broker's Update %d: %v after %v", i, err, time.Since(t0).Round(time.Millisecond))
 		if err == nil {
 			return

@@ -215,7 +215,7 @@ func TestPostgresUpdate(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			s := []*Postgres{a, b}[i%2]
-			err := s.Update(context.Background(), alice, guidA, func(cur *Record) (*Record, error) {
+			err := s.Update(context.Background(), alice, guidA, false, func(cur *Record) (*Record, error) {
 				if n := inside.Add(1); n > most.Load() {
 					most.Store(n)
 				}
@@ -236,7 +236,7 @@ func TestPostgresUpdate(t *testing.T) {
 		t.Errorf("after 20 updates the counter is %d (want 21), %d ran at once (want 1)", got, most.Load())
 	}
 	// An error commits nothing.
-	a.Update(context.Background(), alice, guidA, func(*Record) (*Record, error) {
+	a.Update(context.Background(), alice, guidA, false, func(*Record) (*Record, error) {
 		next := pgRecord(t, guidA, "at", "lost")
 		return &next, errors.New("no")
 	})
@@ -292,12 +292,21 @@ func TestPostgresWatch(t *testing.T) {
 	if ch := next(); ch != (Change{User: "alice", GUID: guidB}) {
 		t.Errorf("heard %+v; want b's save of %s (and not a's own)", ch, guidB)
 	}
-	b.Update(context.Background(), alice, guidB, func(cur *Record) (*Record, error) {
+	b.Update(context.Background(), alice, guidB, true, func(cur *Record) (*Record, error) {
 		r := pgRecord(t, guidB, "b2", "r2")
 		return &r, nil
 	})
 	if ch := next(); ch != (Change{User: "alice", GUID: guidB, Refresh: true}) {
 		t.Errorf("heard %+v; want a refresh", ch)
+	}
+	// A sign-in over a signed-in grant may be another account: not a
+	// refresh, so the others drop what they keep of the old one.
+	b.Update(context.Background(), alice, guidB, false, func(cur *Record) (*Record, error) {
+		r := pgRecord(t, guidB, "b3", "r3")
+		return &r, nil
+	})
+	if ch := next(); ch != (Change{User: "alice", GUID: guidB}) {
+		t.Errorf("heard %+v; want a change that is not a refresh", ch)
 	}
 	b.Remove(context.Background(), alice, guidB)
 	if ch := next(); ch != (Change{User: "alice", GUID: guidB}) {
