@@ -247,7 +247,10 @@ func (b *Broker) token(ctx context.Context, uid int, id string) (*credential.Tok
 	}
 	key := fmt.Sprintf("%d/%s", uid, g)
 	if cr.failing {
-		due := !cr.attempting && !now.Before(cr.retryAt)
+		// An attempt under way is joined, not repeated: a reader whose
+		// read was interrupted and restarted (a signal) waits for the
+		// attempt it started rather than failing at once.
+		due := cr.attempting || !now.Before(cr.retryAt)
 		cached, lastErr := cr.access, cr.lastErr
 		b.mu.Unlock()
 		var ch <-chan singleflight.Result
