@@ -9,8 +9,10 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +25,7 @@ const (
 	PathInfo         = "/v1/info"                           // GET: an Info
 	PathIntegrations = "/v1/integrations"                   // GET: the index
 	PathIntegration  = "/v1/integrations/{id}"              // GET: one meta object
-	PathToken        = "/v1/integrations/{id}/token"        // GET: a TokenAnswer
+	PathToken        = "/v1/integrations/{id}/token"        // GET ?TokenQuery: a TokenAnswer
 	PathCredentials  = "/v1/integrations/{id}/credentials"  // PUT: import; DELETE: sign out
 	PathLogin        = "/v1/integrations/{id}/login"        // POST: start a sign-in
 	PathDeviceLogin  = "/v1/integrations/{id}/device-login" // POST: start a device sign-in
@@ -149,16 +151,86 @@ type LogoutResult struct {
 
 // TokenAnswer answers GET PathToken. The server writes it from a locked
 // buffer, with Content-Length, and closes the connection after it; the
-// client reads it on a connection of its own. AccessToken holds the JSON
-// string as sent, to be unquoted into a wiped buffer. Expiry and
-// RefreshAt are null for a token without expiry; RefreshAt is the
-// token's expiry less the refresh margin, until when a session may keep
-// it.
+// client reads it on a connection of its own. AccessToken and IDToken
+// hold the JSON strings as sent, to be unquoted into wiped buffers.
+// Expiry and RefreshAt are null for a token without expiry; RefreshAt is
+// the token's expiry less the refresh margin, until when a session may
+// keep it. IDToken is absent when the token came with none.
 type TokenAnswer struct {
 	AccessToken RawString `json:"access_token"`
+	TokenType   string    `json:"token_type"`
 	Expiry      *string   `json:"expiry"`
 	Obtained    *string   `json:"obtained"`
 	RefreshAt   *string   `json:"refresh_at"`
+	Scopes      []string  `json:"scopes"`
+	IDToken     RawString `json:"id_token,omitempty"`
+}
+
+// TokenQuery is the query of GET PathToken: which of the grant's tokens,
+// and how long it must stay valid. Its zero value asks for the token the
+// files show.
+type TokenQuery struct {
+	// Variant names a token variant of the integration.
+	Variant string
+	// Resource and Scopes ask for a token no variant names (RFC 8707
+	// resource, a subset of the granted scopes); not with Variant.
+	Resource string
+	Scopes   []string
+	// MinValid is how long the token must stay valid; whole seconds.
+	MinValid time.Duration
+	// Force refreshes the token first.
+	Force bool
+}
+
+// IsZero reports whether q asks for nothing but the token the files show.
+func (q TokenQuery) IsZero() bool {
+	return q.Variant == "" && q.Resource == "" && len(q.Scopes) == 0 && q.MinValid == 0 && !q.Force
+}
+
+// Encode returns q as a query string ("" for the zero query), without
+// the "?".
+func (q TokenQuery) Encode() string {
+	v := url.Values{}
+	if q.Variant != "" {
+		v.Set("variant", q.Variant)
+	}
+	if q.Resource != "" {
+		v.Set("resource", q.Resource)
+	}
+	if len(q.Scopes) > 0 {
+		v.Set("scope", strings.Join(q.Scopes, " "))
+	}
+	if q.MinValid > 0 {
+		v.Set("min_valid", strconv.FormatInt(int64((q.MinValid+time.Second-1)/time.Second), 10))
+	}
+	if q.Force {
+		v.Set("force", "1")
+	}
+	return v.Encode()
+}
+
+// ParseTokenQuery reads a TokenQuery, saying what is wrong with one that
+// does not parse.
+func ParseTokenQuery(v url.Values) (TokenQuery, error) {
+	q := TokenQuery{Variant: v.Get("variant"), Resource: v.Get("resource"), Scopes: strings.Fields(v.Get("scope"))}
+	if s := v.Get("min_valid"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 32)
+		if err != nil || n < 0 {
+			return q, errors.New("min_valid must be a whole number of seconds, 0 or more")
+		}
+		q.MinValid = time.Duration(n) * time.Second
+	}
+	switch v.Get("force") {
+	case "", "0":
+	case "1":
+		q.Force = true
+	default:
+		return q, errors.New("force must be 1 or 0")
+	}
+	if q.Variant != "" && (q.Resource != "" || len(q.Scopes) > 0) {
+		return q, errors.New("ask for a variant, or for a resource and scopes, not both")
+	}
+	return q, nil
 }
 
 // RawString is a JSON string kept as its raw bytes, quotes included.
@@ -170,8 +242,9 @@ func (r *RawString) UnmarshalJSON(b []byte) error { *r = append((*r)[:0], b...);
 // CredentialsKeys are the keys of a PUT PathCredentials body, a JSON
 // object; they are matched exactly (case matters) and no others are taken:
 // access_token (a string, required), refresh_token (a string), expires_in
-// (seconds, 0 = no expiry) and scope (space-separated).
-var CredentialsKeys = []string{"access_token", "refresh_token", "expires_in", "scope"}
+// (seconds, 0 = no expiry), scope (space-separated), id_token (a string)
+// and token_type (a string; Bearer when absent).
+var CredentialsKeys = []string{"access_token", "refresh_token", "expires_in", "scope", "id_token", "token_type"}
 
 // ErrorAnswer is the body of every error answer.
 type ErrorAnswer struct {

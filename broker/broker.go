@@ -117,6 +117,12 @@ type grant struct {
 	// failed: the only copy of a rotated refresh token, committed by the
 	// next attempt and not handed out before.
 	uncommitted *store.Record
+	// variants are the grant's kept token variants, by name.
+	variants map[string]*variant
+	// useRefresh is held while the refresh token is at the provider, by
+	// a refresh of any of the grant's tokens: one use at a time, so that
+	// a rotation is never raced. It is taken before b.mu, never under it.
+	useRefresh sync.Mutex
 }
 
 // New builds a broker for the integrations of cfg, reading every client
@@ -236,6 +242,10 @@ func metaOf(c *config.Integration, creds map[string]*grant, err error) credentia
 		Issuer:        nonEmpty(c.Issuer),
 		Status:        credential.StatusNotSignedIn,
 		GrantedScopes: []string{},
+		Tokens:        []string{},
+	}
+	for _, v := range c.Tokens {
+		m.Tokens = append(m.Tokens, v.Name)
 	}
 	if err != nil {
 		e := err.Error()
@@ -285,17 +295,18 @@ func nonNil(s []string) []string {
 func (b *Broker) Put(uid int, id string, t credential.Tokens) error {
 	defer memguard.WipeBytes(t.Access)
 	defer memguard.WipeBytes(t.Refresh)
+	defer memguard.WipeBytes(t.IDToken)
 	switch {
 	case len(t.Access) == 0:
 		return fmt.Errorf("broker: store credentials for %q: the access token is empty: %w", id, credential.ErrBadRequest)
-	case len(t.Access) > credential.MaxTokenLen || len(t.Refresh) > credential.MaxTokenLen:
+	case len(t.Access) > credential.MaxTokenLen || len(t.Refresh) > credential.MaxTokenLen || len(t.IDToken) > credential.MaxTokenLen:
 		return fmt.Errorf("broker: store credentials for %q: a token is longer than %d KiB: %w", id, credential.MaxTokenLen>>10, credential.ErrBadRequest)
 	}
 	obtained := t.Obtained
 	if obtained.IsZero() {
 		obtained = b.now()
 	}
-	access, err := credential.NewToken(t.Access, t.Expiry, obtained)
+	access, err := credential.NewAccess(t.Access, t.Expiry, obtained, t.TokenType, t.Scopes, t.IDToken, nil)
 	if err != nil {
 		return fmt.Errorf("broker: store credentials for %q: %w: %w", id, err, credential.ErrUnavailable)
 	}
@@ -632,9 +643,16 @@ func (s Source) Integration(_ context.Context, id string) (credential.Integratio
 }
 
 // Token returns a valid access token with refresh-on-read, and until when
-// it may be kept (its refresh time).
-func (s Source) Token(ctx context.Context, id string) (*credential.Token, time.Time, error) {
-	t, err := s.B.Token(ctx, s.UID, id)
+// it may be kept (its refresh time): the main token, or token variant
+// variant's.
+func (s Source) Token(ctx context.Context, id, variant string) (*credential.Token, time.Time, error) {
+	var t *credential.Token
+	var err error
+	if variant == "" {
+		t, err = s.B.Token(ctx, s.UID, id)
+	} else {
+		t, err = s.B.TokenFor(ctx, s.UID, id, TokenRequest{Variant: variant})
+	}
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -644,7 +662,12 @@ func (s Source) Token(ctx context.Context, id string) (*credential.Token, time.T
 // Peek returns the token Token would hand out now, without a network
 // call, and until when it may be kept; nil when there is none or it is
 // due for a refresh.
-func (s Source) Peek(guid string) (*credential.Token, time.Time) { return s.B.Peek(s.UID, guid) }
+func (s Source) Peek(guid, variant string) (*credential.Token, time.Time) {
+	if variant == "" {
+		return s.B.Peek(s.UID, guid)
+	}
+	return s.B.PeekVariant(s.UID, guid, variant)
+}
 
 // Touch records that a read of guid's current token reached the
 // filesystem, so that the token is refreshed ahead of its refresh time.

@@ -202,7 +202,11 @@ func (b *Broker) refreshShared(uid int, p *provider.Client, cr *grant, cached *c
 // ans over (sealing or wiping its tokens).
 func answered(base store.Record, ans *provider.Answer, now time.Time) (*store.Record, error) {
 	defer ans.Wipe()
-	t, err := credential.NewToken(ans.Access, ans.Expiry, ans.Obtained) // wipes ans.Access
+	scopes := base.Scopes
+	if ans.Scopes != nil {
+		scopes = ans.Scopes
+	}
+	t, err := credential.NewAccess(ans.Access, ans.Expiry, ans.Obtained, ans.TokenType, scopes, ans.IDToken, idOf(base.Access)) // wipes ans.Access and ans.IDToken
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +221,15 @@ func answered(base store.Record, ans *provider.Answer, now time.Time) (*store.Re
 		next.Scopes = ans.Scopes
 	}
 	return &next, nil
+}
+
+// idOf is the ID token that came with t, or nil (also for a nil t): what
+// a refresh that brings none keeps.
+func idOf(t *credential.Token) *credential.Token {
+	if t == nil {
+		return nil
+	}
+	return t.ID()
 }
 
 // obtainedOf is when r's access token was obtained, or zero.

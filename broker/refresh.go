@@ -34,26 +34,43 @@ func (b *Broker) Timeout() time.Duration { return b.timeout }
 // Now returns the broker's clock.
 func (b *Broker) Now() time.Time { return b.now() }
 
+// expiryOf is when t stops being usable: its expiry, or its ID token's
+// when that came with it and expires sooner (an ID token is refreshed
+// with its access token). An ID token kept from an earlier answer does
+// not count: no refresh would replace it.
+func expiryOf(t *credential.Token) time.Time {
+	e := t.Expiry()
+	if id := t.ID(); id != nil && id.Obtained().Equal(t.Obtained()) && !id.Expiry().IsZero() && (e.IsZero() || id.Expiry().Before(e)) {
+		e = id.Expiry()
+	}
+	return e
+}
+
 // marginFor is the refresh margin for t: min(refresh_margin, a quarter of
 // the token's lifetime).
 func (b *Broker) marginFor(t *credential.Token) time.Duration {
-	if t == nil || t.Expiry().IsZero() {
+	if t == nil {
 		return 0
 	}
-	if q := t.Expiry().Sub(t.Obtained()) / 4; q < b.margin {
-		return q
+	e := expiryOf(t)
+	if e.IsZero() {
+		return 0
+	}
+	if q := e.Sub(t.Obtained()) / 4; q < b.margin {
+		return max(0, q)
 	}
 	return b.margin
 }
 
-// RefreshAt returns t's refresh time (its expiry less the refresh margin),
-// until when whoever was handed t may keep it, or the zero time for a
-// token without expiry.
+// RefreshAt returns t's refresh time (its expiry, or its ID token's, less
+// the refresh margin), until when whoever was handed t may keep it, or
+// the zero time for a token without expiry.
 func (b *Broker) RefreshAt(t *credential.Token) time.Time {
-	if t.Expiry().IsZero() {
+	e := expiryOf(t)
+	if e.IsZero() {
 		return time.Time{}
 	}
-	return t.Expiry().Add(-b.marginFor(t))
+	return e.Add(-b.marginFor(t))
 }
 
 // handOutBy returns when the broker stops handing t out to readers: its
@@ -66,7 +83,7 @@ func (b *Broker) handOutBy(t *credential.Token) time.Time {
 // fresh reports whether t may still be handed out ahead from now: it does
 // not expire, or ahead from now is before its hand-out time.
 func (b *Broker) fresh(t *credential.Token, now time.Time, ahead time.Duration) bool {
-	return t != nil && (t.Expiry().IsZero() || now.Add(ahead).Before(b.handOutBy(t)))
+	return t != nil && (expiryOf(t).IsZero() || now.Add(ahead).Before(b.handOutBy(t)))
 }
 
 // retryDelay is how long after a failure of err no new attempt starts:
@@ -117,7 +134,7 @@ func (b *Broker) replaceAccess(cr *grant, t *credential.Token, now time.Time, re
 // keepUntil is until when a filesystem may cache t: its refresh time, or
 // noExpiryKeep from now for a token that does not expire.
 func (b *Broker) keepUntil(t *credential.Token) time.Time {
-	if t.Expiry().IsZero() {
+	if expiryOf(t).IsZero() {
 		return b.now().Add(noExpiryKeep)
 	}
 	return b.RefreshAt(t)
@@ -175,7 +192,7 @@ func stopAhead(cr *grant) {
 func (b *Broker) armAheadLocked(uid int, guid string, cr *grant) {
 	stopAhead(cr)
 	t := cr.access
-	if t == nil || t.Expiry().IsZero() || cr.refresh == nil {
+	if t == nil || expiryOf(t).IsZero() || cr.refresh == nil {
 		return
 	}
 	ahead := b.aheadFor(t)
@@ -364,11 +381,25 @@ func (b *Broker) refresh(uid int, p *provider.Client, ahead time.Duration) (*cre
 		}
 		return t, rerr
 	} else {
+		// One use of the refresh token at a time across the grant's
+		// tokens; a variant's refresh may have rotated it meanwhile.
+		cr.useRefresh.Lock()
+		b.mu.Lock()
+		if rt = cr.refresh; rt == nil {
+			// A variant's refresh found the refresh token dead meanwhile.
+			cr.attempting = false
+			msg := cr.lastErr
+			b.mu.Unlock()
+			cr.useRefresh.Unlock()
+			return nil, fmt.Errorf("broker: %s: %w: %s", name, credential.ErrExpired, msg)
+		}
+		b.mu.Unlock()
 		ans, err := p.Refresh(b.life, rt)
 		b.mu.Lock()
 		cr.attempting = false
 		t, save, rerr = b.settleLocked(uid, in, g, cr, cached, ans, err)
 		b.mu.Unlock()
+		cr.useRefresh.Unlock()
 	}
 	if save {
 		// The new refresh token (or the expired state) is on disk before
@@ -442,7 +473,11 @@ func (b *Broker) settleLocked(uid int, in *config.Integration, g string, cr *gra
 		}
 		return nil, false, fmt.Errorf("broker: %s: %w: %w", name, credential.ErrUnavailable, err)
 	}
-	t, err := credential.NewToken(ans.Access, ans.Expiry, ans.Obtained) // wipes ans.Access
+	scopes := cr.scopes
+	if ans.Scopes != nil {
+		scopes = ans.Scopes
+	}
+	t, err := credential.NewAccess(ans.Access, ans.Expiry, ans.Obtained, ans.TokenType, scopes, ans.IDToken, idOf(cr.access)) // wipes ans.Access and ans.IDToken
 	if err != nil {
 		return fail(err)
 	}

@@ -36,8 +36,12 @@ type Cached struct {
 	mu     sync.Mutex // guards the fields below
 	live   bool       // the event stream is up
 	gen    uint64     // bumped by every invalidation
-	tokens map[string]cachedToken
+	tokens map[cacheKey]cachedToken
 }
+
+// cacheKey names a kept token: an integration's main token (variant "")
+// or one of its variants.
+type cacheKey struct{ guid, variant string }
 
 type cachedToken struct {
 	tok   *credential.Token
@@ -54,7 +58,7 @@ func NewCached(c *Client, log *slog.Logger) *Cached {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cached{client: c, log: log, now: time.Now, tokens: map[string]cachedToken{}}
+	return &Cached{client: c, log: log, now: time.Now, tokens: map[cacheKey]cachedToken{}}
 }
 
 // Integrations lists every integration, as the broker sees the caller.
@@ -67,18 +71,19 @@ func (s *Cached) Integration(ctx context.Context, id string) (credential.Integra
 	return s.client.Integration(ctx, id)
 }
 
-// Token returns a valid access token, kept or from the broker (which
-// refreshes it first when needed), and until when it may be kept: its
-// refresh time, and not at all (the zero time) while the event stream is
-// down. A token without expiry is kept for at most maxCache.
-func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, time.Time, error) {
-	if tok, until := s.Peek(guid); tok != nil {
+// Token returns a valid access token (the main one, or variant's), kept
+// or from the broker (which refreshes it first when needed), and until
+// when it may be kept: its refresh time, and not at all (the zero time)
+// while the event stream is down. A token without expiry is kept for at
+// most maxCache.
+func (s *Cached) Token(ctx context.Context, guid, variant string) (*credential.Token, time.Time, error) {
+	if tok, until := s.Peek(guid, variant); tok != nil {
 		return tok, until, nil
 	}
 	s.mu.Lock()
 	gen := s.gen
 	s.mu.Unlock()
-	tok, refreshAt, err := s.client.token(ctx, guid)
+	tok, refreshAt, err := s.client.token(ctx, guid, api.TokenQuery{Variant: variant})
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -92,18 +97,18 @@ func (s *Cached) Token(ctx context.Context, guid string) (*credential.Token, tim
 	if !s.live || s.gen != gen || !now.Before(until) {
 		return tok, time.Time{}, nil // a change came meanwhile, or nothing may be kept
 	}
-	s.tokens[guid] = cachedToken{tok: tok, until: until}
+	s.tokens[cacheKey{guid, variant}] = cachedToken{tok: tok, until: until}
 	return tok, until, nil
 }
 
-// Peek returns the kept token of guid and until when it may be kept, or
-// nil. Like the broker, it stops handing a token out a hand-over slack
-// before it must be dropped.
-func (s *Cached) Peek(guid string) (*credential.Token, time.Time) {
+// Peek returns the kept token of guid (or of its variant) and until when
+// it may be kept, or nil. Like the broker, it stops handing a token out a
+// hand-over slack before it must be dropped.
+func (s *Cached) Peek(guid, variant string) (*credential.Token, time.Time) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.tokens[guid]; ok && s.live && now.Before(e.until.Add(-credential.HandOverSlack(e.tok))) {
+	if e, ok := s.tokens[cacheKey{guid, variant}]; ok && s.live && now.Before(e.until.Add(-credential.HandOverSlack(e.tok))) {
 		return e.tok, e.until
 	}
 	return nil, time.Time{}
@@ -114,15 +119,15 @@ func (s *Cached) Peek(guid string) (*credential.Token, time.Time) {
 // the token ahead.
 func (s *Cached) Touch(string) {}
 
-// invalidate drops the kept token of guid, or every kept token when guid
-// is empty.
+// invalidate drops the kept tokens of guid, or every kept token when
+// guid is empty.
 func (s *Cached) invalidate(guid string, live bool) {
 	s.mu.Lock()
 	s.gen++
-	if guid == "" {
-		clear(s.tokens)
-	} else {
-		delete(s.tokens, guid)
+	for k := range s.tokens {
+		if guid == "" || k.guid == guid {
+			delete(s.tokens, k)
+		}
 	}
 	s.live = live
 	s.mu.Unlock()

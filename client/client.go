@@ -70,17 +70,29 @@ func (c *Client) Integration(ctx context.Context, id string) (credential.Integra
 
 // Token returns a valid access token, refreshed by the broker if needed.
 func (c *Client) Token(ctx context.Context, id string) (*credential.Token, error) {
-	t, _, err := c.token(ctx, id)
+	t, _, err := c.token(ctx, id, api.TokenQuery{})
+	return t, err
+}
+
+// TokenFor is Token for the token q asks for: a variant, a token for a
+// resource or scopes, one that stays valid for a while, or one refreshed
+// first.
+func (c *Client) TokenFor(ctx context.Context, id string, q api.TokenQuery) (*credential.Token, error) {
+	t, _, err := c.token(ctx, id, q)
 	return t, err
 }
 
 // token also returns until when the broker would hand the token out
 // (zero: no expiry).
-func (c *Client) token(ctx context.Context, id string) (*credential.Token, time.Time, error) {
+func (c *Client) token(ctx context.Context, id string, q api.TokenQuery) (*credential.Token, time.Time, error) {
 	// The answer is read into a locked buffer on a connection of its
 	// own, not through net/http, whose buffers are recycled unwiped; the
 	// token goes from there into its enclave.
-	resp, err := c.rawGet(ctx, api.Path(api.PathToken, id))
+	path := api.Path(api.PathToken, id)
+	if s := q.Encode(); s != "" {
+		path += "?" + s
+	}
+	resp, err := c.rawGet(ctx, path)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -97,22 +109,39 @@ func (c *Client) token(ctx context.Context, id string) (*credential.Token, time.
 		return nil, time.Time{}, fmt.Errorf("client: %s does not answer like an oauthfs broker: %w", c.socket, credential.ErrUnavailable)
 	}
 	defer memguard.WipeBytes(out.AccessToken)
-	n, err := wirejson.UnquotedLen(out.AccessToken)
-	if err != nil || n == 0 {
+	defer memguard.WipeBytes(out.IDToken)
+	value, err := unquoteToken(out.AccessToken)
+	if err != nil || len(value) == 0 {
 		return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed token: %w", credential.ErrUnavailable)
 	}
-	value := make([]byte, n)
-	wirejson.Unquote(value, out.AccessToken)
-	t, err := credential.NewToken(value, parseTime(out.Expiry), parseTime(out.Obtained)) // wipes value
+	var idToken []byte
+	if len(out.IDToken) > 0 {
+		if idToken, err = unquoteToken(out.IDToken); err != nil {
+			memguard.WipeBytes(value)
+			return nil, time.Time{}, fmt.Errorf("client: the broker sent a malformed ID token: %w", credential.ErrUnavailable)
+		}
+	}
+	t, err := credential.NewAccess(value, parseTime(out.Expiry), parseTime(out.Obtained), out.TokenType, out.Scopes, idToken, nil) // wipes value and idToken
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("client: %w: %w", err, credential.ErrUnavailable)
 	}
 	return t, parseTime(out.RefreshAt), nil
 }
 
-// maxTokenResponse bounds a token answer: the broker refuses tokens over
-// 64 KiB, which JSON escaping can make six times longer.
-const maxTokenResponse = 6*64<<10 + 4096
+// unquoteToken unquotes the JSON string raw into a new slice the caller
+// wipes (or seals).
+func unquoteToken(raw []byte) ([]byte, error) {
+	n, err := wirejson.UnquotedLen(raw)
+	if err != nil {
+		return nil, err
+	}
+	value := make([]byte, n)
+	return value, wirejson.Unquote(value, raw)
+}
+
+// maxTokenResponse bounds a token answer: the broker refuses tokens (and
+// ID tokens) over 64 KiB, which JSON escaping can make six times longer.
+const maxTokenResponse = 2*6*64<<10 + 4096
 
 // rawGet sends a GET on a new connection and reads the whole answer (the
 // broker closes the connection after it) into a locked buffer, which the

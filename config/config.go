@@ -190,11 +190,70 @@ type Integration struct {
 	// endpoints left out here, and says whether authorization responses
 	// carry the issuer (RFC 9207), which sign-in then checks.
 	Issuer string `toml:"issuer"`
+	// Tokens are the integration's token variants ([[integration.token]]):
+	// tokens for another resource or fewer scopes, obtained with the
+	// same refresh token (docs/design.md, "Token variants").
+	Tokens []TokenVariant `toml:"token"`
+	// DockerRegistries are the registry hosts 'oauthfs docker-credential'
+	// answers for with this integration's token; DockerUsername is the
+	// user name it sends with it (default "oauth2").
+	DockerRegistries []string `toml:"docker_registries"`
+	DockerUsername   string   `toml:"docker_username"`
 
 	// GUID is RawGUID parsed, or the UUIDv5 of Name when RawGUID is empty.
 	GUID uuid.UUID `toml:"-"`
 	// Line is the line of the [[integration]] header in the file, or 0.
 	Line int `toml:"-"`
+}
+
+// TokenVariant is one named token of an integration besides its main one:
+// a token for Resource (RFC 8707, such as Microsoft Graph beside another
+// API), with Scopes (a subset of the granted ones), or both.
+type TokenVariant struct {
+	Name     string   `toml:"name"`
+	Resource string   `toml:"resource"`
+	Scopes   []string `toml:"scopes"`
+}
+
+// Variant returns the token variant called name, or nil.
+func (in *Integration) Variant(name string) *TokenVariant {
+	for i := range in.Tokens {
+		if in.Tokens[i].Name == name {
+			return &in.Tokens[i]
+		}
+	}
+	return nil
+}
+
+// variantName is what a token variant's name may be: it names a
+// directory under tokens/.
+var variantName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// checkVariants checks in's token variants.
+func checkVariants(in *Integration) error {
+	seen := map[string]bool{}
+	for _, v := range in.Tokens {
+		switch {
+		case !variantName.MatchString(v.Name):
+			return fmt.Errorf("[[integration.token]] name %q: want 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a directory)", v.Name)
+		case seen[v.Name]:
+			return fmt.Errorf("[[integration.token]] name %q is used twice", v.Name)
+		case v.Resource == "" && len(v.Scopes) == 0:
+			return fmt.Errorf("[[integration.token]] %q: set resource, scopes or both (otherwise it is the main token)", v.Name)
+		}
+		if v.Resource != "" {
+			if u, err := url.Parse(v.Resource); err != nil || !u.IsAbs() || u.Fragment != "" {
+				return fmt.Errorf("[[integration.token]] %q: resource %q: want an absolute URI without a fragment (RFC 8707), such as \"https://graph.microsoft.com\"", v.Name, v.Resource)
+			}
+		}
+		for _, s := range v.Scopes {
+			if s == "" || strings.ContainsAny(s, " \t\n\"\\") {
+				return fmt.Errorf("[[integration.token]] %q: scope %q: want one scope per string, without spaces or quotes", v.Name, s)
+			}
+		}
+		seen[v.Name] = true
+	}
+	return nil
 }
 
 // Secret returns a fresh copy of the client secret read from its source.
@@ -506,6 +565,7 @@ func (c *Config) validate() error {
 	}
 	names := map[string]int{}
 	guids := map[uuid.UUID]int{}
+	registries := map[string]int{}
 	for i, in := range c.Integrations {
 		if err := c.validateIntegration(in, i); err != nil {
 			return err
@@ -518,6 +578,13 @@ func (c *Config) validate() error {
 			return c.integrationErr(in, i, "guid %s is also used by integration #%d; guids must be unique", in.GUID, j+1)
 		}
 		guids[in.GUID] = i
+		for _, h := range in.DockerRegistries {
+			h = strings.ToLower(h)
+			if j, dup := registries[h]; dup {
+				return c.integrationErr(in, i, "docker_registries: %s is also named by integration #%d; a registry gets one integration's token", h, j+1)
+			}
+			registries[h] = i
+		}
 	}
 	return nil
 }
@@ -609,6 +676,17 @@ func (c *Config) validateIntegration(in *Integration, i int) error {
 	}
 	if err := checkEntraScopes(in); err != nil {
 		return c.integrationErr(in, i, "%v", err)
+	}
+	if err := checkVariants(in); err != nil {
+		return c.integrationErr(in, i, "%v", err)
+	}
+	for _, h := range in.DockerRegistries {
+		if h == "" || strings.ContainsAny(h, "/ \t@") {
+			return c.integrationErr(in, i, "docker_registries: %q: want a registry host name, with a port if it has one (ghcr.io, registry.example.com:5000), no scheme or path", h)
+		}
+	}
+	if in.DockerUsername == "" {
+		in.DockerUsername = "oauth2"
 	}
 	if in.AssumedLifetime < 0 || (in.AssumedLifetime > 0 && in.AssumedLifetime < time.Second) {
 		return c.integrationErr(in, i, "assumed_lifetime %v: want a string with a unit of a second or more, such as \"2h\"", in.AssumedLifetime)

@@ -192,6 +192,14 @@ func TestInvalid(t *testing.T) {
 		{"issuer with a fragment", base("issuer = \"https://idp.example/#a\"\n"), "has a query or a fragment"},
 		{"issuer not a url", base("issuer = \"idp.example\"\n"), "issuer: \"idp.example\" is not an absolute URL"},
 		{"no endpoints, no issuer", base(""), "(set it, or set issuer or provider)"},
+		{"variant named ..", base("provider = \"github\"\n[[integration.token]]\nname = \"..\"\nscopes = [\"a\"]\n"), "it names a directory"},
+		{"variant with a slash", base("provider = \"github\"\n[[integration.token]]\nname = \"a/b\"\nscopes = [\"a\"]\n"), "it names a directory"},
+		{"variant twice", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\nscopes = [\"a\"]\n[[integration.token]]\nname = \"g\"\nscopes = [\"b\"]\n"), "is used twice"},
+		{"variant of nothing", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\n"), "set resource, scopes or both"},
+		{"variant resource not a URI", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\nresource = \"graph\"\n"), "want an absolute URI"},
+		{"variant unknown key", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\naudience = \"x\"\n"), "audience"},
+		{"docker registry with a scheme", base("provider = \"github\"\ndocker_registries = [\"https://ghcr.io\"]\n"), "want a registry host name"},
+		{"docker registry twice", base("provider = \"github\"\ndocker_registries = [\"ghcr.io\"]\n") + "[[integration]]\nname = \"B\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\ndocker_registries = [\"GHCR.io\"]\n", "is also named by integration #1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("/etc/c.toml", []byte(tc.src))

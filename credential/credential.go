@@ -1,10 +1,15 @@
 package credential
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +18,7 @@ import (
 	"github.com/awnumar/memguard"
 
 	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/internal/wirejson"
 )
 
 // Sentinel errors for the conditions callers branch on. Errors returned by
@@ -111,6 +117,9 @@ type Integration struct {
 	// Account names the provider account signed in, when the provider
 	// said, or nil.
 	Account *string `json:"account"`
+	// Tokens names the integration's token variants: the directories of
+	// tokens/ (empty when it has none).
+	Tokens []string `json:"tokens"`
 }
 
 // Token is an immutable snapshot of an access token and its times.
@@ -131,6 +140,11 @@ type Token struct {
 	size     int
 	expiry   time.Time
 	obtained time.Time
+	extras   Extras
+
+	docOnce sync.Once // builds doc
+	doc     *Token    // the token.json document; nil until built
+	docErr  error
 
 	mu      sync.Mutex     // guards the fields below
 	plain   *secmem.Buffer // decrypted token while in use, or nil
@@ -165,6 +179,161 @@ func NewToken(value []byte, expiry, obtained time.Time) (*Token, error) {
 	// Wall-clock times only: a comparison with them after a suspend sees
 	// the time that passed, which Go's monotonic reading does not count.
 	return &Token{value: e, size: n, expiry: expiry.Round(0), obtained: obtained.Round(0)}, nil
+}
+
+// Extras are what came with an access token besides its value and
+// times. They are set once, before the token is shared ([Token.With]).
+type Extras struct {
+	// Type is the token_type the provider said; "" reads as "Bearer".
+	Type string
+	// Scopes are the scopes granted with the token, when known.
+	Scopes []string
+	// ID is the OpenID Connect ID token that came with the access token
+	// (or, when a refresh brought none, with an earlier one), or nil.
+	ID *Token
+}
+
+// NewAccess seals an access token with what came with it: its type, the
+// granted scopes, and the ID token in idToken or, when that is empty (a
+// refresh that brought none), keepID. An ID token expires when its exp
+// claim says (read, not verified: it is shown and handed out, never
+// trusted here), or with the access token. It wipes value and idToken.
+func NewAccess(value []byte, expiry, obtained time.Time, typ string, scopes []string, idToken []byte, keepID *Token) (*Token, error) {
+	t, err := NewToken(value, expiry, obtained)
+	if err != nil {
+		memguard.WipeBytes(idToken)
+		return nil, err
+	}
+	id := keepID
+	if len(idToken) > 0 {
+		exp := jwtExpiry(idToken)
+		if exp.IsZero() {
+			exp = expiry
+		}
+		if id, err = NewToken(idToken, exp, obtained); err != nil {
+			return nil, err
+		}
+	}
+	return t.With(Extras{Type: typ, Scopes: scopes, ID: id}), nil
+}
+
+// jwtExpiry returns the exp claim of the JWT in b, or the zero time.
+func jwtExpiry(b []byte) time.Time {
+	parts := bytes.Split(b, []byte("."))
+	if len(parts) != 3 || len(parts[1]) > 16<<10 {
+		return time.Time{}
+	}
+	claims := make([]byte, base64.RawURLEncoding.DecodedLen(len(parts[1])))
+	defer memguard.WipeBytes(claims)
+	n, err := base64.RawURLEncoding.Decode(claims, bytes.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}
+	}
+	var c struct {
+		Exp json.Number `json:"exp"`
+	}
+	if json.Unmarshal(claims[:n], &c) != nil {
+		return time.Time{}
+	}
+	sec, err := c.Exp.Int64()
+	if err != nil || sec <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0)
+}
+
+// With returns a token with t's value and times and the extras x. The
+// two share the sealed value; each has its own decrypted buffer.
+func (t *Token) With(x Extras) *Token {
+	x.Scopes = append([]string(nil), x.Scopes...)
+	return &Token{value: t.value, size: t.size, expiry: t.expiry, obtained: t.obtained, extras: x}
+}
+
+// Type returns the token's type: "Bearer" unless the provider said
+// otherwise.
+func (t *Token) Type() string {
+	if t.extras.Type == "" || strings.EqualFold(t.extras.Type, "bearer") {
+		return "Bearer"
+	}
+	return t.extras.Type
+}
+
+// Scopes returns the scopes granted with the token, when known. The
+// caller must not change them.
+func (t *Token) Scopes() []string { return t.extras.Scopes }
+
+// ID returns the OpenID Connect ID token that came with t, or nil.
+func (t *Token) ID() *Token { return t.extras.ID }
+
+// Document returns the token.json document of t (docs/design.md): its
+// access token, type, expiry, scopes and ID token in one JSON object, as
+// a token of its own (sealed, read like any token), built once. It is a
+// secret like t.
+func (t *Token) Document() (*Token, error) {
+	t.docOnce.Do(func() { t.doc, t.docErr = t.buildDocument() })
+	return t.doc, t.docErr
+}
+
+func (t *Token) buildDocument() (*Token, error) {
+	access, release, err := t.View()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var id []byte
+	if t.extras.ID != nil {
+		var releaseID func()
+		if id, releaseID, err = t.extras.ID.View(); err != nil {
+			return nil, err
+		}
+		defer releaseID()
+	}
+	var tail []byte
+	tail = append(tail, `,"token_type":`...)
+	tail = strconv.AppendQuote(tail, printableASCII(t.Type()))
+	tail = append(tail, `,"expiry":`...)
+	if t.expiry.IsZero() {
+		tail = append(tail, "null"...)
+	} else {
+		tail = strconv.AppendQuote(tail, FormatTime(t.expiry))
+	}
+	tail = append(tail, `,"scopes":[`...)
+	for i, s := range t.extras.Scopes {
+		if i > 0 {
+			tail = append(tail, ',')
+		}
+		tail = strconv.AppendQuote(tail, printableASCII(s))
+	}
+	tail = append(tail, ']')
+	// Every byte of a token quotes into at most 6.
+	buf, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(access) + 2 + len(tail) + len(`,"id_token":`) + 6*len(id) + 2 + len("}\n"))
+	if err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()[:0]
+	b = append(b, `{"access_token":`...)
+	b = wirejson.AppendQuoted(b, access)
+	b = append(b, tail...)
+	if id != nil {
+		b = append(b, `,"id_token":`...)
+		b = wirejson.AppendQuoted(b, id)
+	}
+	b = append(b, "}\n"...)
+	// NewToken seals the document and wipes it in the buffer.
+	doc, err := NewToken(b, t.expiry, t.obtained)
+	buf.Destroy()
+	return doc, err
+}
+
+// printableASCII keeps the printable ASCII of s: what the provider said
+// of a type or a scope, safe to quote with strconv in JSON.
+func printableASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // Len returns the length of the token in bytes.
@@ -317,6 +486,11 @@ type Tokens struct {
 	// Account names the provider account that signed in (an email, a
 	// login or an OIDC sub), when the provider said; shown, never trusted.
 	Account string
+	// IDToken is the OpenID Connect ID token that came with the access
+	// token, if any; wiped like the tokens.
+	IDToken []byte
+	// TokenType is the access token's token_type; "" reads as "Bearer".
+	TokenType string
 }
 
 // MaxLifetime bounds a token's expires_in: a larger value (or one that

@@ -1,9 +1,11 @@
 package fusefs
 
-// The directories: the root, by-name/ with its links, and <guid>/.
+// The directories: the root, by-name/ with its links, <guid>/, and
+// <guid>/tokens/<variant>/.
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -208,7 +210,8 @@ func (l *symlink) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOu
 	return 0
 }
 
-// integrationDir is <guid>/, holding access_token, expiry and meta.json.
+// integrationDir is <guid>/, holding the main token's files, meta.json
+// and tokens/.
 type integrationDir struct {
 	fs.Inode
 	t    *tree
@@ -217,7 +220,7 @@ type integrationDir struct {
 
 var (
 	_ = (fs.NodeLookuper)((*integrationDir)(nil))       // each file's current version
-	_ = (fs.NodeOpendirHandler)((*integrationDir)(nil)) // the three names
+	_ = (fs.NodeOpendirHandler)((*integrationDir)(nil)) // the names
 	_ = (fs.NodeGetattrer)((*integrationDir)(nil))      // owner-only mode
 )
 
@@ -226,56 +229,181 @@ func (d *integrationDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse
 }
 
 func (d *integrationDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return &dirHandle{entries: []fuse.DirEntry{
-		{Name: "access_token", Mode: syscall.S_IFREG},
-		{Name: "expiry", Mode: syscall.S_IFREG},
-		{Name: "meta.json", Mode: syscall.S_IFREG},
-	}}, d.t.dirFlags(), 0
+	entries := []fuse.DirEntry{{Name: "meta.json", Mode: syscall.S_IFREG}, {Name: "tokens", Mode: syscall.S_IFDIR, Ino: d.t.ino(d.guid+"/tokens", kindDir)}}
+	for _, name := range tokenFiles {
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
+	}
+	return &dirHandle{entries: entries}, d.t.dirFlags(), 0
 }
 
-// Lookup returns the current version of a file. A token file's version
-// holds the token the source hands out now, refreshed first when needed
-// (refresh-on-read happens here, so errors surface at open), and the
-// kernel may keep it until the token's refresh time. A version's size is
-// exact from the start: a size that were only a bound would let the
-// kernel pad a read with zeros when the file's attributes change while
-// the read is under way.
+// Lookup returns the current version of a file, or tokens/.
 func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	t := d.t
 	if e := t.caller(ctx, "lookup"); e != 0 {
 		return nil, e
 	}
-	var kind int
+	t.mu.Lock()
+	t.stateLocked(d.guid).dir = d.EmbeddedInode()
+	t.mu.Unlock()
 	switch name {
-	case "access_token":
-		kind = fileToken
-	case "expiry":
-		kind = fileExpiry
 	case "meta.json":
 		return t.metaFile(ctx, d, out)
-	default:
+	case "tokens":
+		ch := d.GetChild(name)
+		if ch == nil {
+			ch = d.NewInode(ctx, &tokensDir{t: t, guid: d.guid}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: t.ino(d.guid+"/tokens", kindDir)})
+			t.mu.Lock()
+			t.stateLocked(d.guid).tokens = ch
+			t.mu.Unlock()
+		}
+		t.entry(ctx, ch, out, t.dirKeep())
+		return ch, 0
+	}
+	return t.tokenFile(ctx, d.EmbeddedInode(), d.guid, "", name, out)
+}
+
+// tokenFile returns the current version of file name of guid's token
+// variant (the main token for ""), in directory dir. A version holds the
+// token the source hands out now, refreshed first when needed
+// (refresh-on-read happens here, so errors surface at open), and the
+// kernel may keep it until the token's refresh time. A version's size is
+// exact from the start: a size that were only a bound would let the
+// kernel pad a read with zeros when the file's attributes change while
+// the read is under way.
+func (t *tree) tokenFile(ctx context.Context, dir *fs.Inode, guid, variant, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	kind := slices.Index(tokenFiles[:], name)
+	if kind < 0 || variant != "" && kind == fileIDToken {
 		return nil, syscall.ENOENT
 	}
+	key := tokenDir(guid, variant)
 	// The generation is taken before the token, so that a change in
 	// between retires the version at once.
 	t.mu.Lock()
-	st := t.stateLocked(d.guid)
-	st.dir = d.EmbeddedInode()
-	n := &tokenNode{t: t, guid: d.guid, kind: kind, gen: st.gen}
+	n := &tokenNode{t: t, guid: guid, variant: variant, parent: dir, kind: kind, gen: t.stateLocked(guid).gen}
 	t.mu.Unlock()
-	tok, until := t.Source.Peek(d.guid)
+	tok, until := t.Source.Peek(guid, variant)
 	if tok == nil || time.Until(until) <= cacheSlack {
-		if e := t.call(ctx, "lookup", d.guid+"/"+name, func(ctx context.Context) (err error) {
-			tok, until, err = t.Source.Token(ctx, d.guid)
+		if e := t.call(ctx, "lookup", key+"/"+name, func(ctx context.Context) (err error) {
+			tok, until, err = t.Source.Token(ctx, guid, variant)
 			return err
 		}); e != 0 {
-			return t.unavailable(ctx, d, name, kind, e, out)
+			return t.unavailable(ctx, dir, key, name, kind, e, out)
 		}
 		n.touched = true // the source handed it out for this read
 	}
-	n.tok, n.until = tok, retireAt(t.keepUntil(until))
-	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
+	data, e := dataOf(tok, kind)
+	if e != 0 {
+		return t.unavailable(ctx, dir, key, name, kind, e, out)
+	}
+	n.tok, n.data, n.until = tok, data, retireAt(t.keepUntil(until))
+	ch := dir.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
 	t.track(n)
 	t.entry(ctx, ch, out, lookupKeep(n.until))
 	return ch, 0
+}
+
+// tokenDir names the directory of guid's token variant ("" for the main
+// token), for the inode numbers of its nodes and for logs.
+func tokenDir(guid, variant string) string {
+	if variant == "" {
+		return guid
+	}
+	return guid + "/tokens/" + variant
+}
+
+// tokensDir is <guid>/tokens/: one directory per token variant the
+// configuration names.
+type tokensDir struct {
+	fs.Inode
+	t    *tree
+	guid string
+}
+
+var (
+	_ = (fs.NodeLookuper)((*tokensDir)(nil))       // the integration's variants
+	_ = (fs.NodeOpendirHandler)((*tokensDir)(nil)) // the listing, cached by the kernel
+	_ = (fs.NodeGetattrer)((*tokensDir)(nil))      // owner-only mode
+)
+
+func (d *tokensDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return d.t.dirAttr(out)
+}
+
+// variants returns the names of the integration's token variants.
+func (d *tokensDir) variants(ctx context.Context, op string) ([]string, syscall.Errno) {
+	var in credential.Integration
+	e := d.t.call(ctx, op, d.guid+"/tokens", func(ctx context.Context) (err error) {
+		in, err = d.t.Source.Integration(ctx, d.guid)
+		return err
+	})
+	return in.Tokens, e
+}
+
+func (d *tokensDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	t := d.t
+	names, e := d.variants(ctx, "lookup")
+	if e != 0 {
+		return nil, e
+	}
+	if !slices.Contains(names, name) {
+		return nil, syscall.ENOENT
+	}
+	ch := d.GetChild(name)
+	if ch == nil {
+		ch = d.NewInode(ctx, &variantDir{t: t, guid: d.guid, variant: name}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: t.ino(tokenDir(d.guid, name), kindDir)})
+	}
+	t.mu.Lock()
+	t.stateLocked(d.guid).variants[name] = ch
+	t.mu.Unlock()
+	t.entry(ctx, ch, out, t.dirKeep())
+	return ch, 0
+}
+
+func (d *tokensDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	names, e := d.variants(ctx, "opendir")
+	if e != 0 {
+		return nil, 0, e
+	}
+	entries := make([]fuse.DirEntry, 0, len(names))
+	for _, name := range names {
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: d.t.ino(tokenDir(d.guid, name), kindDir)})
+	}
+	return &dirHandle{entries: entries}, d.t.dirFlags(), 0
+}
+
+// variantDir is <guid>/tokens/<variant>/: the variant's access_token,
+// expiry and token.json.
+type variantDir struct {
+	fs.Inode
+	t             *tree
+	guid, variant string
+}
+
+var (
+	_ = (fs.NodeLookuper)((*variantDir)(nil))       // each file's current version
+	_ = (fs.NodeOpendirHandler)((*variantDir)(nil)) // the three names
+	_ = (fs.NodeGetattrer)((*variantDir)(nil))      // owner-only mode
+)
+
+// variantFiles are the files of a token variant: a variant has no ID
+// token of its own.
+var variantFiles = []string{tokenFiles[fileToken], tokenFiles[fileExpiry], tokenFiles[fileDocument]}
+
+func (d *variantDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return d.t.dirAttr(out)
+}
+
+func (d *variantDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	entries := make([]fuse.DirEntry, 0, len(variantFiles))
+	for _, name := range variantFiles {
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
+	}
+	return &dirHandle{entries: entries}, d.t.dirFlags(), 0
+}
+
+func (d *variantDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := d.t.caller(ctx, "lookup"); e != 0 {
+		return nil, e
+	}
+	return d.t.tokenFile(ctx, d.EmbeddedInode(), d.guid, d.variant, name, out)
 }

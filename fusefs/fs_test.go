@@ -32,7 +32,8 @@ const (
 type fakeBroker struct {
 	mu     sync.Mutex
 	list   []credential.Integration
-	tokens map[string]string
+	tokens map[string]string // by guid, or guid/variant
+	ids    map[string]string // ID tokens, by guid
 	expiry map[string]time.Time
 	errs   map[string]error
 	keep   time.Duration // how long the kernel may keep a token; 0: not at all
@@ -58,10 +59,11 @@ type fakeChange struct {
 func newFake() *fakeBroker {
 	return &fakeBroker{
 		list: []credential.Integration{
-			{GUID: gA, Name: "GitHub", Status: credential.StatusSignedIn, Authenticated: true, Scopes: []string{"repo"}},
+			{GUID: gA, Name: "GitHub", Status: credential.StatusSignedIn, Authenticated: true, Scopes: []string{"repo"}, Tokens: []string{"graph"}},
 			{GUID: gB, Name: "Google Drive", Status: credential.StatusNotSignedIn, Scopes: []string{}},
 		},
-		tokens:   map[string]string{gA: "gho_token_A"},
+		tokens:   map[string]string{gA: "gho_token_A", gA + "/graph": "graph_token_A"},
+		ids:      map[string]string{gA: "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.sig_A"},
 		expiry:   map[string]time.Time{gA: time.Date(2026, 11, 27, 10, 15, 0, 0, time.UTC)},
 		errs:     map[string]error{gB: credential.ErrNotSignedIn},
 		keep:     time.Hour,
@@ -98,24 +100,35 @@ func (f *fakeBroker) integrationLocked(id string) (credential.Integration, error
 	return credential.Integration{}, fmt.Errorf("fake: %q: %w", id, credential.ErrNotFound)
 }
 
-// tokenLocked returns guid's current token, the same one until set
-// changes something.
-func (f *fakeBroker) tokenLocked(guid string) (*credential.Token, error) {
+// tokenLocked returns guid's current token (or its variant's), the same
+// one until set changes something.
+func (f *fakeBroker) tokenLocked(guid, variant string) (*credential.Token, error) {
 	if err := f.errs[guid]; err != nil {
 		return nil, err
 	}
-	if t := f.made[guid]; t != nil {
+	key := guid
+	if variant != "" {
+		key += "/" + variant
+		if _, ok := f.tokens[key]; !ok {
+			return nil, fmt.Errorf("fake: no variant %q: %w", variant, credential.ErrNotFound)
+		}
+	}
+	if t := f.made[key]; t != nil {
 		return t, nil
 	}
-	t, err := credential.NewToken([]byte(f.tokens[guid]), f.expiry[guid], time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC))
+	var id []byte
+	if f.ids[key] != "" {
+		id = []byte(f.ids[key])
+	}
+	t, err := credential.NewAccess([]byte(f.tokens[key]), f.expiry[guid], time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC), "", []string{"repo"}, id, nil)
 	if err != nil {
 		return nil, err
 	}
-	f.made[guid] = t
+	f.made[key] = t
 	return t, nil
 }
 
-func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token, time.Time, error) {
+func (f *fakeBroker) Token(ctx context.Context, guid, variant string) (*credential.Token, time.Time, error) {
 	f.calls.Add(1)
 	if _, err := f.Integration(ctx, guid); err != nil {
 		return nil, time.Time{}, err
@@ -132,7 +145,7 @@ func (f *fakeBroker) Token(ctx context.Context, guid string) (*credential.Token,
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tickLocked()
-	t, err := f.tokenLocked(guid)
+	t, err := f.tokenLocked(guid, variant)
 	return t, f.untilLocked(), err
 }
 
@@ -157,7 +170,7 @@ func (f *fakeBroker) untilLocked() time.Time {
 	return time.Now().Add(f.keep)
 }
 
-func (f *fakeBroker) Peek(guid string) (*credential.Token, time.Time) {
+func (f *fakeBroker) Peek(guid, variant string) (*credential.Token, time.Time) {
 	f.peeks.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -166,7 +179,7 @@ func (f *fakeBroker) Peek(guid string) (*credential.Token, time.Time) {
 	if !time.Now().Before(until) || f.block || f.peekNo {
 		return nil, time.Time{}
 	}
-	t, err := f.tokenLocked(guid)
+	t, err := f.tokenLocked(guid, variant)
 	if err != nil {
 		return nil, time.Time{}
 	}
@@ -241,8 +254,14 @@ func TestLayout(t *testing.T) {
 	if got := strings.Join(names(filepath.Join(dir, "by-name")), "|"); got != "GitHub|Google Drive" {
 		t.Errorf("ls by-name = %q", got)
 	}
-	if got := strings.Join(names(filepath.Join(dir, gA)), " "); got != "access_token expiry meta.json" {
+	if got := strings.Join(names(filepath.Join(dir, gA)), " "); got != "access_token expiry id_token meta.json token.json tokens" {
 		t.Errorf("ls guid = %q", got)
+	}
+	if got := strings.Join(names(filepath.Join(dir, gA, "tokens")), " "); got != "graph" {
+		t.Errorf("ls guid/tokens = %q; want the variants", got)
+	}
+	if got := strings.Join(names(filepath.Join(dir, gA, "tokens", "graph")), " "); got != "access_token expiry token.json" {
+		t.Errorf("ls guid/tokens/graph = %q", got)
 	}
 	if target, err := os.Readlink(filepath.Join(dir, "by-name", "Google Drive")); err != nil || target != "../"+gB {
 		t.Errorf("readlink = %q, %v; want ../%s", target, err, gB)
@@ -259,6 +278,11 @@ func TestLayout(t *testing.T) {
 		{"token", gA + "/access_token", 0o400},
 		{"expiry", gA + "/expiry", 0o400},
 		{"meta", gA + "/meta.json", 0o400},
+		{"id token", gA + "/id_token", 0o400},
+		{"token.json", gA + "/token.json", 0o400},
+		{"tokens dir", gA + "/tokens", os.ModeDir | 0o500},
+		{"variant dir", gA + "/tokens/graph", os.ModeDir | 0o500},
+		{"variant token", gA + "/tokens/graph/access_token", 0o400},
 		{"symlink", "by-name/GitHub", os.ModeSymlink | 0o777},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -284,6 +308,11 @@ func TestReadFiles(t *testing.T) {
 		{"token by guid", gA + "/access_token", "gho_token_A"},
 		{"token by name", "by-name/GitHub/access_token", "gho_token_A"},
 		{"expiry", gA + "/expiry", "2026-11-27T10:15:00Z"},
+		{"id token", gA + "/id_token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.sig_A"},
+		{"token.json", gA + "/token.json", `{"access_token":"gho_token_A","token_type":"Bearer","expiry":"2026-11-27T10:15:00Z","scopes":["repo"],"id_token":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.sig_A"}` + "\n"},
+		{"variant token", gA + "/tokens/graph/access_token", "graph_token_A"},
+		{"variant by name", "by-name/GitHub/tokens/graph/access_token", "graph_token_A"},
+		{"variant token.json", gA + "/tokens/graph/token.json", `{"access_token":"graph_token_A","token_type":"Bearer","expiry":"2026-11-27T10:15:00Z","scopes":["repo"]}` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(dir, tc.path)
@@ -304,6 +333,76 @@ func TestReadFiles(t *testing.T) {
 	st, _ := os.Stat(filepath.Join(dir, gA, "access_token"))
 	if want := time.Date(2026, 11, 27, 9, 15, 0, 0, time.UTC); !st.ModTime().Equal(want) {
 		t.Errorf("mtime = %v; want when the token was obtained, %v", st.ModTime(), want)
+	}
+}
+
+// TestTokenFilesErrnos: the new token files fail as documented
+// (docs/design.md): no ID token is ENODATA, an unknown variant ENOENT,
+// and the variant of an integration not signed in ENOKEY.
+func TestTokenFilesErrnos(t *testing.T) {
+	f := newFake()
+	f.set(func() {
+		f.tokens[gB] = "gB_token"
+		f.list[1].Tokens = []string{"graph"}
+	})
+	dir := mount(t, f)
+	for _, tc := range []struct {
+		path string
+		want syscall.Errno
+	}{
+		{gA + "/tokens/nope/access_token", syscall.ENOENT},
+		{gA + "/tokens/graph/id_token", syscall.ENOENT},
+		{gB + "/id_token", syscall.ENOKEY},
+		{gB + "/token.json", syscall.ENOKEY},
+		{gB + "/tokens/graph/access_token", syscall.ENOKEY},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			if _, err := os.ReadFile(filepath.Join(dir, tc.path)); !errors.Is(err, tc.want) {
+				t.Errorf("read %s = %v; want %v", tc.path, err, tc.want)
+			}
+		})
+	}
+	f.set(func() { delete(f.errs, gB) })
+	f.change(t, credential.Change{GUID: gB, Revoke: true})
+	_, err := os.ReadFile(filepath.Join(dir, gB, "id_token"))
+	if !errors.Is(err, syscall.ENODATA) {
+		t.Errorf("read id_token of a token without one = %v; want ENODATA", err)
+	}
+	if _, err := os.ReadFile(filepath.Join(dir, gB, "access_token")); err != nil {
+		t.Errorf("access_token beside it: %v", err)
+	}
+}
+
+// TestTokenJSONOneVersion: token.json holds the token the other files of
+// the same version hold, and a change makes every file of the next
+// version agree again.
+func TestTokenJSONOneVersion(t *testing.T) {
+	f := newFake()
+	dir := mount(t, f)
+	read := func() (string, map[string]any) {
+		b, err := os.ReadFile(filepath.Join(dir, gA, "token.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("token.json is not JSON: %v\n%s", err, b)
+		}
+		tok, _ := os.ReadFile(filepath.Join(dir, gA, "access_token"))
+		return string(tok), doc
+	}
+	tok, doc := read()
+	if doc["access_token"] != tok || doc["expiry"] != "2026-11-27T10:15:00Z" || doc["token_type"] != "Bearer" {
+		t.Errorf("token.json = %v; want access_token %q", doc, tok)
+	}
+	f.set(func() { f.tokens[gA] = "gho_next"; f.ids[gA] = "" })
+	f.change(t, credential.Change{GUID: gA, Revoke: true})
+	tok, doc = read()
+	if tok != "gho_next" || doc["access_token"] != "gho_next" {
+		t.Errorf("after a change: access_token %q, token.json %v; want gho_next in both", tok, doc)
+	}
+	if _, ok := doc["id_token"]; ok {
+		t.Errorf("token.json of a token without an ID token has one: %v", doc)
 	}
 }
 
@@ -773,8 +872,8 @@ func TestReadOnly(t *testing.T) {
 		t.Errorf("after the attempts: %q, %v, mode %v; want it unchanged", got, err, st.Mode())
 	}
 	es, _ := os.ReadDir(filepath.Join(dir, gA))
-	if len(es) != 3 {
-		t.Errorf("integration dir has %d entries; want 3", len(es))
+	if len(es) != 6 {
+		t.Errorf("integration dir has %d entries; want 6", len(es))
 	}
 }
 

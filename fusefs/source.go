@@ -20,13 +20,14 @@ type Source interface {
 	Integration(ctx context.Context, guid string) (credential.Integration, error)
 	// Token returns a valid access token, refreshing it first when needed,
 	// and until when the kernel may keep it (its refresh time; the zero
-	// time: not at all).
-	Token(ctx context.Context, guid string) (*credential.Token, time.Time, error)
+	// time: not at all): the integration's main token, or, when variant
+	// is not "", its token variant of that name.
+	Token(ctx context.Context, guid, variant string) (*credential.Token, time.Time, error)
 	// Peek returns the token Token would return now without any network
 	// call, and until when it may be kept; nil when there is none or it
 	// is due for a refresh.
-	Peek(guid string) (*credential.Token, time.Time)
-	// Touch says that a read of guid's current token reached the
+	Peek(guid, variant string) (*credential.Token, time.Time)
+	// Touch says that a read of guid's current main token reached the
 	// filesystem (the kernel serves the others from its cache), so that a
 	// busy token can be refreshed ahead of time. It must not block.
 	Touch(guid string)

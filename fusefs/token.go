@@ -1,7 +1,8 @@
 package fusefs
 
-// Token files: access_token and expiry, one immutable version per token,
-// and the node that stands for a token that cannot be had.
+// Token files: access_token, expiry, id_token and token.json, one
+// immutable version per token, and the node that stands for a token that
+// cannot be had.
 
 import (
 	"context"
@@ -17,19 +18,20 @@ import (
 )
 
 // unavailable answers the lookup of a token file whose token cannot be
-// had: for a credential's state (not signed in, expired, unavailable) the
-// name resolves to an [unavailableNode], so that the kernel, not the
-// state, decides a write-open (EROFS: the mount is read-only); stat and
-// read give the state's errno. Other errors (the caller is not the
-// owner, the integration is gone, the reader was interrupted) fail the
-// lookup itself.
-func (t *tree) unavailable(ctx context.Context, d *integrationDir, name string, kind int, e syscall.Errno, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+// had: for a credential's state (not signed in, expired, unavailable, no
+// ID token) the name resolves to an [unavailableNode], so that the
+// kernel, not the state, decides a write-open (EROFS: the mount is
+// read-only); stat and read give the state's errno. Other errors (the
+// caller is not the owner, the integration is gone, the reader was
+// interrupted) fail the lookup itself. key names the directory (see
+// tokenDir) for the node's inode number.
+func (t *tree) unavailable(ctx context.Context, d *fs.Inode, key, name string, kind int, e syscall.Errno, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	switch e {
-	case syscall.ENOKEY, syscall.EKEYEXPIRED, syscall.EIO:
+	case syscall.ENOKEY, syscall.EKEYEXPIRED, syscall.EIO, syscall.ENODATA:
 	default:
 		return nil, e
 	}
-	// One node per file and integration, whatever the errno, so that the
+	// One node per file and directory, whatever the errno, so that the
 	// kernel's revalidation of the name finds the same node and does not
 	// look it up twice.
 	if ch := d.GetChild(name); ch != nil {
@@ -41,7 +43,7 @@ func (t *tree) unavailable(ctx context.Context, d *integrationDir, name string, 
 	}
 	u := &unavailableNode{t: t}
 	u.errno.Store(uint32(e))
-	ch := d.NewInode(ctx, u, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.ino(d.guid, kindUnavailable+kind)})
+	ch := d.NewInode(ctx, u, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.ino(key, kindUnavailable+kind)})
 	u.entry(out)
 	return ch, 0
 }
@@ -121,8 +123,10 @@ func retireAt(until time.Time) time.Time {
 // version retired at until.
 func lookupKeep(until time.Time) time.Duration { return max(0, time.Until(until)-lookupSlack) }
 
-// tokenNode is one version of access_token or expiry: one token, never
-// changed, so a read of it never mixes two tokens. The kernel may cache a
+// tokenNode is one version of a token file (access_token, expiry,
+// id_token or token.json, of the main token or of a variant): one token,
+// never changed, so a read of it never mixes two tokens, and the files
+// of one version agree. The kernel may cache a
 // version until its token's refresh time; then, and on a change that
 // revokes the integration's tokens, the version is retired: the kernel
 // drops it, a new path lookup gets a new version, and a read through a
@@ -132,10 +136,13 @@ func lookupKeep(until time.Time) time.Duration { return max(0, time.Until(until)
 // ESTALE when there is another token: open the file again.
 type tokenNode struct {
 	fs.Inode
-	t    *tree
-	guid string
-	kind int
-	tok  *credential.Token
+	t       *tree
+	guid    string
+	variant string   // "": the main token
+	parent  *fs.Inode // the directory whose entry leads to the version
+	kind    int
+	tok     *credential.Token // the access token of the version
+	data    *credential.Token // what the file shows: tok, its ID token or its document; nil for expiry
 
 	revalidating sync.Mutex // held while a read of a retired version asks the source
 
@@ -157,22 +164,44 @@ var (
 
 // Files of a token version.
 const (
-	fileToken = iota
-	fileExpiry
+	fileToken    = iota // access_token
+	fileExpiry          // expiry
+	fileIDToken         // id_token
+	fileDocument        // token.json
 )
 
-func (n *tokenNode) name() string {
-	if n.kind == fileExpiry {
-		return "expiry"
+// tokenFiles names each file of a token version.
+var tokenFiles = [...]string{fileToken: "access_token", fileExpiry: "expiry", fileIDToken: "id_token", fileDocument: "token.json"}
+
+func (n *tokenNode) name() string { return tokenFiles[n.kind] }
+
+// dataOf returns what file kind of token tok shows (nil for expiry), or
+// the errno of a file that has nothing to show: ENODATA for an id_token
+// when the provider sent none.
+func dataOf(tok *credential.Token, kind int) (*credential.Token, syscall.Errno) {
+	switch kind {
+	case fileExpiry:
+		return nil, 0
+	case fileIDToken:
+		if tok.ID() == nil {
+			return nil, syscall.ENODATA
+		}
+		return tok.ID(), 0
+	case fileDocument:
+		doc, err := tok.Document()
+		if err != nil {
+			return nil, syscall.EIO
+		}
+		return doc, 0
 	}
-	return "access_token"
+	return tok, 0
 }
 
 func (n *tokenNode) size() int {
 	if n.kind == fileExpiry {
 		return len(credential.FormatTime(n.tok.Expiry()))
 	}
-	return n.tok.Len()
+	return n.data.Len()
 }
 
 // Getattr reports the version's exact size, and when its token was
@@ -208,17 +237,17 @@ func (n *tokenNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off 
 		if e := n.revalidate(ctx); e != 0 {
 			return nil, e
 		}
-	} else if first {
+	} else if first && n.variant == "" {
 		t.Source.Touch(n.guid) // the kernel serves the next reads itself
 	}
-	tok := n.tok
 	if n.kind == fileExpiry {
-		return bytesResult([]byte(credential.FormatTime(tok.Expiry())), dest, off), 0
+		return bytesResult([]byte(credential.FormatTime(n.tok.Expiry())), dest, off), 0
 	}
-	if off >= int64(tok.Len()) {
+	data := n.data
+	if off >= int64(data.Len()) {
 		return fuse.ReadResultData(nil), 0
 	}
-	b, release, err := tok.View()
+	b, release, err := data.View()
 	if err != nil {
 		t.Logger.Warn("operation failed", "op", "read", "id", n.guid, "errno", syscall.EIO.Error(), "err", err)
 		return nil, syscall.EIO
@@ -255,7 +284,7 @@ func (n *tokenNode) revalidate(ctx context.Context) syscall.Errno {
 	var tok *credential.Token
 	var until time.Time
 	if e := t.call(ctx, "read", n.guid, func(ctx context.Context) (err error) {
-		tok, until, err = t.Source.Token(ctx, n.guid)
+		tok, until, err = t.Source.Token(ctx, n.guid, n.variant)
 		return err
 	}); e != 0 {
 		return e
@@ -324,12 +353,7 @@ func (t *tree) retire(n *tokenNode, ch *fs.Inode, stamp uint64) {
 		return
 	}
 	ch.NotifyContent(0, 0)
-	t.mu.Lock()
-	dir := t.integs[n.guid].dir
-	t.mu.Unlock()
-	if dir != nil {
-		dir.NotifyEntry(n.name())
-	}
+	n.parent.NotifyEntry(n.name())
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n.stamped(stamp) {

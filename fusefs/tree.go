@@ -109,7 +109,9 @@ type tree struct {
 // integ is what the filesystem holds about one integration. Its fields
 // are guarded by tree.mu.
 type integ struct {
-	dir *fs.Inode // the <guid> directory, once looked up
+	dir      *fs.Inode            // the <guid> directory, once looked up
+	tokens   *fs.Inode            // <guid>/tokens, once looked up
+	variants map[string]*fs.Inode // <guid>/tokens/<variant>, once looked up
 	// gen counts the changes of the integration's tokens: a token file of
 	// an older generation is retired.
 	gen uint64
@@ -185,7 +187,7 @@ func (t *tree) entry(ctx context.Context, ch *fs.Inode, out *fuse.EntryOut, keep
 func (t *tree) stateLocked(guid string) *integ {
 	st := t.integs[guid]
 	if st == nil {
-		st = &integ{cached: map[*tokenNode]bool{}}
+		st = &integ{cached: map[*tokenNode]bool{}, variants: map[string]*fs.Inode{}}
 		t.integs[guid] = st
 	}
 	return st
@@ -205,7 +207,7 @@ const (
 const (
 	kindDir = iota
 	kindLink
-	kindUnavailable // and kindUnavailable+fileExpiry: unavailableNode of each token file
+	kindUnavailable // to kindUnavailable+fileDocument: unavailableNode of each token file
 )
 
 // inodes is the guid registry behind inode numbers. It is safe for
@@ -329,7 +331,12 @@ func (t *tree) changed(c credential.Change) {
 			guids = append(guids, g)
 		}
 	}
-	var dirs []*fs.Inode
+	var dirs, tokens, variants []*fs.Inode
+	type entry struct {
+		dir  *fs.Inode
+		name string
+	}
+	var variantNames []entry // each variant's name in its tokens/
 	var cached []*tokenNode
 	for _, g := range guids {
 		st := t.stateLocked(g)
@@ -337,6 +344,15 @@ func (t *tree) changed(c credential.Change) {
 		st.docs++
 		if st.dir != nil {
 			dirs = append(dirs, st.dir)
+		}
+		if st.tokens != nil {
+			tokens = append(tokens, st.tokens)
+		}
+		for name, v := range st.variants {
+			variants = append(variants, v)
+			if st.tokens != nil {
+				variantNames = append(variantNames, entry{st.tokens, name})
+			}
 		}
 		if c.Revoke {
 			st.gen++
@@ -359,9 +375,21 @@ func (t *tree) changed(c credential.Change) {
 	}
 	wg.Go(func() {
 		for _, d := range dirs {
-			d.NotifyEntry("access_token")
-			d.NotifyEntry("expiry")
+			for _, name := range tokenFiles {
+				d.NotifyEntry(name)
+			}
 			d.NotifyEntry("meta.json")
+		}
+		for _, d := range variants {
+			for _, name := range variantFiles {
+				d.NotifyEntry(name)
+			}
+		}
+		for _, d := range tokens {
+			d.NotifyContent(0, 0) // the listing: a reload may change the variants
+		}
+		for _, e := range variantNames {
+			e.dir.NotifyEntry(e.name)
 		}
 		if root == nil {
 			return

@@ -312,13 +312,22 @@ type Answer struct {
 	Obtained, Expiry time.Time
 	Scopes           []string // the granted scopes, or nil when the answer has none
 	Account          string   // the account that signed in, when known (sign-in only)
+	// IDToken is the OpenID Connect ID token the answer carried, or nil.
+	IDToken []byte
+	// TokenType is the access token's type, as the answer said it
+	// ("Bearer" when it did not; bearer in any case reads "Bearer").
+	TokenType string
 }
 
 // Wipe clears the answer's tokens.
 func (a *Answer) Wipe() {
 	memguard.WipeBytes(a.Access)
 	memguard.WipeBytes(a.Refresh)
+	memguard.WipeBytes(a.IDToken)
 }
+
+// maxTokenType bounds a token_type: the registered ones are a few letters.
+const maxTokenType = 32
 
 // answer checks a token response and copies what oauthfs keeps of it,
 // timing it by the moment it arrived.
@@ -329,8 +338,16 @@ func (c *Client) answer(tok *oauth2.Token) (*Answer, error) {
 	case len(tok.AccessToken) > credential.MaxTokenLen || len(tok.RefreshToken) > credential.MaxTokenLen:
 		return nil, fmt.Errorf("token endpoint sent a token longer than %d KiB", credential.MaxTokenLen>>10)
 	}
+	idt, _ := tok.Extra("id_token").(string)
+	if len(idt) > credential.MaxTokenLen {
+		return nil, fmt.Errorf("token endpoint sent an ID token longer than %d KiB", credential.MaxTokenLen>>10)
+	}
 	now := c.now()
-	a := &Answer{Access: []byte(tok.AccessToken), Obtained: now, Expiry: credential.ExpiryFrom(tok.ExpiresIn, now)}
+	a := &Answer{Access: []byte(tok.AccessToken), Obtained: now, Expiry: credential.ExpiryFrom(tok.ExpiresIn, now),
+		TokenType: printable.Code(tok.Type(), maxTokenType)}
+	if idt != "" {
+		a.IDToken = []byte(idt)
+	}
 	if tok.ExpiresIn <= 0 && c.cfg.AssumedLifetime > 0 {
 		a.Expiry = now.Add(c.cfg.AssumedLifetime) // a provider that does not say (Salesforce)
 	}
@@ -348,6 +365,23 @@ func (c *Client) answer(tok *oauth2.Token) (*Answer, error) {
 // that no reader's request ends (a refresh a reader gave up on still
 // completes for the next), which its shutdown does.
 func (c *Client) Refresh(ctx context.Context, rt *memguard.Enclave) (*Answer, error) {
+	return c.RefreshFor(ctx, rt, Target{})
+}
+
+// Target narrows a refresh: to the tokens of one resource (RFC 8707
+// resource indicators; Microsoft Entra's tokens for another API), and to
+// some of the granted scopes (RFC 6749 §6). The zero Target asks for what
+// the grant holds.
+type Target struct {
+	Resource string
+	Scopes   []string
+}
+
+// IsZero reports whether t asks for nothing narrower than the grant.
+func (t Target) IsZero() bool { return t.Resource == "" && len(t.Scopes) == 0 }
+
+// RefreshFor is Refresh narrowed to target.
+func (c *Client) RefreshFor(ctx context.Context, rt *memguard.Enclave, target Target) (*Answer, error) {
 	if err := c.readyFor(ctx, tokenURL); err != nil {
 		return nil, err
 	}
@@ -370,7 +404,12 @@ func (c *Client) Refresh(ctx context.Context, rt *memguard.Enclave) (*Answer, er
 	// short-lived and reclaimed by the garbage collector
 	// (docs/security.md).
 	start := time.Now()
-	tok, err := c.oauthConfig(string(secret.Bytes())).TokenSource(ctx, &oauth2.Token{RefreshToken: string(rtBuf.Bytes())}).Token()
+	var tok *oauth2.Token
+	if target.IsZero() {
+		tok, err = c.oauthConfig(string(secret.Bytes())).TokenSource(ctx, &oauth2.Token{RefreshToken: string(rtBuf.Bytes())}).Token()
+	} else {
+		tok, err = c.narrowRefresh(ctx, string(secret.Bytes()), string(rtBuf.Bytes()), target)
+	}
 	if err != nil {
 		err = classify(ctx, err, c.timeout, "token endpoint")
 		c.observed("refresh_token", start, err)
@@ -386,6 +425,33 @@ func (c *Client) Refresh(ctx context.Context, rt *memguard.Enclave) (*Answer, er
 		a.Refresh = nil // not rotated
 	}
 	return a, nil
+}
+
+// narrowRefresh sends a refresh_token grant with the resource and scope
+// parameters of target. x/oauth2's token source sends no parameters
+// beyond the refresh token, so the request goes through Exchange, whose
+// options may set any: grant_type and refresh_token replace the
+// authorization code's, and the empty code parameter left behind is one
+// the server must ignore for this grant (RFC 6749 §3.2: unrecognised
+// parameters are ignored). No redirect_uri is sent.
+func (c *Client) narrowRefresh(ctx context.Context, secret, rt string, target Target) (*oauth2.Token, error) {
+	cfg := c.oauthConfig(secret)
+	cfg.RedirectURL = ""
+	opts := []oauth2.AuthCodeOption{
+		oauth2.SetAuthURLParam("grant_type", "refresh_token"),
+		oauth2.SetAuthURLParam("refresh_token", rt),
+	}
+	if target.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", target.Resource))
+	}
+	if len(target.Scopes) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(target.Scopes, " ")))
+	}
+	tok, err := cfg.Exchange(ctx, "", opts...)
+	if err == nil && tok.RefreshToken == "" {
+		tok.RefreshToken = rt // not rotated (the token source does the same)
+	}
+	return tok, err
 }
 
 // AuthCodeURL returns where a sign-in sends the browser: the

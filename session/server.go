@@ -231,7 +231,18 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 // outlives the request (docs/security.md).
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	uid := uidOf(r)
-	t, err := s.B.Token(r.Context(), uid, r.PathValue("id"))
+	q, err := api.ParseTokenQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, badRequest("%v", err))
+		return
+	}
+	var t *credential.Token
+	if q.IsZero() {
+		t, err = s.B.Token(r.Context(), uid, r.PathValue("id"))
+	} else {
+		t, err = s.B.TokenFor(r.Context(), uid, r.PathValue("id"), broker.TokenRequest{
+			Variant: q.Variant, Target: provider.Target{Resource: q.Resource, Scopes: q.Scopes}, MinValid: q.MinValid, Force: q.Force})
+	}
 	ev := audit.Event{Event: "token", Via: "socket", Result: result(err), PID: unixsock.PeerPID(r.Context())}
 	switch {
 	case errors.Is(err, credential.ErrNotFound):
@@ -251,17 +262,33 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("session: open token: %w: %w", err, credential.ErrUnavailable))
 		return
 	}
-	tail := make([]byte, 0, 160)
+	defer release()
+	var id []byte
+	if t.ID() != nil {
+		var releaseID func()
+		if id, releaseID, err = t.ID().View(); err != nil {
+			writeError(w, fmt.Errorf("session: open ID token: %w: %w", err, credential.ErrUnavailable))
+			return
+		}
+		defer releaseID()
+	}
+	meta := api.TokenAnswer{TokenType: t.Type(), Scopes: t.Scopes()}
+	if meta.Scopes == nil {
+		meta.Scopes = []string{}
+	}
+	tail := make([]byte, 0, 256)
+	tail = append(tail, `,"token_type":`...)
+	tail, _ = jsonAppend(tail, meta.TokenType)
+	tail = append(tail, `,"scopes":`...)
+	tail, _ = jsonAppend(tail, meta.Scopes)
 	tail = append(tail, `,"expiry":`...)
 	tail = appendTime(tail, t.Expiry())
 	tail = append(tail, `,"obtained":`...)
 	tail = appendTime(tail, t.Obtained())
 	tail = append(tail, `,"refresh_at":`...)
 	tail = appendMillis(tail, s.B.RefreshAt(t))
-	tail = append(tail, "}\n"...)
-	body, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(plain) + 2 + len(tail))
+	body, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(plain) + 2 + len(tail) + len(`,"id_token":`) + 6*len(id) + 2 + len("}\n"))
 	if err != nil {
-		release()
 		writeError(w, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable))
 		return
 	}
@@ -269,9 +296,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	b := body.Bytes()[:0]
 	b = append(b, `{"access_token":`...)
 	b = wirejson.AppendQuoted(b, plain)
-	release()
 	b = append(b, tail...)
+	if id != nil {
+		b = append(b, `,"id_token":`...)
+		b = wirejson.AppendQuoted(b, id)
+	}
+	b = append(b, "}\n"...)
 	writeRaw(w, http.StatusOK, b)
+}
+
+// jsonAppend appends the JSON of v, which holds no secret, to b.
+func jsonAppend(b []byte, v any) ([]byte, error) {
+	j, err := json.Marshal(v)
+	return append(b, j...), err
 }
 
 // writeRaw writes a JSON response with body straight to the connection
@@ -552,10 +589,23 @@ func parseCredentials(body []byte) (credentialsRequest, error) {
 		memguard.WipeBytes(out.c.Access)
 		return out, err
 	}
+	if out.c.IDToken, err = str("id_token"); err != nil {
+		memguard.WipeBytes(out.c.Access)
+		memguard.WipeBytes(out.c.Refresh)
+		return out, err
+	}
 	fail := func(err error) (credentialsRequest, error) {
 		memguard.WipeBytes(out.c.Access)
 		memguard.WipeBytes(out.c.Refresh)
+		memguard.WipeBytes(out.c.IDToken)
 		return credentialsRequest{}, err
+	}
+	if raw, ok := fields["token_type"]; ok {
+		var typ string
+		if err := json.Unmarshal(raw, &typ); err != nil || typ == "" || len(typ) > 32 || printable.Code(typ, 32) != typ {
+			return fail(badRequest("token_type must be a short string of printable characters, such as \"Bearer\""))
+		}
+		out.c.TokenType = typ
 	}
 	if len(out.c.Access) == 0 {
 		return fail(badRequest("access_token must be a non-empty string"))

@@ -153,7 +153,8 @@ func (t *Table) pollDevice(ctx context.Context, s *signin, d *provider.Device) {
 	if scopes == nil {
 		scopes = in.Config().Scopes // RFC 6749 §5.1
 	}
-	tokens := credential.Tokens{Access: ans.Access, Refresh: ans.Refresh, Expiry: ans.Expiry, Obtained: ans.Obtained, Scopes: scopes, Account: ans.Account}
+	tokens := credential.Tokens{Access: ans.Access, Refresh: ans.Refresh, Expiry: ans.Expiry, Obtained: ans.Obtained, Scopes: scopes, Account: ans.Account,
+		IDToken: ans.IDToken, TokenType: ans.TokenType}
 	t.mu.Lock()
 	ended := s.ended
 	t.mu.Unlock()

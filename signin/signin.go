@@ -141,6 +141,8 @@ type signin struct {
 // held is a token answer waiting for the final confirmation.
 type held struct {
 	access, refresh *memguard.Enclave
+	id              *memguard.Enclave // the OpenID Connect ID token, or nil
+	tokenType       string
 	expiry          time.Time // as the provider's answer said when it arrived
 	obtained        time.Time // when it arrived
 	scopes          []string
@@ -610,9 +612,11 @@ func (t *Table) callbackHandler(w http.ResponseWriter, r *http.Request) {
 	if scopes == nil {
 		scopes = in.Config().Scopes // RFC 6749 §5.1: no scope means the requested ones
 	}
-	h := &held{expiry: ans.Expiry, obtained: ans.Obtained, scopes: scopes, account: ans.Account}
+	h := &held{expiry: ans.Expiry, obtained: ans.Obtained, scopes: scopes, account: ans.Account, tokenType: ans.TokenType}
 	if h.access, err = secmem.Seal(ans.Access); err == nil {
-		h.refresh, err = secmem.Seal(ans.Refresh)
+		if h.refresh, err = secmem.Seal(ans.Refresh); err == nil {
+			h.id, err = secmem.Seal(ans.IDToken)
+		}
 	}
 	ans.Wipe()
 	if err != nil {
@@ -701,18 +705,25 @@ func (t *Table) confirmPost(w http.ResponseWriter, r *http.Request) {
 		t.pageFor(w, r, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
 		return
 	}
-	tokens := credential.Tokens{Access: append([]byte(nil), access.Bytes()...), Expiry: h.expiry, Obtained: h.obtained, Scopes: h.scopes, Account: h.account}
+	tokens := credential.Tokens{Access: append([]byte(nil), access.Bytes()...), Expiry: h.expiry, Obtained: h.obtained, Scopes: h.scopes, Account: h.account, TokenType: h.tokenType}
 	access.Destroy()
-	if h.refresh != nil {
-		refresh, err := secmem.Open(h.refresh)
+	for _, x := range []struct {
+		e   *memguard.Enclave
+		dst *[]byte
+	}{{h.refresh, &tokens.Refresh}, {h.id, &tokens.IDToken}} {
+		if x.e == nil {
+			continue
+		}
+		plain, err := secmem.Open(x.e)
 		if err != nil {
 			memguard.WipeBytes(tokens.Access)
+			memguard.WipeBytes(tokens.Refresh)
 			t.finish(s, Failed, "the broker is too busy: "+err.Error())
 			t.pageFor(w, r, http.StatusServiceUnavailable, "Sign-in to "+name+" failed", "The broker is too busy right now; try again.")
 			return
 		}
-		tokens.Refresh = append([]byte(nil), refresh.Bytes()...)
-		refresh.Destroy()
+		*x.dst = append([]byte(nil), plain.Bytes()...)
+		plain.Destroy()
 	}
 	hadRefresh := h.refresh != nil
 	if err := t.k.Put(uid, in.Config().GUID.String(), tokens); err != nil { // wipes tokens

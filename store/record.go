@@ -23,18 +23,31 @@ const maxText = 4 << 10
 // encodeRecord writes r into a new locked buffer, which the caller
 // destroys. Layout, big-endian (docs/store-format.md): u8 status, i64
 // expiry, i64 obtained (unix ns, 0 = none), bytes32 access, bytes32
-// refresh, str16 scopes, str16 error, str16 account. Text is clipped to
+// refresh, str16 scopes, str16 error, str16 account; then, only when the
+// access token has an ID token or a type other than Bearer, bytes32
+// id_token, i64 its expiry, str16 token_type (a record without them is
+// byte for byte what earlier versions wrote). Text is clipped to
 // maxText, so no accepted value can make encoding fail.
 func encodeRecord(r Record) (*secmem.Buffer, error) {
-	var access, refresh *secmem.Buffer
+	var access, refresh, id *secmem.Buffer
 	var err error
-	var expiry, obtained time.Time
+	var expiry, obtained, idExpiry time.Time
+	extras, tokenType := false, ""
 	if r.Access != nil {
 		if access, err = r.Access.Open(); err != nil {
 			return nil, err
 		}
 		defer access.Destroy()
 		expiry, obtained = r.Access.Expiry(), r.Access.Obtained()
+		if t := r.Access.ID(); t != nil {
+			if id, err = t.Open(); err != nil {
+				return nil, err
+			}
+			defer id.Destroy()
+			idExpiry = t.Expiry()
+		}
+		tokenType = clip(r.Access.Type())
+		extras = id != nil || tokenType != "Bearer"
 	}
 	if r.Refresh != nil {
 		if refresh, err = secmem.Open(r.Refresh); err != nil {
@@ -44,6 +57,9 @@ func encodeRecord(r Record) (*secmem.Buffer, error) {
 	}
 	scopes, lastErr, account := clip(strings.Join(r.Scopes, " ")), clip(r.Error), clip(r.Account)
 	size := 1 + 8 + 8 + 4 + bufLen(access) + 4 + bufLen(refresh) + 2 + len(scopes) + 2 + len(lastErr) + 2 + len(account)
+	if extras {
+		size += 4 + bufLen(id) + 8 + 2 + len(tokenType)
+	}
 	out, err := secmem.NewBuffer(size)
 	if err != nil {
 		return nil, err
@@ -57,6 +73,11 @@ func encodeRecord(r Record) (*secmem.Buffer, error) {
 	b = appendStr16(b, scopes)
 	b = appendStr16(b, lastErr)
 	b = appendStr16(b, account)
+	if extras {
+		b = appendBytes32(b, id)
+		b = binary.BigEndian.AppendUint64(b, uint64(unixNano(idExpiry)))
+		b = appendStr16(b, tokenType)
+	}
 	if len(b) != size { // cannot happen: every length above is the clipped one
 		out.Destroy()
 		return nil, fmt.Errorf("store: encode credentials: size %d, want %d", len(b), size)
@@ -127,6 +148,14 @@ func decodeRecord(p []byte) (Record, error) {
 	r.Scopes = strings.Fields(d.str16())
 	r.Error = d.str16()
 	r.Account = d.str16()
+	var id []byte
+	var idExpiry time.Time
+	tokenType := ""
+	if d.err == nil && len(d.p) != 0 {
+		id = d.bytes32()
+		idExpiry = fromUnixNano(int64(d.u64()))
+		tokenType = d.str16()
+	}
 	if d.err == nil && r.Status == "" {
 		d.err = fmt.Errorf("unknown status %d", sb)
 	}
@@ -136,7 +165,21 @@ func decodeRecord(p []byte) (Record, error) {
 	if d.err != nil {
 		return Record{}, d.err
 	}
-	return r, r.seal(access, refresh, expiry, obtained)
+	if err := r.seal(access, refresh, expiry, obtained); err != nil {
+		return Record{}, err
+	}
+	if r.Access != nil {
+		x := credential.Extras{Type: tokenType, Scopes: r.Scopes}
+		if len(id) > 0 {
+			t, err := credential.NewToken(append([]byte(nil), id...), idExpiry, obtained)
+			if err != nil {
+				return Record{}, err
+			}
+			x.ID = t
+		}
+		r.Access = r.Access.With(x)
+	}
+	return r, nil
 }
 
 // seal puts copies of the token bytes into r's enclaves.
@@ -146,7 +189,7 @@ func (r *Record) seal(access, refresh []byte, expiry, obtained time.Time) error 
 		if err != nil {
 			return err
 		}
-		r.Access = t
+		r.Access = t.With(credential.Extras{Scopes: r.Scopes})
 	}
 	if len(refresh) > 0 {
 		e, err := secmem.Seal(append([]byte(nil), refresh...))

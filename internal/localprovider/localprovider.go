@@ -2,9 +2,11 @@
 // authorization endpoint that approves every request (PKCE S256
 // required) and names its issuer in its answers (RFC 9207), a token
 // endpoint (authorization_code and refresh_token grants), RFC 7009
-// revocation, a userinfo endpoint that checks bearer tokens, and its
-// metadata (OpenID Connect Discovery and RFC 8414). 'oauthfs dev' runs it
-// so a newcomer needs no account anywhere.
+// revocation, a userinfo endpoint that checks bearer tokens, ID tokens
+// (RS256, for sign-ins that ask for openid, with their keys at /jwks),
+// resource indicators (RFC 8707) and its metadata (OpenID Connect
+// Discovery and RFC 8414). 'oauthfs dev' runs it so a newcomer needs no
+// account anywhere.
 //
 // Tests use its knobs for fault injection: token lifetime, refresh-token
 // rotation (with or without a grace period), a request counter, and
@@ -15,6 +17,7 @@ package localprovider
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -91,6 +94,10 @@ type Quirks struct {
 	// DPoP: the token endpoint wants DPoP proofs (RFC 9449) and answers
 	// 400 use_dpop_nonce with a WWW-Authenticate: DPoP challenge.
 	DPoP bool
+	// NoIDTokenOnRefresh: a refresh answers no new ID token, though the
+	// sign-in had one (OpenID Connect Core §12.2 lets a provider leave it
+	// out).
+	NoIDTokenOnRefresh bool
 }
 
 // Provider is an httptest token endpoint. It is safe for concurrent use.
@@ -139,6 +146,16 @@ type Provider struct {
 	reuses      int                        // rotated refresh tokens used again
 	limitedTill time.Time                  // RateLimit: 429 until then
 	sinceLimit  int                        // token requests since the last limit
+
+	keyOnce   sync.Once
+	key       *rsa.PrivateKey     // signs ID tokens; made on first use
+	idTokens  int                 // ID tokens issued
+	lastID    string              // the ID token issued last
+	openid    map[string]bool     // refresh tokens (and codes) of sign-ins that asked for openid
+	resources map[string]bool     // the resources it serves (RFC 8707); nil: the parameter is ignored
+	audience  map[string]string   // access token -> the resource it was issued for
+	scopeOf   map[string]string   // access token -> its scope
+	params    []map[string]string // resource and scope of each refresh request
 }
 
 // SetQuirks sets the quirks the provider behaves with.
@@ -167,6 +184,7 @@ func Start(l net.Listener) *Provider {
 		refresh: map[string]bool{}, access: map[string]time.Time{}, successor: map[string]string{},
 		codes: map[string]codeGrant{}, devices: map[string]*deviceGrant{},
 		offline: map[string]bool{}, family: map[string]string{}, revoked: map[string]bool{}, issuedWith: map[string]map[string]bool{},
+		openid: map[string]bool{}, audience: map[string]string{}, scopeOf: map[string]string{},
 		deviceInterval: time.Second, deviceLife: 5 * time.Minute,
 		sendIss: true, advertiseIss: true,
 	}
@@ -177,6 +195,7 @@ func Start(l net.Listener) *Provider {
 	mux.HandleFunc("/userinfo", p.userinfo)
 	mux.HandleFunc("/device/code", p.deviceCode)
 	mux.HandleFunc("/device", p.devicePage)
+	mux.HandleFunc("GET /jwks", p.jwks)
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.serveMetadata(OpenIDMetadata))
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", p.serveMetadata(OAuthMetadata))
 	p.Server = httptest.NewUnstartedServer(mux)
@@ -264,6 +283,9 @@ func (p *Provider) serveMetadata(kind Metadata) http.HandlerFunc {
 			"token_endpoint":                                 p.URL + "/token",
 			"revocation_endpoint":                            p.URL + "/revoke",
 			"userinfo_endpoint":                              p.URL + "/userinfo",
+			"jwks_uri":                                       p.URL + "/jwks",
+			"id_token_signing_alg_values_supported":          []string{"RS256"},
+			"subject_types_supported":                        []string{"public"},
 			"device_authorization_endpoint":                  p.URL + "/device/code",
 			"response_types_supported":                       []string{"code"},
 			"grant_types_supported":                          []string{"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"},
@@ -338,6 +360,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.codes[code] = codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri")}
 		p.offline[code] = q.Get("access_type") == "offline" && q.Get("prompt") == "consent"
+		p.openid[code] = strings.Contains(" "+q.Get("scope")+" ", " openid ")
 		p.mu.Unlock()
 		back.Set("code", code)
 	}
@@ -397,6 +420,18 @@ func (p *Provider) Grant() (access, refresh string, expiry time.Time) {
 	defer p.mu.Unlock()
 	access, refresh = p.newPairLocked()
 	return access, refresh, time.Now().Add(p.lifetime)
+}
+
+// GrantOpenID mints tokens as a sign-in that asked for the openid scope
+// would: an access and refresh token pair and an ID token, whose
+// refreshes bring new ID tokens.
+func (p *Provider) GrantOpenID() (access, refresh, id string, expiry time.Time) {
+	p.mu.Lock()
+	access, refresh = p.newPairLocked()
+	p.openid[refresh] = true
+	life := p.lifetime
+	p.mu.Unlock()
+	return access, refresh, p.idToken(life), time.Now().Add(life)
 }
 
 // AcceptsRefresh reports whether rt is a refresh token the provider would
@@ -559,8 +594,16 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, 400, "invalid_grant", "unknown refresh token")
 		return
 	}
+	resource, scope, code, desc := p.targetLocked(r.PostForm.Get("resource"), r.PostForm.Get("scope"))
+	p.params = append(p.params, map[string]string{"resource": r.PostForm.Get("resource"), "scope": r.PostForm.Get("scope")})
+	if code != "" {
+		p.mu.Unlock()
+		oauthError(w, 400, code, desc)
+		return
+	}
 	p.refreshes++
-	resp := map[string]any{"token_type": "Bearer", "scope": "read write"}
+	resp := map[string]any{"token_type": "Bearer", "scope": scope}
+	withID := p.openid[rt] && !q.NoIDTokenOnRefresh
 	if q.RefreshEndsAccess {
 		for at := range p.issuedWith[rt] {
 			delete(p.access, at)
@@ -568,6 +611,7 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	}
 	a := p.prefix + "-at-" + random()
 	p.access[a] = time.Now().Add(p.lifetime)
+	p.audience[a], p.scopeOf[a] = resource, scope
 	resp["access_token"] = a
 	if !q.NoExpiresIn {
 		resp["expires_in"] = int(p.lifetime / time.Second)
@@ -584,6 +628,7 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		}
 		nr := p.prefix + "-rt-" + random()
 		p.refresh[nr] = true
+		p.openid[nr] = p.openid[rt]
 		p.successor[rt] = nr
 		if fam == "" {
 			fam = rt
@@ -597,9 +642,21 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		}
 		p.issuedWith[rt][a] = true
 	}
+	life := p.lifetime
 	p.mu.Unlock()
+	if withID {
+		resp["id_token"] = p.idToken(life)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
+}
+
+// RefreshParams returns the resource and scope parameters of each refresh
+// request so far ("" when absent).
+func (p *Provider) RefreshParams() []map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]map[string]string(nil), p.params...)
 }
 
 // exchange answers the authorization_code grant, checking the PKCE
@@ -624,10 +681,17 @@ func (p *Provider) exchange(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	a, rt := p.newPairLocked()
-	life, q, offline := p.lifetime, p.quirks, p.offline[code]
+	life, q, offline, openid := p.lifetime, p.quirks, p.offline[code], p.openid[code]
 	delete(p.offline, code)
+	delete(p.openid, code)
+	p.openid[rt] = openid
+	p.scopeOf[a] = "read write"
 	p.mu.Unlock()
 	resp := map[string]any{"access_token": a, "refresh_token": rt, "token_type": "Bearer", "scope": "read write"}
+	if openid {
+		resp["id_token"] = p.idToken(life)
+		resp["scope"] = "openid read write"
+	}
 	if !q.NoExpiresIn {
 		resp["expires_in"] = int(life / time.Second)
 	}

@@ -1,0 +1,402 @@
+package broker
+
+// Token variants, ad-hoc tokens, and tokens that must stay valid for a
+// while: every token of a grant besides the one Token hands out,
+// obtained with the grant's one refresh token (docs/design.md, "Token
+// variants").
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/oauthfs/oauthfs/audit"
+	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
+	"github.com/oauthfs/oauthfs/internal/secmem"
+	"github.com/oauthfs/oauthfs/provider"
+	"github.com/oauthfs/oauthfs/store"
+)
+
+// TokenRequest says which of a grant's tokens a reader wants, and how
+// long it must stay valid. The zero TokenRequest is what Token hands out.
+type TokenRequest struct {
+	// Variant names one of the integration's token variants
+	// ([[integration.token]]); "" is the main token.
+	Variant string
+	// Target, when not zero, asks for a token for a resource or scopes
+	// no variant names: obtained for this request with the refresh
+	// token, and kept nowhere.
+	Target provider.Target
+	// MinValid is how long the token must stay valid from now: a token
+	// that would expire sooner is refreshed first, and an answer that
+	// does not live that long is an error.
+	MinValid time.Duration
+	// Force refreshes the token first, whatever its time.
+	Force bool
+}
+
+// variant is a grant's token of one variant. Its fields are guarded by
+// Broker.mu.
+type variant struct {
+	access  *credential.Token
+	failing bool // the last refresh failed for a transient reason
+	retryAt time.Time
+	lastErr string
+}
+
+// errNoRefreshToken is why a grant without a refresh token has no
+// variants.
+var errNoRefreshToken = errors.New("the sign-in gave no refresh token, and other tokens are obtained with it")
+
+// forever is the lead of a refresh that must happen whatever the token's
+// time: no token is fresh that far ahead.
+const forever = time.Duration(math.MaxInt64 / 2)
+
+// TokenFor returns the token of user uid's grant for the integration
+// with guid or name id that req asks for: the main token (as Token, but
+// refreshed first when req.Force or req.MinValid ask for it), a token
+// variant, or an ad-hoc token for req.Target. Variants and ad-hoc tokens
+// are obtained with the grant's refresh token, one use of it at a time,
+// and a rotated refresh token is saved once for all of them; one request
+// per variant answers every concurrent reader. Variant tokens are kept
+// in memory, by this broker, until their hand-out time; ad-hoc tokens are
+// not kept.
+func (b *Broker) TokenFor(ctx context.Context, uid int, id string, req TokenRequest) (*credential.Token, error) {
+	if req.MinValid < 0 {
+		return nil, fmt.Errorf("broker: a minimum validity of %v: want 0 or more: %w", req.MinValid, credential.ErrBadRequest)
+	}
+	if req.Variant == "" && req.Target.IsZero() {
+		return b.mainToken(ctx, uid, id, req)
+	}
+	p, err := b.reg.find(id)
+	if err != nil {
+		return nil, err
+	}
+	in := p.Config()
+	target, cache := req.Target, false
+	if req.Variant != "" {
+		if !req.Target.IsZero() {
+			return nil, fmt.Errorf("broker: %s: ask for a token variant or for a resource and scopes, not both: %w", in.Name, credential.ErrBadRequest)
+		}
+		v := in.Variant(req.Variant)
+		if v == nil {
+			return nil, fmt.Errorf("broker: %s has no token variant %q (%s): %w", in.Name, req.Variant, variantNames(in.Tokens), credential.ErrNotFound)
+		}
+		target, cache = provider.Target{Resource: v.Resource, Scopes: v.Scopes}, true
+	}
+	t, err := b.variantToken(ctx, uid, p, req.Variant, target, cache, req)
+	if b.metrics != nil {
+		b.metrics.Read(in.Name, err)
+	}
+	return t, err
+}
+
+// variantNames lists the names of vs for a message.
+func variantNames(vs []config.TokenVariant) string {
+	if len(vs) == 0 {
+		return "it has none"
+	}
+	names := make([]string, len(vs))
+	for i, v := range vs {
+		names[i] = v.Name
+	}
+	return "its variants: " + strings.Join(names, ", ")
+}
+
+// mainToken is Token with req's minimum validity and forcing.
+func (b *Broker) mainToken(ctx context.Context, uid int, id string, req TokenRequest) (*credential.Token, error) {
+	if !req.Force {
+		t, err := b.Token(ctx, uid, id)
+		if err != nil || req.MinValid == 0 || t.Valid(b.now(), req.MinValid) {
+			return t, err
+		}
+	}
+	p, creds, err := b.lockGrants(uid, id)
+	if p == nil {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
+	}
+	in := p.Config()
+	g := in.GUID.String()
+	cr := creds[g]
+	if cr == nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
+	}
+	noRefresh := cr.refresh == nil && b.shared == nil
+	b.mu.Unlock()
+	if noRefresh {
+		return nil, fmt.Errorf("broker: %s: cannot refresh: %w: %w", in.Name, errNoRefreshToken, credential.ErrUnavailable)
+	}
+	// A flight of its own: one that began before this call may have
+	// settled for the token this call must replace.
+	ch := b.flights.DoChan(fmt.Sprintf("%d/%s/force", uid, g), func() (any, error) { return b.refresh(uid, p, forever) })
+	var t *credential.Token
+	select {
+	case r := <-ch:
+		if t, err = b.handedOut(uid, g, r); err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return t, lifetimeShort(in.Name, t, req.MinValid, b.now())
+}
+
+// lifetimeShort says why a token just obtained cannot stay valid for
+// minValid, or nil when it can.
+func lifetimeShort(name string, t *credential.Token, minValid time.Duration, now time.Time) error {
+	if minValid == 0 || t.Valid(now, minValid) {
+		return nil
+	}
+	life := t.Expiry().Sub(t.Obtained()).Round(time.Second)
+	return fmt.Errorf("broker: %s: the provider's new token lives %v, less than the %v asked for: ask for less: %w",
+		name, life, minValid, credential.ErrBadRequest)
+}
+
+// variantToken returns the token for target of user uid's grant for p:
+// variant name's kept token while it may be handed out (cache), or a new
+// one.
+func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, name string, target provider.Target, cache bool, req TokenRequest) (*credential.Token, error) {
+	in := p.Config()
+	g := in.GUID.String()
+	b.mu.Lock()
+	creds, err := b.credsLocked(uid)
+	if err != nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
+	}
+	cr := creds[g]
+	switch {
+	case cr == nil:
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
+	case cr.status == credential.StatusExpired:
+		msg := cr.lastErr
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %w: %s", in.Name, credential.ErrExpired, msg)
+	}
+	now := b.now()
+	if v := cr.variants[name]; cache && v != nil && !req.Force {
+		if b.fresh(v.access, now, 0) && v.access.Valid(now, req.MinValid) {
+			b.mu.Unlock()
+			return v.access, nil
+		}
+		if v.failing && now.Before(v.retryAt) {
+			cached, msg := v.access, v.lastErr
+			b.mu.Unlock()
+			if cached.Valid(now, req.MinValid) {
+				return cached, nil
+			}
+			return nil, fmt.Errorf("broker: %s: token %s: %w: %s (retrying)", in.Name, name, credential.ErrUnavailable, msg)
+		}
+	}
+	b.mu.Unlock()
+	key := fmt.Sprintf("%d/%s/variant/%s", uid, g, name)
+	if !cache {
+		key = fmt.Sprintf("%d/%s/target/%s %s", uid, g, target.Resource, strings.Join(target.Scopes, " "))
+	}
+	if req.Force || req.MinValid > 0 {
+		key += "/force"
+	}
+	ch := b.flights.DoChan(key, func() (any, error) {
+		return b.refreshVariant(uid, p, cr, name, target, cache, req)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		t := r.Val.(*credential.Token)
+		return t, lifetimeShort(in.Name, t, req.MinValid, b.now())
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// refreshVariant obtains a token for target with cr's refresh token,
+// holding cr.useRefresh so that no other refresh of the grant uses the
+// refresh token at the same time; in a cluster, under the record's lock,
+// on the stored refresh token. A rotated refresh token is saved before
+// the new token is returned.
+func (b *Broker) refreshVariant(uid int, p *provider.Client, cr *grant, name string, target provider.Target, cache bool, req TokenRequest) (*credential.Token, error) {
+	in := p.Config()
+	g := in.GUID.String()
+	label := "token " + name
+	if !cache {
+		label = "a token for " + describeTarget(target)
+	}
+	cr.useRefresh.Lock()
+	defer cr.useRefresh.Unlock()
+	b.mu.Lock()
+	if b.users[uid][g] != cr {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
+	}
+	now := b.now()
+	if v := cr.variants[name]; cache && v != nil && !req.Force && b.fresh(v.access, now, 0) && v.access.Valid(now, req.MinValid) {
+		b.mu.Unlock()
+		return v.access, nil // a flight that ended just before ours got it
+	}
+	rt := cr.refresh
+	u := b.storeUserLocked(uid)
+	b.mu.Unlock()
+	if rt == nil && b.shared == nil {
+		return nil, fmt.Errorf("broker: %s: %s: %w: %w", in.Name, label, errNoRefreshToken, credential.ErrUnavailable)
+	}
+
+	var (
+		ans     *provider.Answer
+		err     error
+		rotated *store.Record // in a cluster: the record committed with the rotated refresh token
+	)
+	if b.shared != nil {
+		ctx, cancel := context.WithTimeout(b.life, 2*b.timeout)
+		err = b.shared.Update(ctx, u, g, true, func(cur *store.Record) (*store.Record, error) {
+			if cur == nil || cur.Refresh == nil || cur.Status == credential.StatusExpired {
+				return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
+			}
+			a, perr := p.RefreshFor(b.life, cur.Refresh, target)
+			if perr != nil {
+				return nil, perr
+			}
+			ans = a
+			if a.Refresh == nil {
+				return nil, nil
+			}
+			next := *cur
+			if next.Refresh, perr = secmem.Seal(a.Refresh); perr != nil { // wipes a.Refresh
+				return nil, perr
+			}
+			a.Refresh = nil
+			rotated = &next
+			return &next, nil
+		})
+		cancel()
+	} else {
+		ans, err = p.RefreshFor(b.life, rt, target)
+	}
+
+	b.mu.Lock()
+	if ans != nil {
+		defer ans.Wipe()
+	}
+	if b.users[uid][g] != cr {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
+	}
+	v := cr.variants[name]
+	if v == nil && cache {
+		v = &variant{}
+		if cr.variants == nil {
+			cr.variants = map[string]*variant{}
+		}
+		cr.variants[name] = v
+	}
+	if err != nil {
+		var pe *provider.Error
+		switch {
+		case errors.As(err, &pe) && pe.InvalidGrant():
+			// The one refresh token is dead: so is the whole grant.
+			cr.access, cr.prev, cr.refresh, cr.variants = nil, nil, nil, nil
+			cr.failing = false
+			stopAhead(cr)
+			cr.status, cr.lastErr = credential.StatusExpired, "the provider rejected the refresh token ("+pe.Summary()+"); sign in again"
+			b.recordLocked(uid, in.Name, g, audit.Event{Event: "refresh", Result: "invalid_grant", Reason: pe.Summary()})
+			b.mu.Unlock()
+			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", in.Name, "guid", g, "token", name, "err", err)
+			b.persist(uid, g)
+			b.publish(uid, EventChanged, g)
+			return nil, fmt.Errorf("broker: %s: %w: %v", in.Name, credential.ErrExpired, err)
+		case errors.As(err, &pe) && (pe.Code == "invalid_target" || pe.Code == "invalid_scope"):
+			b.mu.Unlock()
+			b.log.Warn("the provider refused a token variant", "uid", uid, "integration", in.Name, "guid", g, "token", name, "err", err)
+			return nil, fmt.Errorf("broker: %s: the provider refused %s (%s): check the variant's resource and scopes in the configuration: %w",
+				in.Name, label, pe.Summary(), credential.ErrUnavailable)
+		case errors.Is(err, credential.ErrNotSignedIn):
+			b.mu.Unlock()
+			return nil, err
+		}
+		var cached *credential.Token
+		if v != nil {
+			v.failing, v.retryAt, v.lastErr = true, now.Add(retryDelay(err)), err.Error()
+			cached = v.access
+		}
+		b.mu.Unlock()
+		b.log.Error("refresh failed", "uid", uid, "integration", in.Name, "guid", g, "token", name, "err", err)
+		if cached.Valid(b.now(), req.MinValid) {
+			return cached, nil
+		}
+		return nil, fmt.Errorf("broker: %s: %s: %w: %v", in.Name, label, credential.ErrUnavailable, err)
+	}
+	scopes := ans.Scopes
+	if scopes == nil {
+		scopes = target.Scopes
+	}
+	t, terr := credential.NewAccess(ans.Access, ans.Expiry, ans.Obtained, ans.TokenType, scopes, ans.IDToken, nil) // wipes ans.Access and ans.IDToken
+	if terr != nil {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: %s: %s: %w: %w", in.Name, label, terr, credential.ErrUnavailable)
+	}
+	save := false
+	switch {
+	case rotated != nil:
+		cr.refresh = rotated.Refresh // committed already
+	case ans.Refresh != nil:
+		if cr.refresh, terr = secmem.Seal(ans.Refresh); terr != nil { // wipes ans.Refresh
+			b.mu.Unlock()
+			return nil, fmt.Errorf("broker: %s: %s: %w: %w", in.Name, label, terr, credential.ErrUnavailable)
+		}
+		ans.Refresh, save = nil, true
+	}
+	if v != nil {
+		v.access, v.failing, v.retryAt, v.lastErr = t, false, time.Time{}, ""
+	}
+	b.recordLocked(uid, in.Name, g, audit.Event{Event: "refresh", Result: "ok", Reason: label})
+	b.mu.Unlock()
+	b.log.Info("refreshed", "uid", uid, "integration", in.Name, "guid", g, "token", name, "resource", target.Resource,
+		"expiry", credential.FormatTime(t.Expiry()), "rotated", save || rotated != nil)
+	if save {
+		// The rotated refresh token is on disk before the token is
+		// handed out, as for the main token.
+		if perr := b.persist(uid, g); perr != nil {
+			b.log.Error("could not save credentials; the new tokens are kept in memory", "uid", uid, "integration", in.Name, "guid", g, "err", perr)
+		}
+	}
+	return t, nil
+}
+
+// describeTarget names target for a message.
+func describeTarget(t provider.Target) string {
+	var parts []string
+	if t.Resource != "" {
+		parts = append(parts, "resource "+t.Resource)
+	}
+	if len(t.Scopes) > 0 {
+		parts = append(parts, "scopes "+strings.Join(t.Scopes, " "))
+	}
+	return strings.Join(parts, " and ")
+}
+
+// PeekVariant returns variant name's kept token of user uid's grant for
+// guid while it may be handed out, and until when it may be kept; nil
+// when there is none.
+func (b *Broker) PeekVariant(uid int, guid, name string) (*credential.Token, time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cr := b.users[uid][guid]
+	if cr == nil || cr.variants[name] == nil {
+		return nil, time.Time{}
+	}
+	t := cr.variants[name].access
+	if !b.fresh(t, b.now(), 0) {
+		return nil, time.Time{}
+	}
+	return t, b.keepUntil(t)
+}
