@@ -3,9 +3,9 @@ package credential
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
-	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"strconv"

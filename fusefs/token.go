@@ -138,7 +138,7 @@ type tokenNode struct {
 	fs.Inode
 	t       *tree
 	guid    string
-	variant string   // "": the main token
+	variant string    // "": the main token
 	parent  *fs.Inode // the directory whose entry leads to the version
 	kind    int
 	tok     *credential.Token // the access token of the version
