@@ -232,17 +232,19 @@ func (b *Broker) lockGrants(uid int, id string) (*provider.Client, map[string]*g
 // with err) sees of integration c. Callers hold b.mu.
 func metaOf(c *config.Integration, creds map[string]*grant, err error) credential.Integration {
 	m := credential.Integration{
-		GUID:          c.GUID.String(),
-		Name:          c.Name,
-		DisplayName:   c.DisplayName,
-		ClientID:      c.ClientID,
-		AuthURL:       c.AuthURL,
-		TokenURL:      c.TokenURL,
-		Scopes:        nonNil(c.Scopes),
-		Issuer:        nonEmpty(c.Issuer),
-		Status:        credential.StatusNotSignedIn,
-		GrantedScopes: []string{},
-		Tokens:        []string{},
+		GUID:             c.GUID.String(),
+		Name:             c.Name,
+		DisplayName:      c.DisplayName,
+		ClientID:         c.ClientID,
+		AuthURL:          c.AuthURL,
+		TokenURL:         c.TokenURL,
+		Scopes:           nonNil(c.Scopes),
+		Issuer:           nonEmpty(c.Issuer),
+		Status:           credential.StatusNotSignedIn,
+		GrantedScopes:    []string{},
+		Tokens:           []string{},
+		DockerRegistries: nonNil(c.DockerRegistries),
+		DockerUsername:   c.DockerUsername,
 	}
 	for _, v := range c.Tokens {
 		m.Tokens = append(m.Tokens, v.Name)

@@ -82,6 +82,14 @@ func (c *Client) TokenFor(ctx context.Context, id string, q api.TokenQuery) (*cr
 	return t, err
 }
 
+// TokenUntil is TokenFor, and also returns until when the token may be
+// kept: its refresh time (refresh_at), the zero time for a token without
+// expiry. A tool that caches what it is given (kubectl) should ask again
+// then.
+func (c *Client) TokenUntil(ctx context.Context, id string, q api.TokenQuery) (*credential.Token, time.Time, error) {
+	return c.token(ctx, id, q)
+}
+
 // token also returns until when the broker would hand the token out
 // (zero: no expiry).
 func (c *Client) token(ctx context.Context, id string, q api.TokenQuery) (*credential.Token, time.Time, error) {

@@ -120,6 +120,11 @@ type Integration struct {
 	// Tokens names the integration's token variants: the directories of
 	// tokens/ (empty when it has none).
 	Tokens []string `json:"tokens"`
+	// DockerRegistries are the container registries 'oauthfs
+	// docker-credential' answers for with the integration's token, and
+	// DockerUsername the user name it sends with it.
+	DockerRegistries []string `json:"docker_registries"`
+	DockerUsername   string   `json:"docker_username"`
 }
 
 // Token is an immutable snapshot of an access token and its times.

@@ -10,8 +10,10 @@ import (
 	"os/signal"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 
+	"github.com/oauthfs/oauthfs/api"
 	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/config"
 	"github.com/oauthfs/oauthfs/credential"
@@ -47,23 +49,77 @@ func dialFor(fs *flag.FlagSet, sock, cfg *string) (string, *client.Client, conte
 }
 
 var tokenCommand = &command{
-	name: "token", args: "NAME|GUID",
+	name: "token", args: "[--min-valid DURATION] [--force-refresh] [--variant NAME | --resource URI --scope S...] [--id-token | --json] NAME|GUID",
 	summary: "print a valid access token (refreshed when needed)",
 	help: "Print a valid access token for the integration, with no newline. The\n" +
-		"broker refreshes it first when it is expired or about to expire.",
+		"broker refreshes it first when it is expired or about to expire, or, with\n" +
+		"--min-valid, when it would expire within that time. --variant prints one\n" +
+		"of the integration's token variants; --resource and --scope ask for a\n" +
+		"token for another resource (RFC 8707) or fewer scopes, obtained with the\n" +
+		"same sign-in and kept nowhere. --id-token prints the OpenID Connect ID\n" +
+		"token that came with it; --json prints token.json.",
 	flags: tokenFlags,
+}
+
+// tokenQueryFlags declares the flags that choose a token and its
+// validity, and returns the query they make.
+func tokenQueryFlags(fs *flag.FlagSet) func() (api.TokenQuery, error) {
+	minValid := fs.Duration("min-valid", 0, "the token must stay valid at least this `duration` (such as 10m): refreshed first when it would not")
+	force := fs.Bool("force-refresh", false, "refresh the token first, whatever its time")
+	variant := fs.String("variant", "", "one of the integration's token variants (`name`, as under tokens/)")
+	resource := fs.String("resource", "", "a token for this resource `URI` (RFC 8707), such as https://graph.microsoft.com")
+	var scopes []string
+	fs.Func("scope", "a token with this `scope` only (repeat for more; a subset of the granted ones)", func(s string) error {
+		scopes = append(scopes, strings.Fields(s)...)
+		return nil
+	})
+	return func() (api.TokenQuery, error) {
+		q := api.TokenQuery{Variant: *variant, Resource: *resource, Scopes: scopes, MinValid: *minValid, Force: *force}
+		switch {
+		case q.MinValid < 0:
+			return q, withHint(&usageError{fmt.Sprintf("--min-valid %v is negative", q.MinValid)}, "give a duration such as 10m")
+		case q.Variant != "" && (q.Resource != "" || len(q.Scopes) > 0):
+			return q, withHint(&usageError{"--variant cannot be used with --resource or --scope"}, "a variant names its own resource and scopes in the configuration")
+		}
+		return q, nil
+	}
 }
 
 // tokenFlags declares the flags of oauthfs token.
 func tokenFlags(fs *flag.FlagSet) runFunc {
 	sock, cfg := socketFlags(fs)
+	query := tokenQueryFlags(fs)
+	idToken := fs.Bool("id-token", false, "print the OpenID Connect ID token that came with the access token")
+	asJSON := fs.Bool("json", false, "print token.json: the token, its type, expiry, scopes and ID token")
 	return func(stdout, _ io.Writer) error {
+		q, err := query()
+		if err != nil {
+			return err
+		}
+		if *idToken && *asJSON {
+			return withHint(&usageError{"--id-token and --json cannot be used together"}, "token.json holds the ID token too")
+		}
 		id, c, ctx, cancel, err := dialFor(fs, sock, cfg)
 		if err != nil {
 			return err
 		}
 		defer cancel()
-		_, buf, err := openToken(ctx, c, id)
+		t, err := c.TokenFor(ctx, id, q)
+		if err != nil {
+			return explain(err, id)
+		}
+		switch {
+		case *idToken:
+			if t = t.ID(); t == nil {
+				return withHint(fmt.Errorf("%s: the provider sent no ID token with this token", printable.String(id, 0)),
+					"ask for the openid scope in the integration's scopes, and sign in again")
+			}
+		case *asJSON:
+			if t, err = t.Document(); err != nil {
+				return err
+			}
+		}
+		buf, err := t.Open()
 		if err != nil {
 			return err
 		}

@@ -120,7 +120,9 @@ func argsOf(words []string) []string {
 		if prev := words[len(words)-1]; prev == "--from" || prev == "--to" {
 			return []string{"file", "postgres"}
 		}
-	case "login", "logout", "token", "git-credential":
+	case "docker-credential":
+		return []string{"erase", "get", "list", "store"}
+	case "login", "logout", "token", "git-credential", "exec-credential":
 		return integrationNames(words)
 	}
 	return nil

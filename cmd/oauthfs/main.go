@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -19,8 +20,17 @@ func main() {
 	// processes of the same user, so a compromised program of the user
 	// cannot read the tokens in this process's memory.
 	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == dockerHelperName {
+		// Docker runs its credential helpers by this name.
+		args = append([]string{dockerCredentialCommand.name}, args...)
+	}
+	os.Exit(run(args, os.Stdout, os.Stderr))
 }
+
+// dockerHelperName is the name docker runs the credential helper
+// "oauthfs" by: a link to this program.
+const dockerHelperName = "docker-credential-oauthfs"
 
 // command is one subcommand. Its flags are declared on a flag set before
 // anything runs, so that help and completion know them without running
@@ -44,17 +54,18 @@ var commands []*command
 func init() {
 	// In init: completion's commands refer to this list.
 	commands = []*command{mountCommand, tokenCommand, listCommand, brokerCommand, loginCommand, logoutCommand,
-		settingsCommand, gitCredentialCommand, storeCommand, devCommand, completionCommand, versionCommand}
+		settingsCommand, gitCredentialCommand, execCredentialCommand, dockerCredentialCommand, storeCommand, devCommand,
+		completionCommand, versionCommand}
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "oauthfs gives every program a valid OAuth 2.0 access token as a file.\n\nUsage:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  oauthfs %-14s %s\n", c.name, c.args)
+		fmt.Fprintf(w, "  oauthfs %-17s %s\n", c.name, c.args)
 	}
 	fmt.Fprintf(w, "\nCommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-17s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'oauthfs COMMAND --help' for a command's options. Exit codes:\n%s", exitCodeHelp)
 }

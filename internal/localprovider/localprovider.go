@@ -147,15 +147,16 @@ type Provider struct {
 	limitedTill time.Time                  // RateLimit: 429 until then
 	sinceLimit  int                        // token requests since the last limit
 
-	keyOnce   sync.Once
-	key       *rsa.PrivateKey     // signs ID tokens; made on first use
-	idTokens  int                 // ID tokens issued
-	lastID    string              // the ID token issued last
-	openid    map[string]bool     // refresh tokens (and codes) of sign-ins that asked for openid
-	resources map[string]bool     // the resources it serves (RFC 8707); nil: the parameter is ignored
-	audience  map[string]string   // access token -> the resource it was issued for
-	scopeOf   map[string]string   // access token -> its scope
-	params    []map[string]string // resource and scope of each refresh request
+	keyOnce    sync.Once
+	key        *rsa.PrivateKey     // signs ID tokens; made on first use
+	idTokens   int                 // ID tokens issued
+	lastID     string              // the ID token issued last
+	openid     map[string]bool     // refresh tokens (and codes) of sign-ins that asked for openid
+	resources  map[string]bool     // the resources it serves (RFC 8707); nil: the parameter is ignored
+	audience   map[string]string   // access token -> the resource it was issued for
+	scopeOf    map[string]string   // access token -> its scope
+	params     []map[string]string // resource and scope of each refresh request
+	lastAccess string              // the access token (for no resource) issued last
 }
 
 // SetQuirks sets the quirks the provider behaves with.
@@ -474,8 +475,13 @@ func (p *Provider) newPairLocked() (string, string) {
 	r := p.prefix + "-rt-" + random()
 	p.access[a], p.refresh[r] = time.Now().Add(p.lifetime), true
 	p.family[r], p.issuedWith[r] = r, map[string]bool{a: true}
+	p.lastAccess = a
 	return a, r
 }
+
+// LastAccess returns the access token the provider issued last: the one
+// a resource server that takes only the newest accepts.
+func (p *Provider) LastAccess() string { p.mu.Lock(); defer p.mu.Unlock(); return p.lastAccess }
 
 func random() string {
 	b := make([]byte, 12)
@@ -612,6 +618,9 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	a := p.prefix + "-at-" + random()
 	p.access[a] = time.Now().Add(p.lifetime)
 	p.audience[a], p.scopeOf[a] = resource, scope
+	if resource == "" {
+		p.lastAccess = a
+	}
 	resp["access_token"] = a
 	if !q.NoExpiresIn {
 		resp["expires_in"] = int(p.lifetime / time.Second)
