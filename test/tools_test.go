@@ -5,12 +5,28 @@ package test
 // the real tool where one can run here.
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -312,4 +328,337 @@ func mustLs(t *testing.T, dir string) string {
 		t.Fatalf("ls %s: %v", dir, err)
 	}
 	return string(out)
+}
+
+// TestToolsKubectl: Debian's kubectl (or whichever is installed) runs
+// oauthfs exec-credential for a cluster whose API server accepts only the
+// provider's newest token; after a refresh the next kubectl gets the new
+// one.
+func TestToolsKubectl(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	requireE2E(t, err == nil, "kubectl (Debian's kubernetes-client)")
+	e := newToolsEnv(t, time.Hour)
+	e.seedOpenID(t, 3600)
+	var mu sync.Mutex
+	var seen []string
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		seen = append(seen, tok)
+		mu.Unlock()
+		if tok == "" || tok != e.p.LastAccess() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(api.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw})
+	// kubectl before 1.22 speaks only v1beta1 of the exec protocol.
+	version, mode := "client.authentication.k8s.io/v1", "\n      interactiveMode: Never"
+	if out, err := exec.Command(kubectl, "version", "--client", "-o", "json").Output(); err == nil {
+		var v struct {
+			ClientVersion struct{ Minor string } `json:"clientVersion"`
+		}
+		if json.Unmarshal(out, &v) == nil && len(v.ClientVersion.Minor) > 0 {
+			if n, _ := strconv.Atoi(strings.TrimRight(v.ClientVersion.Minor, "+")); n < 22 {
+				version, mode = "client.authentication.k8s.io/v1beta1", ""
+			}
+		}
+	}
+	kubeconfig := filepath.Join(e.dir, "kubeconfig")
+	os.WriteFile(kubeconfig, fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: me
+  user:
+    exec:
+      apiVersion: %s
+      command: %s
+      args: [exec-credential, Cloud]
+      env:
+      - name: OAUTHFS_BROKER
+        value: %s%s
+contexts:
+- name: test
+  context: {cluster: test, user: me}
+current-context: test
+`, api.URL, base64.StdEncoding.EncodeToString(ca), version, binary, e.socket, mode), 0o600)
+	run := func() string {
+		t.Helper()
+		cmd := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "--raw", "/healthz")
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + e.dir}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl get --raw /healthz: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := run(); out != "ok" {
+		t.Errorf("kubectl = %q; want ok", out)
+	}
+	first := e.p.LastAccess()
+	if _, errOut, code := e.oauthfs(t, "token", "--force-refresh", "Cloud"); code != 0 {
+		t.Fatalf("force a refresh: %s", errOut)
+	}
+	if e.p.LastAccess() == first {
+		t.Fatal("the refresh did not make a new token")
+	}
+	if out := run(); out != "ok" {
+		t.Errorf("kubectl after a refresh = %q; want ok", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) < 2 || seen[0] != first || seen[len(seen)-1] != e.p.LastAccess() {
+		t.Errorf("the API server saw %d requests; want the first token, then the refreshed one", len(seen))
+	}
+	// The plugin's answer, as kubectl reads it.
+	cmd := exec.Command(binary, "exec-credential", "Cloud")
+	cmd.Env = append(os.Environ(), "OAUTHFS_BROKER="+e.socket, `KUBERNETES_EXEC_INFO={"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}`)
+	out, err := cmd.Output()
+	var cred struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Status     struct {
+			Token               string    `json:"token"`
+			ExpirationTimestamp time.Time `json:"expirationTimestamp"`
+		} `json:"status"`
+	}
+	if err != nil || json.Unmarshal(out, &cred) != nil || cred.APIVersion != "client.authentication.k8s.io/v1beta1" || cred.Kind != "ExecCredential" ||
+		cred.Status.Token != e.p.LastAccess() || time.Until(cred.Status.ExpirationTimestamp) < 30*time.Minute || time.Until(cred.Status.ExpirationTimestamp) > time.Hour {
+		t.Errorf("exec-credential = %s, %v; want a v1beta1 ExecCredential with the token and its refresh time", out, err)
+	}
+	_, errOut, code := e.oauthfs(t, "exec-credential", "--api-version", "client.authentication.k8s.io/v2", "Cloud")
+	if code != 1 || !strings.Contains(errOut, "is not one this plugin speaks") {
+		t.Errorf("an unknown apiVersion: exit %d, %s", code, errOut)
+	}
+}
+
+// TestToolsDockerCredentialHelper: the docker credential-helper protocol,
+// through a link named docker-credential-oauthfs, with the JSON exchanges
+// docker's documentation gives.
+func TestToolsDockerCredentialHelper(t *testing.T) {
+	e := newToolsEnv(t, time.Hour)
+	access, _, _ := e.seedOpenID(t, 3600)
+	helper := filepath.Join(e.dir, "bin", "docker-credential-oauthfs")
+	os.MkdirAll(filepath.Dir(helper), 0o755)
+	if err := os.Symlink(binary, helper); err != nil {
+		t.Fatal(err)
+	}
+	call := func(action, stdin string) (string, string, int) {
+		cmd := exec.Command(helper, action)
+		cmd.Env = append(os.Environ(), "OAUTHFS_BROKER="+e.socket)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), code
+	}
+	for _, server := range []string{"ghcr.io", "https://ghcr.io/v2/", "registry.example.test:5000"} {
+		out, errOut, code := call("get", server+"\n")
+		var got struct{ ServerURL, Username, Secret string }
+		if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.ServerURL != server || got.Username != "oauth2accesstoken" || got.Secret != access {
+			t.Errorf("get %s: exit %d, %q, %s; want the Cloud token", server, code, out, errOut)
+		}
+	}
+	out, _, code := call("get", "docker.io\n")
+	if code != 1 || strings.TrimSpace(out) != "credentials not found in native keychain" {
+		t.Errorf("get of a registry no integration names: exit %d, %q; want docker's not-found answer", code, out)
+	}
+	out, _, code = call("list", "")
+	if code != 0 || strings.TrimSpace(out) != `{"ghcr.io":"oauth2accesstoken","registry.example.test:5000":"oauth2accesstoken"}` {
+		t.Errorf("list: exit %d, %q", code, out)
+	}
+	for _, action := range []string{"store", "erase"} {
+		out, errOut, code := call(action, `{"ServerURL":"ghcr.io","Username":"u","Secret":"CANARY-docker-secret"}`)
+		if code == 0 || !strings.Contains(errOut, action+" refused") || strings.Contains(out+errOut, "CANARY") {
+			t.Errorf("%s: exit %d, %q, %q; want a clear refusal", action, code, out, errOut)
+		}
+	}
+	if got := e.file(t, "access_token"); got != access {
+		t.Errorf("after store and erase the token is %q; want it kept", got)
+	}
+	// Signed out: a clear error, not a secret of someone else.
+	e.oauthfs(t, "logout", "Cloud")
+	out, errOut, code := call("get", "ghcr.io\n")
+	if code != 4 || out != "" || !strings.Contains(errOut, "not signed in") {
+		t.Errorf("get after a sign-out: exit %d, %q, %q", code, out, errOut)
+	}
+}
+
+// stsAddr is where the STS stand-in listens: a loopback address of its
+// own, port 443, which boto3 reaches as sts.amazonaws.com through a hosts
+// file bind-mounted for it alone.
+const stsAddr = "127.7.0.1:443"
+
+// stsStandIn answers AssumeRoleWithWebIdentity as AWS STS does, after
+// checking the web identity token as STS would: an RS256 JWT signed by a
+// key of the provider's JWKS, issued by the provider for its client, not
+// expired. The access key id it answers names the token (its "n" claim).
+type stsStandIn struct {
+	p    *localprovider.Provider
+	mu   sync.Mutex
+	seen []int // the "n" claims of the tokens it accepted
+}
+
+func (s *stsStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	fail := func(code, msg string) {
+		w.Header().Set("Content-Type", "text/xml")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>%s</Code><Message>%s</Message></Error><RequestId>x</RequestId></ErrorResponse>`, code, msg)
+	}
+	if r.Form.Get("Action") != "AssumeRoleWithWebIdentity" {
+		fail("InvalidAction", "only AssumeRoleWithWebIdentity")
+		return
+	}
+	n, err := s.verify(r.Form.Get("WebIdentityToken"))
+	if err != nil {
+		fail("InvalidIdentityToken", err.Error())
+		return
+	}
+	s.mu.Lock()
+	s.seen = append(s.seen, n)
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "text/xml")
+	fmt.Fprintf(w, `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<AssumeRoleWithWebIdentityResult>
+<Credentials><AccessKeyId>ASIAIDTOKEN%06d</AccessKeyId><SecretAccessKey>stand-in-secret</SecretAccessKey><SessionToken>stand-in-session</SessionToken><Expiration>%s</Expiration></Credentials>
+<SubjectFromWebIdentityToken>dev-user</SubjectFromWebIdentityToken>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/test/%s</Arn><AssumedRoleId>AROATEST:%s</AssumedRoleId></AssumedRoleUser>
+<Audience>test-client</Audience><Provider>%s</Provider>
+</AssumeRoleWithWebIdentityResult>
+<ResponseMetadata><RequestId>stand-in</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>`, n, time.Now().Add(time.Hour).UTC().Format(time.RFC3339), r.Form.Get("RoleSessionName"), r.Form.Get("RoleSessionName"), s.p.URL)
+}
+
+// verify checks a JWT as STS checks a web identity token and returns its
+// "n" claim.
+func (s *stsStandIn) verify(jwt string) (int, error) {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return 0, errors.New("not a JWT")
+	}
+	var head struct{ Alg, Kid string }
+	var claims struct {
+		Iss string
+		Aud string
+		Exp int64
+		N   int
+	}
+	for i, v := range []any{&head, &claims} {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil || json.Unmarshal(b, v) != nil {
+			return 0, errors.New("malformed JWT")
+		}
+	}
+	resp, err := http.Get(s.p.URL + "/jwks")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var set struct{ Keys []struct{ Kid, N, E string } }
+	json.NewDecoder(resp.Body).Decode(&set)
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	verified := false
+	for _, k := range set.Keys {
+		nb, _ := base64.RawURLEncoding.DecodeString(k.N)
+		eb, _ := base64.RawURLEncoding.DecodeString(k.E)
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: int(new(big.Int).SetBytes(eb).Int64())}
+		if k.Kid == head.Kid && head.Alg == "RS256" && rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) == nil {
+			verified = true
+		}
+	}
+	switch {
+	case !verified:
+		return 0, errors.New("the signature does not verify with the issuer's keys")
+	case claims.Iss != s.p.URL || claims.Aud != s.p.ClientID:
+		return 0, errors.New("wrong issuer or audience")
+	case time.Now().Unix() >= claims.Exp:
+		return 0, errors.New("the token has expired")
+	}
+	return claims.N, nil
+}
+
+// TestToolsBoto3WebIdentity: Debian's boto3, with AWS_WEB_IDENTITY_TOKEN_FILE
+// pointing at the mount's id_token, gets AWS credentials from an STS
+// stand-in that verifies the ID token against the provider's keys; and
+// again, with the new ID token, after a refresh.
+//
+// Debian's botocore (1.29) predates AWS_ENDPOINT_URL_STS, so boto3 is
+// sent to the stand-in the way a real network would: the STS host names
+// resolve to it through a hosts file bind-mounted in a mount namespace of
+// the python process alone, and AWS_CA_BUNDLE trusts its certificate.
+func TestToolsBoto3WebIdentity(t *testing.T) {
+	requireE2E(t, os.Geteuid() == 0, "root (a mount namespace with its own /etc/hosts)")
+	_, err := exec.LookPath("unshare")
+	requireE2E(t, err == nil, "unshare (util-linux)")
+	requireE2E(t, exec.Command("/usr/bin/python3", "-c", "import boto3").Run() == nil, "python3-boto3")
+	e := newToolsEnv(t, 8*time.Second)
+	e.seedOpenID(t, 8)
+
+	// The stand-in's certificate, for both names boto3 may use.
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "oauthfs test CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sts.amazonaws.com"},
+		DNSNames: []string{"sts.amazonaws.com", "sts.us-east-1.amazonaws.com"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, &key.PublicKey, caKey)
+	caFile := filepath.Join(e.dir, "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+	l, err := net.Listen("tcp", stsAddr)
+	if err != nil {
+		t.Fatalf("the STS stand-in cannot listen on %s: %v", stsAddr, err)
+	}
+	sts := &stsStandIn{p: e.p}
+	srv := &http.Server{Handler: sts, TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}}}}
+	go srv.ServeTLS(l, "", "")
+	t.Cleanup(func() { srv.Close() })
+	hosts := filepath.Join(e.dir, "hosts")
+	host, _, _ := net.SplitHostPort(stsAddr)
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+host+" sts.amazonaws.com sts.us-east-1.amazonaws.com\n"), 0o644)
+
+	idFile := filepath.Join(e.mnt, "by-name", "Cloud", "id_token")
+	assume := func() string {
+		t.Helper()
+		script := `import boto3; c = boto3.Session().get_credentials().get_frozen_credentials(); print(c.access_key)`
+		cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount --bind "$1" /etc/hosts && exec /usr/bin/python3 -c "$2"`, "sh", hosts, script)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + e.dir, "AWS_WEB_IDENTITY_TOKEN_FILE=" + idFile,
+			"AWS_ROLE_ARN=arn:aws:iam::123456789012:role/test", "AWS_ROLE_SESSION_NAME=oauthfs-test", "AWS_REGION=us-east-1",
+			"AWS_CA_BUNDLE=" + caFile, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("boto3: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	first := assume()
+	old := e.file(t, "id_token")
+	waitFor(t, func() bool { b, err := os.ReadFile(idFile); return err == nil && string(b) != old })
+	second := assume()
+	sts.mu.Lock()
+	seen := append([]int(nil), sts.seen...)
+	sts.mu.Unlock()
+	t.Logf("boto3's access keys: %s, then %s after the ID token's refresh; ID tokens the stand-in verified: %v", first, second, seen)
+	if len(seen) != 2 || seen[1] <= seen[0] || first != fmt.Sprintf("ASIAIDTOKEN%06d", seen[0]) || second != fmt.Sprintf("ASIAIDTOKEN%06d", seen[1]) {
+		t.Errorf("boto3 got %q then %q; the stand-in verified ID tokens %v; want two, the second newer", first, second, seen)
+	}
 }
