@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -87,6 +88,11 @@ func (b *Broker) TokenFor(ctx context.Context, uid int, id string, req TokenRequ
 			return nil, fmt.Errorf("broker: %s has no token variant %q (%s): %w", in.Name, req.Variant, variantNames(in.Tokens), credential.ErrNotFound)
 		}
 		target, cache = provider.Target{Resource: v.Resource, Scopes: v.Scopes}, true
+	} else if target.Resource != "" && !in.AllowsResource(target.Resource) {
+		// Refused here, never sent: a provider that rotates refresh
+		// tokens may spend the grant's on a request it then refuses.
+		return nil, fmt.Errorf("broker: %s may not ask for tokens for %s: the configuration lists the resources it may (resources, and its token variants' resources): %w",
+			in.Name, target.Resource, credential.ErrBadRequest)
 	}
 	t, err := b.variantToken(ctx, uid, p, req.Variant, target, cache, req)
 	if b.metrics != nil {
@@ -181,6 +187,15 @@ func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, 
 		msg := cr.lastErr
 		b.mu.Unlock()
 		return nil, fmt.Errorf("broker: %s: %w: %s", in.Name, credential.ErrExpired, msg)
+	}
+	if !cache && len(cr.scopes) > 0 {
+		for _, s := range target.Scopes {
+			if !slices.Contains(cr.scopes, s) {
+				granted := strings.Join(cr.scopes, " ")
+				b.mu.Unlock()
+				return nil, fmt.Errorf("broker: %s: scope %q was not granted (granted: %s); a token may be narrowed, not widened: %w", in.Name, s, granted, credential.ErrBadRequest)
+			}
+		}
 	}
 	now := b.now()
 	if v := cr.variants[name]; cache && v != nil && !req.Force {

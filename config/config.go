@@ -194,6 +194,12 @@ type Integration struct {
 	// tokens for another resource or fewer scopes, obtained with the
 	// same refresh token (docs/design.md, "Token variants").
 	Tokens []TokenVariant `toml:"token"`
+	// Resources are the resources (RFC 8707) besides the variants' that
+	// 'oauthfs token --resource' may ask this integration's tokens for.
+	// Others are refused before any request: a provider that rotates
+	// refresh tokens may spend the grant's refresh token on a request it
+	// then refuses (oidc-provider does).
+	Resources []string `toml:"resources"`
 	// DockerRegistries are the registry hosts 'oauthfs docker-credential'
 	// answers for with this integration's token; DockerUsername is the
 	// user name it sends with it (default "oauth2").
@@ -215,6 +221,20 @@ type TokenVariant struct {
 	Scopes   []string `toml:"scopes"`
 }
 
+// AllowsResource reports whether tokens for resource may be asked for:
+// it is in Resources or a token variant's.
+func (in *Integration) AllowsResource(resource string) bool {
+	if slices.Contains(in.Resources, resource) {
+		return true
+	}
+	for _, v := range in.Tokens {
+		if v.Resource == resource {
+			return true
+		}
+	}
+	return false
+}
+
 // Variant returns the token variant called name, or nil.
 func (in *Integration) Variant(name string) *TokenVariant {
 	for i := range in.Tokens {
@@ -229,8 +249,21 @@ func (in *Integration) Variant(name string) *TokenVariant {
 // directory under tokens/.
 var variantName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-// checkVariants checks in's token variants.
+// checkResource checks a resource indicator (RFC 8707 §2).
+func checkResource(r string) error {
+	if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
+		return fmt.Errorf("resource %q: want an absolute URI without a fragment (RFC 8707), such as \"https://graph.microsoft.com\"", r)
+	}
+	return nil
+}
+
+// checkVariants checks in's token variants and resources.
 func checkVariants(in *Integration) error {
+	for _, r := range in.Resources {
+		if err := checkResource(r); err != nil {
+			return fmt.Errorf("resources: %w", err)
+		}
+	}
 	seen := map[string]bool{}
 	for _, v := range in.Tokens {
 		switch {
@@ -242,8 +275,8 @@ func checkVariants(in *Integration) error {
 			return fmt.Errorf("[[integration.token]] %q: set resource, scopes or both (otherwise it is the main token)", v.Name)
 		}
 		if v.Resource != "" {
-			if u, err := url.Parse(v.Resource); err != nil || !u.IsAbs() || u.Fragment != "" {
-				return fmt.Errorf("[[integration.token]] %q: resource %q: want an absolute URI without a fragment (RFC 8707), such as \"https://graph.microsoft.com\"", v.Name, v.Resource)
+			if err := checkResource(v.Resource); err != nil {
+				return fmt.Errorf("[[integration.token]] %q: %w", v.Name, err)
 			}
 		}
 		for _, s := range v.Scopes {

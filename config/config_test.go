@@ -197,6 +197,7 @@ func TestInvalid(t *testing.T) {
 		{"variant twice", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\nscopes = [\"a\"]\n[[integration.token]]\nname = \"g\"\nscopes = [\"b\"]\n"), "is used twice"},
 		{"variant of nothing", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\n"), "set resource, scopes or both"},
 		{"variant resource not a URI", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\nresource = \"graph\"\n"), "want an absolute URI"},
+		{"resources not a URI", base("provider = \"github\"\nresources = [\"graph\"]\n"), "resources: resource \"graph\": want an absolute URI"},
 		{"variant unknown key", base("provider = \"github\"\n[[integration.token]]\nname = \"g\"\naudience = \"x\"\n"), "audience"},
 		{"docker registry with a scheme", base("provider = \"github\"\ndocker_registries = [\"https://ghcr.io\"]\n"), "want a registry host name"},
 		{"docker registry twice", base("provider = \"github\"\ndocker_registries = [\"ghcr.io\"]\n") + "[[integration]]\nname = \"B\"\nclient_id = \"i\"\nclient_secret = \"s\"\nprovider = \"github\"\ndocker_registries = [\"GHCR.io\"]\n", "is also named by integration #1"},

@@ -131,8 +131,13 @@ name = "Demo"
 client_id = "oauthfs"
 client_secret = %q
 issuer = "%s"
-scopes = ["openid", "offline_access"]
-auth_params = { prompt = "consent" }
+scopes = ["openid", "offline_access", "api:read"]
+auth_params = { prompt = "consent", resource = "https://api.example.test" }
+
+# A token for the resource server the sign-in named (RFC 8707).
+[[integration.token]]
+name = "api"
+resource = "https://api.example.test"
 
 [[integration]]
 name = "Other"
@@ -265,6 +270,36 @@ func TestConformanceOIDCProvider(t *testing.T) {
 		t.Errorf("oidc-provider does not say it sends iss: the RFC 9207 check was not exercised (%v)", md["authorization_response_iss_parameter_supported"])
 	}
 
+	jwks := fmt.Sprint(md["jwks_uri"])
+	t.Run("ID token and a resource's token", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join(e.mnt, "by-name", "Demo", "id_token"))
+		var id struct{ Iss, Aud, Sub string }
+		if err != nil || verifyJWT(jwks, string(raw), &id) != nil || id.Iss != o.url || id.Aud != "oauthfs" || id.Sub != "alice" {
+			t.Errorf("id_token: %v, %+v; want oidc-provider's ID token for alice", err, id)
+		}
+		raw, err = os.ReadFile(filepath.Join(e.mnt, "by-name", "Demo", "tokens", "api", "access_token"))
+		var at struct {
+			Aud   string
+			Scope string
+		}
+		if err != nil || verifyJWT(jwks, string(raw), &at) != nil || at.Aud != "https://api.example.test" || at.Scope != "api:read" {
+			t.Errorf("tokens/api/access_token: %v, %+v; want a JWT for https://api.example.test with api:read", err, at)
+		}
+		if code, _ := o.userinfo(t, first); code != 200 {
+			t.Errorf("the main token after the variant's refresh: userinfo %d; want it still good", code)
+		}
+		// Refused before it is sent: oidc-provider spends the refresh
+		// token (rotation) before it refuses a resource.
+		before := o.stats(t).Refreshes
+		out, errOut, code := e.oauthfs(t, "token", "--resource", "https://other.example.test", "Demo")
+		if code != 1 || out != "" || !strings.Contains(errOut, "may not ask for tokens for https://other.example.test") || o.stats(t).Refreshes != before {
+			t.Errorf("a resource the configuration does not list: exit %d, %q, %s; want refused before any request", code, out, errOut)
+		}
+		if _, err := readToken(e); err != nil {
+			t.Errorf("after the refusal: %v", err)
+		}
+	})
+
 	t.Run("refresh after expiry", func(t *testing.T) {
 		before := o.stats(t).Refreshes
 		var next string
@@ -279,6 +314,12 @@ func TestConformanceOIDCProvider(t *testing.T) {
 			t.Errorf("provider saw %d refreshes; want 1", n)
 		}
 		first = next
+		// The refresh brought a new ID token, which id_token shows.
+		raw, _ := os.ReadFile(filepath.Join(e.mnt, "by-name", "Demo", "id_token"))
+		var id struct{ Iat int64 }
+		if verifyJWT(jwks, string(raw), &id) != nil || time.Since(time.Unix(id.Iat, 0)) > 15*time.Second {
+			t.Errorf("id_token after the refresh was issued at %v; want the refresh's", time.Unix(id.Iat, 0))
+		}
 	})
 
 	// Restart the mount process (at this level, so that the new mount

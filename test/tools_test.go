@@ -76,6 +76,7 @@ token_url = "%s/token"
 scopes = ["openid", "read", "write"]
 docker_registries = ["registry.example.test:5000", "ghcr.io"]
 docker_username = "oauth2accesstoken"
+resources = ["https://refused.example.test"]
 
 [[integration.token]]
 name = "graph"
@@ -302,7 +303,9 @@ func TestToolsTokenCommand(t *testing.T) {
 	}{
 		{[]string{"token", "--min-valid", "2h", "Cloud"}, 1, "less than the 2h0m0s asked for"},
 		{[]string{"token", "--variant", "nope", "Cloud"}, 3, `Cloud has no token variant "nope" (its variants: graph, narrow)`},
-		{[]string{"token", "--resource", "https://elsewhere.example.test", "Cloud"}, 6, "invalid_target"},
+		{[]string{"token", "--resource", "https://refused.example.test", "Cloud"}, 6, "invalid_target"},
+		{[]string{"token", "--resource", "https://unlisted.example.test", "Cloud"}, 1, "may not ask for tokens for https://unlisted.example.test"},
+		{[]string{"token", "--scope", "admin", "Cloud"}, 1, `scope "admin" was not granted`},
 		{[]string{"token", "--variant", "graph", "--scope", "read", "Cloud"}, 2, "--variant cannot be used with --resource or --scope"},
 		{[]string{"token", "--id-token", "Other"}, 4, "not signed in"},
 	} {
@@ -548,50 +551,59 @@ func (s *stsStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // verify checks a JWT as STS checks a web identity token and returns its
 // "n" claim.
 func (s *stsStandIn) verify(jwt string) (int, error) {
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		return 0, errors.New("not a JWT")
-	}
-	var head struct{ Alg, Kid string }
 	var claims struct {
 		Iss string
 		Aud string
 		Exp int64
 		N   int
 	}
-	for i, v := range []any{&head, &claims} {
-		b, err := base64.RawURLEncoding.DecodeString(parts[i])
-		if err != nil || json.Unmarshal(b, v) != nil {
-			return 0, errors.New("malformed JWT")
-		}
-	}
-	resp, err := http.Get(s.p.URL + "/jwks")
-	if err != nil {
+	if err := verifyJWT(s.p.URL+"/jwks", jwt, &claims); err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	var set struct{ Keys []struct{ Kid, N, E string } }
-	json.NewDecoder(resp.Body).Decode(&set)
-	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
-	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	verified := false
-	for _, k := range set.Keys {
-		nb, _ := base64.RawURLEncoding.DecodeString(k.N)
-		eb, _ := base64.RawURLEncoding.DecodeString(k.E)
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: int(new(big.Int).SetBytes(eb).Int64())}
-		if k.Kid == head.Kid && head.Alg == "RS256" && rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) == nil {
-			verified = true
-		}
-	}
 	switch {
-	case !verified:
-		return 0, errors.New("the signature does not verify with the issuer's keys")
 	case claims.Iss != s.p.URL || claims.Aud != s.p.ClientID:
 		return 0, errors.New("wrong issuer or audience")
 	case time.Now().Unix() >= claims.Exp:
 		return 0, errors.New("the token has expired")
 	}
 	return claims.N, nil
+}
+
+// verifyJWT checks that jwt is signed (RS256) by a key of the JWKS at
+// jwksURL, and decodes its claims into claims.
+func verifyJWT(jwksURL, jwt string, claims any) error {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return errors.New("not a JWT")
+	}
+	var head struct{ Alg, Kid string }
+	for i, v := range []any{&head, claims} {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil || json.Unmarshal(b, v) != nil {
+			return errors.New("malformed JWT")
+		}
+	}
+	resp, err := http.Get(jwksURL)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var set struct{ Keys []struct{ Kid, Kty, N, E string } }
+	json.NewDecoder(resp.Body).Decode(&set)
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	for _, k := range set.Keys {
+		if k.Kty != "RSA" || k.Kid != head.Kid || head.Alg != "RS256" {
+			continue
+		}
+		nb, _ := base64.RawURLEncoding.DecodeString(k.N)
+		eb, _ := base64.RawURLEncoding.DecodeString(k.E)
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: int(new(big.Int).SetBytes(eb).Int64())}
+		if rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) == nil {
+			return nil
+		}
+	}
+	return errors.New("the signature does not verify with the issuer's keys")
 }
 
 // TestToolsBoto3WebIdentity: Debian's boto3, with AWS_WEB_IDENTITY_TOKEN_FILE

@@ -5,6 +5,11 @@
 // The device authorization grant (RFC 8628) is on, with oidc-provider's
 // own verification pages (user code, confirmation, login, consent).
 //
+// Resource indicators (RFC 8707) are on: https://api.example.test is a
+// resource server whose access tokens are RS256 JWTs with that audience
+// and the scope api:read; a client asks for it by naming it in its
+// authorization request, and then for its tokens at the token endpoint.
+//
 // Environment: PORT, REDIRECT_URI, CLIENT_SECRET, ACCESS_TTL (seconds),
 // DEVICE_TTL (seconds a device code lasts, default 600), DEVICE_INTERVAL
 // (seconds; when set, device authorization answers carry it as
@@ -18,7 +23,7 @@
 //   GET  /test/evil?target=URL  a page of another site that posts an
 //                          empty form to URL as soon as it loads
 import http from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.PORT);
 const stores = new Map();
@@ -56,6 +61,15 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
     deviceFlow: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: (_ctx, _client, oneOf) => (oneOf ? oneOf[0] : undefined),
+      useGrantedResource: () => false,
+      getResourceServerInfo: (_ctx, resource) => {
+        if (resource !== 'https://api.example.test') throw new errors.InvalidTarget();
+        return { scope: 'api:read', audience: resource, accessTokenFormat: 'jwt', accessTokenTTL: Number(process.env.ACCESS_TTL || 10), jwt: { sign: { alg: 'RS256' } } };
+      },
+    },
   },
   scopes: ['openid', 'offline_access'],
   claims: { openid: ['sub'] },
