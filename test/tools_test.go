@@ -588,7 +588,9 @@ func verifyJWT(jwksURL, jwt string, claims any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var set struct{ Keys []struct{ Kid, Kty, N, E string } }
+	var set struct {
+		Keys []struct{ Kid, Kty, N, E string }
+	}
 	json.NewDecoder(resp.Body).Decode(&set)
 	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
 	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
