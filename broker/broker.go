@@ -242,12 +242,13 @@ func metaOf(c *config.Integration, creds map[string]*grant, err error) credentia
 		Issuer:           nonEmpty(c.Issuer),
 		Status:           credential.StatusNotSignedIn,
 		GrantedScopes:    []string{},
-		Tokens:           []string{},
+		Tokens:           []credential.TokenVariant{},
+		Resources:        nonNil(c.Resources),
 		DockerRegistries: nonNil(c.DockerRegistries),
 		DockerUsername:   c.DockerUsername,
 	}
 	for _, v := range c.Tokens {
-		m.Tokens = append(m.Tokens, v.Name)
+		m.Tokens = append(m.Tokens, credential.TokenVariant{Name: v.Name, Resource: v.Resource, Scopes: v.Scopes})
 	}
 	if err != nil {
 		e := err.Error()

@@ -117,14 +117,25 @@ type Integration struct {
 	// Account names the provider account signed in, when the provider
 	// said, or nil.
 	Account *string `json:"account"`
-	// Tokens names the integration's token variants: the directories of
+	// Tokens are the integration's token variants: the directories of
 	// tokens/ (empty when it has none).
-	Tokens []string `json:"tokens"`
+	Tokens []TokenVariant `json:"tokens"`
+	// Resources are the other resources (RFC 8707) its tokens may be
+	// asked for ('oauthfs token --resource').
+	Resources []string `json:"resources"`
 	// DockerRegistries are the container registries 'oauthfs
 	// docker-credential' answers for with the integration's token, and
 	// DockerUsername the user name it sends with it.
 	DockerRegistries []string `json:"docker_registries"`
 	DockerUsername   string   `json:"docker_username"`
+}
+
+// TokenVariant is one of an integration's token variants, as meta.json
+// shows it: a token for another resource, or with fewer scopes.
+type TokenVariant struct {
+	Name     string   `json:"name"`
+	Resource string   `json:"resource,omitempty"`
+	Scopes   []string `json:"scopes,omitempty"`
 }
 
 // Token is an immutable snapshot of an access token and its times.

@@ -336,7 +336,11 @@ func (d *tokensDir) variants(ctx context.Context, op string) ([]string, syscall.
 		in, err = d.t.Source.Integration(ctx, d.guid)
 		return err
 	})
-	return in.Tokens, e
+	names := make([]string, len(in.Tokens))
+	for i, v := range in.Tokens {
+		names[i] = v.Name
+	}
+	return names, e
 }
 
 func (d *tokensDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

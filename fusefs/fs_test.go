@@ -59,7 +59,7 @@ type fakeChange struct {
 func newFake() *fakeBroker {
 	return &fakeBroker{
 		list: []credential.Integration{
-			{GUID: gA, Name: "GitHub", Status: credential.StatusSignedIn, Authenticated: true, Scopes: []string{"repo"}, Tokens: []string{"graph"}},
+			{GUID: gA, Name: "GitHub", Status: credential.StatusSignedIn, Authenticated: true, Scopes: []string{"repo"}, Tokens: []credential.TokenVariant{{Name: "graph", Resource: "https://graph.example.test"}}},
 			{GUID: gB, Name: "Google Drive", Status: credential.StatusNotSignedIn, Scopes: []string{}},
 		},
 		tokens:   map[string]string{gA: "gho_token_A", gA + "/graph": "graph_token_A"},
@@ -343,7 +343,7 @@ func TestTokenFilesErrnos(t *testing.T) {
 	f := newFake()
 	f.set(func() {
 		f.tokens[gB] = "gB_token"
-		f.list[1].Tokens = []string{"graph"}
+		f.list[1].Tokens = []credential.TokenVariant{{Name: "graph", Scopes: []string{"read"}}}
 	})
 	dir := mount(t, f)
 	for _, tc := range []struct {

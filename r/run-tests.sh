@@ -5,7 +5,8 @@
 # It builds oauthfs into a temporary directory (or uses $OAUTHFS_BIN),
 # starts 'oauthfs dev --token-lifetime 1m' there with a private
 # XDG_RUNTIME_DIR, waits for its guide ("Press Ctrl-C"), runs
-# R CMD build and R CMD check --no-manual with OAUTHFS_MOUNT set, stops dev
+# R CMD build and R CMD check --no-manual with OAUTHFS_MOUNT set (and
+# OAUTHFS_BROKER, with oauthfs on PATH, for the broker's tokens), stops dev
 # with SIGINT and removes everything. It fails when the check has an ERROR
 # or a WARNING (NOTEs pass), or when dev does not stop cleanly.
 #
@@ -59,6 +60,12 @@ if [ -z "$why" ]; then
 		exit 1
 	fi
 	export OAUTHFS_MOUNT=$tmp/oauth
+	# getDelegatedAzureToken asks the broker with the oauthfs command.
+	sock=$(sed -n 's/.*export OAUTHFS_BROKER=\([^ ]*\).*/\1/p' "$tmp/dev.out" | head -1)
+	export OAUTHFS_BROKER=${sock:-$tmp/run/oauthfs/broker.sock}
+	mkdir "$tmp/path"
+	ln -s "$bin" "$tmp/path/oauthfs"
+	export PATH=$tmp/path:$PATH
 else
 	echo "r/run-tests.sh: FUSE unavailable ($why): the live tests skip"
 	unset OAUTHFS_MOUNT

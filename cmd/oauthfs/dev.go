@@ -109,8 +109,16 @@ func devFlags(fs *flag.FlagSet) runFunc {
 		text := fmt.Sprintf("[broker]\nsocket = %q\nlisten = %q\ncallback_url = \"http://%s/callback\"\nstate_dir = \"\"\n",
 			sock, web.Addr(), web.Addr())
 		for _, n := range []string{devSignedIn, devSignedOut} {
-			text += fmt.Sprintf("\n[[integration]]\nname = %q\nclient_id = %q\nclient_secret_file = %q\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\nrevocation_url = \"%s/revoke\"\nuserinfo_url = \"%s/userinfo\"\nscopes = [\"read\"]\n",
+			text += fmt.Sprintf("\n[[integration]]\nname = %q\nclient_id = %q\nclient_secret_file = %q\nauth_url = \"%s/authorize\"\ntoken_url = \"%s/token\"\nrevocation_url = \"%s/revoke\"\nuserinfo_url = \"%s/userinfo\"\n",
 				n, prov.ClientID, secret, prov.URL, prov.URL, prov.URL, prov.URL)
+			if n == devSignedIn {
+				// What an OpenID Connect provider with resource
+				// indicators gives: an ID token, a token variant for
+				// another resource, and one more resource to ask for.
+				text += fmt.Sprintf("scopes = [\"openid\", \"read\"]\nresources = [%q]\n\n[[integration.token]]\nname = \"storage\"\nresource = %q\n", devResource, devVariantResource)
+			} else {
+				text += "scopes = [\"read\"]\n"
+			}
 		}
 		cfgFile := filepath.Join(tmp, "config.toml")
 		if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
@@ -288,6 +296,13 @@ Press Ctrl-C to unmount and clean up.
 
 // shellSafe are the characters a shell word needs no quotes for.
 const shellSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-+=:,@%"
+
+// The resources of oauthfs dev's signed-in integration: its token
+// variant's, and one more that 'oauthfs token --resource' may ask for.
+const (
+	devVariantResource = "https://storage.dev.test"
+	devResource        = "https://vault.dev.test"
+)
 
 // selfName is how the guide names this program so that its commands work
 // as typed in another terminal (after the guide's cd): oauthfs when that

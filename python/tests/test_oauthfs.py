@@ -12,6 +12,7 @@ plain directories and need nothing.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -32,7 +33,8 @@ from oauthfs import Client, MountError
 BIN = Path(os.environ.get("OAUTHFS_BIN") or Path(__file__).resolve().parents[2] / "bin" / "oauthfs")
 META_KEYS = {
     "guid", "name", "display_name", "client_id", "auth_url", "token_url", "issuer", "scopes",
-    "authenticated", "status", "expiry", "granted_scopes", "error", "account",
+    "authenticated", "status", "expiry", "granted_scopes", "error", "account", "tokens",
+    "resources", "docker_registries", "docker_username",
 }  # fmt: skip
 UNKNOWN = "00000000-0000-4000-8000-000000000001"
 
@@ -168,6 +170,47 @@ def test_get_credentials(dev: Dev, client: Client) -> None:
     assert (creds["access_token"], expiry_file) in files
 
 
+def test_get_credentials_one_version(dev: Dev, client: Client) -> None:
+    # From token.json: the expiry belongs to the token, whatever refresh
+    # comes between two reads.
+    for _ in range(20):
+        creds = client.oauth.get_credentials(audience=dev.demo)
+        assert creds is not None
+        doc = json.loads(read(dev.mount / dev.demo / "token.json"))
+        if doc["access_token"] == creds["access_token"]:
+            assert doc["expiry"] == creds["expiry"].strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_get_delegated_azure_token_variant(dev: Dev, client: Client) -> None:
+    tok = client.oauth.get_delegated_azure_token("https://storage.dev.test")
+    assert set(tok) == {"access_token", "token_type", "expires_in", "expiry", "resource", "integration_id"}
+    assert tok["integration_id"] == dev.demo and tok["resource"] == "https://storage.dev.test"
+    assert tok["token_type"] == "Bearer" and tok["access_token"].startswith("dev-at-")
+    assert tok["access_token"] == read(dev.mount / dev.demo / "tokens" / "storage" / "access_token")
+    assert tok["access_token"] != read(dev.mount / dev.demo / "access_token")
+    assert tok["expires_in"] is not None and 0 < tok["expires_in"] <= 60
+
+
+def test_get_delegated_azure_token_through_the_broker(dev: Dev, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A resource the integration lists but no variant names: the oauthfs
+    # command asks the broker.
+    for k, v in dev.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PATH", f"{BIN.parent}:{os.environ['PATH']}")
+    tok = client.oauth.get_delegated_azure_token("https://vault.dev.test", integration="Demo")
+    assert tok["access_token"].startswith("dev-at-") and tok["resource"] == "https://vault.dev.test"
+    assert tok["access_token"] != read(dev.mount / dev.demo / "access_token")
+
+
+def test_get_delegated_azure_token_errors(dev: Dev, client: Client) -> None:
+    with pytest.raises(KeyError, match="no integration .* gives tokens for 'https://nowhere.test'"):
+        client.oauth.get_delegated_azure_token("https://nowhere.test")
+    with pytest.raises(KeyError, match="no integration 'Nope'"):
+        client.oauth.get_delegated_azure_token("https://storage.dev.test", integration="Nope")
+    with pytest.raises(KeyError, match="integration 'Other' .* gives no tokens for"):
+        client.oauth.get_delegated_azure_token("https://storage.dev.test", integration="Other")
+
+
 def test_get_credentials_guid_in_either_case(dev: Dev, client: Client) -> None:
     creds = client.oauth.get_credentials(dev.demo.upper())
     assert creds is not None and creds["integration_id"] == dev.demo
@@ -201,7 +244,8 @@ def test_find(dev: Dev, client: Client) -> None:
     assert (
         demo["guid"] == dev.demo and demo["authenticated"] is True and demo["status"] == "signed_in"
     )
-    assert demo["account"] == "dev-user" and demo["error"] is None and demo["expiry"]
+    # The account is the ID token's email (the sign-in asked for openid).
+    assert demo["account"] == "dev-user@localprovider.test" and demo["error"] is None and demo["expiry"]
     assert (
         other["guid"] == dev.other
         and other["authenticated"] is False
@@ -216,7 +260,7 @@ def test_get(dev: Dev, client: Client) -> None:
     got = client.oauth.integrations.get(dev.other)
     assert got == json.loads(read(dev.mount / dev.other / "meta.json"))
     demo = client.oauth.integrations.get(dev.demo.upper())
-    assert demo is not None and demo["name"] == "Demo" and demo["scopes"] == ["read"]
+    assert demo is not None and demo["name"] == "Demo" and demo["scopes"] == ["openid", "read"]
     assert client.oauth.integrations.get(UNKNOWN) is None
     assert client.oauth.integrations.get("Demo") is None  # a name is not a guid
     with pytest.raises(ValueError, match="guid must be a non-empty string"):
@@ -407,12 +451,11 @@ def test_other_errors_keep_their_errno(tmp_path: Path) -> None:
     """A failure that is not about the mount is an OSError with its errno
     and the path (here a plain directory dressed as a mount)."""
     (tmp_path / "integrations.json").write_text("[]\n")
-    (tmp_path / UNKNOWN / "access_token").mkdir(parents=True)
-    (tmp_path / UNKNOWN / "expiry").write_text("")
+    (tmp_path / UNKNOWN / "token.json").mkdir(parents=True)
     with pytest.raises(OSError) as e:
         Client(tmp_path).oauth.get_credentials(UNKNOWN)
     assert e.value.errno == errno.EISDIR
-    assert e.value.filename == str(tmp_path / UNKNOWN / "access_token")
+    assert e.value.filename == str(tmp_path / UNKNOWN / "token.json")
 
 
 def test_typed_package() -> None:

@@ -6,6 +6,9 @@ administrator configured, as files::
     /oauth/integrations.json        every integration (guid, name, authenticated, ...)
     /oauth/<guid>/access_token      the current access token
     /oauth/<guid>/expiry            when it expires (RFC 3339, UTC)
+    /oauth/<guid>/token.json        the token, its type, expiry, scopes and ID token, in one read
+    /oauth/<guid>/id_token          the OpenID Connect ID token, when the provider sent one
+    /oauth/<guid>/tokens/<variant>/ tokens for other resources or fewer scopes
     /oauth/<guid>/meta.json         the integration and its sign-in status
     /oauth/by-name/<name>           a link to <guid>
 
@@ -41,6 +44,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, List, NoReturn, Optional, TypedDict, Union, cast
@@ -48,6 +52,7 @@ from typing import Any, List, NoReturn, Optional, TypedDict, Union, cast
 __all__ = [
     "Client",
     "Credentials",
+    "DelegatedToken",
     "Integration",
     "Integrations",
     "MountError",
@@ -96,6 +101,9 @@ class Integration(TypedDict):
     - ``error``: why the last refresh failed, for people, or None.
     - ``account``: the provider account that signed in, when the provider
       said, or None.
+    - ``tokens``: its token variants, ``{"name", "resource", "scopes"}``
+      each (the directories of ``tokens/``); ``resources``: the other
+      resources its tokens may be asked for.
     """
 
     guid: str
@@ -112,21 +120,43 @@ class Integration(TypedDict):
     granted_scopes: List[str]
     error: Optional[str]
     account: Optional[str]
+    tokens: List[Any]
+    resources: List[str]
 
 
 class Credentials(TypedDict):
     """What ``get_credentials`` returns: posit-sdk's keys, and ``token_type``.
 
-    - ``access_token``: the token; send it as ``Authorization: Bearer <token>``.
-    - ``token_type``: always ``"Bearer"``.
+    - ``access_token``: the token; send it as ``Authorization: <token_type> <token>``.
+    - ``token_type``: ``"Bearer"`` unless the provider said otherwise.
     - ``expiry``: when the token expires, an aware ``datetime`` in UTC, or
       None when it does not expire.
     - ``integration_id``: the integration's guid (lowercase).
+
+    All come from one read of ``token.json``: the expiry is the token's own.
     """
 
     access_token: str
     token_type: str
     expiry: Optional[datetime]
+    integration_id: str
+
+
+class DelegatedToken(TypedDict):
+    """What ``get_delegated_azure_token`` returns: a token for a resource.
+
+    - ``access_token``, ``token_type``: the token and how to send it.
+    - ``expires_in``: seconds until it expires (None when it does not).
+    - ``expiry``: when it expires, an aware ``datetime`` in UTC, or None.
+    - ``resource``: the resource it is for.
+    - ``integration_id``: the integration that obtained it.
+    """
+
+    access_token: str
+    token_type: str
+    expires_in: Optional[int]
+    expiry: Optional[datetime]
+    resource: str
     integration_id: str
 
 
@@ -240,16 +270,93 @@ class OAuth:
             )
         d = self.mount / guid
         try:
-            expiry = _read(d / "expiry")
-            access_token = _read(d / "access_token")
+            doc = _json(self.mount, d / "token.json")
+        except MountError:
+            raise
         except OSError as e:
             if e.errno in (errno.ENOKEY, errno.EKEYEXPIRED):
                 return None
             _raise(self.mount, e, guid, "guid")
         return Credentials(
-            access_token=access_token,
-            token_type="Bearer",
-            expiry=_parse_expiry(expiry),
+            access_token=doc["access_token"],
+            token_type=doc["token_type"],
+            expiry=_parse_expiry(doc["expiry"] or ""),
+            integration_id=guid,
+        )
+
+    def get_delegated_azure_token(
+        self, resource: str, integration: Optional[str] = None
+    ) -> DelegatedToken:
+        """A token for ``resource`` (normally a URL), from the same sign-in.
+
+        Like rstudioapi's ``getDelegatedAzureToken``: Microsoft Entra (and
+        any provider with RFC 8707 resource indicators) gives tokens for
+        other resources with the refresh token of one sign-in. The token
+        comes from the integration's token variant for that resource,
+        ``<guid>/tokens/<variant>/token.json``, when the administrator
+        configured one; else from the broker (``oauthfs token --resource``),
+        for a resource the integration lists in ``resources``.
+
+        ``integration`` is a guid or name; without it, the one integration
+        whose variants or resources name ``resource``. Raises ``KeyError``
+        when none does (or no integration has that name), ``ValueError``
+        when several do, and ``OSError`` with the errno when the token
+        cannot be had (``ENOKEY``: not signed in).
+        """
+        _check_str(resource, "resource")
+        index = _index(self.mount)
+
+        def gives(i: Integration) -> bool:
+            return resource in i.get("resources", []) or any(
+                v.get("resource") == resource for v in i.get("tokens", [])
+            )
+
+        if integration is not None:
+            _check_str(integration, "integration")
+            want = integration.lower()
+            candidates = [i for i in index if i["guid"] == want or i["name"] == integration]
+            if not candidates:
+                raise KeyError(f"oauthfs: no integration {integration!r} at {self.mount}")
+            if not gives(candidates[0]):
+                raise KeyError(
+                    f"oauthfs: integration {integration!r} at {self.mount} gives no tokens for "
+                    f"{resource!r}: it names no such variant or resource"
+                )
+        else:
+            candidates = [i for i in index if gives(i)]
+            if not candidates:
+                raise KeyError(
+                    f"oauthfs: no integration at {self.mount} gives tokens for {resource!r}; "
+                    "an administrator names it in a token variant or in resources"
+                )
+            if len(candidates) > 1:
+                names = ", ".join(repr(i["name"]) for i in candidates)
+                raise ValueError(
+                    f"oauthfs: several integrations give tokens for {resource!r} ({names}); "
+                    "say which with integration="
+                )
+        i = candidates[0]
+        guid = i["guid"]
+        variant = next((v["name"] for v in i.get("tokens", []) if v.get("resource") == resource), None)
+        if variant is not None:
+            try:
+                doc = _json(self.mount, self.mount / guid / "tokens" / variant / "token.json")
+            except MountError:
+                raise
+            except OSError as e:
+                _raise(self.mount, e, i["name"], "name")
+        else:
+            doc = _broker_token(i["name"], resource)
+        expiry = _parse_expiry(doc.get("expiry") or "")
+        expires_in = None
+        if expiry is not None:
+            expires_in = max(0, int((expiry - datetime.now(timezone.utc)).total_seconds()))
+        return DelegatedToken(
+            access_token=doc["access_token"],
+            token_type=doc["token_type"],
+            expires_in=expires_in,
+            expiry=expiry,
+            resource=resource,
             integration_id=guid,
         )
 
@@ -325,6 +432,32 @@ class Integrations:
 
     def __repr__(self) -> str:
         return f"oauthfs.Integrations(mount={str(self.mount)!r})"
+
+
+def _broker_token(name: str, resource: str) -> Any:
+    """token.json of a token for resource, asked of the broker with the
+    oauthfs command (which finds the broker's socket)."""
+    try:
+        out = subprocess.run(
+            ["oauthfs", "token", "--json", "--resource", resource, name],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+    except FileNotFoundError:
+        raise OSError(
+            errno.ENOENT,
+            f"oauthfs: a token for {resource!r} needs the oauthfs command, which is not on PATH",
+        ) from None
+    if out.returncode != 0:
+        msg = out.stderr.decode(errors="replace").strip().splitlines()
+        code = _EXIT_ERRNO.get(out.returncode, errno.EIO)
+        raise OSError(code, f"oauthfs: {name}: {msg[0] if msg else 'oauthfs token failed'}")
+    return json.loads(out.stdout)
+
+
+# What an exit code of the oauthfs command means as an errno.
+_EXIT_ERRNO = {3: errno.ENOENT, 4: errno.ENOKEY, 5: errno.EKEYEXPIRED, 6: errno.EIO, 7: errno.EACCES}
 
 
 def _check_str(value: object, what: str) -> None:

@@ -1,9 +1,9 @@
 #' OAuth credentials for an integration
 #'
 #' The current access token of the integration with guid `audience`, read
-#' from `<mount>/<guid>/access_token`. oauthfs refreshes the token when it
-#' is read, so call this each time you need a token rather than keeping
-#' one. Never print or log the token.
+#' from `<mount>/<guid>/token.json` in one read, so that its expiry is its
+#' own. oauthfs refreshes the token when it is read, so call this each time
+#' you need a token rather than keeping one. Never print or log the token.
 #'
 #' @param audience The integration's guid (in either case), from
 #'   [findOAuthIntegration()] or [getOAuthIntegrations()].
@@ -11,10 +11,9 @@
 #' @return A list:
 #' \describe{
 #'   \item{access_token}{The token, a string.}
-#'   \item{token_type}{`"Bearer"`.}
+#'   \item{token_type}{`"Bearer"`, unless the provider said otherwise.}
 #'   \item{expiry}{When the token expires, a `POSIXct` in UTC; `NA` when it
-#'     does not expire. It is read just before the token, so it is never
-#'     later than the token's own expiry.}
+#'     does not expire.}
 #'   \item{audience}{The guid.}
 #' }
 #' When no token can be had it signals an error (see [oauthfs-package]):
@@ -47,23 +46,130 @@ getOAuthCredentials <- function(audience, mount = oauthfs_mount()) {
       audience, mount
     ), path = file.path(mount, audience), mount = mount, guid = audience)
   }
-  dir <- file.path(mount, guid)
-  # The expiry first: should a refresh come between the two reads, the
-  # expiry is the older token's, never later than the token's own. When
-  # both fail, the error names the token's path.
-  expiry <- mount_read(file.path(dir, "expiry"))
-  token <- mount_read(file.path(dir, "access_token"))
-  if (!expiry$ok && token$ok) token_error(mount, guid, expiry)
-  if (!token$ok) token_error(mount, guid, token)
-  if (!nzchar(token$text)) {
-    token_error(mount, guid, list(path = token$path, reason = "empty token"))
-  }
+  doc <- read_token_json(mount, guid, file.path(mount, guid, "token.json"))
   list(
-    access_token = token$text,
-    token_type = "Bearer",
-    expiry = parse_expiry(expiry$text),
+    access_token = doc$access_token,
+    token_type = doc$token_type,
+    expiry = parse_expiry(if (is.null(doc$expiry)) "" else doc$expiry),
     audience = guid
   )
+}
+
+# read_token_json reads a token.json at path of the integration guid, or
+# signals the error of the failed read.
+read_token_json <- function(mount, guid, path) {
+  r <- mount_read(path)
+  if (!r$ok) token_error(mount, guid, r)
+  doc <- tryCatch(jsonlite::parse_json(r$text, simplifyVector = FALSE), error = function(e) NULL)
+  if (is.null(doc) || !is.character(doc$access_token) || !nzchar(doc$access_token)) {
+    token_error(mount, guid, list(path = path, reason = "not a token.json"))
+  }
+  doc
+}
+
+#' OAuth2 tokens for other resources, from the same sign-in
+#'
+#' Like rstudioapi's `getDelegatedAzureToken()`: Microsoft Entra (and any
+#' provider with RFC 8707 resource indicators) gives tokens for other
+#' resources with the refresh token of one sign-in. The token comes from
+#' the integration's token variant for `resource`
+#' (`<guid>/tokens/<variant>/token.json`) when the administrator configured
+#' one, else from the broker (`oauthfs token --resource`, the command on
+#' `PATH`) for a resource the integration lists in `resources`.
+#'
+#' @param resource The resource, normally a URL, such as
+#'   `"https://storage.azure.com"`.
+#' @param integration The integration's guid or name; `NULL` (the default)
+#'   for the one integration whose variants or resources name `resource`.
+#' @inheritParams getOAuthIntegrations
+#' @return A list: `access_token`, `token_type`, `expires_in` (seconds,
+#'   `NA` for a token that does not expire), `expiry` (a `POSIXct` in UTC),
+#'   `resource` and `audience` (the integration's guid). Errors are of the
+#'   classes of [getOAuthCredentials()]; `oauthfs_not_found` also when no
+#'   integration gives tokens for `resource`, and `oauthfs_error` when
+#'   several do.
+#' @examples
+#' \dontrun{
+#' storage <- getDelegatedAzureToken("https://storage.azure.com")
+#' httr2::req_auth_bearer_token(req, storage$access_token)
+#' }
+#' @export
+getDelegatedAzureToken <- function(resource, integration = NULL, mount = oauthfs_mount()) {
+  mount <- oauthfs_mount(mount)
+  check_string(resource, "resource")
+  index <- read_index(mount)
+  gives <- function(i) {
+    resource %in% unlist(i$resources) || any(vapply(i$tokens, function(v) identical(v$resource, resource), TRUE))
+  }
+  if (!is.null(integration)) {
+    check_string(integration, "integration")
+    found <- Filter(function(i) identical(i$guid, tolower(integration)) || identical(i$name, integration), index)
+    if (length(found) == 0 || !gives(found[[1]])) {
+      why <- if (length(found) == 0) "there is no such integration" else "it names no such variant or resource"
+      oauthfs_abort("oauthfs_not_found", sprintf(
+        "oauthfs: integration '%s' at %s gives no tokens for '%s': %s", integration, mount, resource, why
+      ), path = file.path(mount, "integrations.json"), mount = mount, guid = integration)
+    }
+  } else {
+    found <- Filter(gives, index)
+    if (length(found) == 0) {
+      oauthfs_abort("oauthfs_not_found", sprintf(
+        "oauthfs: no integration at %s gives tokens for '%s'; an administrator names it in a token variant or in resources",
+        mount, resource
+      ), path = file.path(mount, "integrations.json"), mount = mount, guid = NA_character_)
+    }
+    if (length(found) > 1) {
+      oauthfs_abort("oauthfs_error", sprintf(
+        "oauthfs: several integrations give tokens for '%s' (%s); say which with integration = ",
+        resource, paste(vapply(found, function(i) i$name, ""), collapse = ", ")
+      ), path = file.path(mount, "integrations.json"), mount = mount, guid = NA_character_)
+    }
+  }
+  i <- found[[1]]
+  variant <- NULL
+  for (v in i$tokens) if (identical(v$resource, resource)) variant <- v$name
+  doc <- if (!is.null(variant)) {
+    read_token_json(mount, i$guid, file.path(mount, i$guid, "tokens", variant, "token.json"))
+  } else {
+    broker_token(mount, i, resource)
+  }
+  expiry <- parse_expiry(if (is.null(doc$expiry)) "" else doc$expiry)
+  list(
+    access_token = doc$access_token,
+    token_type = doc$token_type,
+    expires_in = if (is.na(expiry)) NA_integer_ else max(0L, as.integer(difftime(expiry, Sys.time(), units = "secs"))),
+    expiry = expiry,
+    resource = resource,
+    audience = i$guid
+  )
+}
+
+# broker_token asks the broker, through the oauthfs command, for a token
+# of integration i for resource, as token.json.
+broker_token <- function(mount, i, resource) {
+  bin <- Sys.which("oauthfs")
+  if (!nzchar(bin)) {
+    oauthfs_abort("oauthfs_error", sprintf(
+      "oauthfs: a token for '%s' needs the oauthfs command, which is not on PATH", resource
+    ), path = NA_character_, mount = mount, guid = i$guid)
+  }
+  out <- suppressWarnings(system2(bin, c("token", "--json", "--resource", shQuote(resource), shQuote(i$name)),
+    stdout = TRUE, stderr = TRUE
+  ))
+  status <- attr(out, "status")
+  if (!is.null(status) && status != 0) {
+    class <- switch(as.character(status),
+      "3" = "oauthfs_not_found",
+      "4" = "oauthfs_not_signed_in",
+      "5" = c("oauthfs_expired", "oauthfs_not_signed_in"),
+      "6" = "oauthfs_io_error",
+      "oauthfs_error"
+    )
+    oauthfs_abort(class, sprintf("oauthfs: %s", paste(out, collapse = " ")),
+      path = NA_character_, mount = mount, guid = i$guid, name = i$name
+    )
+  }
+  jsonlite::parse_json(paste(out, collapse = "\n"), simplifyVector = FALSE)
 }
 
 # parse_expiry turns the expiry file's RFC 3339 UTC time into a POSIXct;

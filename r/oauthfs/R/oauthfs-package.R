@@ -138,7 +138,7 @@ no_mount <- function(mount, r) {
 
 # tidy_integration makes the scopes character vectors.
 tidy_integration <- function(i) {
-  for (f in c("scopes", "granted_scopes")) {
+  for (f in c("scopes", "granted_scopes", "resources", "docker_registries")) {
     if (f %in% names(i)) i[[f]] <- as.character(unlist(i[[f]]))
   }
   i

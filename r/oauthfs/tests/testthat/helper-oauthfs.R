@@ -26,7 +26,12 @@ fake_mount <- function(integrations, tokens = list(), expiries = list()) {
     i
   })
   writeLines(jsonlite::toJSON(index, auto_unbox = TRUE, null = "null"), file.path(mount, "integrations.json"))
-  for (g in names(tokens)) writeBin(charToRaw(tokens[[g]]), file.path(mount, g, "access_token"))
+  for (g in names(tokens)) {
+    writeBin(charToRaw(tokens[[g]]), file.path(mount, g, "access_token"))
+    expiry <- if (is.null(expiries[[g]]) || !nzchar(expiries[[g]])) NULL else expiries[[g]]
+    doc <- list(access_token = tokens[[g]], token_type = "Bearer", expiry = expiry, scopes = list("read"))
+    writeLines(jsonlite::toJSON(doc, auto_unbox = TRUE, null = "null"), file.path(mount, g, "token.json"))
+  }
   for (g in names(expiries)) writeBin(charToRaw(expiries[[g]]), file.path(mount, g, "expiry"))
   mount
 }

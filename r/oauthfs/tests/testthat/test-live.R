@@ -75,7 +75,7 @@ test_that("Other is an oauthfs_not_signed_in error naming the path", {
   expect_match(conditionMessage(e), "oauthfs login 'Other'", fixed = TRUE)
   expect_equal(e$name, "Other")
   expect_equal(e$guid, other$guid)
-  expect_equal(e$path, file.path(mount, other$guid, "access_token"))
+  expect_equal(e$path, file.path(mount, other$guid, "token.json"))
   expect_equal(e$reason, "Required key not available")
 })
 
@@ -87,4 +87,23 @@ test_that("an unknown guid is an oauthfs_not_found error naming the mount", {
     expect_match(conditionMessage(e), mount, fixed = TRUE)
     expect_match(conditionMessage(e), guid, fixed = TRUE)
   }
+})
+
+test_that("getDelegatedAzureToken gives a variant's token, and the broker's", {
+  mount <- live_mount()
+  demo <- findOAuthIntegration(name = "^Demo$")
+  tok <- getDelegatedAzureToken("https://storage.dev.test")
+  expect_equal(names(tok), c("access_token", "token_type", "expires_in", "expiry", "resource", "audience"))
+  expect_equal(tok$audience, demo$guid)
+  expect_equal(tok$token_type, "Bearer")
+  expect_equal(tok$access_token, read_file(file.path(mount, demo$guid, "tokens", "storage", "access_token")))
+  expect_false(identical(tok$access_token, read_file(file.path(mount, demo$guid, "access_token"))))
+  expect_true(tok$expires_in > 0 && tok$expires_in <= 60)
+  # A resource the integration lists but no variant names: the broker.
+  vault <- getDelegatedAzureToken("https://vault.dev.test", integration = "Demo")
+  expect_match(vault$access_token, "^dev-at-")
+  expect_equal(vault$resource, "https://vault.dev.test")
+  expect_error(getDelegatedAzureToken("https://nowhere.test"), class = "oauthfs_not_found")
+  e <- expect_error(getDelegatedAzureToken("https://storage.dev.test", integration = "Other"), class = "oauthfs_not_found")
+  expect_s3_class(e, "oauthfs_error")
 })

@@ -63,11 +63,11 @@ test_that("each errno, or else the status, gives its error class and names the p
     list(guid = guid1, name = "A", status = "error", authenticated = TRUE, error = "token endpoint: 503"),
     list(guid = guid2, name = "B", status = "expired", error = "invalid_grant: sign in again")
   ))
-  read <- function(guid, reason) list(path = file.path(m, guid, "access_token"), reason = reason)
+  read <- function(guid, reason) list(path = file.path(m, guid, "token.json"), reason = reason)
   check <- function(guid, reason, class, pattern) {
     e <- expect_error(oauthfs:::token_error(m, guid, read(guid, reason)), class = class)
     expect_s3_class(e, "oauthfs_error")
-    expect_match(conditionMessage(e), file.path(m, guid, "access_token"), fixed = TRUE)
+    expect_match(conditionMessage(e), file.path(m, guid, "token.json"), fixed = TRUE)
     expect_match(conditionMessage(e), pattern)
     expect_equal(e$reason, reason)
     e
