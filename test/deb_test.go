@@ -350,6 +350,10 @@ func checkDebInstall(t *testing.T, deb string) {
 			if out := run(t, debBinary, "version"); !strings.HasPrefix(out, "oauthfs ") {
 				t.Errorf("oauthfs version = %q", out)
 			}
+			// docker finds the credential helper by its name.
+			if out := run(t, "/usr/bin/docker-credential-oauthfs", "version"); !strings.HasPrefix(out, "oauthfs ") {
+				t.Errorf("docker-credential-oauthfs version = %q", out)
+			}
 		}},
 		{"units", func(t *testing.T) {
 			for _, unit := range []string{debBroker, debMount} {

@@ -199,6 +199,18 @@ func TestToolsTokenFiles(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(e.mnt, "by-name", "Other", "token.json")); strings.Contains(string(b), "id_token") || !strings.Contains(string(b), a) {
 		t.Errorf("token.json without an ID token = %s", b)
 	}
+	// No token, ID token or refresh token in meta.json, the index, or
+	// the broker's log at debug level.
+	meta := e.file(t, "meta.json")
+	index, _ := os.ReadFile(filepath.Join(e.mnt, "integrations.json"))
+	logs := e.proc.stderr.String()
+	for _, secret := range []string{access, id, graph, narrow, a, r, id[strings.LastIndex(id, ".")+1:]} {
+		for what, text := range map[string]string{"meta.json": meta, "integrations.json": string(index), "the log": logs} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s holds a secret (%.12s...)", what, secret)
+			}
+		}
+	}
 }
 
 // TestToolsVariantsShareOneRefreshToken: with strict rotation (a refresh
