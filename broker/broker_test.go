@@ -418,6 +418,40 @@ func TestOutageRules(t *testing.T) {
 	}
 }
 
+// TestOutageReaderJoinsTheAttempt: during an outage, a reader that comes
+// while an attempt is under way (a read the kernel restarted after a
+// signal, say) waits for it like the reader that started it, instead of
+// failing at once.
+func TestOutageReaderJoinsTheAttempt(t *testing.T) {
+	f := newFixture(t, 5*time.Second)
+	f.p.SetLifetime(20 * time.Second)
+	f.signIn(t)
+	f.p.SetMode(localprovider.ServerError)
+	f.clock.Advance(21 * time.Second) // expired
+	if _, err := f.b.Token(context.Background(), uid, "Test"); !errors.Is(err, credential.ErrUnavailable) {
+		t.Fatalf("Token in the outage = %v; want ErrUnavailable", err)
+	}
+	f.p.SetMode(localprovider.Slow) // back, but slow to answer
+	f.p.SetSlowDelay(500 * time.Millisecond)
+	f.clock.Advance(retryInterval)
+	first := make(chan error, 1)
+	go func() {
+		_, err := f.b.Token(context.Background(), uid, "Test")
+		first <- err
+	}()
+	waitUntil(t, "the attempt", f.attempting)
+	tok, err := f.b.Token(context.Background(), uid, "Test")
+	if err != nil || !f.p.Issued(read(t, tok)) {
+		t.Errorf("a reader during the attempt = %v; want the attempt's token", err)
+	}
+	if err := <-first; err != nil {
+		t.Errorf("the reader that started the attempt = %v", err)
+	}
+	if n := f.p.Refreshes(); n != 1 {
+		t.Errorf("%d refreshes; want the one attempt", n)
+	}
+}
+
 // attempting reports whether a refresh is on its way.
 func (f *fixture) attempting() bool {
 	f.b.mu.Lock()
