@@ -366,6 +366,7 @@ func (b *Broker) storeChanged(c store.Change) {
 			// handed out here until its own time, as there.
 			next.prev, next.readTok = old.prev, old.readTok
 			next.access = old.access
+			next.variants = old.variants // obtained with the same grant
 			b.replaceAccess(next, rec.Access, b.now(), b.refreshRevokes(c.GUID))
 		}
 		creds[c.GUID] = next

@@ -221,7 +221,7 @@ func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, 
 		key += "/force"
 	}
 	ch := b.flights.DoChan(key, func() (any, error) {
-		return b.refreshVariant(uid, p, cr, name, target, cache, req)
+		return b.refreshVariant(uid, p, name, target, cache, req)
 	})
 	select {
 	case r := <-ch:
@@ -235,17 +235,23 @@ func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, 
 	}
 }
 
-// refreshVariant obtains a token for target with cr's refresh token,
-// holding cr.useRefresh so that no other refresh of the grant uses the
-// refresh token at the same time; in a cluster, under the record's lock,
-// on the stored refresh token. A rotated refresh token is saved before
-// the new token is returned.
-func (b *Broker) refreshVariant(uid int, p *provider.Client, cr *grant, name string, target provider.Target, cache bool, req TokenRequest) (*credential.Token, error) {
+// refreshVariant obtains a token for target with the grant's refresh
+// token, holding its useRefresh so that no other refresh of the grant
+// uses the refresh token at the same time; in a cluster, under the
+// record's lock, on the stored refresh token. A rotated refresh token is
+// saved before the new token is returned.
+func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target provider.Target, cache bool, req TokenRequest) (*credential.Token, error) {
 	in := p.Config()
 	g := in.GUID.String()
 	label := "token " + name
 	if !cache {
 		label = "a token for " + describeTarget(target)
+	}
+	b.mu.Lock()
+	cr := b.users[uid][g]
+	b.mu.Unlock()
+	if cr == nil {
+		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
 	}
 	cr.useRefresh.Lock()
 	defer cr.useRefresh.Unlock()
@@ -302,9 +308,15 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, cr *grant, name str
 	if ans != nil {
 		defer ans.Wipe()
 	}
-	if b.users[uid][g] != cr {
-		b.mu.Unlock()
-		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
+	if cur := b.users[uid][g]; cur != cr {
+		// In a cluster another host's change replaces the grant object
+		// (what was obtained here was committed on the record as it
+		// stood); here, a sign-in or sign-out did.
+		if cur == nil || b.shared == nil {
+			b.mu.Unlock()
+			return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
+		}
+		cr = cur
 	}
 	v := cr.variants[name]
 	if v == nil && cache {
