@@ -76,15 +76,7 @@ const (
 )
 
 // Change is what an event means to a filesystem.
-func (e Event) Change() credential.Change {
-	switch e.Kind {
-	case EventChanged:
-		return credential.Change{GUID: e.GUID, Revoke: true}
-	case EventUpdated:
-		return credential.Change{GUID: e.GUID}
-	}
-	return credential.Change{Revoke: true}
-}
+func (e Event) Change() credential.Change { return credential.ChangeOf(string(e.Kind), e.GUID) }
 
 // SignIn answers POST PathLogin: the link to open and how to wait
 // (PathLoginStatus).

@@ -210,6 +210,27 @@ func (b *Broker) Integration(uid int, id string) (credential.Integration, error)
 	return metaOf(p.Config(), creds, err), nil
 }
 
+// lockGrant is lockGrants for user uid's grant of the integration: on
+// success it returns the integration, its guid and the grant with b.mu
+// held (the caller unlocks it); ErrNotSignedIn when there is no grant,
+// and a store that did not load as ErrUnavailable, without b.mu held.
+func (b *Broker) lockGrant(uid int, id string) (*provider.Client, string, *grant, error) {
+	p, creds, err := b.lockGrants(uid, id)
+	if p == nil {
+		return nil, "", nil, err
+	}
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
+	}
+	g := p.Config().GUID.String()
+	cr := creds[g]
+	if cr == nil {
+		b.mu.Unlock()
+		return nil, "", nil, fmt.Errorf("broker: %s: %w", p.Config().Name, credential.ErrNotSignedIn)
+	}
+	return p, g, cr, nil
+}
+
 // lockGrants finds the integration with guid or name id, locks b.mu and
 // returns user uid's grants, keyed by GUID, loading them on first use.
 // The caller unlocks b.mu. On an error b.mu is not held, and the

@@ -30,15 +30,7 @@ const (
 )
 
 // Change is what an event means to a filesystem.
-func (e Event) Change() credential.Change {
-	switch e.Kind {
-	case EventChanged:
-		return credential.Change{GUID: e.GUID, Revoke: true}
-	case EventUpdated:
-		return credential.Change{GUID: e.GUID}
-	}
-	return credential.Change{Revoke: true}
-}
+func (e Event) Change() credential.Change { return credential.ChangeOf(string(e.Kind), e.GUID) }
 
 // AckTimeout bounds how long a change waits for sessions to acknowledge
 // its event, all sessions together. A session that does not answer in

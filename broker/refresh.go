@@ -242,20 +242,11 @@ func (b *Broker) Token(ctx context.Context, uid int, id string) (*credential.Tok
 }
 
 func (b *Broker) token(ctx context.Context, uid int, id string) (*credential.Token, error) {
-	p, creds, err := b.lockGrants(uid, id)
-	if p == nil {
+	p, g, cr, err := b.lockGrant(uid, id)
+	if err != nil {
 		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
-	}
 	in := p.Config()
-	g := in.GUID.String()
-	cr := creds[g]
-	if cr == nil {
-		b.mu.Unlock()
-		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
-	}
 	now := b.now()
 	if t := b.handingOut(cr, now); b.fresh(t, now, 0) {
 		cr.readTok = t

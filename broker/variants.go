@@ -121,20 +121,11 @@ func (b *Broker) mainToken(ctx context.Context, uid int, id string, req TokenReq
 			return t, err
 		}
 	}
-	p, creds, err := b.lockGrants(uid, id)
-	if p == nil {
+	p, g, cr, err := b.lockGrant(uid, id)
+	if err != nil {
 		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
-	}
 	in := p.Config()
-	g := in.GUID.String()
-	cr := creds[g]
-	if cr == nil {
-		b.mu.Unlock()
-		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
-	}
 	noRefresh := cr.refresh == nil && b.shared == nil
 	b.mu.Unlock()
 	if noRefresh {

@@ -545,3 +545,18 @@ type Change struct {
 	// it says that it can again.
 	Unwatched bool
 }
+
+// ChangeOf is what an event of kind about guid means to a filesystem.
+// The kinds are the broker's and the session API's: "changed" (one
+// integration's tokens are gone or replaced), "updated" (one was
+// refreshed, or failed to), and any other ("hello", "reload", or one not
+// known yet) that anything may have changed.
+func ChangeOf(kind, guid string) Change {
+	switch kind {
+	case "changed":
+		return Change{GUID: guid, Revoke: true}
+	case "updated":
+		return Change{GUID: guid}
+	}
+	return Change{Revoke: true}
+}

@@ -99,15 +99,7 @@ type view struct {
 
 // NewSystemRoot returns the root node of a system mount.
 func NewSystemRoot(opts SystemOptions) fs.InodeEmbedder {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 12 * time.Second
-	}
-	if opts.Context == nil {
-		opts.Context = context.Background()
-	}
+	defaults(&opts.Logger, &opts.Timeout, &opts.Context)
 	if opts.Idle == 0 {
 		opts.Idle = 10 * time.Minute
 	}

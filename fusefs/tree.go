@@ -239,18 +239,25 @@ func NewRoot(opts Options) fs.InodeEmbedder {
 	return &rootDir{t: newTree(opts)}
 }
 
+// defaults fills in the options both kinds of mount share: a logger that
+// discards, a 12 s bound on each call to the source, and a context that
+// never ends.
+func defaults(log **slog.Logger, timeout *time.Duration, ctx *context.Context) {
+	if *log == nil {
+		*log = slog.New(slog.DiscardHandler)
+	}
+	if *timeout == 0 {
+		*timeout = 12 * time.Second
+	}
+	if *ctx == nil {
+		*ctx = context.Background()
+	}
+}
+
 // newTree returns the state shared by the nodes of a tree serving
 // opts.Source.
 func newTree(opts Options) *tree {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 12 * time.Second
-	}
-	if opts.Context == nil {
-		opts.Context = context.Background()
-	}
+	defaults(&opts.Logger, &opts.Timeout, &opts.Context)
 	return &tree{Options: opts, mounted: time.Now(), inos: inodes{ids: map[string]uint64{}}, integs: map[string]*integ{}}
 }
 
