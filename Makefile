@@ -30,12 +30,13 @@ deps:
 # missing /dev/fuse a failure.
 test: deps
 	$(GO) vet ./...
+	@mkdir -p bin && scripts/check-no-mounts --save bin/mounts-before
 	@tmp=$$(mktemp -d) && chmod 1777 $$tmp && \
 	  TMPDIR=$$tmp OAUTHFS_RACE=1 $(GO) test -race -count=1 -timeout 20m ./... && \
 	  scripts/check-no-leftovers $$tmp
 	GO=$(GO) r/run-tests.sh
 	GO=$(GO) python/run-tests.sh
-	scripts/check-no-mounts
+	scripts/check-no-mounts bin/mounts-before
 	FUZZTIME=3s scripts/fuzz
 
 # fuzz runs each fuzz target for a minute (FUZZTIME=60s).
