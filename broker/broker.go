@@ -73,7 +73,7 @@ type Broker struct {
 	saves   saveLocks
 	events  hub
 
-	mu     sync.Mutex                // guards users and broken
+	mu     sync.Mutex                // guards users, broken and the maps below
 	users  map[int]map[string]*grant // uid -> guid -> grant, loaded lazily
 	broken map[int]error             // uid -> why its stored credentials do not load
 	names  map[int]string            // uid -> user name, for the store
@@ -83,8 +83,9 @@ type Broker struct {
 	nameFailed  map[int]time.Time
 	lookupName  func(uid int) (string, error)
 	nameLookups singleflight.Group
-	gen         map[int]uint64 // uid -> count of changes made elsewhere, for loads they overtake
-	epoch       uint64         // count of times everything may have changed elsewhere
+	gen         map[int]uint64  // uid -> count of changes made elsewhere, for loads they overtake
+	demand      map[int]*bucket // uid -> token requests asked for outright (demand.go)
+	epoch       uint64          // count of times everything may have changed elsewhere
 }
 
 // grant is one user's tokens for one integration. Its fields are guarded

@@ -29,8 +29,8 @@ type TokenRequest struct {
 	// ([[integration.token]]); "" is the main token.
 	Variant string
 	// Target, when not zero, asks for a token for a resource or scopes
-	// no variant names: obtained for this request with the refresh
-	// token, and kept nowhere.
+	// no variant names (ad hoc): obtained with the refresh token, and
+	// kept in this broker's memory like a variant's, never stored.
 	Target provider.Target
 	// MinValid is how long the token must stay valid from now: a token
 	// that would expire sooner is refreshed first, and an answer that
@@ -63,9 +63,11 @@ const forever = time.Duration(math.MaxInt64 / 2)
 // variant, or an ad-hoc token for req.Target. Variants and ad-hoc tokens
 // are obtained with the grant's refresh token, one use of it at a time,
 // and a rotated refresh token is saved once for all of them; one request
-// per variant answers every concurrent reader. Variant tokens are kept
-// in memory, by this broker, until their hand-out time; ad-hoc tokens are
-// not kept.
+// per variant answers every concurrent reader. Variant and ad-hoc tokens
+// are kept in memory, by this broker, until their hand-out time (at most
+// maxAdhoc ad-hoc ones per grant). A request the user asks for outright
+// (forced, for a minimum validity, for a target not kept) counts against
+// the user's bound (spendDemand).
 func (b *Broker) TokenFor(ctx context.Context, uid int, id string, req TokenRequest) (*credential.Token, error) {
 	if req.MinValid < 0 {
 		return nil, fmt.Errorf("broker: a minimum validity of %v: want 0 or more: %w", req.MinValid, credential.ErrBadRequest)
@@ -78,7 +80,7 @@ func (b *Broker) TokenFor(ctx context.Context, uid int, id string, req TokenRequ
 		return nil, err
 	}
 	in := p.Config()
-	target, cache := req.Target, false
+	target, adhoc := req.Target, true
 	if req.Variant != "" {
 		if !req.Target.IsZero() {
 			return nil, fmt.Errorf("broker: %s: ask for a token variant or for a resource and scopes, not both: %w", in.Name, credential.ErrBadRequest)
@@ -87,14 +89,18 @@ func (b *Broker) TokenFor(ctx context.Context, uid int, id string, req TokenRequ
 		if v == nil {
 			return nil, fmt.Errorf("broker: %s has no token variant %q (%s): %w", in.Name, req.Variant, variantNames(in.Tokens), credential.ErrNotFound)
 		}
-		target, cache = provider.Target{Resource: v.Resource, Scopes: v.Scopes}, true
+		target, adhoc = provider.Target{Resource: v.Resource, Scopes: v.Scopes}, false
 	} else if target.Resource != "" && !in.AllowsResource(target.Resource) {
 		// Refused here, never sent: a provider that rotates refresh
 		// tokens may spend the grant's on a request it then refuses.
 		return nil, fmt.Errorf("broker: %s may not ask for tokens for %s: the configuration lists the resources it may (resources, and its token variants' resources): %w",
 			in.Name, target.Resource, credential.ErrBadRequest)
 	}
-	t, err := b.variantToken(ctx, uid, p, req.Variant, target, cache, req)
+	name := req.Variant
+	if adhoc {
+		name = adhocName(target)
+	}
+	t, err := b.variantToken(ctx, uid, p, name, target, adhoc, req)
 	if b.metrics != nil {
 		b.metrics.Read(in.Name, err)
 	}
@@ -133,7 +139,12 @@ func (b *Broker) mainToken(ctx context.Context, uid int, id string, req TokenReq
 	}
 	// A flight of its own: one that began before this call may have
 	// settled for the token this call must replace.
-	ch := b.flights.DoChan(fmt.Sprintf("%d/%s/force", uid, g), func() (any, error) { return b.refresh(uid, p, forever) })
+	ch := b.flights.DoChan(fmt.Sprintf("%d/%s/force", uid, g), func() (any, error) {
+		if err := b.spendDemand(uid); err != nil {
+			return nil, err
+		}
+		return b.refresh(uid, p, forever)
+	})
 	var t *credential.Token
 	select {
 	case r := <-ch:
@@ -157,10 +168,23 @@ func lifetimeShort(name string, t *credential.Token, minValid time.Duration, now
 		name, life, minValid, credential.ErrBadRequest)
 }
 
-// variantToken returns the token for target of user uid's grant for p:
-// variant name's kept token while it may be handed out (cache), or a new
-// one.
-func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, name string, target provider.Target, cache bool, req TokenRequest) (*credential.Token, error) {
+// maxAdhoc bounds the ad-hoc tokens kept per grant: past it, the kept
+// ones that may no longer be handed out go first, then the one that
+// expires first.
+const maxAdhoc = 16
+
+// adhocName is the name under which a grant keeps its ad-hoc token for
+// target: it starts with a NUL, which no variant's name holds.
+func adhocName(target provider.Target) string {
+	scopes := slices.Clone(target.Scopes)
+	slices.Sort(scopes)
+	return "\x00" + target.Resource + "\x00" + strings.Join(slices.Compact(scopes), " ")
+}
+
+// variantToken returns the token for target of user uid's grant for p,
+// kept under name (a variant's, or adhocName's): the kept token while it
+// may be handed out, or a new one.
+func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, name string, target provider.Target, adhoc bool, req TokenRequest) (*credential.Token, error) {
 	in := p.Config()
 	g := in.GUID.String()
 	b.mu.Lock()
@@ -179,7 +203,7 @@ func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, 
 		b.mu.Unlock()
 		return nil, fmt.Errorf("broker: %s: %w: %s", in.Name, credential.ErrExpired, msg)
 	}
-	if !cache && len(cr.scopes) > 0 {
+	if adhoc && len(cr.scopes) > 0 {
 		for _, s := range target.Scopes {
 			if !slices.Contains(cr.scopes, s) {
 				granted := strings.Join(cr.scopes, " ")
@@ -189,7 +213,7 @@ func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, 
 		}
 	}
 	now := b.now()
-	if v := cr.variants[name]; cache && v != nil && !req.Force {
+	if v := cr.variants[name]; v != nil && !req.Force {
 		if b.fresh(v.access, now, 0) && v.access.Valid(now, req.MinValid) {
 			b.mu.Unlock()
 			return v.access, nil
@@ -204,15 +228,12 @@ func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, 
 		}
 	}
 	b.mu.Unlock()
-	key := fmt.Sprintf("%d/%s/variant/%s", uid, g, name)
-	if !cache {
-		key = fmt.Sprintf("%d/%s/target/%s %s", uid, g, target.Resource, strings.Join(target.Scopes, " "))
-	}
+	key := fmt.Sprintf("%d/%s/variant/%q", uid, g, name)
 	if req.Force || req.MinValid > 0 {
 		key += "/force"
 	}
 	ch := b.flights.DoChan(key, func() (any, error) {
-		return b.refreshVariant(uid, p, name, target, cache, req)
+		return b.refreshVariant(uid, p, name, target, adhoc, req)
 	})
 	select {
 	case r := <-ch:
@@ -231,12 +252,12 @@ func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, 
 // uses the refresh token at the same time; in a cluster, under the
 // record's lock, on the stored refresh token. A rotated refresh token is
 // saved before the new token is returned.
-func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target provider.Target, cache bool, req TokenRequest) (*credential.Token, error) {
+func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target provider.Target, adhoc bool, req TokenRequest) (*credential.Token, error) {
 	in := p.Config()
 	g := in.GUID.String()
-	label := "token " + name
-	if !cache {
-		label = "a token for " + describeTarget(target)
+	label, shown := "token "+name, name // for messages, and logs
+	if adhoc {
+		label, shown = "a token for "+describeTarget(target), describeTarget(target)
 	}
 	b.mu.Lock()
 	cr := b.users[uid][g]
@@ -252,7 +273,8 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
 	}
 	now := b.now()
-	if v := cr.variants[name]; cache && v != nil && !req.Force && b.fresh(v.access, now, 0) && v.access.Valid(now, req.MinValid) {
+	v := cr.variants[name]
+	if v != nil && !req.Force && b.fresh(v.access, now, 0) && v.access.Valid(now, req.MinValid) {
 		b.mu.Unlock()
 		return v.access, nil // a flight that ended just before ours got it
 	}
@@ -261,6 +283,13 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 	b.mu.Unlock()
 	if rt == nil && b.shared == nil {
 		return nil, fmt.Errorf("broker: %s: %s: %w: %w", in.Name, label, errNoRefreshToken, credential.ErrUnavailable)
+	}
+	if (v == nil && adhoc) || req.Force || req.MinValid > 0 {
+		// Asked for outright: a variant's refresh when its time came
+		// is not.
+		if err := b.spendDemand(uid); err != nil {
+			return nil, err
+		}
 	}
 
 	var (
@@ -309,11 +338,14 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 		}
 		cr = cur
 	}
-	v := cr.variants[name]
-	if v == nil && cache {
+	v = cr.variants[name]
+	if v == nil {
 		v = &variant{}
 		if cr.variants == nil {
 			cr.variants = map[string]*variant{}
+		}
+		if adhoc {
+			b.dropAdhocLocked(cr, now)
 		}
 		cr.variants[name] = v
 	}
@@ -328,13 +360,13 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 			cr.status, cr.lastErr = credential.StatusExpired, "the provider rejected the refresh token ("+pe.Summary()+"); sign in again"
 			b.recordLocked(uid, in.Name, g, audit.Event{Event: "refresh", Result: "invalid_grant", Reason: pe.Summary()})
 			b.mu.Unlock()
-			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", in.Name, "guid", g, "token", name, "err", err)
+			b.log.Warn("refresh rejected; sign-in required", "uid", uid, "integration", in.Name, "guid", g, "token", shown, "err", err)
 			b.persist(uid, g)
 			b.publish(uid, EventChanged, g)
 			return nil, fmt.Errorf("broker: %s: %w: %v", in.Name, credential.ErrExpired, err)
 		case errors.As(err, &pe) && (pe.Code == "invalid_target" || pe.Code == "invalid_scope"):
 			b.mu.Unlock()
-			b.log.Warn("the provider refused a token variant", "uid", uid, "integration", in.Name, "guid", g, "token", name, "err", err)
+			b.log.Warn("the provider refused a token variant", "uid", uid, "integration", in.Name, "guid", g, "token", shown, "err", err)
 			return nil, fmt.Errorf("broker: %s: the provider refused %s (%s): check the variant's resource and scopes in the configuration: %w",
 				in.Name, label, pe.Summary(), credential.ErrUnavailable)
 		case errors.Is(err, credential.ErrNotSignedIn):
@@ -347,7 +379,7 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 			cached = v.access
 		}
 		b.mu.Unlock()
-		b.log.Error("refresh failed", "uid", uid, "integration", in.Name, "guid", g, "token", name, "err", err)
+		b.log.Error("refresh failed", "uid", uid, "integration", in.Name, "guid", g, "token", shown, "err", err)
 		if cached.Valid(b.now(), req.MinValid) {
 			return cached, nil
 		}
@@ -378,7 +410,7 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 	}
 	b.recordLocked(uid, in.Name, g, audit.Event{Event: "refresh", Result: "ok", Reason: label})
 	b.mu.Unlock()
-	b.log.Info("refreshed", "uid", uid, "integration", in.Name, "guid", g, "token", name, "resource", target.Resource,
+	b.log.Info("refreshed", "uid", uid, "integration", in.Name, "guid", g, "token", shown, "resource", target.Resource,
 		"expiry", credential.FormatTime(t.Expiry()), "rotated", save || rotated != nil)
 	if save {
 		// The rotated refresh token is on disk before the token is
@@ -417,4 +449,26 @@ func (b *Broker) PeekVariant(uid int, guid, name string) (*credential.Token, tim
 		return nil, time.Time{}
 	}
 	return t, b.keepUntil(t)
+}
+
+// dropAdhocLocked makes room for one more ad-hoc token in cr: the kept
+// ones that may no longer be handed out at now go, and when maxAdhoc are
+// left, the one that expires first. Callers hold b.mu.
+func (b *Broker) dropAdhocLocked(cr *grant, now time.Time) {
+	var kept []string
+	for name, v := range cr.variants {
+		if !strings.HasPrefix(name, "\x00") {
+			continue
+		}
+		if v.access == nil || !b.fresh(v.access, now, 0) {
+			delete(cr.variants, name)
+			continue
+		}
+		kept = append(kept, name)
+	}
+	if len(kept) >= maxAdhoc {
+		delete(cr.variants, slices.MinFunc(kept, func(x, y string) int {
+			return cr.variants[x].access.Expiry().Compare(cr.variants[y].access.Expiry())
+		}))
+	}
 }

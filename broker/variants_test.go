@@ -14,6 +14,7 @@ import (
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/pgtest"
+	"github.com/oauthfs/oauthfs/provider"
 )
 
 // variantCfg is a configuration with one integration, I0, with a
@@ -122,5 +123,98 @@ func TestClusterVariantsShareTheRotation(t *testing.T) {
 	}
 	if n := p.Refreshes(); n != 5 {
 		t.Errorf("%d refreshes; want 5: two variants on each host, and one main token for both", n)
+	}
+}
+
+// TestTokensAskedForOutright: an ad-hoc token is kept like a variant's
+// (asking again makes no request), at most maxAdhoc of them per grant;
+// forced refreshes and new targets are bounded per user (demandBurst,
+// then one per demandEvery), while other users and tokens read as due
+// are not held back.
+func TestTokensAskedForOutright(t *testing.T) {
+	p := localprovider.New()
+	defer p.Close()
+	cfg := variantCfg(t, p)
+	b, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var skew time.Duration
+	b.now = func() time.Time { return time.Now().Add(skew) }
+	for _, u := range []int{uid, uid + 1} {
+		a, r, exp := p.Grant()
+		if err := b.Put(u, "I0", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	narrow := TokenRequest{Target: provider.Target{Scopes: []string{"read"}}}
+	first, err := b.TokenFor(ctx, uid, "I0", narrow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := p.Requests()
+	again, err := b.TokenFor(ctx, uid, "I0", TokenRequest{Target: provider.Target{Scopes: []string{"read", "read"}}})
+	if err != nil || again != first || p.Requests() != n {
+		t.Errorf("the same ad-hoc target again: %v, same token %v, %d requests; want the kept token and no request", err, again == first, p.Requests()-n)
+	}
+
+	// Spend what is left of the burst on forced refreshes.
+	spent := 1 // the ad-hoc token above
+	for ; spent < demandBurst; spent++ {
+		if _, err := b.TokenFor(ctx, uid, "I0", TokenRequest{Force: true}); err != nil {
+			t.Fatalf("forced refresh %d: %v", spent, err)
+		}
+	}
+	n = p.Requests()
+	for _, req := range []TokenRequest{{Force: true}, {Variant: "narrow", Force: true}, {MinValid: 1000 * time.Hour}, {Target: provider.Target{Scopes: []string{"write"}}}} {
+		_, err := b.TokenFor(ctx, uid, "I0", req)
+		if !errors.Is(err, ErrTooManyRequests) || !errors.Is(err, credential.ErrUnavailable) || !strings.Contains(err.Error(), "try again in") {
+			t.Errorf("%+v past the bound = %v; want ErrTooManyRequests saying when to try again", req, err)
+		}
+	}
+	if p.Requests() != n {
+		t.Errorf("%d requests past the bound; want none", p.Requests()-n)
+	}
+	// Not held back: the main token, a variant read for the first time,
+	// the kept ad-hoc token, and another user.
+	for _, c := range []struct {
+		uid int
+		req TokenRequest
+	}{{uid, TokenRequest{}}, {uid, TokenRequest{Variant: "narrow"}}, {uid, narrow}, {uid + 1, TokenRequest{Force: true}}} {
+		if _, err := b.TokenFor(ctx, c.uid, "I0", c.req); err != nil {
+			t.Errorf("uid %d, %+v past uid %d's bound = %v; want a token", c.uid, c.req, uid, err)
+		}
+	}
+	skew += demandEvery
+	if _, err := b.TokenFor(ctx, uid, "I0", TokenRequest{Force: true}); err != nil {
+		t.Errorf("a forced refresh %v later = %v; want one more allowed", demandEvery, err)
+	}
+
+	// At most maxAdhoc ad-hoc tokens are kept per grant.
+	var scopes []string
+	for i := range maxAdhoc + 3 {
+		scopes = append(scopes, fmt.Sprint("api.s", i))
+	}
+	a, r, exp := p.Grant()
+	if err := b.Put(uid+2, "I0", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp, Scopes: scopes}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxAdhoc + 3 {
+		if _, err := b.TokenFor(ctx, uid+2, "I0", TokenRequest{Target: provider.Target{Scopes: []string{fmt.Sprint("api.s", i)}}}); err != nil {
+			t.Fatalf("ad-hoc target %d: %v", i, err)
+		}
+	}
+	b.mu.Lock()
+	kept := 0
+	for name := range b.users[uid+2][cfg.Integrations[0].GUID.String()].variants {
+		if strings.HasPrefix(name, "\x00") {
+			kept++
+		}
+	}
+	b.mu.Unlock()
+	if kept != maxAdhoc {
+		t.Errorf("%d ad-hoc tokens kept after %d targets; want %d", kept, maxAdhoc+3, maxAdhoc)
 	}
 }

@@ -56,8 +56,10 @@ var tokenCommand = &command{
 		"--min-valid, when it would expire within that time. --variant prints one\n" +
 		"of the integration's token variants; --resource and --scope ask for a\n" +
 		"token for another resource (RFC 8707) or fewer scopes, obtained with the\n" +
-		"same sign-in and kept nowhere. --id-token prints the OpenID Connect ID\n" +
-		"token that came with it; --json prints token.json.",
+		"same sign-in and kept in the broker's memory only. --id-token prints the\n" +
+		"OpenID Connect ID token that came with it; --json prints token.json.\n" +
+		"Forced refreshes, --min-valid refreshes and new resources or scopes are\n" +
+		"limited per user (20 at once, then one every 3 seconds).",
 	flags: tokenFlags,
 }
 
