@@ -298,7 +298,7 @@ func (t *tree) tokenFile(ctx context.Context, dir *fs.Inode, guid, variant, name
 	n.tok, n.data, n.until = tok, data, retireAt(t.keepUntil(until))
 	ch := dir.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
 	t.track(n)
-	t.entry(ctx, ch, out, lookupKeep(n.until))
+	t.entry(ctx, ch, out, lookupKeep(tok, n.until))
 	return ch, 0
 }
 

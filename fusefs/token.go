@@ -101,10 +101,6 @@ func (u *unavailableNode) Read(ctx context.Context, _ fs.FileHandle, _ []byte, _
 // little late.
 const cacheSlack = 100 * time.Millisecond
 
-// lookupSlack is how much sooner than a version is retired the kernel
-// stops using the name that leads to it, so that a process that opens the
-// file and reads it at once never meets a retired version.
-const lookupSlack = time.Second
 
 // retireAt returns when a version whose token may be kept until until is
 // retired: cacheSlack sooner, and now if that is past.
@@ -119,9 +115,17 @@ func retireAt(until time.Time) time.Time {
 	return now
 }
 
-// lookupKeep is how long the kernel may keep the name and attributes of a
-// version retired at until.
-func lookupKeep(until time.Time) time.Duration { return max(0, time.Until(until)-lookupSlack) }
+// lookupKeep is how long the kernel may keep the name and attributes of
+// a version of tok retired at until: until the source stops handing tok
+// out to new readers, credential.HandOverSlack before its refresh time
+// (cacheSlack after until), so that the next lookup gets the next token
+// at once, and a process that opened the file just before still has the
+// rest of that slack to read it before the version retires. A name kept
+// for less would make every open in between ask the source and get tok
+// again, kept for no time.
+func lookupKeep(tok *credential.Token, until time.Time) time.Duration {
+	return max(0, time.Until(until)+cacheSlack-credential.HandOverSlack(tok))
+}
 
 // tokenNode is one version of a token file (access_token, expiry,
 // id_token or token.json, of the main token or of a variant): one token,
@@ -214,7 +218,7 @@ func (n *tokenNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.Attr
 	until := n.until
 	n.mu.Unlock()
 	n.t.attr(&out.Attr, fileMode, n.size(), n.tok.Obtained())
-	out.SetTimeout(lookupKeep(until))
+	out.SetTimeout(lookupKeep(n.tok, until))
 	return 0
 }
 

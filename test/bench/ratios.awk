@@ -43,6 +43,7 @@ END {
 	metric("system mount, 100 users x 3: RSS growth per view (KiB)", "SystemUsers", "rss-KiB/view", "%8.0f", "")
 	ratio("reference: go-fuse direct-I/O floor / tmpfs", "OpenReadClose/floor", "OpenReadClose/tmpfs", "")
 	ratio("reference: by-name path / guid path", "OpenReadClose/oauthfs/by-name", "OpenReadClose/oauthfs/guid", "")
+	ratio("reference: system mount / embedded mount (one READLINK)", "OpenReadClose/system/guid", "OpenReadClose/oauthfs/guid", "")
 	split("put refresh", kinds, " ")
 	for (i = 1; i <= 2; i++) {
 		k = kinds[i]; base = median("Save/" k "/creds=10", "ns/op")
