@@ -101,7 +101,6 @@ func (u *unavailableNode) Read(ctx context.Context, _ fs.FileHandle, _ []byte, _
 // little late.
 const cacheSlack = 100 * time.Millisecond
 
-
 // retireAt returns when a version whose token may be kept until until is
 // retired: cacheSlack sooner, and now if that is past.
 //
