@@ -40,7 +40,7 @@ END {
 	metric("refreshes caused by 1,000 readers at refresh_at", "Storm", "refreshes/storm", "%8d", "exactly 1")
 	metric("provider connections for 1,500 refreshes at once", "ProviderConns", "conns/storm", "%8d", "<= 64")
 	metric("system mount, 100 users x 3: token requests per refresh", "SystemUsers", "requests/user-integration", "%8.2f", "exactly 1")
-	metric("system mount, 100 users x 3: RSS growth per view (KiB)", "SystemUsers", "rss-KiB/view", "%8.0f", "")
+	metric("system mount, 100 users x 3: heap per view (KiB)", "SystemUsers", "heap-KiB/view", "%8.0f", "")
 	ratio("reference: go-fuse direct-I/O floor / tmpfs", "OpenReadClose/floor", "OpenReadClose/tmpfs", "")
 	ratio("reference: by-name path / guid path", "OpenReadClose/oauthfs/by-name", "OpenReadClose/oauthfs/guid", "")
 	ratio("reference: system mount / embedded mount (one READLINK)", "OpenReadClose/system/guid", "OpenReadClose/oauthfs/guid", "")
