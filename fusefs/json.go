@@ -61,26 +61,19 @@ func (t *tree) metaFile(ctx context.Context, d *integrationDir, out *fuse.EntryO
 	cur, gen := st.meta, st.docs
 	t.mu.Unlock()
 	if cur == nil {
-		var doc []byte
-		if e := t.call(ctx, "lookup", d.guid+"/meta.json", func(ctx context.Context) error {
-			in, err := t.Source.Integration(ctx, d.guid)
-			if err != nil {
-				return err
+		var e syscall.Errno
+		cur, e = t.newJSON(ctx, d.EmbeddedInode(), d.guid+"/meta.json", func(ctx context.Context) (any, error) {
+			return t.Source.Integration(ctx, d.guid)
+		}, func(n *jsonNode) bool {
+			if st.docs != gen {
+				return false
 			}
-			doc, err = marshal(in)
-			return err
-		}); e != 0 {
+			st.meta = n
+			return true
+		})
+		if e != 0 {
 			return nil, e
 		}
-		cur = &jsonNode{t: t, doc: doc}
-		d.NewInode(ctx, cur, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
-		t.mu.Lock()
-		if st.docs == gen {
-			st.meta = cur
-		} else {
-			cur.passing = true // a change came meanwhile: serve it, keep nothing
-		}
-		t.mu.Unlock()
 	}
 	return cur.entry(ctx, out)
 }
@@ -91,32 +84,53 @@ func (t *tree) indexFile(ctx context.Context, out *fuse.EntryOut) (*fs.Inode, sy
 	cur, root, gen := t.index, t.root, t.docs
 	t.mu.Unlock()
 	if cur == nil {
-		var doc []byte
-		if e := t.call(ctx, "lookup", "integrations.json", func(ctx context.Context) error {
+		var e syscall.Errno
+		cur, e = t.newJSON(ctx, root, "integrations.json", func(ctx context.Context) (any, error) {
 			list, err := t.Source.Integrations(ctx)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if list == nil {
 				list = []credential.Integration{}
 			}
 			t.remember(list)
-			doc, err = marshal(list)
-			return err
-		}); e != 0 {
+			return list, nil
+		}, func(n *jsonNode) bool {
+			if t.docs != gen {
+				return false
+			}
+			t.index = n
+			return true
+		})
+		if e != 0 {
 			return nil, e
 		}
-		cur = &jsonNode{t: t, doc: doc}
-		root.NewInode(ctx, cur, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
-		t.mu.Lock()
-		if t.docs == gen {
-			t.index = cur
-		} else {
-			cur.passing = true
-		}
-		t.mu.Unlock()
 	}
 	return cur.entry(ctx, out)
+}
+
+// newJSON makes a new version, under parent, of the JSON document named
+// name that build returns. keep, called under t.mu, makes it the version
+// to serve from now on, or reports that a change came while it was being
+// built: then it is served to this lookup only, and kept nowhere.
+func (t *tree) newJSON(ctx context.Context, parent *fs.Inode, name string, build func(context.Context) (any, error), keep func(*jsonNode) bool) (*jsonNode, syscall.Errno) {
+	var doc []byte
+	if e := t.call(ctx, "lookup", name, func(ctx context.Context) error {
+		v, err := build(ctx)
+		if err != nil {
+			return err
+		}
+		doc, err = marshal(v)
+		return err
+	}); e != 0 {
+		return nil, e
+	}
+	n := &jsonNode{t: t, doc: doc}
+	parent.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: t.version()})
+	t.mu.Lock()
+	n.passing = !keep(n)
+	t.mu.Unlock()
+	return n, 0
 }
 
 // entry fills out for a lookup of f.
