@@ -114,16 +114,25 @@ func retireAt(until time.Time) time.Time {
 	return now
 }
 
+// tickSlack is how long the kernel may keep a name past the timeout it
+// was given: it times names in ticks, rounding up (two ticks are 20 ms at
+// HZ=100, the coarsest).
+const tickSlack = 25 * time.Millisecond
+
 // lookupKeep is how long the kernel may keep the name and attributes of
-// a version of tok retired at until: until the source stops handing tok
-// out to new readers, credential.HandOverSlack before its refresh time
-// (cacheSlack after until), so that the next lookup gets the next token
-// at once, and a process that opened the file just before still has the
-// rest of that slack to read it before the version retires. A name kept
-// for less would make every open in between ask the source and get tok
-// again, kept for no time.
+// a version of tok retired at until: until just before the source stops
+// handing tok out to new readers, credential.HandOverSlack before its
+// refresh time (cacheSlack after until), so that a lookup from then on
+// gets the next token from the source. Every mount (and every host of a
+// cluster) switches at that moment, by the source's clock: a name the
+// kernel kept a tick longer would serve tok after another mount's reader
+// already had the next one, so the name ends tickSlack sooner, and the
+// few opens in between ask the source. A process that opened the file
+// just before still has the rest of the slack to read it before the
+// version retires. (A name kept for much less would make every open in
+// between ask the source and get tok again, kept for no time.)
 func lookupKeep(tok *credential.Token, until time.Time) time.Duration {
-	return max(0, time.Until(until)+cacheSlack-credential.HandOverSlack(tok))
+	return max(0, time.Until(until)+cacheSlack-credential.HandOverSlack(tok)-tickSlack)
 }
 
 // tokenNode is one version of a token file (access_token, expiry,
