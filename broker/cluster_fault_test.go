@@ -73,6 +73,16 @@ func storedRefresh(t *testing.T, pg *store.Postgres, uid int, name, guid string)
 	return string(b.Bytes()), r
 }
 
+// putDue signs user uid in to integration name of b with a refresh token
+// p accepts and an access token due for a refresh.
+func putDue(tb testing.TB, b *Broker, p *localprovider.Provider, uid int, name string) {
+	tb.Helper()
+	_, rt, _ := p.Grant()
+	if err := b.Put(uid, name, credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Second)}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func meName(t *testing.T, b *Broker) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -95,10 +105,7 @@ func TestRotatedTokenSurvivesReconnect(t *testing.T) {
 	br, pg := clusterHost(t, dsn, key, cfg, "A")
 	me := os.Getuid()
 	g := cfg.Integrations[0].GUID.String()
-	_, rt, _ := p.Grant()
-	if err := br.Put(me, "I0", credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Second)}); err != nil {
-		t.Fatal(err)
-	}
+	putDue(t, br, p, me, "I0")
 	time.Sleep(500 * time.Millisecond) // LISTEN up
 	p.SetSlowDelay(2500 * time.Millisecond)
 	p.SetMode(localprovider.Slow)
@@ -142,10 +149,7 @@ func TestSignOutWinsOverAConcurrentRefresh(t *testing.T) {
 	b, _ := clusterHost(t, dsn, key, cfg, "B")
 	me := os.Getuid()
 	g := cfg.Integrations[0].GUID.String()
-	_, rt, _ := p.Grant()
-	if err := a.Put(me, "I0", credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Second)}); err != nil {
-		t.Fatal(err)
-	}
+	putDue(t, a, p, me, "I0")
 	time.Sleep(500 * time.Millisecond)
 	if _, err := b.Integration(me, "I0"); err != nil { // B loads it
 		t.Fatal(err)
@@ -254,10 +258,7 @@ func TestSlowRefreshesLeaveThePoolFree(t *testing.T) {
 	a, _ := clusterHost(t, dsn, key, cfg, "A")
 	me := os.Getuid()
 	for i := 0; i < 5; i++ {
-		_, rt, _ := p.Grant()
-		if err := a.Put(me, fmt.Sprintf("I%d", i), credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Second)}); err != nil {
-			t.Fatal(err)
-		}
+		putDue(t, a, p, me, fmt.Sprintf("I%d", i))
 	}
 	p.SetSlowDelay(4 * time.Second)
 	p.SetMode(localprovider.Slow)

@@ -6,10 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/oauthfs/oauthfs/config"
-	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/localprovider"
 	"github.com/oauthfs/oauthfs/internal/pgtest"
 	"github.com/oauthfs/oauthfs/store"
@@ -51,10 +49,7 @@ func BenchmarkStore(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer br.Close()
-		_, rt, _ := p.Grant()
-		if err := br.Put(me, "I", credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Second)}); err != nil {
-			b.Fatal(err)
-		}
+		putDue(b, br, p, me, "I")
 		g := cfg.Integrations[0].GUID.String()
 		b.Run(backend+"/refresh", func(b *testing.B) {
 			for i := 0; i < b.N; i++ {

@@ -52,7 +52,11 @@ func (b *Broker) marginFor(t *credential.Token) time.Duration {
 	if t == nil {
 		return 0
 	}
-	e := expiryOf(t)
+	return b.marginUntil(t, expiryOf(t))
+}
+
+// marginUntil is marginFor(t), for t's expiryOf e.
+func (b *Broker) marginUntil(t *credential.Token, e time.Time) time.Duration {
 	if e.IsZero() {
 		return 0
 	}
@@ -70,20 +74,29 @@ func (b *Broker) RefreshAt(t *credential.Token) time.Time {
 	if e.IsZero() {
 		return time.Time{}
 	}
-	return e.Add(-b.marginFor(t))
+	return e.Add(-b.marginUntil(t, e))
 }
 
 // handOutBy returns when the broker stops handing t out to readers: its
 // refresh time less credential.HandOverSlack, so that every reader may
-// keep it at least that long. A reader after it gets a refreshed token.
+// keep it at least that long; the zero time for a token without expiry.
+// A reader after it gets a refreshed token.
 func (b *Broker) handOutBy(t *credential.Token) time.Time {
-	return b.RefreshAt(t).Add(-credential.HandOverSlack(t))
+	at := b.RefreshAt(t)
+	if at.IsZero() {
+		return at
+	}
+	return at.Add(-credential.HandOverSlack(t))
 }
 
 // fresh reports whether t may still be handed out ahead from now: it does
 // not expire, or ahead from now is before its hand-out time.
 func (b *Broker) fresh(t *credential.Token, now time.Time, ahead time.Duration) bool {
-	return t != nil && (expiryOf(t).IsZero() || now.Add(ahead).Before(b.handOutBy(t)))
+	if t == nil {
+		return false
+	}
+	by := b.handOutBy(t)
+	return by.IsZero() || now.Add(ahead).Before(by)
 }
 
 // retryDelay is how long after a failure of err no new attempt starts:
@@ -134,10 +147,10 @@ func (b *Broker) replaceAccess(cr *grant, t *credential.Token, now time.Time, re
 // keepUntil is until when a filesystem may cache t: its refresh time, or
 // noExpiryKeep from now for a token that does not expire.
 func (b *Broker) keepUntil(t *credential.Token) time.Time {
-	if expiryOf(t).IsZero() {
-		return b.now().Add(noExpiryKeep)
+	if at := b.RefreshAt(t); !at.IsZero() {
+		return at
 	}
-	return b.RefreshAt(t)
+	return b.now().Add(noExpiryKeep)
 }
 
 // aheadFor is how long before its hand-out time a token that was read is

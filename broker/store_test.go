@@ -354,8 +354,7 @@ func BenchmarkSave(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("refresh/creds=%d", n), func(b *testing.B) {
-			_, rt, _ := p.Grant()
-			br.Put(uid, "I2", credential.Tokens{Access: []byte("old"), Refresh: []byte(rt), Expiry: time.Now().Add(-time.Second)})
+			putDue(b, br, p, uid, "I2")
 			i2, _ := br.Provider("I2")
 			g := i2.Config().GUID.String()
 			b.ResetTimer()

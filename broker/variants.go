@@ -186,19 +186,11 @@ func adhocName(target provider.Target) string {
 // may be handed out, or a new one.
 func (b *Broker) variantToken(ctx context.Context, uid int, p *provider.Client, name string, target provider.Target, adhoc bool, req TokenRequest) (*credential.Token, error) {
 	in := p.Config()
-	g := in.GUID.String()
-	b.mu.Lock()
-	creds, err := b.credsLocked(uid)
+	_, g, cr, err := b.lockGrant(uid, in.GUID.String())
 	if err != nil {
-		b.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", err, credential.ErrUnavailable)
+		return nil, err
 	}
-	cr := creds[g]
-	switch {
-	case cr == nil:
-		b.mu.Unlock()
-		return nil, fmt.Errorf("broker: %s: %w", in.Name, credential.ErrNotSignedIn)
-	case cr.status == credential.StatusExpired:
+	if cr.status == credential.StatusExpired {
 		msg := cr.lastErr
 		b.mu.Unlock()
 		return nil, fmt.Errorf("broker: %s: %w: %s", in.Name, credential.ErrExpired, msg)

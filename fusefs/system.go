@@ -337,17 +337,7 @@ func (r *systemRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 }
 
 // ino returns the inode number of the top-level link name.
-func (s *system) ino(name string) uint64 {
-	s.inos.mu.Lock()
-	defer s.inos.mu.Unlock()
-	id, ok := s.inos.ids[name]
-	if !ok {
-		s.inos.next++
-		id = s.inos.next
-		s.inos.ids[name] = id
-	}
-	return inoBase + id
-}
+func (s *system) ino(name string) uint64 { return inoBase + s.inos.id(name) }
 
 func (r *systemRoot) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	s := r.s

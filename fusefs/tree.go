@@ -210,7 +210,7 @@ const (
 	kindUnavailable // to kindUnavailable+fileDocument: unavailableNode of each token file
 )
 
-// inodes is the guid registry behind inode numbers. It is safe for
+// inodes is the registry of names behind inode numbers. It is safe for
 // concurrent use.
 type inodes struct {
 	mu   sync.Mutex
@@ -218,17 +218,23 @@ type inodes struct {
 	next uint64
 }
 
+// id returns key's number: 1 for the first key it is asked for, 2 for
+// the next, and the same number every time for one key.
+func (in *inodes) id(key string) uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	id, ok := in.ids[key]
+	if !ok {
+		in.next++
+		id = in.next
+		in.ids[key] = id
+	}
+	return id
+}
+
 // ino returns the inode number of the node of kind for guid.
 func (t *tree) ino(guid string, kind int) uint64 {
-	t.inos.mu.Lock()
-	defer t.inos.mu.Unlock()
-	id, ok := t.inos.ids[guid]
-	if !ok {
-		t.inos.next++
-		id = t.inos.next
-		t.inos.ids[guid] = id
-	}
-	return t.inoOffset + inoBase + id*8 + uint64(kind)
+	return t.inoOffset + inoBase + t.inos.id(guid)*8 + uint64(kind)
 }
 
 // version returns a new inode number for a version of a file.
