@@ -315,6 +315,25 @@ func nonNil(s []string) []string {
 	return append([]string(nil), s...)
 }
 
+// Import is Put for credentials a user brought from elsewhere. With a
+// refresh token it counts as a token request the user asks for outright
+// (it starts a grant whose tokens nothing kept yet, each a request to the
+// provider; see demand.go), and is refused past the user's bound;
+// without one it can cause no request. It wipes the byte slices of t
+// either way.
+func (b *Broker) Import(uid int, id string, t credential.Tokens) error {
+	if len(t.Refresh) == 0 {
+		return b.Put(uid, id, t)
+	}
+	if err := b.spendDemand(uid); err != nil {
+		memguard.WipeBytes(t.Access)
+		memguard.WipeBytes(t.Refresh)
+		memguard.WipeBytes(t.IDToken)
+		return err
+	}
+	return b.Put(uid, id, t)
+}
+
 // Put stores tokens for user uid and the integration with guid or name id,
 // replacing any there were, and wipes the byte slices of t.
 func (b *Broker) Put(uid int, id string, t credential.Tokens) error {

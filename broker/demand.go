@@ -9,7 +9,7 @@ import (
 
 // Token requests a user asks for outright (a forced refresh, a minimum
 // validity the token does not have, a token for a resource or scopes
-// not kept yet) are bounded per user: every user's tokens come from the
+// not kept yet, an import of credentials) are bounded per user: every user's tokens come from the
 // integration's one client, and a provider that rate-limits that client
 // would make every user wait for one user's loop. Refreshes a token's
 // time makes due are bounded by its lifetime and never count.

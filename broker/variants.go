@@ -276,9 +276,10 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 	if rt == nil && b.shared == nil {
 		return nil, fmt.Errorf("broker: %s: %s: %w: %w", in.Name, label, errNoRefreshToken, credential.ErrUnavailable)
 	}
-	if (v == nil && adhoc) || req.Force || req.MinValid > 0 {
-		// Asked for outright: a variant's refresh when its time came
-		// is not.
+	if (adhoc && (v == nil || v.access == nil)) || req.Force || req.MinValid > 0 {
+		// Asked for outright (also an ad-hoc target the provider
+		// refused before): a variant's refresh when its time came is
+		// not.
 		if err := b.spendDemand(uid); err != nil {
 			return nil, err
 		}

@@ -160,19 +160,31 @@ func TestTokensAskedForOutright(t *testing.T) {
 		t.Errorf("the same ad-hoc target again: %v, same token %v, %d requests; want the kept token and no request", err, again == first, p.Requests()-n)
 	}
 
+	// A target the provider refused is asked for outright again.
+	refused := TokenRequest{Target: provider.Target{Scopes: []string{"read"}}}
+	p.SetResources() // nothing: every resource refused
+	refused.Target.Resource = "https://api.example.test"
+	if _, err := b.TokenFor(ctx, uid, "I0", refused); err == nil {
+		t.Fatal("a refused target gave a token")
+	}
+
 	// Spend what is left of the burst on forced refreshes.
-	spent := 1 // the ad-hoc token above
+	spent := 2 // the ad-hoc token and the refused one above
 	for ; spent < demandBurst; spent++ {
 		if _, err := b.TokenFor(ctx, uid, "I0", TokenRequest{Force: true}); err != nil {
 			t.Fatalf("forced refresh %d: %v", spent, err)
 		}
 	}
 	n = p.Requests()
-	for _, req := range []TokenRequest{{Force: true}, {Variant: "narrow", Force: true}, {MinValid: 1000 * time.Hour}, {Target: provider.Target{Scopes: []string{"write"}}}} {
+	for _, req := range []TokenRequest{{Force: true}, {Variant: "narrow", Force: true}, {MinValid: 1000 * time.Hour}, {Target: provider.Target{Scopes: []string{"write"}}}, refused} {
 		_, err := b.TokenFor(ctx, uid, "I0", req)
 		if !errors.Is(err, ErrTooManyRequests) || !errors.Is(err, credential.ErrUnavailable) || !strings.Contains(err.Error(), "try again in") {
 			t.Errorf("%+v past the bound = %v; want ErrTooManyRequests saying when to try again", req, err)
 		}
+	}
+	a, r, exp := p.Grant()
+	if err := b.Import(uid, "I0", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp}); !errors.Is(err, ErrTooManyRequests) {
+		t.Errorf("an import past the bound = %v; want ErrTooManyRequests (an import starts a grant with nothing kept)", err)
 	}
 	if p.Requests() != n {
 		t.Errorf("%d requests past the bound; want none", p.Requests()-n)
@@ -197,7 +209,7 @@ func TestTokensAskedForOutright(t *testing.T) {
 	for i := range maxAdhoc + 3 {
 		scopes = append(scopes, fmt.Sprint("api.s", i))
 	}
-	a, r, exp := p.Grant()
+	a, r, exp = p.Grant()
 	if err := b.Put(uid+2, "I0", credential.Tokens{Access: []byte(a), Refresh: []byte(r), Expiry: exp, Scopes: scopes}); err != nil {
 		t.Fatal(err)
 	}

@@ -56,22 +56,31 @@ const (
 	pageSize         = 4096
 )
 
-// quota counts, per uid, the locked pages held by request bodies. It is
-// safe for concurrent use.
+// answerPagesPerUser caps the locked pages one user's token answers hold
+// at once, while they are written; answerTimeout bounds how long the
+// caller may take to read one. A caller that does not read its answers
+// cannot hold locked memory other users' reads and refreshes need.
+const (
+	answerPagesPerUser = bodyPagesPerUser
+	answerTimeout      = 5 * time.Second
+)
+
+// quota counts, per uid, locked pages held (by request bodies, or by
+// token answers). It is safe for concurrent use.
 type quota struct {
 	mu   sync.Mutex
 	held map[int]int64
 }
 
 // take reserves n pages for uid, or reports false when that would pass
-// bodyPagesPerUser.
-func (q *quota) take(uid int, n int64) bool {
+// limit pages.
+func (q *quota) take(uid int, n, limit int64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.held == nil {
 		q.held = map[int]int64{}
 	}
-	if q.held[uid]+n > bodyPagesPerUser {
+	if q.held[uid]+n > limit {
 		return false
 	}
 	q.held[uid] += n
@@ -100,7 +109,8 @@ type Server struct {
 	// Version is the build's version, for GET /v1/info.
 	Version string
 
-	bodies quota // locked pages of request bodies, per uid
+	bodies  quota // locked pages of request bodies, per uid
+	answers quota // locked pages of token answers being written, per uid
 
 	mu sync.Mutex
 	hs *http.Server // set by Serve
@@ -287,7 +297,18 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	tail = appendTime(tail, t.Obtained())
 	tail = append(tail, `,"refresh_at":`...)
 	tail = appendMillis(tail, s.B.RefreshAt(t))
-	body, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(plain) + 2 + len(tail) + len(`,"id_token":`) + 6*len(id) + 2 + len("}\n"))
+	size := len(`{"access_token":`) + wirejson.QuotedLen(plain) + len(tail) + len("}\n")
+	if id != nil {
+		size += len(`,"id_token":`) + wirejson.QuotedLen(id)
+	}
+	pages := int64(size+pageSize-1) / pageSize
+	if !s.answers.take(uid, pages, answerPagesPerUser) {
+		writeError(w, fmt.Errorf("session: uid %d has %d KiB of token answers being written, the most one user may have; read the answers: %w",
+			uid, answerPagesPerUser*pageSize>>10, credential.ErrUnavailable))
+		return
+	}
+	defer s.answers.give(uid, pages)
+	body, err := secmem.NewBuffer(size)
 	if err != nil {
 		writeError(w, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable))
 		return
@@ -329,7 +350,7 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 	brw.Writer.Reset(conn) // nothing of ours is buffered yet
 	head := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
 		status, http.StatusText(status), len(body))
-	conn.SetWriteDeadline(time.Now().Add(readTimeout))
+	conn.SetWriteDeadline(time.Now().Add(answerTimeout))
 	if _, err := io.WriteString(conn, head); err == nil {
 		conn.Write(body)
 	}
@@ -417,7 +438,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pages := max(0, (r.ContentLength+pageSize-1)/pageSize)
-	if !s.bodies.take(uidOf(r), pages) {
+	if !s.bodies.take(uidOf(r), pages, bodyPagesPerUser) {
 		writeError(w, fmt.Errorf("session: uid %d has %d KiB of request bodies in progress, the most one user may have: %w",
 			uidOf(r), bodyPagesPerUser*pageSize>>10, credential.ErrUnavailable))
 		return
@@ -442,7 +463,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		cr.c.Expiry = credential.ExpiryFrom(cr.expiresIn, s.B.Now())
 	}
 	scopes := cr.c.Scopes
-	err = s.B.Put(uidOf(r), r.PathValue("id"), cr.c)
+	err = s.B.Import(uidOf(r), r.PathValue("id"), cr.c)
 	s.B.Record(uidOf(r), r.PathValue("id"), audit.Event{Event: "sign_in", Via: "import", Scopes: scopes, Result: result(err)})
 	if err != nil {
 		writeError(w, err)

@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oauthfs/oauthfs/api"
 	"github.com/oauthfs/oauthfs/broker"
 	"github.com/oauthfs/oauthfs/config"
+	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/unixsock"
 )
 
@@ -124,5 +126,38 @@ func TestAPIDocMatchesTheProtocol(t *testing.T) {
 		if !strings.Contains(string(doc), `"`+k+`"`) {
 			t.Errorf("docs/api.md does not show the key %s", k)
 		}
+	}
+}
+
+// TestTokenAnswersAreBoundedPerUser: a user whose token answers already
+// hold their share of locked memory (answers nobody reads) is refused
+// another, saying why; another user's answer is not held back, and an
+// answer reserves exactly what it writes.
+func TestTokenAnswersAreBoundedPerUser(t *testing.T) {
+	b := newBroker(t)
+	defer b.Close()
+	for _, u := range []int{uid, uid + 1} {
+		if err := b.Put(u, "Test", credential.Tokens{Access: []byte("tok-" + strconv.Itoa(u)), Expiry: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{B: b, Owner: -1}
+	get := func(u int) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v1/integrations/Test/token", nil).WithContext(unixsock.WithPeer(context.Background(), u, 0)))
+		return w
+	}
+	if w := get(uid); w.Code != 200 || !strings.Contains(w.Body.String(), `"access_token":"tok-1000"`) {
+		t.Fatalf("a token answer = %d %s", w.Code, w.Body)
+	}
+	if n := len(s.answers.held); n != 0 {
+		t.Errorf("%d users hold answer pages after their answers were written; want none", n)
+	}
+	s.answers.take(uid, answerPagesPerUser, answerPagesPerUser) // answers nobody reads
+	if w := get(uid); w.Code == 200 || !strings.Contains(w.Body.String(), "token answers being written") {
+		t.Errorf("an answer past the user's share = %d %s; want a refusal saying why", w.Code, w.Body)
+	}
+	if w := get(uid + 1); w.Code != 200 || !strings.Contains(w.Body.String(), "tok-1001") {
+		t.Errorf("another user's answer = %d %s; want the token", w.Code, w.Body)
 	}
 }

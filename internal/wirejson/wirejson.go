@@ -28,6 +28,23 @@ func AppendQuoted(b, s []byte) []byte {
 	return append(b, '"')
 }
 
+// QuotedLen returns the length of AppendQuoted's output for s, so that a
+// caller can size a locked buffer exactly.
+func QuotedLen(s []byte) int {
+	n := 2
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			n += 2
+		case c < 0x20 || c == 0x7f:
+			n += 6
+		default:
+			n++
+		}
+	}
+	return n
+}
+
 // errSyntax is returned for a JSON string that is malformed.
 var errSyntax = errors.New("malformed JSON string")
 

@@ -10,6 +10,9 @@ import (
 func TestRoundTrip(t *testing.T) {
 	for _, s := range []string{"", "gho_abc", `a"b\c`, "line\nbreak\x01\x7f", "ünïcødé ☕", "slash/ok"} {
 		raw := AppendQuoted(nil, []byte(s))
+		if n := QuotedLen([]byte(s)); n != len(raw) {
+			t.Errorf("QuotedLen(%q) = %d; AppendQuoted wrote %d bytes", s, n, len(raw))
+		}
 		var want string
 		if err := json.Unmarshal(raw, &want); err != nil || want != s {
 			t.Fatalf("AppendQuoted(%q) = %s, which encoding/json reads as %q, %v", s, raw, want, err)
