@@ -164,6 +164,10 @@ func (s *system) viewOf(ctx context.Context, uid uint32) (*view, syscall.Errno) 
 	vctx, cancel := context.WithCancel(s.Context)
 	t := newTree(Options{Source: src, UID: uid, GID: gid, Timeout: s.Timeout, Logger: s.Logger.With("uid", uid), Context: vctx})
 	t.inoOffset = s.serial * viewBlock
+	// The times of a view's directories are the mount's, not when the
+	// user came: another user who stats the view's root (the kernel may
+	// answer from its cache without asking) learns nothing of when.
+	t.mounted = s.mounted
 	t.slots = make(chan struct{}, s.PerUser)
 	t.used.Store(time.Now().UnixNano())
 	r := &rootDir{t: t}

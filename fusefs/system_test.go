@@ -121,6 +121,14 @@ func TestSystemMountEachCallerOwnTokens(t *testing.T) {
 			t.Errorf("uid %d: stat integrations.json = %q, %v; want %q", uid, out, err, want)
 		}
 	}
+	// A view's times are the mount's, not when its user came.
+	mounted, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := as(40001, "stat", "-c", "%.9Y", filepath.Join(dir, ".users", "40001")); err != nil || strings.TrimSpace(out) != fmt.Sprintf("%d.%09d", mounted.ModTime().Unix(), mounted.ModTime().Nanosecond()) {
+		t.Errorf("the view's mtime = %q, %v; want the mount's, %v", out, err, mounted.ModTime())
+	}
 	if _, err := os.OpenFile(filepath.Join(dir, gA, "access_token"), os.O_WRONLY, 0); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("a write-open through the system mount = %v; want EROFS", err)
 	}
