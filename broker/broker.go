@@ -315,16 +315,23 @@ func nonNil(s []string) []string {
 	return append([]string(nil), s...)
 }
 
-// Import is Put for credentials a user brought from elsewhere. With a
-// refresh token it counts as a token request the user asks for outright
-// (it starts a grant whose tokens nothing kept yet, each a request to the
-// provider; see demand.go), and is refused past the user's bound;
-// without one it can cause no request. It wipes the byte slices of t
+// Import is Put for credentials a user brought from elsewhere. One with
+// a refresh token that replaces a grant the user holds counts as a token
+// request the user asks for outright (it starts a grant whose tokens
+// nothing kept yet, each a request to the provider; see demand.go), and
+// is refused past the user's bound, so that a loop of imports and reads
+// cannot send a request each. A first import of each integration (a
+// migration of hundreds at once) and one without a refresh token (which
+// can cause no request) are not counted. It wipes the byte slices of t
 // either way.
 func (b *Broker) Import(uid int, id string, t credential.Tokens) error {
 	if len(t.Refresh) == 0 {
 		return b.Put(uid, id, t)
 	}
+	if _, _, _, err := b.lockGrant(uid, id); err != nil {
+		return b.Put(uid, id, t) // nothing to replace (or Put says why not)
+	}
+	b.mu.Unlock()
 	if err := b.spendDemand(uid); err != nil {
 		memguard.WipeBytes(t.Access)
 		memguard.WipeBytes(t.Refresh)
