@@ -366,11 +366,8 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 			b.mu.Unlock()
 			return nil, err
 		}
-		var cached *credential.Token
-		if v != nil {
-			v.failing, v.retryAt, v.lastErr = true, now.Add(retryDelay(err)), err.Error()
-			cached = v.access
-		}
+		v.failing, v.retryAt, v.lastErr = true, now.Add(retryDelay(err)), err.Error()
+		cached := v.access
 		b.mu.Unlock()
 		b.log.Error("refresh failed", "uid", uid, "integration", in.Name, "guid", g, "token", shown, "err", err)
 		if cached.Valid(b.now(), req.MinValid) {
@@ -398,9 +395,7 @@ func (b *Broker) refreshVariant(uid int, p *provider.Client, name string, target
 		}
 		ans.Refresh, save = nil, true
 	}
-	if v != nil {
-		v.access, v.failing, v.retryAt, v.lastErr = t, false, time.Time{}, ""
-	}
+	v.access, v.failing, v.retryAt, v.lastErr = t, false, time.Time{}, ""
 	b.recordLocked(uid, in.Name, g, audit.Event{Event: "refresh", Result: "ok", Reason: label})
 	b.mu.Unlock()
 	b.log.Info("refreshed", "uid", uid, "integration", in.Name, "guid", g, "token", shown, "resource", target.Resource,

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
 	"github.com/oauthfs/oauthfs/internal/wirejson"
 )
@@ -291,65 +293,82 @@ func (t *Token) Document() (*Token, error) {
 }
 
 func (t *Token) buildDocument() (*Token, error) {
-	access, release, err := t.View()
+	// The type and scopes keep what RFC 6749 allows in them (printable
+	// ASCII, no quote or backslash), so strconv quotes them as JSON does.
+	var fields []byte
+	fields = append(fields, `,"token_type":`...)
+	fields = strconv.AppendQuote(fields, printable.Code(t.Type(), 0))
+	fields = append(fields, `,"expiry":`...)
+	if t.expiry.IsZero() {
+		fields = append(fields, "null"...)
+	} else {
+		fields = strconv.AppendQuote(fields, FormatTime(t.expiry))
+	}
+	fields = append(fields, `,"scopes":[`...)
+	for i, s := range t.extras.Scopes {
+		if i > 0 {
+			fields = append(fields, ',')
+		}
+		fields = strconv.AppendQuote(fields, printable.Code(s, 0))
+	}
+	fields = append(fields, ']')
+	buf, err := t.JSONObject(fields, nil)
 	if err != nil {
 		return nil, err
+	}
+	// NewToken seals the document and wipes it in the buffer.
+	doc, err := NewToken(buf.Bytes(), t.expiry, t.obtained)
+	buf.Destroy()
+	return doc, err
+}
+
+// JSONObject writes the JSON object {"access_token":<t>,<fields>,
+// "id_token":<t's ID token>}, and a newline, into a new locked buffer of
+// exactly its size, which the caller destroys; "id_token" only when t has
+// an ID token. fields holds no secret and starts with a comma. reserve,
+// when not nil, is told the size first: its error is returned, and
+// nothing is allocated.
+func (t *Token) JSONObject(fields []byte, reserve func(size int) error) (*secmem.Buffer, error) {
+	access, release, err := t.View()
+	if err != nil {
+		return nil, fmt.Errorf("credential: open the token: %w", err)
 	}
 	defer release()
 	var id []byte
 	if t.extras.ID != nil {
 		var releaseID func()
 		if id, releaseID, err = t.extras.ID.View(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("credential: open the ID token: %w", err)
 		}
 		defer releaseID()
 	}
-	var tail []byte
-	tail = append(tail, `,"token_type":`...)
-	tail = strconv.AppendQuote(tail, printableASCII(t.Type()))
-	tail = append(tail, `,"expiry":`...)
-	if t.expiry.IsZero() {
-		tail = append(tail, "null"...)
-	} else {
-		tail = strconv.AppendQuote(tail, FormatTime(t.expiry))
+	size := len(`{"access_token":`) + wirejson.QuotedLen(access) + len(fields) + len("}\n")
+	if id != nil {
+		size += len(`,"id_token":`) + wirejson.QuotedLen(id)
 	}
-	tail = append(tail, `,"scopes":[`...)
-	for i, s := range t.extras.Scopes {
-		if i > 0 {
-			tail = append(tail, ',')
+	if reserve != nil {
+		if err := reserve(size); err != nil {
+			return nil, err
 		}
-		tail = strconv.AppendQuote(tail, printableASCII(s))
 	}
-	tail = append(tail, ']')
-	// Every byte of a token quotes into at most 6.
-	buf, err := secmem.NewBuffer(len(`{"access_token":`) + 6*len(access) + 2 + len(tail) + len(`,"id_token":`) + 6*len(id) + 2 + len("}\n"))
+	buf, err := secmem.NewBuffer(size)
 	if err != nil {
 		return nil, err
 	}
 	b := buf.Bytes()[:0]
 	b = append(b, `{"access_token":`...)
 	b = wirejson.AppendQuoted(b, access)
-	b = append(b, tail...)
+	b = append(b, fields...)
 	if id != nil {
 		b = append(b, `,"id_token":`...)
 		b = wirejson.AppendQuoted(b, id)
 	}
 	b = append(b, "}\n"...)
-	// NewToken seals the document and wipes it in the buffer.
-	doc, err := NewToken(b, t.expiry, t.obtained)
-	buf.Destroy()
-	return doc, err
-}
-
-// printableASCII keeps the printable ASCII of s: what the provider said
-// of a type or a scope, safe to quote with strconv in JSON.
-func printableASCII(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return -1
-		}
-		return r
-	}, s)
+	if len(b) != size { // cannot happen: QuotedLen is exact
+		buf.Destroy()
+		return nil, fmt.Errorf("credential: JSON of a token: wrote %d bytes, want %d", len(b), size)
+	}
+	return buf, nil
 }
 
 // Len returns the length of the token in bytes.

@@ -242,9 +242,6 @@ func (d *integrationDir) Lookup(ctx context.Context, name string, out *fuse.Entr
 	if e := t.caller(ctx, "lookup"); e != 0 {
 		return nil, e
 	}
-	t.mu.Lock()
-	t.stateLocked(d.guid).dir = d.EmbeddedInode()
-	t.mu.Unlock()
 	switch name {
 	case "meta.json":
 		return t.metaFile(ctx, d, out)
@@ -355,10 +352,10 @@ func (d *tokensDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	ch := d.GetChild(name)
 	if ch == nil {
 		ch = d.NewInode(ctx, &variantDir{t: t, guid: d.guid, variant: name}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: t.ino(tokenDir(d.guid, name), kindDir)})
+		t.mu.Lock()
+		t.stateLocked(d.guid).variants[name] = ch
+		t.mu.Unlock()
 	}
-	t.mu.Lock()
-	t.stateLocked(d.guid).variants[name] = ch
-	t.mu.Unlock()
 	t.entry(ctx, ch, out, t.dirKeep())
 	return ch, 0
 }

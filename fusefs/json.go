@@ -57,7 +57,6 @@ func (f *jsonNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off i
 func (t *tree) metaFile(ctx context.Context, d *integrationDir, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	t.mu.Lock()
 	st := t.stateLocked(d.guid)
-	st.dir = d.EmbeddedInode()
 	cur, gen := st.meta, st.docs
 	t.mu.Unlock()
 	if cur == nil {

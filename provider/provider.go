@@ -447,11 +447,7 @@ func (c *Client) narrowRefresh(ctx context.Context, secret, rt string, target Ta
 	if len(target.Scopes) > 0 {
 		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(target.Scopes, " ")))
 	}
-	tok, err := cfg.Exchange(ctx, "", opts...)
-	if err == nil && tok.RefreshToken == "" {
-		tok.RefreshToken = rt // not rotated (the token source does the same)
-	}
-	return tok, err
+	return cfg.Exchange(ctx, "", opts...)
 }
 
 // AuthCodeURL returns where a sign-in sends the browser: the

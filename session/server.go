@@ -267,63 +267,46 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	plain, release, err := t.View()
-	if err != nil {
-		writeError(w, fmt.Errorf("session: open token: %w: %w", err, credential.ErrUnavailable))
-		return
-	}
-	defer release()
-	var id []byte
-	if t.ID() != nil {
-		var releaseID func()
-		if id, releaseID, err = t.ID().View(); err != nil {
-			writeError(w, fmt.Errorf("session: open ID token: %w: %w", err, credential.ErrUnavailable))
-			return
-		}
-		defer releaseID()
-	}
-	meta := api.TokenAnswer{TokenType: t.Type(), Scopes: t.Scopes()}
-	if meta.Scopes == nil {
-		meta.Scopes = []string{}
+	scopes := t.Scopes()
+	if scopes == nil {
+		scopes = []string{}
 	}
 	tail := make([]byte, 0, 256)
 	tail = append(tail, `,"token_type":`...)
-	tail, _ = jsonAppend(tail, meta.TokenType)
+	tail, _ = jsonAppend(tail, t.Type())
 	tail = append(tail, `,"scopes":`...)
-	tail, _ = jsonAppend(tail, meta.Scopes)
+	tail, _ = jsonAppend(tail, scopes)
 	tail = append(tail, `,"expiry":`...)
 	tail = appendTime(tail, t.Expiry())
 	tail = append(tail, `,"obtained":`...)
 	tail = appendTime(tail, t.Obtained())
 	tail = append(tail, `,"refresh_at":`...)
 	tail = appendMillis(tail, s.B.RefreshAt(t))
-	size := len(`{"access_token":`) + wirejson.QuotedLen(plain) + len(tail) + len("}\n")
-	if id != nil {
-		size += len(`,"id_token":`) + wirejson.QuotedLen(id)
+	// The answer's locked memory counts against the caller's share
+	// while it is written.
+	var pages int64
+	body, err := t.JSONObject(tail, func(size int) error {
+		n := int64(size+pageSize-1) / pageSize
+		if !s.answers.take(uid, n, answerPagesPerUser) {
+			return fmt.Errorf("session: uid %d has %d KiB of token answers being written, the most one user may have; read the answers: %w",
+				uid, answerPagesPerUser*pageSize>>10, credential.ErrUnavailable)
+		}
+		pages = n
+		return nil
+	})
+	if pages > 0 {
+		defer s.answers.give(uid, pages)
 	}
-	pages := int64(size+pageSize-1) / pageSize
-	if !s.answers.take(uid, pages, answerPagesPerUser) {
-		writeError(w, fmt.Errorf("session: uid %d has %d KiB of token answers being written, the most one user may have; read the answers: %w",
-			uid, answerPagesPerUser*pageSize>>10, credential.ErrUnavailable))
+	switch {
+	case errors.Is(err, credential.ErrUnavailable):
+		writeError(w, err)
 		return
-	}
-	defer s.answers.give(uid, pages)
-	body, err := secmem.NewBuffer(size)
-	if err != nil {
+	case err != nil:
 		writeError(w, fmt.Errorf("session: %w: %w", err, credential.ErrUnavailable))
 		return
 	}
 	defer body.Destroy()
-	b := body.Bytes()[:0]
-	b = append(b, `{"access_token":`...)
-	b = wirejson.AppendQuoted(b, plain)
-	b = append(b, tail...)
-	if id != nil {
-		b = append(b, `,"id_token":`...)
-		b = wirejson.AppendQuoted(b, id)
-	}
-	b = append(b, "}\n"...)
-	writeRaw(w, http.StatusOK, b)
+	writeRaw(w, http.StatusOK, body.Bytes())
 }
 
 // jsonAppend appends the JSON of v, which holds no secret, to b.

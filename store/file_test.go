@@ -172,7 +172,7 @@ func TestFileRefusesPlantedState(t *testing.T) {
 // opened: a key holder's file, or a bug).
 func FuzzDecodeRecord(f *testing.F) {
 	r := Record{Status: credential.StatusSignedIn, Scopes: []string{"read"}, Error: "e", Account: "a"}
-	if err := r.seal([]byte("access"), []byte("refresh"), time.Now(), time.Now()); err != nil {
+	if err := r.seal([]byte("access"), []byte("refresh"), time.Now(), time.Now(), credential.Extras{}); err != nil {
 		f.Fatal(err)
 	}
 	good, err := encodeRecord(r)

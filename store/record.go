@@ -165,31 +165,27 @@ func decodeRecord(p []byte) (Record, error) {
 	if d.err != nil {
 		return Record{}, d.err
 	}
-	if err := r.seal(access, refresh, expiry, obtained); err != nil {
-		return Record{}, err
-	}
-	if r.Access != nil {
-		x := credential.Extras{Type: tokenType, Scopes: r.Scopes}
-		if len(id) > 0 {
-			t, err := credential.NewToken(append([]byte(nil), id...), idExpiry, obtained)
-			if err != nil {
-				return Record{}, err
-			}
-			x.ID = t
+	x := credential.Extras{Type: tokenType}
+	if len(id) > 0 && len(access) > 0 {
+		t, err := credential.NewToken(append([]byte(nil), id...), idExpiry, obtained)
+		if err != nil {
+			return Record{}, err
 		}
-		r.Access = r.Access.With(x)
+		x.ID = t
 	}
-	return r, nil
+	return r, r.seal(access, refresh, expiry, obtained, x)
 }
 
-// seal puts copies of the token bytes into r's enclaves.
-func (r *Record) seal(access, refresh []byte, expiry, obtained time.Time) error {
+// seal puts copies of the token bytes into r's enclaves, the access
+// token with the extras x and r's scopes.
+func (r *Record) seal(access, refresh []byte, expiry, obtained time.Time, x credential.Extras) error {
 	if len(access) > 0 {
 		t, err := credential.NewToken(append([]byte(nil), access...), expiry, obtained)
 		if err != nil {
 			return err
 		}
-		r.Access = t.With(credential.Extras{Scopes: r.Scopes})
+		x.Scopes = r.Scopes
+		r.Access = t.With(x)
 	}
 	if len(refresh) > 0 {
 		e, err := secmem.Seal(append([]byte(nil), refresh...))
@@ -237,7 +233,7 @@ func decodeV1(p []byte) ([]Record, error) {
 		if r.Status == "" {
 			return nil, fmt.Errorf("record %d: unknown status %d", i, sb)
 		}
-		if err := r.seal(access, refresh, expiry, obtained); err != nil {
+		if err := r.seal(access, refresh, expiry, obtained, credential.Extras{}); err != nil {
 			return nil, err
 		}
 		recs = append(recs, r)

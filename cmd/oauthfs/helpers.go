@@ -108,7 +108,7 @@ func writeWithToken(w io.Writer, t *credential.Token, head, tail string) error {
 		return err
 	}
 	defer release()
-	buf, err := secmem.NewBuffer(len(head) + 6*len(plain) + 2 + len(tail))
+	buf, err := secmem.NewBuffer(len(head) + wirejson.QuotedLen(plain) + len(tail))
 	if err != nil {
 		return err
 	}
