@@ -29,8 +29,9 @@ type systemEnv struct {
 }
 
 // newSystemEnv starts 'oauthfs broker' with [broker] mount in a
-// world-traversable directory, with tokens living lifetime.
-func newSystemEnv(t *testing.T, lifetime time.Duration) *systemEnv {
+// world-traversable directory, with tokens living lifetime; testConfig is
+// more of the Test integration's configuration, or "".
+func newSystemEnv(t *testing.T, lifetime time.Duration, testConfig string) *systemEnv {
 	t.Helper()
 	requireE2E(t, os.Geteuid() == 0, "root (to create users and serve the system mount)")
 	for _, tool := range []string{"useradd", "setpriv", "curl", "python3"} {
@@ -53,7 +54,9 @@ func newSystemEnv(t *testing.T, lifetime time.Duration) *systemEnv {
 	e.writeConfig(t, "Test", "Other")
 	f, _ := os.OpenFile(e.cfg, os.O_RDWR, 0)
 	cfg, _ := os.ReadFile(e.cfg)
-	f.WriteAt([]byte(strings.Replace(string(cfg), "[broker]\n", fmt.Sprintf("[broker]\nmount = %q\n", e.mount), 1)), 0)
+	text := strings.Replace(string(cfg), "[broker]\n", fmt.Sprintf("[broker]\nmount = %q\n", e.mount), 1)
+	text = strings.Replace(text, "[[integration]]\nname = \"Other\"", testConfig+"[[integration]]\nname = \"Other\"", 1)
+	f.WriteAt([]byte(text), 0)
 	f.Close()
 	pid := os.Getpid() % 10000
 	e.a, e.b = addUser(t, fmt.Sprintf("oafs-sa-%d", pid)), addUser(t, fmt.Sprintf("oafs-sb-%d", pid))
@@ -120,7 +123,7 @@ print(json.dumps({"seen": seen, "errors": errs}))
 // a job with an empty environment and a process in a new user and mount
 // namespace read their own tokens.
 func TestSystemMount(t *testing.T) {
-	e := newSystemEnv(t, 3*time.Second)
+	e := newSystemEnv(t, 3*time.Second, "")
 	loop := filepath.Join(e.top, "loop.py")
 	os.WriteFile(loop, []byte(readLoop), 0o644)
 	users := []unixUser{e.root, e.a, e.b}
@@ -257,7 +260,7 @@ func TestSystemMount(t *testing.T) {
 // ENOTCONN at once, never hang, and the next start clears the dead mount
 // and serves again.
 func TestSystemMountLifecycle(t *testing.T) {
-	e := newSystemEnv(t, time.Hour)
+	e := newSystemEnv(t, time.Hour, "")
 	e.seed(t, e.a, 3600)
 	tok := filepath.Join(e.mount, "by-name", "Test", "access_token")
 	if out, err := e.a.run(t, "cat", tok); err != nil || !e.p.Issued(out) {
@@ -345,6 +348,91 @@ func TestSystemMountLifecycle(t *testing.T) {
 		}
 		if ents, err := os.ReadDir(e.mount); err != nil || len(ents) != 0 {
 			t.Errorf("the mount point after SIGTERM: %v, %v; want an empty directory", ents, err)
+		}
+	})
+}
+
+// TestSystemMountToolsStayPerUser: what the tools added, as a hostile
+// second user B meets it on the system mount and the socket. A's ID
+// token, token.json and token variant are A's alone: B gets Permission
+// denied in A's view, and its own tokens (or ENODATA: B's sign-in gave no
+// ID token) in its own. B's forced refreshes spend B's bound, never A's:
+// B's loop is refused past its burst, each refusal sending nothing to
+// the provider, while A still refreshes.
+func TestSystemMountToolsStayPerUser(t *testing.T) {
+	e := newSystemEnv(t, time.Hour, "scopes = [\"openid\", \"read\", \"write\"]\n[[integration.token]]\nname = \"narrow\"\nscopes = [\"read\"]\n")
+	aAccess, aRefresh, aID, _ := e.p.GrantOpenID()
+	cmd := e.a.as(context.Background(), "curl", "-sf", "--unix-socket", e.socket, "-X", "PUT", "--data-binary", "@-", "http://oauthfs/v1/integrations/Test/credentials")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf(`{"access_token":%q,"refresh_token":%q,"id_token":%q,"expires_in":3600,"scope":"openid read write"}`, aAccess, aRefresh, aID))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("seed as A: %v: %s", err, out)
+	}
+	bAccess := e.seed(t, e.b, 3600)
+	byName := filepath.Join(e.mount, "by-name", "Test")
+
+	t.Run("B cannot enter A's files", func(t *testing.T) {
+		view := filepath.Join(e.mount, ".users", strconv.Itoa(e.a.uid), e.guid)
+		for _, name := range []string{"id_token", "token.json", "tokens", "tokens/narrow/access_token", "tokens/narrow/token.json"} {
+			out, err := e.b.run(t, "cat", filepath.Join(view, name))
+			if err == nil || !strings.Contains(out, "Permission denied") || strings.Contains(out, aAccess) || strings.Contains(out, aID) {
+				t.Errorf("B: cat %s in A's view = %.60q, %v; want Permission denied", name, out, err)
+			}
+		}
+	})
+
+	t.Run("each reads their own", func(t *testing.T) {
+		read := func(u unixUser, name string) (string, error) {
+			t.Helper()
+			return u.run(t, "cat", filepath.Join(byName, name))
+		}
+		if got, err := read(e.a, "id_token"); err != nil || got != aID {
+			t.Errorf("A's id_token = %.20q, %v; want A's ID token", got, err)
+		}
+		if got, err := read(e.b, "id_token"); err == nil || !strings.Contains(got, "No data available") {
+			t.Errorf("B's id_token = %.60q, %v; want ENODATA (B's sign-in gave none), never A's", got, err)
+		}
+		for _, tc := range []struct {
+			who        unixUser
+			own, other string
+		}{{e.a, aAccess, bAccess}, {e.b, bAccess, aAccess}} {
+			doc, err := read(tc.who, "token.json")
+			if err != nil || !strings.Contains(doc, tc.own) || strings.Contains(doc, tc.other) || (tc.who.uid == e.b.uid && strings.Contains(doc, aID)) {
+				t.Errorf("%s's token.json holds another's token, or not its own (%v)", tc.who.name, err)
+			}
+		}
+		aNarrow, errA := read(e.a, "tokens/narrow/access_token")
+		bNarrow, errB := read(e.b, "tokens/narrow/access_token")
+		if errA != nil || errB != nil || aNarrow == bNarrow || !e.p.Issued(aNarrow) || !e.p.Issued(bNarrow) ||
+			e.p.ScopeOf(aNarrow) != "read" || e.p.ScopeOf(bNarrow) != "read" {
+			t.Errorf("tokens/narrow: A %.8q… (%v), B %.8q… (%v); want a read-only token of each one's own", aNarrow, errA, bNarrow, errB)
+		}
+		if out, err := e.b.run(t, binary, "token", "--broker", e.socket, "--id-token", "Test"); err == nil || strings.Contains(out, aID) {
+			t.Errorf("B: oauthfs token --id-token = %.60q, %v; want a failure (no ID token), never A's", out, err)
+		}
+	})
+
+	t.Run("B's forced refreshes spend only B's bound", func(t *testing.T) {
+		before := e.p.Refreshes()
+		ok, refused := 0, 0
+		for range 25 {
+			out, err := e.b.run(t, binary, "token", "--broker", e.socket, "--force-refresh", "Test")
+			switch {
+			case err == nil && e.p.Issued(out):
+				ok++
+			case err != nil && strings.Contains(out, "too many token requests") && strings.Contains(out, "try again in"):
+				refused++
+			default:
+				t.Fatalf("B's forced refresh %d: %.80q, %v", ok+refused+1, out, err)
+			}
+		}
+		sent := e.p.Refreshes() - before
+		t.Logf("B: %d forced refreshes served, %d refused; %d requests reached the provider", ok, refused, sent)
+		if ok < 20 || ok > 22 || refused == 0 || sent != ok {
+			t.Errorf("B: %d served, %d refused, %d sent; want the burst of 20 (a tick more at most) served, the rest refused, and one request per served refresh", ok, refused, sent)
+		}
+		out, err := e.a.run(t, binary, "token", "--broker", e.socket, "--force-refresh", "Test")
+		if err != nil || !e.p.Issued(out) || out == aAccess {
+			t.Errorf("A's forced refresh after B's loop = %.60q, %v; want a new token of A's: B spent only its own bound", out, err)
 		}
 	})
 }
