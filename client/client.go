@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +29,6 @@ import (
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/internal/printable"
 	"github.com/oauthfs/oauthfs/internal/secmem"
-	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/internal/wirejson"
 )
 
@@ -159,7 +159,7 @@ func (c *Client) rawGet(ctx context.Context, path string) (*secmem.Buffer, error
 	defer cancel()
 	conn, err := dial(ctx, c.socket)
 	if err != nil {
-		return nil, c.transportError(ctx, &net.OpError{Op: "dial", Net: "unix", Err: err})
+		return nil, c.transportError(ctx, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
@@ -285,6 +285,11 @@ func (c *Client) Logout(ctx context.Context, id string) (api.LogoutResult, error
 // ErrNoBroker is wrapped when nothing answers on the socket.
 var ErrNoBroker = errors.New("no broker is running")
 
+// noBroker is the error for socket, where nothing answers.
+func noBroker(socket string) error {
+	return fmt.Errorf("client: %w at %s: %w", ErrNoBroker, socket, credential.ErrUnavailable)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	data, err := c.raw(ctx, method, path, body)
 	if err != nil {
@@ -339,16 +344,23 @@ func (c *Client) remoteError(status int, data []byte) error {
 	return &remoteErr{Code: printable.Code(e.Error, 64), Message: msg}
 }
 
+// transportError says why a request did not reach the broker, or got no
+// answer: what dial said of the socket (nothing there, or not to be
+// trusted) as it said it, whichever request it was.
 func (c *Client) transportError(ctx context.Context, err error) error {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.Is(err, unixsock.ErrUntrusted) {
-		return err
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // net/http's "Get URL:" says nothing of use here
 	}
 	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
-		return fmt.Errorf("client: %w at %s: %w", ErrNoBroker, c.socket, credential.ErrUnavailable)
+	switch {
+	case errors.Is(err, credential.ErrUnavailable):
+		return err // dial's own, complete
+	case errors.As(err, &oe) && oe.Op == "dial":
+		return noBroker(c.socket)
 	}
 	return fmt.Errorf("client: broker at %s: %v: %w", c.socket, err, credential.ErrUnavailable)
 }

@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +18,9 @@ import (
 // answering runs as the caller or as root (SO_PEERCRED).
 func dial(ctx context.Context, socket string) (net.Conn, error) {
 	if err := unixsock.CheckSocketDir(filepath.Dir(socket)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, noBroker(socket) // no broker ever made the directory
+		}
 		return nil, fmt.Errorf("client: refusing %s: %w: %w", socket, err, credential.ErrUnavailable)
 	}
 	var d net.Dialer
