@@ -87,7 +87,7 @@ func (b *Broker) TokenFor(ctx context.Context, uid int, id string, req TokenRequ
 		}
 		v := in.Variant(req.Variant)
 		if v == nil {
-			return nil, fmt.Errorf("broker: %s has no token variant %q (%s): %w", in.Name, req.Variant, variantNames(in.Tokens), credential.ErrNotFound)
+			return nil, noVariantError(fmt.Sprintf("broker: %s has no token variant %q (%s)", in.Name, req.Variant, variantNames(in.Tokens)))
 		}
 		target, adhoc = provider.Target{Resource: v.Resource, Scopes: v.Scopes}, false
 	} else if target.Resource != "" && !in.AllowsResource(target.Resource) {
@@ -106,6 +106,14 @@ func (b *Broker) TokenFor(ctx context.Context, uid int, id string, req TokenRequ
 	}
 	return t, err
 }
+
+// noVariantError is why a token variant cannot be had: the integration
+// has none of that name. It is a credential.ErrNotFound (ENOENT, exit 3)
+// that says so in its own words, not "no such integration".
+type noVariantError string
+
+func (e noVariantError) Error() string { return string(e) }
+func (e noVariantError) Unwrap() error { return credential.ErrNotFound }
 
 // variantNames lists the names of vs for a message.
 func variantNames(vs []config.TokenVariant) string {

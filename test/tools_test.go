@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -324,6 +325,9 @@ func TestToolsTokenCommand(t *testing.T) {
 		out, errOut, code := e.oauthfs(t, tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) || out != "" {
 			t.Errorf("oauthfs %s: exit %d, stdout %q, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), code, out, errOut, tc.code, tc.want)
+		}
+		if slices.Contains(tc.args, "nope") && (strings.Contains(errOut, "no such integration") || !strings.Contains(errOut, "oauthfs list --json")) {
+			t.Errorf("an unknown variant: %q; want it said as a variant, with the hint to list them", errOut)
 		}
 		if strings.Contains(errOut, "CANARY") || strings.Contains(errOut, "tok-rt-") || strings.Contains(errOut, "tok-at-") {
 			t.Errorf("a token in an error: %s", errOut)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/oauthfs/oauthfs/api"
 	"github.com/oauthfs/oauthfs/client"
 	"github.com/oauthfs/oauthfs/credential"
 	"github.com/oauthfs/oauthfs/fusefs"
@@ -10,6 +11,15 @@ import (
 	"github.com/oauthfs/oauthfs/internal/unixsock"
 	"github.com/oauthfs/oauthfs/store"
 )
+
+// explainToken is explain for the error of the token q asks for: a
+// token variant that is not found is not an integration that is not.
+func explainToken(err error, id string, q api.TokenQuery) error {
+	if q.Variant != "" && errors.Is(err, credential.ErrNotFound) {
+		return withHint(err, "run 'oauthfs list --json' to see the integrations and their token variants (tokens)")
+	}
+	return explain(err, id)
+}
 
 // explain adds the advice a user needs to an error about the integration
 // id (or "" when none is concerned). The packages below cmd state facts;

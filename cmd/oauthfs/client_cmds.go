@@ -108,7 +108,7 @@ func tokenFlags(fs *flag.FlagSet) runFunc {
 		defer cancel()
 		t, err := c.TokenFor(ctx, id, q)
 		if err != nil {
-			return explain(err, id)
+			return explainToken(err, id, q)
 		}
 		switch {
 		case *idToken:

@@ -62,7 +62,7 @@ func execCredentialFlags(fs *flag.FlagSet) runFunc {
 		defer cancel()
 		t, until, err := c.TokenUntil(ctx, id, q)
 		if err != nil {
-			return explain(err, id)
+			return explainToken(err, id, q)
 		}
 		if !strings.EqualFold(t.Type(), "Bearer") {
 			return fmt.Errorf("exec-credential: %s's token is a %s token; kubectl sends only bearer tokens", printable.String(id, 0), printable.String(t.Type(), 32))
